@@ -1,0 +1,20 @@
+//! sugarcube-core: the diffusion engine of sugarcube. It knows nothing of any domain: images,
+//! audio, DNA and proteins plug in through the [`domain::Domain`] trait.
+//!
+//! - [`schedule`]: discrete noise schedules (linear, scaled-linear, cosine, sigmoid, zero-SNR)
+//!   and Karras sigmas.
+//! - [`process`]: the Gaussian forward process (epsilon / x0 / v, min-SNR weighting, torus wrap).
+//! - [`sampler`]: DDPM, DDIM, Euler, Heun, DPM-Solver++(2M) as stateless functions.
+//! - [`denoiser`]: the network trait and classifier-free guidance.
+//! - [`train`], [`optim`], [`checkpoint`]: the trainer, AdamW with saveable state, checkpoints.
+//! - [`config`]: experiment files.
+//! - [`params`]: seeded parameter initialisation.
+
+pub mod denoiser;
+pub mod domain;
+pub mod params;
+pub mod process;
+pub mod rng;
+pub mod sampler;
+pub mod schedule;
+pub mod tensor_util;

@@ -1,0 +1,596 @@
+//! Samplers: short stateless functions that walk a time grid over a [`Model`], in the style of
+//! k-diffusion's sampling module, each reproducing the matching diffusers scheduler.
+//!
+//! - [`ddpm`]: ancestral sampling with the "fixed small" posterior variance.
+//! - [`ddim`]: DDIM with eta (eta = 0 is deterministic).
+//! - [`euler`] and [`heun`]: Karras et al.'s ODE solvers in sigma space, optionally on Karras sigmas.
+//! - [`dpmpp_2m`]: DPM-Solver++(2M), multistep second order in lambda = -log sigma.
+//!
+//! Time grids are spelled out by [`Spacing`] (leading, trailing, linspace), as in diffusers.
+//! [`sample`] picks a sampler from a [`SamplerConfig`] and draws the starting noise per row
+//! from [`RowNoise`], so a sample depends on its index and the seed, never on the batch size.
+
+use crate::denoiser::Model;
+use crate::process::{GaussianProcess, Prediction};
+use crate::rng::Rng;
+use crate::schedule::{interp, karras_sigmas, linspace, sigma_to_t, Schedule};
+use crate::tensor_util::wrap_angles;
+use candle_core::{DType, Device, Result, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// Which sampler to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SamplerKind {
+    /// DDPM ancestral sampling.
+    Ddpm,
+    /// DDIM (eta selects the stochasticity).
+    Ddim,
+    /// Euler's method on the probability-flow ODE in sigma space.
+    Euler,
+    /// Heun's second-order method (two model calls per step but the last).
+    Heun,
+    /// DPM-Solver++(2M).
+    #[serde(alias = "dpmpp-2m", alias = "dpm_solver_pp_2m", alias = "dpmsolver++")]
+    Dpmpp2m,
+}
+
+impl SamplerKind {
+    /// Names accepted in experiment files and on the command line.
+    pub const NAMES: &'static str = "ddpm, ddim, euler, heun, dpmpp_2m";
+
+    /// Parses a sampler name.
+    pub fn parse(name: &str) -> anyhow::Result<Self> {
+        let v = toml::Value::String(name.to_string());
+        v.try_into()
+            .map_err(|_| anyhow::anyhow!("unknown sampler `{name}`: expected one of {}", Self::NAMES))
+    }
+
+    /// The spacing diffusers uses by default for this scheduler.
+    pub fn default_spacing(self) -> Spacing {
+        match self {
+            SamplerKind::Ddpm | SamplerKind::Ddim => Spacing::Leading,
+            _ => Spacing::Linspace,
+        }
+    }
+}
+
+/// How inference timesteps are laid over the training timesteps (Lin et al. 2023, Table 2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Spacing {
+    /// `0, k, 2k, ...` with k = T // N, reversed: never visits the last training step.
+    Leading,
+    /// `T - 1, T - 1 - T/N, ...`: starts at the last training step.
+    Trailing,
+    /// `linspace(0, T - 1, N)` reversed.
+    Linspace,
+}
+
+/// A sampling run's settings, as in an experiment's `[sample]` table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SamplerConfig {
+    /// Which sampler.
+    #[serde(default = "default_sampler")]
+    pub sampler: SamplerKind,
+    /// Number of sampling steps (Heun makes about twice as many model calls).
+    #[serde(default = "default_steps")]
+    pub steps: usize,
+    /// Timestep spacing; None takes the sampler's diffusers default.
+    #[serde(default)]
+    pub spacing: Option<Spacing>,
+    /// DDIM's eta (0 deterministic, 1 DDPM-like).
+    #[serde(default)]
+    pub eta: f64,
+    /// Use Karras sigmas (rho 7) with euler, heun and dpmpp_2m.
+    #[serde(default)]
+    pub karras: bool,
+    /// Clamp the predicted x0 to [-clip, clip] (ddpm, ddim); None leaves it unclipped.
+    #[serde(default)]
+    pub clip: Option<f64>,
+    /// Classifier-free guidance scale (1 = plain conditional).
+    #[serde(default = "default_guidance")]
+    pub guidance: f64,
+    /// Samples per batch (memory only: results do not depend on it).
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    /// Samples to draw by default.
+    #[serde(default = "default_n")]
+    pub n: usize,
+}
+
+fn default_sampler() -> SamplerKind {
+    SamplerKind::Dpmpp2m
+}
+fn default_steps() -> usize {
+    50
+}
+fn default_guidance() -> f64 {
+    1.0
+}
+fn default_batch() -> usize {
+    256
+}
+fn default_n() -> usize {
+    1000
+}
+
+impl Default for SamplerConfig {
+    fn default() -> Self {
+        Self {
+            sampler: default_sampler(),
+            steps: default_steps(),
+            spacing: None,
+            eta: 0.0,
+            karras: false,
+            clip: None,
+            guidance: default_guidance(),
+            batch_size: default_batch(),
+            n: default_n(),
+        }
+    }
+}
+
+/// What a sampler reports after each step (for progress bars, tests and trajectories).
+pub struct StepInfo<'a> {
+    /// Model-call index, from 0.
+    pub index: usize,
+    /// The timestep the model was called at.
+    pub t: f64,
+    /// The sample after this step.
+    pub x: &'a Tensor,
+    /// The model's clean-sample estimate at this step (after any clipping).
+    pub x0: &'a Tensor,
+    /// The input the model saw (sigma-space samplers scale it).
+    pub model_input: &'a Tensor,
+}
+
+/// A callback after each model call.
+pub type Observer<'a> = &'a mut dyn FnMut(&StepInfo);
+
+/// Per-row random streams: row `i` of a batch draws from `Rng::stream(seed, first + i)`, so the
+/// noise a sample sees depends only on its index and the seed.
+pub struct RowNoise {
+    rngs: Vec<Rng>,
+}
+
+impl RowNoise {
+    /// Streams for samples `first .. first + rows`.
+    pub fn new(seed: u64, first: usize, rows: usize) -> Self {
+        Self { rngs: (first..first + rows).map(|i| Rng::stream(seed, i as u64)).collect() }
+    }
+
+    /// A standard-normal tensor of `shape` (`[rows, ...]`), each row from its own stream.
+    pub fn draw(&mut self, shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
+        assert_eq!(shape[0], self.rngs.len(), "RowNoise: batch size differs from its streams");
+        let per: usize = shape[1..].iter().product();
+        let mut data = Vec::with_capacity(per * self.rngs.len());
+        for r in self.rngs.iter_mut() {
+            data.extend(r.normal_vec(per));
+        }
+        Tensor::from_vec(data, shape, device)?.to_dtype(dtype)
+    }
+}
+
+/// numpy's `round` (half to even).
+fn round_half_even(x: f64) -> f64 {
+    x.round_ties_even()
+}
+
+/// Descending inference timesteps for `n` steps over `t_max` training steps.
+/// `round` rounds linspace values (DDIM, DDPM, DPM-Solver) or keeps them fractional (Euler, Heun).
+pub fn timesteps(spacing: Spacing, t_max: usize, n: usize, round: bool) -> Vec<f64> {
+    let mut ts: Vec<f64> = match spacing {
+        Spacing::Leading => {
+            let ratio = (t_max / n) as f64;
+            (0..n).map(|i| i as f64 * ratio).collect()
+        }
+        Spacing::Trailing => {
+            let ratio = t_max as f64 / n as f64;
+            let mut v = vec![];
+            let mut x = t_max as f64;
+            let mut k = 0usize;
+            while x > 0.0 {
+                v.push(round_half_even(x) - 1.0);
+                k += 1;
+                x = t_max as f64 - k as f64 * ratio;
+            }
+            v.reverse();
+            v
+        }
+        Spacing::Linspace => linspace(0.0, (t_max - 1) as f64, n)
+            .into_iter()
+            .map(|v| if round { round_half_even(v) } else { v })
+            .collect(),
+    };
+    ts.reverse();
+    ts
+}
+
+fn scalar_rows(v: f64, x: &Tensor) -> Result<Vec<f64>> {
+    Ok(vec![v; x.dim(0)?])
+}
+
+fn maybe_clip(x0: Tensor, clip: Option<f64>) -> Result<Tensor> {
+    match clip {
+        Some(c) => x0.clamp(-c, c),
+        None => Ok(x0),
+    }
+}
+
+fn maybe_wrap(x: Tensor, wrap: bool) -> Result<Tensor> {
+    if wrap {
+        wrap_angles(&x)
+    } else {
+        Ok(x)
+    }
+}
+
+/// The DDPM posterior q(x_{prev} | x_t, x0) between two training timesteps, as diffusers'
+/// `DDPMScheduler.step`: `(coef_x0, coef_xt, variance)` with the "fixed small" variance
+/// clamped to at least 1e-20. `prev < 0` means the final step to clean data.
+pub fn ddpm_posterior(s: &Schedule, t: usize, prev: i64) -> (f64, f64, f64) {
+    let a_t = s.alphas_cumprod[t];
+    let a_prev = s.alpha_bar(prev);
+    let beta_t = 1.0 - a_t / a_prev;
+    let coef_x0 = a_prev.sqrt() * beta_t / (1.0 - a_t);
+    let coef_xt = (a_t / a_prev).sqrt() * (1.0 - a_prev) / (1.0 - a_t);
+    let variance = ((1.0 - a_prev) / (1.0 - a_t) * beta_t).max(1e-20);
+    (coef_x0, coef_xt, variance)
+}
+
+/// Options shared by the variance-preserving samplers (DDPM, DDIM).
+#[derive(Clone, Copy, Debug)]
+pub struct VpOptions {
+    /// Clamp predicted x0.
+    pub clip: Option<f64>,
+    /// Wrap onto [-pi, pi) after every step (angles).
+    pub wrap: bool,
+}
+
+/// DDPM ancestral sampling over descending integer `timesteps`; the previous timestep of each
+/// step is the next entry (-1 after the last), as in diffusers.
+#[allow(clippy::too_many_arguments)]
+pub fn ddpm(
+    model: &dyn Model,
+    s: &Schedule,
+    prediction: Prediction,
+    mut x: Tensor,
+    timesteps: &[f64],
+    opts: VpOptions,
+    noise: &mut RowNoise,
+    obs: Observer,
+) -> Result<Tensor> {
+    for (i, &tf) in timesteps.iter().enumerate() {
+        let t = tf as usize;
+        let prev = timesteps.get(i + 1).map(|p| *p as i64).unwrap_or(-1);
+        let out = model.predict(&x, tf)?;
+        let ab = scalar_rows(s.alphas_cumprod[t], &x)?;
+        let x0 = maybe_clip(prediction.to_x0(&out, &x, &ab)?, opts.clip)?;
+        let (c0, ct, var) = ddpm_posterior(s, t, prev);
+        let mean = x0.affine(c0, 0.0)?.add(&x.affine(ct, 0.0)?)?;
+        let next = if t > 0 {
+            let z = noise.draw(x.dims(), x.dtype(), x.device())?;
+            mean.add(&z.affine(var.sqrt(), 0.0)?)?
+        } else {
+            mean
+        };
+        let model_input = x;
+        x = maybe_wrap(next, opts.wrap)?;
+        obs(&StepInfo { index: i, t: tf, x: &x, x0: &x0, model_input: &model_input });
+    }
+    Ok(x)
+}
+
+/// DDIM (Song et al. 2021) as diffusers' `DDIMScheduler` with `set_alpha_to_one`: the previous
+/// timestep is always `t - T // N`, and the direction term uses the unclipped epsilon.
+#[allow(clippy::too_many_arguments)]
+pub fn ddim(
+    model: &dyn Model,
+    s: &Schedule,
+    prediction: Prediction,
+    mut x: Tensor,
+    timesteps: &[f64],
+    eta: f64,
+    opts: VpOptions,
+    noise: &mut RowNoise,
+    obs: Observer,
+) -> Result<Tensor> {
+    let stride = (s.len() / timesteps.len()) as i64;
+    for (i, &tf) in timesteps.iter().enumerate() {
+        let t = tf as usize;
+        let prev = t as i64 - stride;
+        let out = model.predict(&x, tf)?;
+        let a_t = s.alphas_cumprod[t];
+        let a_prev = s.alpha_bar(prev);
+        let ab = scalar_rows(a_t, &x)?;
+        let x0 = maybe_clip(prediction.to_x0(&out, &x, &ab)?, opts.clip)?;
+        let eps = prediction.to_eps(&out, &x, &ab)?;
+        let variance = (1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev);
+        let std = eta * variance.sqrt();
+        let dir = (1.0 - a_prev - std * std).max(0.0).sqrt();
+        let mut next = x0.affine(a_prev.sqrt(), 0.0)?.add(&eps.affine(dir, 0.0)?)?;
+        if eta > 0.0 {
+            let z = noise.draw(x.dims(), x.dtype(), x.device())?;
+            next = next.add(&z.affine(std, 0.0)?)?;
+        }
+        let model_input = x;
+        x = maybe_wrap(next, opts.wrap)?;
+        obs(&StepInfo { index: i, t: tf, x: &x, x0: &x0, model_input: &model_input });
+    }
+    Ok(x)
+}
+
+/// The x0 estimate of a discrete-time model at VE noise level `sigma`: the model sees
+/// `x / sqrt(sigma^2 + 1)` (diffusers' `scale_model_input`). Returns `(x0, model_input)`.
+fn sigma_denoise(
+    model: &dyn Model,
+    prediction: Prediction,
+    x: &Tensor,
+    sigma: f64,
+    t: f64,
+) -> Result<(Tensor, Tensor)> {
+    let x_in = x.affine(1.0 / (sigma * sigma + 1.0).sqrt(), 0.0)?;
+    let out = model.predict(&x_in, t)?;
+    let ab = scalar_rows(1.0 / (sigma * sigma + 1.0), x)?;
+    Ok((prediction.to_x0(&out, &x_in, &ab)?, x_in))
+}
+
+/// Euler's method in sigma space (diffusers' `EulerDiscreteScheduler`, no churn).
+/// `sigmas` has one more entry than `timesteps` (the final 0).
+pub fn euler(
+    model: &dyn Model,
+    prediction: Prediction,
+    mut x: Tensor,
+    sigmas: &[f64],
+    timesteps: &[f64],
+    obs: Observer,
+) -> Result<Tensor> {
+    for (i, &t) in timesteps.iter().enumerate() {
+        let (s, s_next) = (sigmas[i], sigmas[i + 1]);
+        let (x0, x_in) = sigma_denoise(model, prediction, &x, s, t)?;
+        let d = x.sub(&x0)?.affine(1.0 / s, 0.0)?;
+        x = x.add(&d.affine(s_next - s, 0.0)?)?;
+        obs(&StepInfo { index: i, t, x: &x, x0: &x0, model_input: &x_in });
+    }
+    Ok(x)
+}
+
+/// Heun's method in sigma space (diffusers' `HeunDiscreteScheduler`): an Euler predictor, then a
+/// corrector at the next sigma that averages the two slopes; the last step, to sigma 0, is plain
+/// Euler. Reports every model call (predictors and correctors).
+pub fn heun(
+    model: &dyn Model,
+    prediction: Prediction,
+    mut x: Tensor,
+    sigmas: &[f64],
+    timesteps: &[f64],
+    obs: Observer,
+) -> Result<Tensor> {
+    let mut call = 0;
+    for (i, &t) in timesteps.iter().enumerate() {
+        let (s, s_next) = (sigmas[i], sigmas[i + 1]);
+        let (x0, x_in) = sigma_denoise(model, prediction, &x, s, t)?;
+        let d = x.sub(&x0)?.affine(1.0 / s, 0.0)?;
+        let x_pred = x.add(&d.affine(s_next - s, 0.0)?)?;
+        obs(&StepInfo { index: call, t, x: &x_pred, x0: &x0, model_input: &x_in });
+        call += 1;
+        if s_next == 0.0 {
+            x = x_pred;
+            continue;
+        }
+        let t_next = timesteps[i + 1];
+        let (x0c, x_inc) = sigma_denoise(model, prediction, &x_pred, s_next, t_next)?;
+        let d2 = x_pred.sub(&x0c)?.affine(1.0 / s_next, 0.0)?;
+        let slope = d.add(&d2)?.affine(0.5, 0.0)?;
+        x = x.add(&slope.affine(s_next - s, 0.0)?)?;
+        obs(&StepInfo { index: call, t: t_next, x: &x, x0: &x0c, model_input: &x_inc });
+        call += 1;
+    }
+    Ok(x)
+}
+
+/// DPM-Solver++(2M) (Lu et al. 2022) as diffusers' `DPMSolverMultistepScheduler` with
+/// `solver_order=2`, midpoint, `final_sigmas_type="zero"`: the first and last steps are first
+/// order; the model sees the unscaled x at integer timesteps.
+pub fn dpmpp_2m(
+    model: &dyn Model,
+    prediction: Prediction,
+    mut x: Tensor,
+    sigmas: &[f64],
+    timesteps: &[f64],
+    obs: Observer,
+) -> Result<Tensor> {
+    let alpha_sigma = |s: f64| {
+        let a = 1.0 / (s * s + 1.0).sqrt();
+        (a, s * a)
+    };
+    let mut prev: Option<(Tensor, f64)> = None; // (x0, lambda) of the previous step
+    for (i, &t) in timesteps.iter().enumerate() {
+        let (s, s_next) = (sigmas[i], sigmas[i + 1]);
+        let out = model.predict(&x, t)?;
+        let (alpha_s, sigma_s) = alpha_sigma(s);
+        let ab = scalar_rows(alpha_s * alpha_s, &x)?;
+        let x0 = prediction.to_x0(&out, &x, &ab)?;
+        let lambda_s = alpha_s.ln() - sigma_s.ln();
+        let model_input = x.clone();
+        x = if s_next == 0.0 {
+            x0.clone()
+        } else {
+            let (alpha_t, sigma_t) = alpha_sigma(s_next);
+            let lambda_t = alpha_t.ln() - sigma_t.ln();
+            let h = lambda_t - lambda_s;
+            let coef = -alpha_t * ((-h).exp() - 1.0);
+            let base = x.affine(sigma_t / sigma_s, 0.0)?;
+            match &prev {
+                None => base.add(&x0.affine(coef, 0.0)?)?,
+                Some((x0_prev, lambda_prev)) => {
+                    let r0 = (lambda_s - lambda_prev) / h;
+                    let d1 = x0.sub(x0_prev)?.affine(1.0 / r0, 0.0)?;
+                    base.add(&x0.affine(coef, 0.0)?)?.add(&d1.affine(0.5 * coef, 0.0)?)?
+                }
+            }
+        };
+        obs(&StepInfo { index: i, t, x: &x, x0: &x0, model_input: &model_input });
+        prev = Some((x0, lambda_s));
+    }
+    Ok(x)
+}
+
+/// The training sigmas of a schedule, with a zero terminal alpha_bar replaced by 2^-24 as
+/// diffusers' sigma-space schedulers do (so sigma_max stays finite).
+fn training_sigmas(s: &Schedule) -> Vec<f64> {
+    s.alphas_cumprod
+        .iter()
+        .map(|&a| {
+            let a = if a == 0.0 { 2f64.powi(-24) } else { a };
+            ((1.0 - a) / a).sqrt()
+        })
+        .collect()
+}
+
+/// The `(sigmas, timesteps)` grid of a sigma-space sampler, with the final sigma 0 appended.
+/// DPM-Solver++ uses `n + 1` linspace/leading points minus the last and rounds Karras
+/// timesteps; Euler and Heun keep them fractional.
+pub fn sigma_grid(s: &Schedule, kind: SamplerKind, spacing: Spacing, n: usize, karras: bool) -> (Vec<f64>, Vec<f64>) {
+    let t_max = s.len();
+    let train = training_sigmas(s);
+    let dpm = kind == SamplerKind::Dpmpp2m;
+    let mut ts = if dpm && spacing != Spacing::Trailing {
+        let mut v = timesteps(spacing, t_max, n + 1, true);
+        v.pop();
+        if spacing == Spacing::Leading {
+            // diffusers: step_ratio = T // (n + 1)
+            let ratio = (t_max / (n + 1)) as f64;
+            v = (1..=n).rev().map(|i| i as f64 * ratio).collect();
+        }
+        v
+    } else {
+        timesteps(spacing, t_max, n, dpm)
+    };
+    let mut sigmas: Vec<f64> = ts.iter().map(|&t| interp(t, &train)).collect();
+    if karras {
+        let (lo, hi) = (*sigmas.last().unwrap(), sigmas[0]);
+        sigmas = karras_sigmas(n, lo, hi, 7.0);
+        let log_sigmas: Vec<f64> = train.iter().map(|v| v.ln()).collect();
+        ts = sigmas
+            .iter()
+            .map(|&sg| {
+                let t = sigma_to_t(sg, &log_sigmas);
+                if dpm {
+                    round_half_even(t)
+                } else {
+                    t
+                }
+            })
+            .collect();
+    }
+    sigmas.push(0.0);
+    (sigmas, ts)
+}
+
+/// The noise scale a sampler starts from: 1 for DDPM/DDIM/DPM-Solver (variance preserving),
+/// sigma_max for Euler/Heun with linspace or trailing spacing, sqrt(sigma_max^2 + 1) with leading.
+pub fn init_noise_sigma(kind: SamplerKind, spacing: Spacing, sigmas: &[f64]) -> f64 {
+    match kind {
+        SamplerKind::Euler | SamplerKind::Heun => {
+            let m = sigmas.iter().cloned().fold(0.0, f64::max);
+            if spacing == Spacing::Leading {
+                (m * m + 1.0).sqrt()
+            } else {
+                m
+            }
+        }
+        _ => 1.0,
+    }
+}
+
+/// Draws a batch with the configured sampler. `noise` supplies the rows' streams (the starting
+/// noise, then any per-step noise); `shape` is `[rows, ...]`.
+pub fn sample(
+    cfg: &SamplerConfig,
+    process: &GaussianProcess,
+    model: &dyn Model,
+    noise: &mut RowNoise,
+    shape: &[usize],
+    device: &Device,
+    obs: Observer,
+) -> anyhow::Result<Tensor> {
+    anyhow::ensure!(cfg.steps >= 1, "sample.steps must be at least 1");
+    let s = &process.schedule;
+    anyhow::ensure!(
+        cfg.steps <= s.len(),
+        "sample.steps is {} but the schedule has only {} training timesteps",
+        cfg.steps,
+        s.len()
+    );
+    let spacing = cfg.spacing.unwrap_or(cfg.sampler.default_spacing());
+    let wrap = process.config.wrap;
+    let prediction = process.config.prediction;
+    let z = noise.draw(shape, DType::F32, device)?;
+    let vp = VpOptions { clip: cfg.clip, wrap };
+    let x = match cfg.sampler {
+        SamplerKind::Ddpm | SamplerKind::Ddim => {
+            let ts = timesteps(spacing, s.len(), cfg.steps, true);
+            let x = maybe_wrap(z, wrap)?;
+            if cfg.sampler == SamplerKind::Ddpm {
+                ddpm(model, s, prediction, x, &ts, vp, noise, obs)?
+            } else {
+                ddim(model, s, prediction, x, &ts, cfg.eta, vp, noise, obs)?
+            }
+        }
+        kind => {
+            anyhow::ensure!(
+                !wrap,
+                "sampler `{}` works in sigma space and cannot keep angles wrapped: use ddpm or ddim",
+                serde_json::to_string(&kind)?.trim_matches('"')
+            );
+            let (sigmas, ts) = sigma_grid(s, kind, spacing, cfg.steps, cfg.karras);
+            let x = z.affine(init_noise_sigma(kind, spacing, &sigmas), 0.0)?;
+            match kind {
+                SamplerKind::Euler => euler(model, prediction, x, &sigmas, &ts, obs)?,
+                SamplerKind::Heun => heun(model, prediction, x, &sigmas, &ts, obs)?,
+                _ => dpmpp_2m(model, prediction, x, &sigmas, &ts, obs)?,
+            }
+        }
+    };
+    Ok(x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spacings_match_diffusers() {
+        let lead = timesteps(Spacing::Leading, 1000, 20, true);
+        assert_eq!(lead[0], 950.0);
+        assert_eq!(*lead.last().unwrap(), 0.0);
+        let trail = timesteps(Spacing::Trailing, 1000, 20, true);
+        assert_eq!(trail[0], 999.0);
+        assert_eq!(*trail.last().unwrap(), 49.0);
+        assert_eq!(trail.len(), 20);
+        let lin = timesteps(Spacing::Linspace, 1000, 20, true);
+        assert_eq!(&lin[..3], &[999.0, 946.0, 894.0]);
+    }
+
+    #[test]
+    fn numpy_rounding() {
+        assert_eq!(round_half_even(0.5), 0.0);
+        assert_eq!(round_half_even(1.5), 2.0);
+        assert_eq!(round_half_even(2.5), 2.0);
+        assert_eq!(round_half_even(499.5), 500.0);
+        assert_eq!(round_half_even(-0.5), -0.0);
+        assert_eq!(round_half_even(2.4), 2.0);
+    }
+
+    #[test]
+    fn row_noise_ignores_batch_size() -> Result<()> {
+        let dev = Device::Cpu;
+        let all = RowNoise::new(5, 0, 4).draw(&[4, 3], DType::F32, &dev)?;
+        let tail = RowNoise::new(5, 2, 2).draw(&[2, 3], DType::F32, &dev)?;
+        assert_eq!(all.narrow(0, 2, 2)?.to_vec2::<f32>()?, tail.to_vec2::<f32>()?);
+        Ok(())
+    }
+}
