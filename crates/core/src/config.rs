@@ -70,7 +70,7 @@ impl<D, M, E> Experiment<D, M, E>
 where
     D: serde::de::DeserializeOwned + Serialize,
     M: serde::de::DeserializeOwned + Serialize,
-    E: serde::de::DeserializeOwned + Serialize,
+    E: serde::de::DeserializeOwned + Serialize + Default,
 {
     /// Parses an experiment file; errors carry the file, line, key and the expectation.
     pub fn load(path: &Path) -> anyhow::Result<Self> {

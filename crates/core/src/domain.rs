@@ -16,8 +16,9 @@ pub struct Batch {
     pub cond: Option<Tensor>,
 }
 
-/// What a model needs to know about its data.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What a model needs to know about its data (saved as `data_info.json` in a run directory, so
+/// sampling needs no data).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct DataInfo {
     /// Shape of one example (without the batch axis).
     pub item_shape: Vec<usize>,
@@ -79,6 +80,9 @@ pub trait Domain {
         labels: Option<&[u32]>,
         dir: &Path,
     ) -> anyhow::Result<Vec<PathBuf>>;
+
+    /// How many samples `eval` draws by default.
+    fn eval_samples(eval: &Self::Eval) -> usize;
 
     /// Scores generated samples against held-out data.
     fn evaluate(

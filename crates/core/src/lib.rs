@@ -10,11 +10,17 @@
 //! - [`config`]: experiment files.
 //! - [`params`]: seeded parameter initialisation.
 
+pub mod checkpoint;
+pub mod config;
 pub mod denoiser;
 pub mod domain;
+pub mod optim;
 pub mod params;
 pub mod process;
+pub mod progress;
 pub mod rng;
+pub mod run;
 pub mod sampler;
 pub mod schedule;
 pub mod tensor_util;
+pub mod train;
