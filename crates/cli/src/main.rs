@@ -1,1 +1,261 @@
-fn main(){}
+//! The `sugarcube` command line: train, sample, evaluate and benchmark diffusion models
+//! described by experiment files.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use sugarcube_core::domain::Domain;
+use sugarcube_core::run::{self, SampleRequest, TrainOptions};
+use sugarcube_core::sampler::SamplerKind;
+
+#[derive(Parser)]
+#[command(name = "sugarcube", version, about = "Diffusion models for images, audio, DNA and protein backbones")]
+struct Cli {
+    /// Where tensors live: cpu, or cuda when built with the `cuda` feature.
+    #[arg(long, global = true, default_value = "cpu")]
+    device: String,
+    /// No progress bars or log lines.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train an experiment into a run directory (default runs/NAME).
+    Train {
+        /// The experiment file (see experiments/).
+        experiment: PathBuf,
+        /// Run directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Continue from the newest checkpoint in the run directory.
+        #[arg(long)]
+        resume: bool,
+        /// Override the experiment's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Stop after this step (writing a checkpoint); continue later with --resume.
+        #[arg(long)]
+        until: Option<usize>,
+    },
+    /// Draw samples from a trained run into RUN_DIR/samples/.
+    Sample {
+        /// The run directory.
+        run_dir: PathBuf,
+        #[command(flatten)]
+        req: SampleArgs,
+    },
+    /// Sample and score a trained run; prints a table and writes RUN_DIR/eval.json.
+    Eval {
+        /// The run directory.
+        run_dir: PathBuf,
+        #[command(flatten)]
+        req: SampleArgs,
+    },
+    /// List the experiments in a folder, one line each.
+    Experiments {
+        /// The folder.
+        #[arg(default_value = "experiments")]
+        dir: PathBuf,
+    },
+    /// Measure training and sampling throughput for an experiment's model.
+    Bench {
+        /// The experiment file.
+        #[arg(default_value = "experiments/toy-moons.toml")]
+        experiment: PathBuf,
+        /// Training steps to time.
+        #[arg(long, default_value_t = 200)]
+        steps: usize,
+        /// Samples to draw.
+        #[arg(long, default_value_t = 2000)]
+        n: usize,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args, Clone, Debug)]
+struct SampleArgs {
+    /// Number of samples (default: the experiment's [sample] n; for eval, [eval] n).
+    #[arg(long)]
+    n: Option<usize>,
+    /// Sampler: ddpm, ddim, euler, heun, dpmpp_2m.
+    #[arg(long, value_parser = parse_sampler)]
+    sampler: Option<SamplerKind>,
+    /// Sampling steps.
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Classifier-free guidance scale (1 = plain conditional).
+    #[arg(long)]
+    guidance: Option<f64>,
+    /// Seed (default: the experiment's).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Samples per batch (affects memory and speed, never the samples).
+    #[arg(long)]
+    batch_size: Option<usize>,
+}
+
+fn parse_sampler(s: &str) -> Result<SamplerKind, String> {
+    SamplerKind::parse(s).map_err(|e| e.to_string())
+}
+
+impl SampleArgs {
+    fn request(&self, quiet: bool) -> SampleRequest {
+        SampleRequest {
+            n: self.n,
+            sampler: self.sampler,
+            steps: self.steps,
+            guidance: self.guidance,
+            seed: self.seed,
+            batch_size: self.batch_size,
+            quiet,
+        }
+    }
+}
+
+fn device(name: &str) -> anyhow::Result<candle_core::Device> {
+    match name {
+        "cpu" => Ok(candle_core::Device::Cpu),
+        "cuda" => {
+            let d = candle_core::Device::new_cuda(0)
+                .context("--device cuda: this build has no CUDA support or no GPU was found (build with --features cuda)")?;
+            Ok(d)
+        }
+        other => anyhow::bail!("--device: expected cpu or cuda, got `{other}`"),
+    }
+}
+
+/// Calls `$f::<Domain>($args)` for the domain named `$name`.
+macro_rules! with_domain {
+    ($name:expr, $origin:expr, $f:ident ( $($arg:expr),* )) => {
+        match $name.as_str() {
+            n if n == sugarcube_toy::Toy::NAME => run::$f::<sugarcube_toy::Toy>($($arg),*),
+            other => Err(anyhow::anyhow!(
+                "{}: unknown domain `{other}`: expected one of {}",
+                $origin,
+                DOMAINS.join(", ")
+            )),
+        }
+    };
+}
+
+const DOMAINS: &[&str] = &[sugarcube_toy::Toy::NAME];
+
+fn run_domain(run_dir: &Path) -> anyhow::Result<String> {
+    let cfg = run_dir.join("config.toml");
+    anyhow::ensure!(cfg.exists(), "{} is not a run directory: it has no config.toml", run_dir.display());
+    sugarcube_core::config::domain_of(&cfg)
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = real_main(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<()> {
+    let dev = device(&cli.device)?;
+    let quiet = cli.quiet;
+    match cli.command {
+        Command::Train { experiment, out, resume, seed, until } => {
+            let domain = sugarcube_core::config::domain_of(&experiment)?;
+            let opts = TrainOptions { out, resume, seed, quiet, stop_at: until };
+            let origin = experiment.display().to_string();
+            let (dir, report) = with_domain!(domain, origin, train(&experiment, &opts, &dev))?;
+            println!(
+                "trained {} steps ({} this call, {:.0} examples/s), final loss {:.4}; run directory {}",
+                report.steps,
+                report.steps_run,
+                report.items_per_s,
+                report.final_loss,
+                dir.display()
+            );
+        }
+        Command::Sample { run_dir, req } => {
+            let domain = run_domain(&run_dir)?;
+            let origin = run_dir.display().to_string();
+            let (out, files) = with_domain!(domain, origin, sample(&run_dir, &req.request(quiet), &dev))?;
+            println!("wrote {} files to {}", files.len(), out.display());
+            for f in files {
+                println!("  {}", f.display());
+            }
+        }
+        Command::Eval { run_dir, req } => {
+            let domain = run_domain(&run_dir)?;
+            let origin = run_dir.display().to_string();
+            let metrics = with_domain!(domain, origin, eval(&run_dir, &req.request(quiet), &dev))?;
+            let width = metrics.iter().map(|(k, _)| k.len()).max().unwrap_or(6).max(6);
+            println!("{:<width$}  value", "metric");
+            for (k, v) in &metrics {
+                println!("{k:<width$}  {v:.6}");
+            }
+            println!("wrote {}", run_dir.join("eval.json").display());
+        }
+        Command::Experiments { dir } => list_experiments(&dir)?,
+        Command::Bench { experiment, steps, n, json } => {
+            let domain = sugarcube_core::config::domain_of(&experiment)?;
+            let origin = experiment.display().to_string();
+            let results = with_domain!(domain, origin, bench(&experiment, steps, n, &dev))?;
+            let machine = machine_description();
+            if json {
+                for r in &results {
+                    let mut v = serde_json::to_value(r)?;
+                    v["machine"] = serde_json::json!(machine);
+                    println!("{}", serde_json::to_string(&v)?);
+                }
+            } else {
+                println!("machine: {machine}");
+                println!("{:<36} {:>12} {:>12} {:>7}", "workload", "items/s", "steps/s", "batch");
+                for r in &results {
+                    println!("{:<36} {:>12.1} {:>12.2} {:>7}", r.workload, r.items_per_s, r.steps_per_s, r.batch_size);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn machine_description() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    format!("{cpu}, {threads} threads")
+}
+
+#[derive(serde::Deserialize)]
+struct Summary {
+    name: Option<String>,
+    domain: Option<String>,
+    description: Option<String>,
+}
+
+fn list_experiments(dir: &Path) -> anyhow::Result<()> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list experiments in {}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    for f in files {
+        let text = std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?;
+        match toml::from_str::<Summary>(&text) {
+            Ok(s) => println!(
+                "{:<34} {:<8} {}",
+                f.display(),
+                s.domain.unwrap_or_else(|| "?".into()),
+                s.description.or(s.name).unwrap_or_default()
+            ),
+            Err(e) => println!("{:<34} (invalid: {})", f.display(), e.to_string().lines().next().unwrap_or("")),
+        }
+    }
+    Ok(())
+}

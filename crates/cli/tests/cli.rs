@@ -1,0 +1,144 @@
+//! The command line as users meet it: experiment listing, config errors, and a small
+//! train -> sample -> eval round trip whose run directory has the documented layout.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sugarcube"))
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("sugarcube-cli-{name}-{}", std::process::id()));
+    std::fs::remove_dir_all(&d).ok();
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("the binary runs");
+    out
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[test]
+fn lists_experiments() {
+    let o = run(bin().current_dir(root()).arg("experiments"));
+    assert!(o.status.success(), "{}", text(&o));
+    let s = text(&o);
+    for name in ["toy-moons.toml", "toy-8gaussians-cfg.toml", "toy-swissroll.toml", "toy-checkerboard.toml"] {
+        assert!(s.contains(name), "{name} missing from:\n{s}");
+    }
+}
+
+const SMALL: &str = r#"
+name = "tiny"
+domain = "toy"
+seed = 3
+
+[data]
+dataset = "8gaussians"
+n = 2000
+conditional = true
+
+[model]
+hidden = 32
+blocks = 1
+
+[process]
+schedule = "cosine"
+prediction = "v"
+
+[train]
+steps = 60
+batch_size = 64
+checkpoint_every = 25
+log_every = 10
+
+[sample]
+sampler = "ddim"
+steps = 10
+n = 40
+
+[eval]
+n = 200
+"#;
+
+fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+#[test]
+fn config_errors_name_file_key_and_expectation() {
+    let d = tmp("errors");
+    let bad_key = write(&d, "bad-key.toml", &SMALL.replace("blocks = 1", "blocks = 1\nwidth = 3"));
+    let o = run(bin().args(["train", bad_key.to_str().unwrap(), "--out"]).arg(d.join("r1")));
+    assert!(!o.status.success());
+    let s = text(&o);
+    assert!(s.contains("bad-key.toml") && s.contains("width") && s.contains("line"), "{s}");
+    assert!(s.contains("expected"), "{s}");
+
+    let bad_type = write(&d, "bad-type.toml", &SMALL.replace("steps = 60", "steps = \"many\""));
+    let o = run(bin().args(["train", bad_type.to_str().unwrap(), "--out"]).arg(d.join("r2")));
+    let s = text(&o);
+    assert!(!o.status.success() && s.contains("bad-type.toml") && s.contains("steps"), "{s}");
+
+    let bad_sampler = write(&d, "bad-sampler.toml", &SMALL.replace("sampler = \"ddim\"", "sampler = \"fast\""));
+    let o = run(bin().args(["train", bad_sampler.to_str().unwrap(), "--out"]).arg(d.join("r3")));
+    let s = text(&o);
+    assert!(!o.status.success() && s.contains("fast") && s.contains("dpmpp_2m"), "{s}");
+
+    let o = run(bin().args(["train", "does/not/exist.toml"]));
+    let s = text(&o);
+    assert!(!o.status.success() && s.contains("does/not/exist.toml"), "{s}");
+
+    let o = run(bin().args(["sample", d.to_str().unwrap()]));
+    let s = text(&o);
+    assert!(!o.status.success() && s.contains("not a run directory"), "{s}");
+}
+
+#[test]
+fn train_sample_eval_round_trip() {
+    let d = tmp("roundtrip");
+    let exp = write(&d, "tiny.toml", SMALL);
+    let run_dir = d.join("run");
+    let o = run(bin().args(["train", exp.to_str().unwrap(), "--out"]).arg(&run_dir).arg("--until").arg("30"));
+    assert!(o.status.success(), "{}", text(&o));
+    // a second plain train refuses to overwrite
+    let o = run(bin().args(["train", exp.to_str().unwrap(), "--out"]).arg(&run_dir));
+    assert!(!o.status.success() && text(&o).contains("--resume"), "{}", text(&o));
+    let o = run(bin().args(["train", exp.to_str().unwrap(), "--resume", "--out"]).arg(&run_dir));
+    assert!(o.status.success(), "{}", text(&o));
+    for f in ["config.toml", "data_info.json", "metrics.jsonl", "checkpoints/step-00000060.safetensors", "checkpoints/step-00000060.json"] {
+        assert!(run_dir.join(f).exists(), "{f} missing");
+    }
+    let metrics = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
+    for k in ["step", "loss", "lr", "grad_norm", "seconds"] {
+        assert!(first.get(k).is_some(), "metrics line lacks {k}: {first}");
+    }
+    assert_eq!(metrics.lines().count(), 6);
+
+    let o = run(bin().args(["sample"]).arg(&run_dir).args(["--n", "24", "--sampler", "dpmpp_2m", "--steps", "8", "--guidance", "2"]));
+    assert!(o.status.success(), "{}", text(&o));
+    let samples = run_dir.join("samples/dpmpp_2m-8steps-g2-seed3-n24");
+    assert!(samples.join("samples.safetensors").exists());
+    assert!(samples.join("samples.png").exists() && samples.join("samples.csv").exists());
+
+    let o = run(bin().args(["eval"]).arg(&run_dir));
+    assert!(o.status.success(), "{}", text(&o));
+    let eval: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("eval.json")).unwrap()).unwrap();
+    let obj = eval.as_object().unwrap();
+    assert!(obj.values().all(|v| v.is_number()), "eval.json must be flat: {eval}");
+    assert!(obj["sw2"].as_f64().unwrap() > 0.0 && obj["sw2_floor"].as_f64().unwrap() > 0.0);
+    assert!(text(&o).contains("sw2"));
+}
