@@ -12,6 +12,7 @@
 
 pub mod denoiser;
 pub mod domain;
+pub mod nn;
 pub mod params;
 pub mod process;
 pub mod rng;
