@@ -14,6 +14,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod denoiser;
 pub mod domain;
+pub mod nn;
 pub mod optim;
 pub mod params;
 pub mod process;

@@ -1,0 +1,142 @@
+//! Network blocks shared by the domains' denoisers: sinusoidal timestep embeddings, the
+//! time-embedding MLP and class embeddings with a learned null class.
+
+use candle_core::{DType, Result, Tensor, D};
+use candle_nn::{Embedding, Linear, Module, VarBuilder};
+
+/// Sinusoidal embedding of a `[B]` tensor of timesteps, giving `[B, dim]` float32.
+///
+/// Matches diffusers' `get_timestep_embedding` with `flip_sin_to_cos = true` and
+/// `downscale_freq_shift = 0`: with `half = dim / 2` and frequencies
+/// `f_i = exp(-ln(max_period) * i / half)`, the row for `t` is
+/// `[cos(t f_0), ..., cos(t f_{half-1}), sin(t f_0), ..., sin(t f_{half-1})]`, zero-padded by one
+/// column when `dim` is odd.
+pub fn timestep_embedding(t: &Tensor, dim: usize, max_period: f64) -> Result<Tensor> {
+    let b = t.dim(0)?;
+    let half = dim / 2;
+    let freqs: Vec<f32> = (0..half)
+        .map(|i| (-max_period.ln() * i as f64 / half as f64).exp() as f32)
+        .collect();
+    let freqs = Tensor::from_vec(freqs, (1, half), t.device())?;
+    let args = t.to_dtype(DType::F32)?.reshape((b, 1))?.broadcast_mul(&freqs)?;
+    let mut parts = vec![args.cos()?, args.sin()?];
+    if dim % 2 == 1 {
+        parts.push(Tensor::zeros((b, 1), DType::F32, t.device())?);
+    }
+    Tensor::cat(&parts, D::Minus1)
+}
+
+/// Timestep embedding: sinusoidal features, then `Linear -> SiLU -> Linear` (diffusers'
+/// `TimestepEmbedding`, parameters `linear_1` and `linear_2`).
+#[derive(Clone, Debug)]
+pub struct TimeEmbedding {
+    linear_1: Linear,
+    linear_2: Linear,
+    sinusoidal_dim: usize,
+    max_period: f64,
+}
+
+impl TimeEmbedding {
+    /// Builds the MLP mapping `sinusoidal_dim` sinusoidal features to `out_dim` (max period 10000).
+    pub fn new(vb: VarBuilder, sinusoidal_dim: usize, out_dim: usize) -> Result<Self> {
+        Ok(Self {
+            linear_1: candle_nn::linear(sinusoidal_dim, out_dim, vb.pp("linear_1"))?,
+            linear_2: candle_nn::linear(out_dim, out_dim, vb.pp("linear_2"))?,
+            sinusoidal_dim,
+            max_period: 10_000.0,
+        })
+    }
+
+    /// Embeds a `[B]` tensor of timesteps as `[B, out_dim]`.
+    pub fn forward(&self, t: &Tensor) -> Result<Tensor> {
+        let emb = timestep_embedding(t, self.sinusoidal_dim, self.max_period)?;
+        let emb = emb.to_dtype(self.linear_1.weight().dtype())?;
+        self.linear_2.forward(&self.linear_1.forward(&emb)?.silu()?)
+    }
+}
+
+/// A learned embedding per class, plus one extra row (id `num_classes`) for the null class used
+/// by classifier-free guidance.
+#[derive(Clone, Debug)]
+pub struct ClassEmbedding {
+    embedding: Embedding,
+    num_classes: usize,
+}
+
+impl ClassEmbedding {
+    /// Builds a `(num_classes + 1) x dim` table (parameter `weight`).
+    pub fn new(vb: VarBuilder, num_classes: usize, dim: usize) -> Result<Self> {
+        Ok(Self { embedding: candle_nn::embedding(num_classes + 1, dim, vb)?, num_classes })
+    }
+
+    /// The id of the null class (equal to the number of real classes).
+    pub fn null_class(&self) -> u32 {
+        self.num_classes as u32
+    }
+
+    /// Embeds `[B]` u32 class ids as `[B, dim]`.
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        self.embedding.forward(ids)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::Params;
+    use candle_core::Device;
+
+    #[test]
+    fn timestep_embedding_matches_formula() -> Result<()> {
+        let dev = Device::Cpu;
+        let ts = [0.0f32, 1.0, 37.5, 999.0];
+        let t = Tensor::new(&ts, &dev)?;
+        let dim = 8;
+        let emb = timestep_embedding(&t, dim, 10_000.0)?;
+        assert_eq!(emb.dims(), &[4, dim]);
+        let rows = emb.to_vec2::<f32>()?;
+        for (row, &tv) in rows.iter().zip(ts.iter()) {
+            for i in 0..dim / 2 {
+                let f = (-(10_000f64.ln()) * i as f64 / (dim / 2) as f64).exp();
+                let a = tv as f64 * f;
+                assert!((row[i] as f64 - a.cos()).abs() < 1e-4, "cos t={tv} i={i}");
+                assert!((row[dim / 2 + i] as f64 - a.sin()).abs() < 1e-4, "sin t={tv} i={i}");
+            }
+        }
+        // t = 0: cos part is 1, sin part is 0.
+        assert_eq!(rows[0], vec![1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]);
+        Ok(())
+    }
+
+    #[test]
+    fn odd_dim_is_zero_padded() -> Result<()> {
+        let t = Tensor::new(&[3.0f32, 5.0], &Device::Cpu)?;
+        let emb = timestep_embedding(&t, 7, 10_000.0)?;
+        assert_eq!(emb.dims(), &[2, 7]);
+        let rows = emb.to_vec2::<f32>()?;
+        let even = timestep_embedding(&t, 6, 10_000.0)?.to_vec2::<f32>()?;
+        for (row, even_row) in rows.iter().zip(even.iter()) {
+            assert_eq!(&row[..6], &even_row[..]);
+            assert_eq!(row[6], 0.0);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn time_and_class_embedding_shapes() -> Result<()> {
+        let dev = Device::Cpu;
+        let params = Params::new(0);
+        let vb = params.var_builder(DType::F32, &dev);
+        let te = TimeEmbedding::new(vb.pp("time"), 32, 64)?;
+        let t = Tensor::new(&[0.0f32, 10.5, 999.0], &dev)?;
+        assert_eq!(te.forward(&t)?.dims(), &[3, 64]);
+        let ce = ClassEmbedding::new(vb.pp("class"), 4, 64)?;
+        assert_eq!(ce.null_class(), 4);
+        let ids = Tensor::new(&[0u32, 3, 4], &dev)?;
+        assert_eq!(ce.forward(&ids)?.dims(), &[3, 64]);
+        let names: Vec<String> = params.vars().into_iter().map(|(n, _)| n).collect();
+        assert!(names.contains(&"time.linear_1.weight".to_string()));
+        assert!(names.contains(&"class.weight".to_string()));
+        Ok(())
+    }
+}
