@@ -139,7 +139,7 @@ pub fn clip_grad_norm(grads: &mut [Tensor], max_norm: f64) -> Result<f64> {
 
 /// EMA settings (diffusers' `EMAModel` with warmup).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct EmaConfig {
     /// Keep an EMA copy of the weights; sampling uses it when present.
     pub enabled: bool,

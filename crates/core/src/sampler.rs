@@ -31,7 +31,7 @@ pub enum SamplerKind {
     /// Heun's second-order method (two model calls per step but the last).
     Heun,
     /// DPM-Solver++(2M).
-    #[serde(alias = "dpmpp-2m", alias = "dpm_solver_pp_2m", alias = "dpmsolver++")]
+    #[serde(rename = "dpmpp_2m", alias = "dpmpp-2m", alias = "dpm_solver_pp_2m", alias = "dpmsolver++")]
     Dpmpp2m,
 }
 
