@@ -57,3 +57,35 @@ impl Model for Guided<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// Output = x * (1 + class id): easy to reason about.
+    struct ByClass;
+    impl Denoiser for ByClass {
+        fn forward(&self, x: &Tensor, _t: &Tensor, cond: Option<&Tensor>) -> Result<Tensor> {
+            let c = cond.unwrap().to_dtype(x.dtype())?.affine(1.0, 1.0)?.unsqueeze(1)?;
+            x.broadcast_mul(&c)
+        }
+    }
+
+    #[test]
+    fn guidance_extrapolates_from_the_null_class() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Tensor::new(&[[1f32, 2.0], [3.0, 4.0]], &dev)?;
+        let cond = Some(Tensor::new(&[1u32, 2], &dev)?);
+        let null_class = 4; // output x * 5 for the unconditional half
+        let g = |scale| Guided { denoiser: &ByClass, cond: cond.clone(), null_class, scale };
+        // w = 1: plain conditional
+        assert_eq!(g(1.0).predict(&x, 10.0)?.to_vec2::<f32>()?, vec![vec![2.0, 4.0], vec![9.0, 12.0]]);
+        // w = 0: unconditional
+        assert_eq!(g(0.0).predict(&x, 10.0)?.to_vec2::<f32>()?, vec![vec![5.0, 10.0], vec![15.0, 20.0]]);
+        // w = 3: u + 3 (c - u)
+        let out = g(3.0).predict(&x, 10.0)?.to_vec2::<f32>()?;
+        assert_eq!(out, vec![vec![5.0 + 3.0 * (2.0 - 5.0), 10.0 + 3.0 * (4.0 - 10.0)], vec![15.0 + 3.0 * (9.0 - 15.0), 20.0 + 3.0 * (12.0 - 20.0)]]);
+        Ok(())
+    }
+}

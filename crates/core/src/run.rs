@@ -305,7 +305,7 @@ pub fn bench<Dm: Domain>(experiment: &Path, steps: usize, n: usize, device: &Dev
     let dir = std::env::temp_dir().join(format!("sugarcube-bench-{}-{}", exp.name, std::process::id()));
     std::fs::remove_dir_all(&dir).ok();
     exp.train.steps = steps.max(1);
-    exp.train.checkpoint_every = usize::MAX;
+    exp.train.checkpoint_every = exp.train.steps;
     exp.train.keep_checkpoints = 1;
     let opts = TrainOptions { out: Some(dir.clone()), quiet: true, ..Default::default() };
     let began = Instant::now();
