@@ -236,12 +236,17 @@ fn sampler_name(k: SamplerKind) -> String {
     serde_json::to_string(&k).unwrap_or_default().trim_matches('"').to_string()
 }
 
-/// Samples from a run and writes them under `RUN/samples/SAMPLER-STEPS-gW-seedS/`: the domain's
-/// files plus `samples.safetensors` (`samples`, and `labels` when conditional).
+/// Samples from a run and writes them under `RUN/samples/SAMPLER-STEPS-gW-seedS-nN/`: the
+/// domain's files plus `samples.safetensors` (`samples`, and `labels` when conditional).
 pub fn sample<Dm: Domain>(dir: &Path, req: &SampleRequest, device: &Device) -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
     let run = load_run::<Dm>(dir, device)?;
     let g = run.generate(req)?;
-    let out = dir.join("samples").join(format!(
+    write_generated(&run, &g)
+}
+
+/// Writes generated samples into the run's samples folder; returns the folder and its files.
+fn write_generated<Dm: Domain>(run: &LoadedRun<Dm>, g: &Generated) -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
+    let out = run.dir.join("samples").join(format!(
         "{}-{}steps-g{}-seed{}-n{}",
         sampler_name(g.sampler.sampler),
         g.sampler.steps,
@@ -262,8 +267,9 @@ pub fn sample<Dm: Domain>(dir: &Path, req: &SampleRequest, device: &Device) -> a
     Ok((out, files))
 }
 
-/// Samples `n` from a run (default: the domain's evaluation size), scores them, writes
-/// `RUN/eval.json` (a flat object of named metrics) and returns the metrics.
+/// Samples `n` from a run (default: the domain's evaluation size), keeps the samples in the
+/// run's samples folder, scores them, writes `RUN/eval.json` (a flat object of named metrics)
+/// and returns the metrics.
 pub fn eval<Dm: Domain>(dir: &Path, req: &SampleRequest, device: &Device) -> anyhow::Result<Vec<Metric>> {
     let run = load_run::<Dm>(dir, device)?;
     let mut req = req.clone();
@@ -271,6 +277,7 @@ pub fn eval<Dm: Domain>(dir: &Path, req: &SampleRequest, device: &Device) -> any
         req.n = Some(Dm::eval_samples(&run.exp.eval));
     }
     let g = run.generate(&req)?;
+    write_generated(&run, &g)?;
     let mut metrics =
         Dm::evaluate(&run.exp.data, &run.exp.eval, run.exp.seed, &g.samples, g.labels.as_deref())?;
     metrics.push(("samples".into(), g.sampler.n as f64));
