@@ -41,8 +41,8 @@ fn moons_train_to_the_data_distribution() -> anyhow::Result<()> {
 
     let (sw2, floor, sw2_before) = (metric(&after, "sw2"), metric(&after, "sw2_floor"), metric(&before, "sw2"));
     eprintln!("sw2 trained {sw2:.4}, floor {floor:.4}, untrained {sw2_before:.4}");
-    assert!(sw2 < 2.5 * floor, "trained samples are far from the data: sw2 {sw2} vs floor {floor}");
-    assert!(sw2 < 0.1 * sw2_before, "training did not help enough: {sw2} vs untrained {sw2_before}");
+    assert!(sw2 < 2.0 * floor, "trained samples are far from the data: sw2 {sw2} vs floor {floor}");
+    assert!(sw2 < 0.3 * sw2_before, "training did not help enough: {sw2} vs untrained {sw2_before}");
 
     // the same seed gives the same samples whatever the batch size
     let loaded = run::load_run::<Toy>(&dir, &dev)?;

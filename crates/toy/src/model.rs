@@ -36,7 +36,8 @@ impl ResBlock {
 
 /// Residual MLP denoiser for `[B, dim]` points: `Linear(dim -> hidden)` plus the time embedding
 /// (plus the class embedding for conditional data), `blocks` residual blocks, then
-/// `SiLU -> Linear(hidden -> dim)`. Parameters: `input`, `time`, `class`, `blocks.{i}`, `output`.
+/// `SiLU -> Linear(hidden -> dim)`, the last layer zero-initialised so the untrained model predicts
+/// 0 (a calm start, and a sane baseline). Parameters: `input`, `time`, `class`, `blocks.{i}`, `output`.
 pub struct ToyDenoiser {
     input: Linear,
     time: TimeEmbedding,
@@ -65,7 +66,7 @@ impl ToyDenoiser {
             time: TimeEmbedding::new(vb.pp("time"), model.time_dim, h)?,
             class,
             blocks,
-            output: candle_nn::linear(h, dim, vb.pp("output"))?,
+            output: zero_linear(h, dim, vb.pp("output"))?,
         })
     }
 }
@@ -89,4 +90,11 @@ impl Denoiser for ToyDenoiser {
         }
         self.output.forward(&h.silu()?)
     }
+}
+
+/// A linear layer whose weight and bias start at zero.
+fn zero_linear(input: usize, output: usize, vb: VarBuilder) -> candle_core::Result<Linear> {
+    let w = vb.get_with_hints((output, input), "weight", candle_nn::Init::Const(0.0))?;
+    let b = vb.get_with_hints(output, "bias", candle_nn::Init::Const(0.0))?;
+    Ok(Linear::new(w, Some(b)))
 }
