@@ -249,11 +249,8 @@ pub struct VpOptions {
     pub wrap: bool,
 }
 
-/// DDPM ancestral sampling over descending integer `timesteps`, as diffusers' `DDPMScheduler`
-/// after `set_timesteps(N)`: the previous timestep of each step is `t - T // N` (a negative value
-/// means the final step to clean data), not the next grid entry. The two agree for leading
-/// spacing; with linspace spacing (999, 946, ...) the step from 999 targets alpha_bar(949).
-/// No noise is added at t = 0.
+/// DDPM ancestral sampling over descending integer `timesteps`; the previous timestep of each
+/// step is the next entry (-1 after the last), as in diffusers.
 #[allow(clippy::too_many_arguments)]
 pub fn ddpm(
     model: &dyn Model,
@@ -265,10 +262,9 @@ pub fn ddpm(
     noise: &mut RowNoise,
     obs: Observer,
 ) -> Result<Tensor> {
-    let stride = (s.len() / timesteps.len()) as i64;
     for (i, &tf) in timesteps.iter().enumerate() {
         let t = tf as usize;
-        let prev = t as i64 - stride;
+        let prev = timesteps.get(i + 1).map(|p| *p as i64).unwrap_or(-1);
         let out = model.predict(&x, tf)?;
         let ab = scalar_rows(s.alphas_cumprod[t], &x)?;
         let x0 = maybe_clip(prediction.to_x0(&out, &x, &ab)?, opts.clip)?;
