@@ -11,7 +11,7 @@
 //! - float32 tensors against the `f32` mode (stock float32 diffusers), to 1e-5 in that measure.
 //!
 //! The DDPM posterior (`sampler::ddpm_posterior`, stochastic in diffusers) is checked as
-//! single-step quantities, and `sampler::ddpm` is checked to take diffusers' previous timestep.
+//! single-step quantities, and `sampler::ddpm` is checked to step to the next grid entry, as diffusers' `previous_timestep` does.
 
 use candle_core::{DType, Device, Result, Tensor};
 use serde_json::Value;
@@ -401,7 +401,7 @@ fn ddpm_posterior_matches() {
         {
             let r = &v[mode];
             if let Some(n) = steps {
-                // set_timesteps(n): leading spacing, and the previous timestep is t - T // n
+                // set_timesteps(n): leading spacing, so the next grid entry is t - T // n
                 let ts = timesteps(Spacing::Leading, T_TRAIN, n as usize, true);
                 assert_eq!(ts, flatten(&r["timesteps_if_set"]), "{variant}");
             }
@@ -498,17 +498,17 @@ fn ddpm_last_step_is_the_posterior_mean() {
 }
 
 #[test]
-fn ddpm_previous_timestep_is_t_minus_stride() {
-    // diffusers' DDPMScheduler.previous_timestep (no custom timesteps): t - T // N, for every
-    // spacing, as in the fixture's set_timesteps(50) rows. With linspace spacing the grid is
-    // 999, 946, 894, ... but the step from 999 targets 949. Re-derive the trajectory from
-    // ddpm_posterior with the same per-row noise streams and compare.
+fn ddpm_previous_timestep_is_the_next_grid_entry() {
+    // diffusers' DDPMScheduler.previous_timestep after set_timesteps(N) (the branch
+    // `if self.custom_timesteps or self.num_inference_steps`) takes the next entry of the grid,
+    // -1 after the last. With leading spacing that is t - T // N, as in the fixture's
+    // set_timesteps(50) rows; with linspace (999, 946, ...) the step from 999 targets 946.
+    // Re-derive the trajectory from ddpm_posterior with the same per-row noise streams.
     let s = schedule();
     let json = load_reference("samplers.json");
     let x_start = flatten(&json["initial_noise"]["values"]);
     for (spacing, n) in [(Spacing::Linspace, 20), (Spacing::Trailing, 30), (Spacing::Leading, 20)] {
         let ts = timesteps(spacing, T_TRAIN, n, true);
-        let stride = (T_TRAIN / n) as i64;
         let mut noise = RowNoise::new(7, 0, SHAPE[0]);
         let mut got = vec![];
         ddpm(
@@ -530,7 +530,8 @@ fn ddpm_previous_timestep_is_t_minus_stride() {
             let eps = fake_model(&x, tf).unwrap();
             let a_t = s.alphas_cumprod[t];
             let x0 = Prediction::Epsilon.to_x0(&eps, &x, &[a_t; SHAPE[0]]).unwrap().clamp(-1.0, 1.0).unwrap();
-            let (c0, ct, var) = ddpm_posterior(&s, t, t as i64 - stride);
+            let prev = ts.get(i + 1).map_or(-1, |p| *p as i64);
+            let (c0, ct, var) = ddpm_posterior(&s, t, prev);
             let mut next = x0.affine(c0, 0.0).unwrap().add(&x.affine(ct, 0.0).unwrap()).unwrap();
             if t > 0 {
                 let z = replay.draw(&SHAPE, DType::F64, &Device::Cpu).unwrap();
