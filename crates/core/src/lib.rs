@@ -9,6 +9,8 @@
 //! - [`train`], [`optim`], [`checkpoint`]: the trainer, AdamW with saveable state, checkpoints.
 //! - [`config`]: experiment files.
 //! - [`params`]: seeded parameter initialisation.
+//! - [`nn`]: shared network blocks: time and class embeddings, seeded dropout, and a UNet
+//!   for 1-D (`[B, C, L]`) and 2-D (`[B, C, H, W]`) data.
 
 pub mod checkpoint;
 pub mod config;

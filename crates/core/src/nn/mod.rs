@@ -1,8 +1,14 @@
 //! Network blocks shared by the domains' denoisers: sinusoidal timestep embeddings, the
-//! time-embedding MLP and class embeddings with a learned null class.
+//! time-embedding MLP, class embeddings with a learned null class, seeded dropout, and a UNet
+//! generic over 1-D and 2-D data ([`unet`]).
 
+use crate::rng::Rng;
 use candle_core::{DType, Result, Tensor, D};
 use candle_nn::{Embedding, Linear, Module, VarBuilder};
+
+pub mod unet;
+
+pub use unet::{Dims, UNet, UNetConfig};
 
 /// Sinusoidal embedding of a `[B]` tensor of timesteps, giving `[B, dim]` float32.
 ///
@@ -80,6 +86,25 @@ impl ClassEmbedding {
     }
 }
 
+/// Inverted dropout with a mask drawn from a seeded generator: each element is zeroed with
+/// probability `p` and the survivors are scaled by `1 / (1 - p)`. Unlike
+/// `candle_nn::ops::dropout` (whose generator cannot be seeded), the same `rng` state gives the
+/// same mask, so training runs are reproducible. `p = 0` returns `x` unchanged.
+pub fn dropout(x: &Tensor, p: f64, rng: &mut Rng) -> Result<Tensor> {
+    if !(0.0..1.0).contains(&p) {
+        candle_core::bail!("dropout probability must be in [0, 1), got {p}");
+    }
+    if p == 0.0 {
+        return Ok(x.clone());
+    }
+    let scale = 1.0 / (1.0 - p);
+    let mask: Vec<f32> = (0..x.elem_count())
+        .map(|_| if rng.uniform() < p { 0.0 } else { scale as f32 })
+        .collect();
+    let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+    x.mul(&mask)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +162,22 @@ mod tests {
         let names: Vec<String> = params.vars().into_iter().map(|(n, _)| n).collect();
         assert!(names.contains(&"time.linear_1.weight".to_string()));
         assert!(names.contains(&"class.weight".to_string()));
+        Ok(())
+    }
+
+    #[test]
+    fn seeded_dropout_is_reproducible_and_unbiased() -> Result<()> {
+        let x = Tensor::ones((100, 100), DType::F32, &Device::Cpu)?;
+        let a = dropout(&x, 0.3, &mut Rng::new(5))?;
+        let b = dropout(&x, 0.3, &mut Rng::new(5))?;
+        assert_eq!(a.flatten_all()?.to_vec1::<f32>()?, b.flatten_all()?.to_vec1::<f32>()?);
+        let vals = a.flatten_all()?.to_vec1::<f32>()?;
+        let zeros = vals.iter().filter(|v| **v == 0.0).count() as f64 / vals.len() as f64;
+        assert!((zeros - 0.3).abs() < 0.02, "dropped fraction {zeros}");
+        let mean = vals.iter().map(|v| *v as f64).sum::<f64>() / vals.len() as f64;
+        assert!((mean - 1.0).abs() < 0.03, "mean {mean}");
+        assert_eq!(dropout(&x, 0.0, &mut Rng::new(5))?.sum_all()?.to_scalar::<f32>()?, 10_000.0);
+        assert!(dropout(&x, 1.0, &mut Rng::new(5)).is_err());
         Ok(())
     }
 }
