@@ -134,6 +134,7 @@ macro_rules! with_domain {
     ($name:expr, $origin:expr, $f:ident ( $($arg:expr),* )) => {
         match $name.as_str() {
             n if n == sugarcube_toy::Toy::NAME => run::$f::<sugarcube_toy::Toy>($($arg),*),
+            n if n == sugarcube_image::Image::NAME => run::$f::<sugarcube_image::Image>($($arg),*),
             other => Err(anyhow::anyhow!(
                 "{}: unknown domain `{other}`: expected one of {}",
                 $origin,
@@ -143,7 +144,7 @@ macro_rules! with_domain {
     };
 }
 
-const DOMAINS: &[&str] = &[sugarcube_toy::Toy::NAME];
+const DOMAINS: &[&str] = &[sugarcube_toy::Toy::NAME, sugarcube_image::Image::NAME];
 
 fn run_domain(run_dir: &Path) -> anyhow::Result<String> {
     let cfg = run_dir.join("config.toml");

@@ -9,6 +9,14 @@ pub trait Denoiser {
     /// for sigma-space samplers); `cond` holds `[B]` u32 class ids when the model is
     /// conditional, where id `num_classes` is the learned null class.
     fn forward(&self, x_t: &Tensor, t: &Tensor, cond: Option<&Tensor>) -> Result<Tensor>;
+
+    /// The training-mode forward pass (dropout on), drawing any randomness from `rng`, the
+    /// trainer's generator, so a resumed run repeats it. Models without dropout need not
+    /// override it.
+    fn forward_train(&self, x_t: &Tensor, t: &Tensor, cond: Option<&Tensor>, rng: &mut crate::rng::Rng) -> Result<Tensor> {
+        let _ = rng;
+        self.forward(x_t, t, cond)
+    }
 }
 
 /// What samplers call: a prediction for a whole batch at one (possibly fractional) timestep.
@@ -39,7 +47,15 @@ pub struct Guided<'a> {
 }
 
 impl Model for Guided<'_> {
+    /// The guided prediction, detached: sampling never needs gradients, and without the detach
+    /// every step's activations would stay alive through the whole trajectory.
     fn predict(&self, x: &Tensor, t: f64) -> Result<Tensor> {
+        Ok(self.guided(x, t)?.detach())
+    }
+}
+
+impl Guided<'_> {
+    fn guided(&self, x: &Tensor, t: f64) -> Result<Tensor> {
         let b = x.dim(0)?;
         let tt = Tensor::full(t as f32, b, x.device())?;
         match &self.cond {

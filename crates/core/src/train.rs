@@ -297,7 +297,7 @@ impl Trainer<'_> {
                     (c, _) => c.clone(),
                 };
                 let corrupted = self.process.corrupt(&batch.x0, &mut rng)?;
-                let out = self.model.forward(&corrupted.x_t, &corrupted.t, cond.as_ref())?;
+                let out = self.model.forward_train(&corrupted.x_t, &corrupted.t, cond.as_ref(), &mut rng)?;
                 let loss = self.process.loss(&out, &corrupted)?;
                 let loss_value = crate::tensor_util::scalar_f64(&loss)?;
                 if !loss_value.is_finite() {

@@ -11,13 +11,17 @@
 //! Pixel bytes map to floats by `v / 127.5 - 1` (0 -> -1, 255 -> 1) and back by [`to_u8`].
 //! Every loader reports bad input as an error naming the file (and the line, for CSV).
 
+pub mod classifier;
 mod digits;
+pub mod domain;
+pub mod frechet;
 mod folder;
 mod idx;
 mod set;
 mod write;
 
 pub use digits::load_digits_csv;
+pub use domain::{Image, ImageData, ImageEval, ImageFormat};
 pub use folder::{load_folder, IMAGE_EXTENSIONS};
 pub use idx::{load_fashion_mnist, load_idx, write_idx, FASHION_MNIST_CLASSES};
 pub use set::ImageSet;

@@ -591,6 +591,13 @@ impl Denoiser for UNet {
     fn forward(&self, x_t: &Tensor, t: &Tensor, cond: Option<&Tensor>) -> Result<Tensor> {
         self.forward_t(x_t, t, cond, false)
     }
+
+    /// Training-mode pass: dropout masks come from a stream seeded by one draw of the trainer's
+    /// generator, so they are fixed by the seed and repeat after a resume.
+    fn forward_train(&self, x_t: &Tensor, t: &Tensor, cond: Option<&Tensor>, rng: &mut Rng) -> Result<Tensor> {
+        self.set_dropout_rng(Rng::new(rng.next_u64()));
+        self.forward_t(x_t, t, cond, true)
+    }
 }
 
 #[cfg(test)]
