@@ -388,7 +388,7 @@ mod tests {
         assert_eq!(paths, vec![dir.join("samples.csv"), dir.join("samples.png")]);
         let csv = std::fs::read_to_string(&paths[0])?;
         assert_eq!(csv, "x,y,label\n0,0.5,0\n-1,2,1\n10,0,2\n");
-        let decoder = png::Decoder::new(std::fs::File::open(&paths[1])?);
+        let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&paths[1])?));
         let reader = decoder.read_info()?;
         assert_eq!((reader.info().width, reader.info().height), (512, 512));
         assert!(!dir.join("samples.png.tmp").exists());
