@@ -250,12 +250,12 @@ fn list_experiments(dir: &Path) -> anyhow::Result<()> {
         let text = std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?;
         match toml::from_str::<Summary>(&text) {
             Ok(s) => println!(
-                "{:<34} {:<8} {}",
+                "{:<38} {:<6} {}",
                 f.display(),
                 s.domain.unwrap_or_else(|| "?".into()),
                 s.description.or(s.name).unwrap_or_default()
             ),
-            Err(e) => println!("{:<34} (invalid: {})", f.display(), e.to_string().lines().next().unwrap_or("")),
+            Err(e) => println!("{:<38} (invalid: {})", f.display(), e.to_string().lines().next().unwrap_or("")),
         }
     }
     Ok(())
