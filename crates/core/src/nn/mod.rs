@@ -6,6 +6,7 @@ use crate::rng::Rng;
 use candle_core::{DType, Result, Tensor, D};
 use candle_nn::{Embedding, Linear, Module, VarBuilder};
 
+pub mod conv;
 pub mod unet;
 
 pub use unet::{Dims, UNet, UNetConfig};

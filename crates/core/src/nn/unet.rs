@@ -26,6 +26,9 @@
 //!   non-contiguous kernel, which computes wrong values when the batch has more than one row,
 //!   and `conv_transpose1d` with a 1-wide kernel is wrong, which breaks the input gradient of
 //!   1x1 convs. 1-D convolutions therefore run as conv2d over a height-1 image ([`Conv`]).
+//!
+//! On the CPU that conv2d is [`super::conv::conv2d_im2col`] (im2col + gemm, with its own
+//! col2im backward) rather than candle's much slower direct convolution.
 
 use super::{dropout, ClassEmbedding, TimeEmbedding};
 use crate::denoiser::Denoiser;
@@ -156,14 +159,23 @@ impl Conv {
                 // backward pass (which derives its output padding from the height) fits.
                 let (l, k, p, s) = (x.dim(2)?, self.weight.dim(2)?, self.padding, self.stride);
                 let right = p - ((l + 2 * p).saturating_sub(k) % s).min(p);
-                x.pad_with_zeros(2, p, right)?
-                    .unsqueeze(2)?
-                    .conv2d(&self.weight.unsqueeze(2)?, 0, s, 1, 1)?
-                    .squeeze(2)?
+                let x = x.pad_with_zeros(2, p, right)?.unsqueeze(2)?;
+                conv2d(&x, &self.weight.unsqueeze(2)?, 0, s)?.squeeze(2)?
             }
-            Dims::Two => x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?,
+            Dims::Two => conv2d(x, &self.weight, self.padding, self.stride)?,
         };
         y.broadcast_add(&self.bias.reshape(per_channel_shape(y.rank(), self.bias.dim(0)?))?)
+    }
+}
+
+/// conv2d with equal padding and stride on both axes: im2col + gemm on the CPU (candle 0.11.1's
+/// CPU conv2d and its backward are direct convolutions, many times slower), candle's conv2d
+/// elsewhere.
+fn conv2d(x: &Tensor, weight: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
+    if x.device().is_cpu() {
+        super::conv::conv2d_im2col(x, weight, None, (stride, stride), (padding, padding))
+    } else {
+        x.conv2d(weight, padding, stride, 1, 1)
     }
 }
 
