@@ -27,3 +27,17 @@ pub mod sampler;
 pub mod schedule;
 pub mod tensor_util;
 pub mod train;
+
+/// Tunes the C allocator for training: keeps freed memory in the process instead of returning
+/// large blocks to the system, which otherwise page-faults every fresh tensor again (on a
+/// 2-core VM this made the image UNet's training step 1.5x slower). Call once at start-up,
+/// before other threads exist. A no-op except on glibc.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called before threads start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_MAX, 0);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        libc::mallopt(libc::M_TOP_PAD, 64 << 20);
+    }
+}

@@ -206,9 +206,13 @@ pub fn im2col(x: &Tensor, kernel: (usize, usize), stride: (usize, usize), paddin
     x.contiguous()?.apply_op1(Im2Col { g })
 }
 
+/// Column-buffer elements per chunk of a batch (4M floats = 16 MB).
+const COLS_BUDGET: usize = 4 << 20;
+
 /// 2-D convolution (cross-correlation, as in candle and PyTorch) of `x: [B, Cin, H, W]` with
 /// `weight: [Cout, Cin, kh, kw]` and an optional `bias: [Cout]`, zero padding, dilation 1,
-/// one group: im2col, then a batched matmul on candle's gemm. CPU only (im2col has no CUDA kernel).
+/// one group: im2col, then a batched matmul on candle's gemm, in batch chunks whose column
+/// buffer stays near 16 MB. CPU only (im2col has no CUDA kernel).
 pub fn conv2d_im2col(
     x: &Tensor,
     weight: &Tensor,
@@ -223,6 +227,16 @@ pub fn conv2d_im2col(
     }
     let g = Geometry { kh, kw, sh: stride.0, sw: stride.1, ph: padding.0, pw: padding.1 };
     let (ho, wo) = g.out_size(h, w)?;
+    // keep the column buffer near the caches' scale: large batches go through in chunks
+    let per_image = c * kh * kw * ho * wo;
+    let chunk = (COLS_BUDGET / per_image.max(1)).max(1);
+    if b > chunk {
+        let parts = (0..b)
+            .step_by(chunk)
+            .map(|first| conv2d_im2col(&x.narrow(0, first, chunk.min(b - first))?, weight, bias, stride, padding))
+            .collect::<Result<Vec<_>>>()?;
+        return Tensor::cat(&parts, 0);
+    }
     let cols = if kh == 1 && kw == 1 && stride == (1, 1) && padding == (0, 0) {
         x.reshape((b, c, h * w))?
     } else {
