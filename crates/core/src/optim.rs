@@ -115,6 +115,17 @@ impl AdamW {
     }
 }
 
+/// The gradients of `vars` in a backward pass's store, in the same order; a variable the loss
+/// does not depend on gets zeros.
+pub fn gradients(store: &candle_core::backprop::GradStore, vars: &[(String, Var)]) -> Result<Vec<Tensor>> {
+    vars.iter()
+        .map(|(_, v)| match store.get(v.as_tensor()) {
+            Some(g) => Ok(g.clone()),
+            None => v.zeros_like(),
+        })
+        .collect()
+}
+
 /// The global L2 norm of a set of gradients.
 pub fn grad_norm(grads: &[Tensor]) -> Result<f64> {
     let mut total = 0.0;

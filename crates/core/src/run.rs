@@ -12,7 +12,7 @@ use crate::params::Params;
 use crate::process::GaussianProcess;
 use crate::progress::Progress;
 use crate::sampler::{self, RowNoise, SamplerConfig, SamplerKind};
-use crate::train::{TrainReport, Trainer};
+use crate::train::{strip_prefix, TrainReport, Trainer};
 use anyhow::Context;
 use candle_core::{DType, Device, Tensor};
 use serde::Serialize;
@@ -141,11 +141,12 @@ pub fn load_run<Dm: Domain>(dir: &Path, device: &Device) -> anyhow::Result<Loade
     .with_context(|| format!("{} is not valid", info_path.display()))?;
     let c = checkpoint::latest(&dir.join("checkpoints"))
         .ok_or_else(|| anyhow::anyhow!("{} has no checkpoint yet: train it first", dir.display()))?;
-    let params = Params::new(exp.seed);
-    let model = Dm::denoiser(&exp.model, &info, params.var_builder(DType::F32, device))?;
     let t = checkpoint::load_tensors(&c.tensors, device)?;
     let prefix = if t.keys().any(|k| k.starts_with("ema.")) { "ema." } else { "model." };
-    params.load(&t, prefix).with_context(|| format!("in {}", c.tensors.display()))?;
+    // plain tensors, not variables: sampling builds no autograd graph, so each step's
+    // activations are freed as soon as they are used
+    let vb = candle_nn::VarBuilder::from_tensors(strip_prefix(&t, prefix), DType::F32, device);
+    let model = Dm::denoiser(&exp.model, &info, vb).with_context(|| format!("loading {}", c.tensors.display()))?;
     let process = GaussianProcess::new(exp.process.clone())?;
     Ok(LoadedRun { dir: dir.to_path_buf(), exp, info, model, process, step: c.step, device: device.clone() })
 }

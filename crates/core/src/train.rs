@@ -9,7 +9,7 @@
 use crate::checkpoint::{self, TrainState};
 use crate::denoiser::Denoiser;
 use crate::domain::Dataset;
-use crate::optim::{clip_grad_norm, grad_norm, lr_at, AdamW, AdamWConfig, Ema, EmaConfig, LrSchedule};
+use crate::optim::{clip_grad_norm, grad_norm, gradients, lr_at, AdamW, AdamWConfig, Ema, EmaConfig, LrSchedule};
 use crate::params::Params;
 use crate::process::Process;
 use crate::progress::Progress;
@@ -306,13 +306,7 @@ impl Trainer<'_> {
                 step_loss += loss_value / cfg.grad_accum as f64;
                 let scaled = if cfg.grad_accum > 1 { loss.affine(1.0 / cfg.grad_accum as f64, 0.0)? } else { loss };
                 let store = scaled.backward()?;
-                let g: Vec<Tensor> = vars
-                    .iter()
-                    .map(|(_, v)| match store.get(v.as_tensor()) {
-                        Some(g) => Ok(g.clone()),
-                        None => v.zeros_like(),
-                    })
-                    .collect::<candle_core::Result<_>>()?;
+                let g = gradients(&store, &vars)?;
                 grads = Some(match grads {
                     None => g,
                     Some(acc) => acc.iter().zip(&g).map(|(a, b)| a.add(b)).collect::<candle_core::Result<_>>()?,

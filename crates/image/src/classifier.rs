@@ -96,7 +96,8 @@ pub fn train(
     anyhow::ensure!(n == labels.len() && n > 0, "classifier: {n} images but {} labels", labels.len());
     let params = Params::new(seed);
     let net = Classifier::new(params.var_builder(DType::F32, &device), c, classes)?;
-    let mut opt = AdamW::new(params.vars(), AdamWConfig { weight_decay: 1e-4, ..Default::default() })?;
+    let vars = params.vars();
+    let mut opt = AdamW::new(vars.clone(), AdamWConfig { weight_decay: 1e-4, ..Default::default() })?;
     let steps_per_epoch = n.div_ceil(cfg.batch_size);
     let total = steps_per_epoch * cfg.epochs;
     let mut progress = Progress::new("classifier", "step", total as u64, 0, quiet);
@@ -111,11 +112,7 @@ pub fn train(
             let y = labels_t.index_select(&idx, 0)?;
             let loss = candle_nn::loss::cross_entropy(&net.logits(&x)?, &y)?;
             let grads = loss.backward()?;
-            let g: Vec<Tensor> = params
-                .vars()
-                .iter()
-                .map(|(_, v)| grads.get(v.as_tensor()).cloned().map_or_else(|| v.zeros_like(), Ok))
-                .collect::<Result<_>>()?;
+            let g = sugarcube_core::optim::gradients(&grads, &vars)?;
             let lr = sugarcube_core::optim::lr_at(sugarcube_core::optim::LrSchedule::Cosine, cfg.lr, total / 20, total, step);
             opt.step(&g, lr)?;
             step += 1;
