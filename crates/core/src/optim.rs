@@ -61,7 +61,7 @@ pub struct AdamW {
 impl AdamW {
     /// An optimiser over named variables, with zeroed moments.
     pub fn new(vars: Vec<(String, Var)>, cfg: AdamWConfig) -> Result<Self> {
-        let m = vars.iter().map(|(_, v)| v.zeros_like()).collect::<Result<Vec<_>>>()?;
+        let m = vars.iter().map(|(_, v)| Ok(v.zeros_like()?.detach())).collect::<Result<Vec<_>>>()?;
         let v = m.clone();
         Ok(Self { vars, m, v, steps: 0, cfg })
     }
@@ -78,6 +78,7 @@ impl AdamW {
         let bc1 = 1.0 - b1.powi(self.steps as i32);
         let bc2 = 1.0 - b2.powi(self.steps as i32);
         for (i, ((_, var), g)) in self.vars.iter().zip(grads).enumerate() {
+            let g = g.detach();
             let m = self.m[i].affine(b1, 0.0)?.add(&g.affine(1.0 - b1, 0.0)?)?;
             let v = self.v[i].affine(b2, 0.0)?.add(&g.sqr()?.affine(1.0 - b2, 0.0)?)?;
             let denom = v.sqrt()?.affine(1.0 / bc2.sqrt(), self.cfg.eps)?;
@@ -116,12 +117,14 @@ impl AdamW {
 }
 
 /// The gradients of `vars` in a backward pass's store, in the same order; a variable the loss
-/// does not depend on gets zeros.
+/// does not depend on gets zeros. They are detached: candle's gradients can still reference the
+/// forward pass's graph, and optimiser state built from them would keep every step's activations
+/// alive (an unbounded leak).
 pub fn gradients(store: &candle_core::backprop::GradStore, vars: &[(String, Var)]) -> Result<Vec<Tensor>> {
     vars.iter()
         .map(|(_, v)| match store.get(v.as_tensor()) {
-            Some(g) => Ok(g.clone()),
-            None => v.zeros_like(),
+            Some(g) => Ok(g.detach()),
+            None => Ok(v.zeros_like()?.detach()),
         })
         .collect()
 }
@@ -191,7 +194,7 @@ pub struct Ema {
 impl Ema {
     /// Starts the average at the variables' current values.
     pub fn new(vars: &[(String, Var)], cfg: EmaConfig) -> Result<Self> {
-        let shadow = vars.iter().map(|(_, v)| v.as_tensor().copy()).collect::<Result<_>>()?;
+        let shadow = vars.iter().map(|(_, v)| Ok(v.as_tensor().copy()?.detach())).collect::<Result<_>>()?;
         Ok(Self { cfg, shadow })
     }
 
@@ -199,7 +202,7 @@ impl Ema {
     pub fn update(&mut self, vars: &[(String, Var)], optimization_step: usize) -> Result<()> {
         let d = self.cfg.decay(optimization_step);
         for (s, (_, v)) in self.shadow.iter_mut().zip(vars) {
-            *s = s.affine(d, 0.0)?.add(&v.as_tensor().detach().affine(1.0 - d, 0.0)?)?;
+            *s = s.affine(d, 0.0)?.add(&v.as_tensor().detach().affine(1.0 - d, 0.0)?)?.detach();
         }
         Ok(())
     }
