@@ -27,7 +27,7 @@ pub struct ClassifierConfig {
 
 impl Default for ClassifierConfig {
     fn default() -> Self {
-        Self { epochs: 6, batch_size: 64, lr: 2e-3 }
+        Self { epochs: 12, batch_size: 64, lr: 2e-3 }
     }
 }
 
