@@ -196,10 +196,7 @@ impl<Dm: Domain> LoadedRun<Dm> {
         let seed = req.seed.unwrap_or(self.exp.seed);
         let classes = self.info.num_classes;
         let labels: Option<Vec<u32>> = classes.map(|k| (0..cfg.n).map(|i| (i % k) as u32).collect());
-        let calls_per_batch = match cfg.sampler {
-            SamplerKind::Heun => 2 * cfg.steps - 1,
-            _ => cfg.steps,
-        } as u64;
+        let calls_per_batch = cfg.sampler.model_calls(cfg.steps) as u64;
         let batches = cfg.n.div_ceil(cfg.batch_size);
         let mut progress = Progress::new("sample", "call", calls_per_batch * batches as u64, 0, req.quiet);
         let began = Instant::now();
@@ -233,10 +230,6 @@ impl<Dm: Domain> LoadedRun<Dm> {
     }
 }
 
-fn sampler_name(k: SamplerKind) -> String {
-    serde_json::to_string(&k).unwrap_or_default().trim_matches('"').to_string()
-}
-
 /// Samples from a run and writes them under `RUN/samples/SAMPLER-STEPS-gW-seedS-nN/`: the
 /// domain's files plus `samples.safetensors` (`samples`, and `labels` when conditional).
 pub fn sample<Dm: Domain>(dir: &Path, req: &SampleRequest, device: &Device) -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
@@ -249,7 +242,7 @@ pub fn sample<Dm: Domain>(dir: &Path, req: &SampleRequest, device: &Device) -> a
 fn write_generated<Dm: Domain>(run: &LoadedRun<Dm>, g: &Generated) -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
     let out = run.dir.join("samples").join(format!(
         "{}-{}steps-g{}-seed{}-n{}",
-        sampler_name(g.sampler.sampler),
+        g.sampler.sampler.name(),
         g.sampler.steps,
         g.sampler.guidance,
         g.seed,
@@ -330,12 +323,9 @@ pub fn bench<Dm: Domain>(experiment: &Path, steps: usize, n: usize, device: &Dev
     let run = load_run::<Dm>(&dir, device)?;
     let req = SampleRequest { n: Some(n), quiet: true, ..Default::default() };
     let g = run.generate(&req)?;
-    let calls = match g.sampler.sampler {
-        SamplerKind::Heun => 2 * g.sampler.steps - 1,
-        _ => g.sampler.steps,
-    } * n.div_ceil(g.sampler.batch_size);
+    let calls = g.sampler.sampler.model_calls(g.sampler.steps) * n.div_ceil(g.sampler.batch_size);
     out.push(BenchResult {
-        workload: format!("{}_sample_{}{}", exp.name, sampler_name(g.sampler.sampler), g.sampler.steps),
+        workload: format!("{}_sample_{}{}", exp.name, g.sampler.sampler.name(), g.sampler.steps),
         items_per_s: n as f64 / g.seconds,
         steps_per_s: calls as f64 / g.seconds,
         batch_size: g.sampler.batch_size.min(n),

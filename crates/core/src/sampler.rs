@@ -39,6 +39,25 @@ impl SamplerKind {
     /// Names accepted in experiment files and on the command line.
     pub const NAMES: &'static str = "ddpm, ddim, euler, heun, dpmpp_2m";
 
+    /// The sampler's name in experiment files.
+    pub fn name(self) -> &'static str {
+        match self {
+            SamplerKind::Ddpm => "ddpm",
+            SamplerKind::Ddim => "ddim",
+            SamplerKind::Euler => "euler",
+            SamplerKind::Heun => "heun",
+            SamplerKind::Dpmpp2m => "dpmpp_2m",
+        }
+    }
+
+    /// Network evaluations for `steps` steps (Heun's last step has no corrector).
+    pub fn model_calls(self, steps: usize) -> usize {
+        match self {
+            SamplerKind::Heun => 2 * steps - 1,
+            _ => steps,
+        }
+    }
+
     /// Parses a sampler name.
     pub fn parse(name: &str) -> anyhow::Result<Self> {
         let v = toml::Value::String(name.to_string());
@@ -438,24 +457,12 @@ pub fn dpmpp_2m(
     Ok(x)
 }
 
-/// The training sigmas of a schedule, with a zero terminal alpha_bar replaced by 2^-24 as
-/// diffusers' sigma-space schedulers do (so sigma_max stays finite).
-fn training_sigmas(s: &Schedule) -> Vec<f64> {
-    s.alphas_cumprod
-        .iter()
-        .map(|&a| {
-            let a = if a == 0.0 { 2f64.powi(-24) } else { a };
-            ((1.0 - a) / a).sqrt()
-        })
-        .collect()
-}
-
 /// The `(sigmas, timesteps)` grid of a sigma-space sampler, with the final sigma 0 appended.
 /// DPM-Solver++ uses `n + 1` linspace/leading points minus the last and rounds Karras
 /// timesteps; Euler and Heun keep them fractional.
 pub fn sigma_grid(s: &Schedule, kind: SamplerKind, spacing: Spacing, n: usize, karras: bool) -> (Vec<f64>, Vec<f64>) {
     let t_max = s.len();
-    let train = training_sigmas(s);
+    let train = s.sigmas();
     let dpm = kind == SamplerKind::Dpmpp2m;
     let mut ts = if dpm && spacing != Spacing::Trailing {
         let mut v = timesteps(spacing, t_max, n + 1, true);
@@ -544,7 +551,7 @@ pub fn sample(
             anyhow::ensure!(
                 !wrap,
                 "sampler `{}` works in sigma space and cannot keep angles wrapped: use ddpm or ddim",
-                serde_json::to_string(&kind)?.trim_matches('"')
+                kind.name()
             );
             let (sigmas, ts) = sigma_grid(s, kind, spacing, cfg.steps, cfg.karras);
             let x = z.affine(init_noise_sigma(kind, spacing, &sigmas), 0.0)?;
@@ -573,6 +580,14 @@ mod tests {
         assert_eq!(trail.len(), 20);
         let lin = timesteps(Spacing::Linspace, 1000, 20, true);
         assert_eq!(&lin[..3], &[999.0, 946.0, 894.0]);
+    }
+
+    #[test]
+    fn names_round_trip_through_the_parser() {
+        for k in [SamplerKind::Ddpm, SamplerKind::Ddim, SamplerKind::Euler, SamplerKind::Heun, SamplerKind::Dpmpp2m] {
+            assert_eq!(SamplerKind::parse(k.name()).unwrap(), k);
+        }
+        assert_eq!(SamplerKind::Heun.model_calls(10), 19);
     }
 
     #[test]

@@ -197,15 +197,16 @@ impl Schedule {
     }
 
     /// The VE noise level sigma(t) = sqrt((1 - alpha_bar) / alpha_bar) for every training step.
+    /// A zero terminal alpha_bar (zero-SNR schedules) counts as 2^-24, as in diffusers'
+    /// sigma-space schedulers, so sigma_max stays finite.
     pub fn sigmas(&self) -> Vec<f64> {
-        self.alphas_cumprod.iter().map(|a| ((1.0 - a) / a).sqrt()).collect()
-    }
-
-    /// sigma at a fractional timestep, by linear interpolation of [`Schedule::sigmas`]
-    /// (numpy's `interp`, as diffusers' Euler and Heun schedulers do).
-    pub fn sigma_at(&self, t: f64) -> f64 {
-        let sigmas = self.sigmas();
-        interp(t, &sigmas)
+        self.alphas_cumprod
+            .iter()
+            .map(|&a| {
+                let a = if a == 0.0 { 2f64.powi(-24) } else { a };
+                ((1.0 - a) / a).sqrt()
+            })
+            .collect()
     }
 
     /// The fractional timestep whose log-sigma matches `sigma`, interpolating linearly in

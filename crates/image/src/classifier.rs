@@ -135,11 +135,11 @@ pub fn load_or_train(
 ) -> anyhow::Result<Classifier> {
     let device = images.device().clone();
     if path.exists() {
-        let params = Params::new(seed);
-        let net = Classifier::new(params.var_builder(DType::F32, &device), images.dim(1)?, classes)?;
+        // plain tensors, not variables: scoring builds no autograd graph
         let t = sugarcube_core::checkpoint::load_tensors(path, &device)?;
-        params.load(&t, "").with_context(|| format!("in cached classifier {}", path.display()))?;
-        return Ok(net);
+        let vb = VarBuilder::from_tensors(t, DType::F32, &device);
+        return Classifier::new(vb, images.dim(1)?, classes)
+            .with_context(|| format!("in cached classifier {}", path.display()));
     }
     if !quiet {
         eprintln!("training the evaluation classifier (cached afterwards in {})", path.display());
