@@ -60,15 +60,25 @@ enum Command {
         #[arg(default_value = "experiments")]
         dir: PathBuf,
     },
-    /// Measure training and sampling throughput for an experiment's model.
+    /// Measure throughput: the standard workloads (unet2d_train, unet1d_dna_train,
+    /// transformer_angles_train, unet2d_sample_forward) with a per-operation breakdown, or an
+    /// experiment's own training and sampling when an experiment file is given.
     Bench {
-        /// The experiment file.
-        #[arg(default_value = "experiments/toy-moons.toml")]
-        experiment: PathBuf,
-        /// Training steps to time.
+        /// An experiment file; without one, the standard workloads run.
+        experiment: Option<PathBuf>,
+        /// Run only this standard workload (repeatable).
+        #[arg(long)]
+        workload: Vec<String>,
+        /// Timed steps per standard workload (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        iters: usize,
+        /// Untimed warm-up steps per standard workload.
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        /// With an experiment: training steps to time.
         #[arg(long, default_value_t = 200)]
         steps: usize,
-        /// Samples to draw.
+        /// With an experiment: samples to draw.
         #[arg(long, default_value_t = 2000)]
         n: usize,
         /// One JSON object per line instead of a table.
@@ -200,7 +210,10 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             println!("wrote {}", run_dir.join("eval.json").display());
         }
         Command::Experiments { dir } => list_experiments(&dir)?,
-        Command::Bench { experiment, steps, n, json } => {
+        Command::Bench { experiment: None, workload, iters, warmup, json, .. } => {
+            bench_workloads(&workload, warmup, iters, json, &dev)?
+        }
+        Command::Bench { experiment: Some(experiment), steps, n, json, .. } => {
             let domain = sugarcube_core::config::domain_of(&experiment)?;
             let origin = experiment.display().to_string();
             let results = with_domain!(domain, origin, bench(&experiment, steps, n, &dev))?;
@@ -218,6 +231,43 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                     println!("{:<36} {:>12.1} {:>12.2} {:>7}", r.workload, r.items_per_s, r.steps_per_s, r.batch_size);
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+/// Runs the standard workloads (all, or those named) and prints each result as it comes.
+fn bench_workloads(names: &[String], warmup: usize, iters: usize, json: bool, dev: &candle_core::Device) -> anyhow::Result<()> {
+    use sugarcube_core::bench::{self, Workload};
+    let workloads = if names.is_empty() {
+        Workload::ALL.to_vec()
+    } else {
+        names.iter().map(|n| Workload::parse(n)).collect::<anyhow::Result<Vec<_>>>()?
+    };
+    let machine = machine_description();
+    if !json {
+        println!("machine: {machine}; median of {iters} steps after {warmup} warm-up steps");
+    }
+    for w in workloads {
+        let r = bench::run(w, dev, warmup, iters)?;
+        if json {
+            let mut v = serde_json::to_value(&r)?;
+            v["machine"] = serde_json::json!(machine);
+            v["device"] = serde_json::json!(format!("{dev:?}"));
+            println!("{}", serde_json::to_string(&v)?);
+            continue;
+        }
+        println!(
+            "\n{}: {:.1} items/s (batch {}, {:.1} ms/step, {:.2}M parameters)",
+            r.workload,
+            r.items_per_s,
+            r.batch_size,
+            r.ms_per_step,
+            r.parameters as f64 / 1e6
+        );
+        println!("  {:<28} {:>10} {:>7} {:>10}", "region", "ms/step", "share", "calls/step");
+        for e in &r.breakdown {
+            println!("  {:<28} {:>10.2} {:>6.1}% {:>10.1}", e.name, e.ms_per_step, 100.0 * e.share, e.calls_per_step);
         }
     }
     Ok(())

@@ -12,6 +12,7 @@
 //! - [`nn`]: shared network blocks: time and class embeddings, seeded dropout, and a UNet
 //!   for 1-D (`[B, C, L]`) and 2-D (`[B, C, H, W]`) data.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod denoiser;
@@ -20,6 +21,7 @@ pub mod nn;
 pub mod optim;
 pub mod params;
 pub mod process;
+pub mod profile;
 pub mod progress;
 pub mod rng;
 pub mod run;

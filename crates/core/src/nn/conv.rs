@@ -1,14 +1,20 @@
-//! 2-D convolution as im2col + matmul, for the CPU.
+//! 2-D convolution for the CPU as one custom op: im2col + gemm per image, bias fused, with a
+//! hand-written backward.
 //!
 //! candle 0.11.1's CPU conv2d (and its backward, which goes through conv_transpose2d and a
 //! conv2d with swapped axes) is a direct convolution that spends most of its time in scalar dot
-//! products. Here the input is unfolded into columns by [`im2col`] (a custom op whose backward
-//! is the scatter-add [`Col2Im`]), and the convolution becomes a batched matmul against the
-//! flattened kernel, so both passes run on candle's gemm and its matmul backward gives the
-//! kernel and column gradients.
+//! products; expressing the convolution through candle's matmul instead leaves the kernel
+//! gradient to a batch-broadcast matmul whose reduction over the batch, and the bias gradient
+//! to a reduction over batch and space, both on candle's slow strided-reduction path. Here
+//! [`Conv2d`] runs, for each image in parallel, `y_b = W cols(x_b) + bias` with `cols` the
+//! im2col unfolding, and its backward ([`Conv2dBackward`]) computes in one pass over the images
+//! `dx_b = col2im(W^T dy_b)`, `dW = sum_b dy_b cols(x_b)^T` and `db = sum_b sum_l dy_b`, all on
+//! the `gemm` crate candle itself uses. Each image is computed by one thread from its own
+//! inputs, so a sample's output does not depend on the batch it is in; the weight gradient sums
+//! fixed groups of images in a fixed order, so it is the same on every run.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// Geometry shared by [`Im2Col`] and [`Col2Im`]: kernel, stride and zero padding (dilation 1).
@@ -106,148 +112,345 @@ fn contiguous<'a, T>(data: &'a [T], layout: &Layout, op: &str) -> Result<&'a [T]
     }
 }
 
-/// im2col: `[B, C, H, W]` to `[B, C*kh*kw, Hout*Wout]`, row `c*kh*kw + i*kw + j`.
-#[derive(Clone, Copy, Debug)]
-pub struct Im2Col {
-    g: Geometry,
+/// The element types the kernels run on (f32, f64).
+trait Elem: Copy + Default + Send + Sync + 'static + std::ops::Add<Output = Self> + std::ops::AddAssign {
+    const ONE: Self;
 }
 
-impl Im2Col {
-    fn run<T: Copy + Default + Send + Sync>(&self, x: &[T], layout: &Layout) -> Result<(Vec<T>, Shape)> {
-        let (b, c, h, w) = layout.shape().dims4()?;
-        let x = contiguous(x, layout, "im2col")?;
-        let (ho, wo) = self.g.out_size(h, w)?;
-        let per_channel = self.g.kh * self.g.kw * ho * wo;
-        let mut out = vec![T::default(); b * c * per_channel];
-        if per_channel > 0 && h * w > 0 {
-            out.par_chunks_mut(per_channel)
-                .zip(x.par_chunks(h * w))
-                .for_each(|(dst, src)| unfold_channel(&self.g, src, h, w, dst, ho, wo));
+impl Elem for f32 {
+    const ONE: f32 = 1.0;
+}
+
+impl Elem for f64 {
+    const ONE: f64 = 1.0;
+}
+
+/// A matrix view: `rows x cols` elements at `data[r * rs + c * cs]`.
+#[derive(Clone, Copy)]
+struct Mat<'a, T> {
+    data: &'a [T],
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a, T> Mat<'a, T> {
+    /// A row-major `rows x cols` matrix.
+    fn new(data: &'a [T], rows: usize, cols: usize) -> Self {
+        Self { data, rows, cols, rs: cols, cs: 1 }
+    }
+
+    /// The transposed view (no copy).
+    fn t(self) -> Self {
+        Self { rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs, ..self }
+    }
+}
+
+/// `dst = a b`, or `dst += a b` with `accumulate`, for a row-major `dst` of `a.rows x b.cols`;
+/// single-threaded (callers parallelise over images).
+fn matmul<T: Elem>(dst: &mut [T], a: Mat<T>, b: Mat<T>, accumulate: bool) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert_eq!(k, b.rows, "matmul: inner sizes differ");
+    assert!(dst.len() >= m * n, "matmul: destination too small");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst[..m * n].fill(T::default());
         }
-        Ok((out, Shape::from((b, c * self.g.kh * self.g.kw, ho * wo))))
+        return;
+    }
+    for v in [&a, &b] {
+        assert!((v.rows - 1) * v.rs + (v.cols - 1) * v.cs < v.data.len(), "matmul: view out of bounds");
+    }
+    // SAFETY: every index the gemm reads or writes was bounds-checked above; the views and the
+    // destination are distinct borrows.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            T::ONE,
+            T::ONE,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
     }
 }
 
-impl CustomOp1 for Im2Col {
-    fn name(&self) -> &'static str {
-        "im2col"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        match storage {
-            CpuStorage::F32(x) => self.run(x, layout).map(|(v, s)| (CpuStorage::F32(v), s)),
-            CpuStorage::F64(x) => self.run(x, layout).map(|(v, s)| (CpuStorage::F64(v), s)),
-            other => bail!("im2col: unsupported dtype {:?}", other.dtype()),
-        }
-    }
-
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let (_, _, h, w) = arg.dims4()?;
-        let grad = grad_res.contiguous()?.apply_op1_no_bwd(&Col2Im { g: self.g, h, w })?;
-        Ok(Some(grad))
-    }
-}
-
-/// col2im, the adjoint of [`Im2Col`]: scatter-adds `[B, C*kh*kw, Hout*Wout]` into `[B, C, H, W]`.
+/// Sizes of one convolution: input `[b, c, h, w]`, `o` output channels, output `ho x wo`.
 #[derive(Clone, Copy, Debug)]
-pub struct Col2Im {
-    g: Geometry,
+struct ConvShape {
+    b: usize,
+    c: usize,
     h: usize,
     w: usize,
+    o: usize,
+    ho: usize,
+    wo: usize,
 }
 
-impl Col2Im {
-    fn run<T: Copy + Default + Send + Sync + std::ops::AddAssign>(
-        &self,
-        cols: &[T],
-        layout: &Layout,
-    ) -> Result<(Vec<T>, Shape)> {
-        let (b, k, l) = layout.shape().dims3()?;
-        let cols = contiguous(cols, layout, "col2im")?;
-        let (h, w) = (self.h, self.w);
-        let (ho, wo) = self.g.out_size(h, w)?;
-        let kk = self.g.kh * self.g.kw;
-        if k % kk != 0 || l != ho * wo {
-            bail!("col2im: columns [{b}, {k}, {l}] do not fit {h}x{w} with {:?}", self.g);
-        }
-        let c = k / kk;
-        let mut out = vec![T::default(); b * c * h * w];
-        if h * w > 0 && kk * l > 0 {
-            out.par_chunks_mut(h * w)
-                .zip(cols.par_chunks(kk * l))
-                .for_each(|(dst, src)| fold_channel(&self.g, src, h, w, dst, ho, wo));
-        }
-        Ok((out, Shape::from((b, c, h, w))))
+impl ConvShape {
+    /// Rows of the column matrix: `c * kh * kw`.
+    fn k(&self, g: &Geometry) -> usize {
+        self.c * g.kh * g.kw
+    }
+
+    /// Output positions per image.
+    fn l(&self) -> usize {
+        self.ho * self.wo
     }
 }
 
-impl CustomOp1 for Col2Im {
+impl Geometry {
+    fn conv_shape(&self, x: &Shape, weight: &Shape) -> Result<ConvShape> {
+        let (b, c, h, w) = x.dims4()?;
+        let (o, ci, kh, kw) = weight.dims4()?;
+        if ci != c || kh != self.kh || kw != self.kw {
+            bail!("conv2d: input {:?} does not fit kernel {:?}", x.dims(), weight.dims());
+        }
+        if c == 0 {
+            bail!("conv2d: input {:?} has no channels", x.dims());
+        }
+        let (ho, wo) = self.out_size(h, w)?;
+        Ok(ConvShape { b, c, h, w, o, ho, wo })
+    }
+
+    /// A 1x1 kernel with stride 1 and no padding: the image is its own column matrix.
+    fn pointwise(&self) -> bool {
+        (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw) == (1, 1, 1, 1, 0, 0)
+    }
+
+    /// The column matrix `[c * kh * kw, ho * wo]` of one image, in `cols` (resized as needed).
+    fn unfold_image<T: Elem>(&self, s: &ConvShape, x: &[T], cols: &mut Vec<T>) {
+        let per_channel = self.kh * self.kw * s.l();
+        cols.clear();
+        cols.resize(s.c * per_channel, T::default());
+        for (dst, src) in cols.chunks_mut(per_channel).zip(x.chunks(s.h * s.w)) {
+            unfold_channel(self, src, s.h, s.w, dst, s.ho, s.wo);
+        }
+    }
+
+    /// For stride 1 (and padding below the kernel size), the input gradient is itself a
+    /// convolution: of the output gradient, with the kernel flipped in space and its channel axes
+    /// swapped, and padding `k - 1 - p`. Returns that convolution's geometry, shape and kernel
+    /// (`[C, O * kh * kw]`), or None where it does not apply. This avoids col2im's 9x larger
+    /// column matrix and its shallow (depth O) product.
+    fn transposed<T: Elem>(&self, s: &ConvShape, w: &[T]) -> Option<(Geometry, ConvShape, Vec<T>)> {
+        if (self.sh, self.sw) != (1, 1) || self.ph >= self.kh || self.pw >= self.kw {
+            return None;
+        }
+        let g = Geometry { ph: self.kh - 1 - self.ph, pw: self.kw - 1 - self.pw, ..*self };
+        let ts = ConvShape { b: s.b, c: s.o, h: s.ho, w: s.wo, o: s.c, ho: s.h, wo: s.w };
+        if g.out_size(ts.h, ts.w).ok()? != (s.h, s.w) {
+            return None;
+        }
+        let kk = self.kh * self.kw;
+        let mut flipped = vec![T::default(); s.c * s.o * kk];
+        for o in 0..s.o {
+            for c in 0..s.c {
+                for i in 0..kk {
+                    flipped[(c * s.o + o) * kk + (kk - 1 - i)] = w[(o * s.c + c) * kk + i];
+                }
+            }
+        }
+        Some((g, ts, flipped))
+    }
+
+    /// Scatter-adds one image's column matrix into its `[c, h, w]` input gradient.
+    fn fold_image<T: Elem>(&self, s: &ConvShape, cols: &[T], dx: &mut [T]) {
+        let per_channel = self.kh * self.kw * s.l();
+        for (dst, src) in dx.chunks_mut(s.h * s.w).zip(cols.chunks(per_channel)) {
+            fold_channel(self, src, s.h, s.w, dst, s.ho, s.wo);
+        }
+    }
+}
+
+/// The convolution `[B, C, H, W] x [O, C, kh, kw] + [O] -> [B, O, Hout, Wout]` (custom op).
+#[derive(Clone, Copy, Debug)]
+struct Conv2d {
+    g: Geometry,
+}
+
+impl Conv2d {
+    fn run<T: Elem>(&self, x: (&[T], &Layout), w: (&[T], &Layout), bias: (&[T], &Layout)) -> Result<(Vec<T>, Shape)> {
+        let s = self.g.conv_shape(x.1.shape(), w.1.shape())?;
+        let (xs, ws, bs) = (contiguous(x.0, x.1, "conv2d")?, contiguous(w.0, w.1, "conv2d")?, contiguous(bias.0, bias.1, "conv2d")?);
+        if bs.len() != s.o {
+            bail!("conv2d: bias has {} entries for {} output channels", bs.len(), s.o);
+        }
+        let (k, l, g) = (s.k(&self.g), s.l(), self.g);
+        let mut out = vec![T::default(); s.b * s.o * l];
+        if !out.is_empty() {
+            out.par_chunks_mut(s.o * l).zip(xs.par_chunks(s.c * s.h * s.w)).for_each_init(Vec::new, |cols, (y, xb)| {
+                for (row, &bv) in y.chunks_mut(l).zip(bs) {
+                    row.fill(bv);
+                }
+                let src = if g.pointwise() {
+                    xb
+                } else {
+                    g.unfold_image(&s, xb, cols);
+                    cols.as_slice()
+                };
+                matmul(y, Mat::new(ws, s.o, k), Mat::new(src, k, l), true);
+            });
+        }
+        Ok((out, Shape::from((s.b, s.o, s.ho, s.wo))))
+    }
+}
+
+impl CustomOp3 for Conv2d {
     fn name(&self) -> &'static str {
-        "col2im"
+        "conv2d-im2col"
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        match storage {
-            CpuStorage::F32(x) => self.run(x, layout).map(|(v, s)| (CpuStorage::F32(v), s)),
-            CpuStorage::F64(x) => self.run(x, layout).map(|(v, s)| (CpuStorage::F64(v), s)),
-            other => bail!("col2im: unsupported dtype {:?}", other.dtype()),
+    fn cpu_fwd(&self, x: &CpuStorage, xl: &Layout, w: &CpuStorage, wl: &Layout, b: &CpuStorage, bl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _t = crate::profile::scope("conv (forward)");
+        match (x, w, b) {
+            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => {
+                self.run((x, xl), (w, wl), (b, bl)).map(|(v, s)| (CpuStorage::F32(v), s))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => {
+                self.run((x, xl), (w, wl), (b, bl)).map(|(v, s)| (CpuStorage::F64(v), s))
+            }
+            _ => bail!("conv2d: input, weight and bias must all be f32 or all f64, got {:?}, {:?}, {:?}", x.dtype(), w.dtype(), b.dtype()),
         }
     }
 
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(grad_res.contiguous()?.apply_op1_no_bwd(&Im2Col { g: self.g })?))
+    fn bwd(&self, x: &Tensor, w: &Tensor, bias: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let packed = grad.contiguous()?.apply_op3_no_bwd(x, w, &Conv2dBackward { g: self.g })?;
+        let (nx, nw) = (x.elem_count(), w.elem_count());
+        let dx = packed.narrow(0, 0, nx)?.reshape(x.shape())?;
+        let dw = packed.narrow(0, nx, nw)?.reshape(w.shape())?;
+        let db = packed.narrow(0, nx + nw, bias.elem_count())?;
+        Ok((Some(dx), Some(dw), Some(db)))
     }
 }
 
-/// Unfolds `x: [B, C, H, W]` into `[B, C*kh*kw, Hout*Wout]` (zero padding, dilation 1), with
-/// `Hout = (H + 2 ph - kh) / sh + 1`; differentiable (the gradient is col2im). CPU only.
-pub fn im2col(x: &Tensor, kernel: (usize, usize), stride: (usize, usize), padding: (usize, usize)) -> Result<Tensor> {
-    let g = Geometry { kh: kernel.0, kw: kernel.1, sh: stride.0, sw: stride.1, ph: padding.0, pw: padding.1 };
-    x.contiguous()?.apply_op1(Im2Col { g })
+/// Images per group when summing the weight gradient: groups are fixed (not per thread), so the
+/// sum is the same whatever the number of threads.
+const IMAGES_PER_GROUP: usize = 4;
+
+/// The gradients of [`Conv2d`] from the output gradient, input and weight, packed into one
+/// vector `[dx (B*C*H*W), dW (O*C*kh*kw), db (O)]`.
+#[derive(Clone, Copy, Debug)]
+struct Conv2dBackward {
+    g: Geometry,
 }
 
-/// Column-buffer elements per chunk of a batch (4M floats = 16 MB).
-const COLS_BUDGET: usize = 4 << 20;
+impl Conv2dBackward {
+    fn run<T: Elem>(&self, dy: (&[T], &Layout), x: (&[T], &Layout), w: (&[T], &Layout)) -> Result<(Vec<T>, Shape)> {
+        let s = self.g.conv_shape(x.1.shape(), w.1.shape())?;
+        let (dys, xs, ws) = (contiguous(dy.0, dy.1, "conv2d backward")?, contiguous(x.0, x.1, "conv2d backward")?, contiguous(w.0, w.1, "conv2d backward")?);
+        let (k, l, g) = (s.k(&self.g), s.l(), self.g);
+        if dy.1.shape().dims() != [s.b, s.o, s.ho, s.wo] {
+            bail!("conv2d backward: gradient {:?} does not match the output [{}, {}, {}, {}]", dy.1.shape().dims(), s.b, s.o, s.ho, s.wo);
+        }
+        let image = s.c * s.h * s.w;
+        let mut out = vec![T::default(); s.b * image + s.o * k + s.o];
+        let (dx, rest) = out.split_at_mut(s.b * image);
+        if !dx.is_empty() && l > 0 {
+            let _t = crate::profile::scope("conv (backward): input gradient");
+            let transposed = g.transposed(&s, ws);
+            dx.par_chunks_mut(image).zip(dys.par_chunks(s.o * l)).for_each_init(Vec::new, |cols, (dxb, dyb)| {
+                let wt = Mat::new(ws, s.o, k).t();
+                if g.pointwise() {
+                    matmul(dxb, wt, Mat::new(dyb, s.o, l), false);
+                } else if let Some((tg, ts, tw)) = &transposed {
+                    tg.unfold_image(ts, dyb, cols);
+                    matmul(dxb, Mat::new(tw, s.c, ts.k(tg)), Mat::new(cols, ts.k(tg), s.h * s.w), false);
+                } else {
+                    cols.resize(k * l, T::default());
+                    matmul(cols, wt, Mat::new(dyb, s.o, l), false);
+                    g.fold_image(&s, cols, dxb);
+                }
+            });
+        }
+        if s.b > 0 && l > 0 {
+            let _t = crate::profile::scope("conv (backward): weight gradient");
+            let groups: Vec<Vec<T>> = (0..s.b.div_ceil(IMAGES_PER_GROUP))
+                .into_par_iter()
+                .map(|group| {
+                    let mut acc = vec![T::default(); s.o * k + s.o];
+                    let mut cols = Vec::new();
+                    let first = group * IMAGES_PER_GROUP;
+                    for i in first..s.b.min(first + IMAGES_PER_GROUP) {
+                        let (xb, dyb) = (&xs[i * image..][..image], &dys[i * s.o * l..][..s.o * l]);
+                        let src = if g.pointwise() {
+                            xb
+                        } else {
+                            g.unfold_image(&s, xb, &mut cols);
+                            cols.as_slice()
+                        };
+                        let (dw, db) = acc.split_at_mut(s.o * k);
+                        matmul(dw, Mat::new(dyb, s.o, l), Mat::new(src, k, l).t(), true);
+                        for (d, row) in db.iter_mut().zip(dyb.chunks(l)) {
+                            *d += row.iter().fold(T::default(), |a, &v| a + v);
+                        }
+                    }
+                    acc
+                })
+                .collect();
+            for acc in groups {
+                for (r, a) in rest.iter_mut().zip(acc) {
+                    *r += a;
+                }
+            }
+        }
+        let n = out.len();
+        Ok((out, Shape::from(n)))
+    }
+}
+
+impl CustomOp3 for Conv2dBackward {
+    fn name(&self) -> &'static str {
+        "conv2d-im2col-backward"
+    }
+
+    fn cpu_fwd(&self, dy: &CpuStorage, dyl: &Layout, x: &CpuStorage, xl: &Layout, w: &CpuStorage, wl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _t = crate::profile::scope("conv (backward)");
+        match (dy, x, w) {
+            (CpuStorage::F32(dy), CpuStorage::F32(x), CpuStorage::F32(w)) => {
+                self.run((dy, dyl), (x, xl), (w, wl)).map(|(v, s)| (CpuStorage::F32(v), s))
+            }
+            (CpuStorage::F64(dy), CpuStorage::F64(x), CpuStorage::F64(w)) => {
+                self.run((dy, dyl), (x, xl), (w, wl)).map(|(v, s)| (CpuStorage::F64(v), s))
+            }
+            _ => bail!("conv2d backward: mixed dtypes {:?}, {:?}, {:?}", dy.dtype(), x.dtype(), w.dtype()),
+        }
+    }
+}
 
 /// 2-D convolution (cross-correlation, as in candle and PyTorch) of `x: [B, Cin, H, W]` with
-/// `weight: [Cout, Cin, kh, kw]` and an optional `bias: [Cout]`, zero padding, dilation 1,
-/// one group: im2col, then a batched matmul on candle's gemm, in batch chunks whose column
-/// buffer stays near 16 MB. CPU only (im2col has no CUDA kernel).
-pub fn conv2d_im2col(
-    x: &Tensor,
-    weight: &Tensor,
-    bias: Option<&Tensor>,
-    stride: (usize, usize),
-    padding: (usize, usize),
-) -> Result<Tensor> {
-    let (b, c, h, w) = x.dims4()?;
-    let (cout, cin, kh, kw) = weight.dims4()?;
-    if cin != c {
-        bail!("conv2d_im2col: input has {c} channels, kernel expects {cin}");
+/// `weight: [Cout, Cin, kh, kw]` plus `bias: [Cout]`, zero padding `(ph, pw)`, stride `(sh, sw)`,
+/// dilation 1, giving `[B, Cout, Hout, Wout]`; differentiable in all three inputs.
+///
+/// On the CPU with f32/f64 this is the fused im2col + gemm op of the [module docs](self); on
+/// other devices (or dtypes) it is candle's conv2d, which needs equal strides.
+pub fn conv2d(x: &Tensor, weight: &Tensor, bias: &Tensor, stride: (usize, usize), padding: (usize, usize)) -> Result<Tensor> {
+    let g = Geometry { kh: weight.dim(2)?, kw: weight.dim(3)?, sh: stride.0, sw: stride.1, ph: padding.0, pw: padding.1 };
+    if x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) {
+        return x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, Conv2d { g });
     }
-    let g = Geometry { kh, kw, sh: stride.0, sw: stride.1, ph: padding.0, pw: padding.1 };
-    let (ho, wo) = g.out_size(h, w)?;
-    // keep the column buffer near the caches' scale: large batches go through in chunks
-    let per_image = c * kh * kw * ho * wo;
-    let chunk = (COLS_BUDGET / per_image.max(1)).max(1);
-    if b > chunk {
-        let parts = (0..b)
-            .step_by(chunk)
-            .map(|first| conv2d_im2col(&x.narrow(0, first, chunk.min(b - first))?, weight, bias, stride, padding))
-            .collect::<Result<Vec<_>>>()?;
-        return Tensor::cat(&parts, 0);
+    if stride.0 != stride.1 {
+        bail!("conv2d: candle's convolution (used off the CPU) needs equal strides, got {stride:?}");
     }
-    let cols = if kh == 1 && kw == 1 && stride == (1, 1) && padding == (0, 0) {
-        x.reshape((b, c, h * w))?
-    } else {
-        im2col(x, (kh, kw), stride, padding)?
-    };
-    let out = weight.reshape((cout, c * kh * kw))?.broadcast_left(b)?.matmul(&cols)?;
-    let out = match bias {
-        Some(bias) => out.broadcast_add(&bias.reshape((1, cout, 1))?)?,
-        None => out,
-    };
-    out.reshape((b, cout, ho, wo))
+    let x = x.pad_with_zeros(2, padding.0, padding.0)?.pad_with_zeros(3, padding.1, padding.1)?;
+    x.conv2d(weight, 0, stride.0, 1, 1)?.broadcast_add(&bias.reshape((1, bias.dim(0)?, 1, 1))?)
 }
 
 #[cfg(test)]
@@ -303,43 +506,58 @@ mod tests {
                 let x = randn(&mut rng, &shape, dtype, &dev)?;
                 let w = randn(&mut rng, &[cout, shape[1], k.0, k.1], dtype, &dev)?;
                 let bias = randn(&mut rng, &[cout], dtype, &dev)?;
-                let y = conv2d_im2col(&x, &w, Some(&bias), s, p)?;
+                let y = conv2d(&x, &w, &bias, s, p)?;
                 if s.0 == s.1 {
                     let err = max_abs_diff(&y, &reference(&x, &w, &bias, s, p)?)?;
                     assert!(err < tol, "{dtype:?} config {n}: max diff {err}");
                 }
                 // A strided view of the input gives the same result.
                 let xt = x.transpose(2, 3)?.contiguous()?.transpose(2, 3)?;
-                assert_eq!(values(&conv2d_im2col(&xt, &w, Some(&bias), s, p)?)?, values(&y)?);
+                assert_eq!(values(&conv2d(&xt, &w, &bias, s, p)?)?, values(&y)?);
+                // Each image's output is the same whatever batch it is computed in.
+                let first = conv2d(&x.narrow(0, 1, 1)?, &w, &bias, s, p)?;
+                assert_eq!(values(&first)?, values(&y.narrow(0, 1, 1)?)?);
             }
         }
         Ok(())
+    }
+
+    /// im2col of one image (through the helper the op uses), as a `[C*kh*kw, Hout*Wout]` tensor.
+    fn unfold(x: &Tensor, g: Geometry) -> Result<Tensor> {
+        let (_, c, h, w) = x.dims4()?;
+        let (ho, wo) = g.out_size(h, w)?;
+        let s = ConvShape { b: 1, c, h, w, o: 0, ho, wo };
+        let mut cols = Vec::new();
+        g.unfold_image(&s, &x.flatten_all()?.to_vec1::<f64>()?, &mut cols);
+        Tensor::from_vec(cols, (c * g.kh * g.kw, ho * wo), x.device())
     }
 
     #[test]
     fn im2col_layout_and_col2im_adjoint() -> Result<()> {
         let dev = Device::Cpu;
         // 1 x 1 x 2 x 3 input, 2x2 kernel, padding 1 on the width only.
-        let x = Tensor::new(&[[[[1f32, 2.0, 3.0], [4.0, 5.0, 6.0]]]], &dev)?;
-        let cols = im2col(&x, (2, 2), (1, 1), (0, 1))?;
-        assert_eq!(cols.dims(), &[1, 4, 4]);
+        let x = Tensor::new(&[[[[1f64, 2.0, 3.0], [4.0, 5.0, 6.0]]]], &dev)?;
+        let cols = unfold(&x, Geometry { kh: 2, kw: 2, sh: 1, sw: 1, ph: 0, pw: 1 })?;
         let want = vec![
             vec![0.0, 1.0, 2.0, 3.0], // (i, j) = (0, 0)
             vec![1.0, 2.0, 3.0, 0.0], // (0, 1)
             vec![0.0, 4.0, 5.0, 6.0], // (1, 0)
             vec![4.0, 5.0, 6.0, 0.0], // (1, 1)
         ];
-        assert_eq!(cols.squeeze(0)?.to_vec2::<f32>()?, want);
+        assert_eq!(cols.to_vec2::<f64>()?, want);
         // <im2col(x), y> = <x, col2im(y)>
         for (n, &(shape, _, k, s, p)) in CONFIGS.iter().enumerate() {
             let mut rng = Rng::new(100 + n as u64);
-            let x = randn(&mut rng, &shape, DType::F64, &dev)?;
-            let cols = im2col(&x, k, s, p)?;
-            let y = randn(&mut rng, cols.dims(), DType::F64, &dev)?;
+            let x = randn(&mut rng, &[1, shape[1], shape[2], shape[3]], DType::F64, &dev)?;
             let g = Geometry { kh: k.0, kw: k.1, sh: s.0, sw: s.1, ph: p.0, pw: p.1 };
-            let back = y.apply_op1_no_bwd(&Col2Im { g, h: shape[2], w: shape[3] })?;
+            let cols = unfold(&x, g)?;
+            let y = randn(&mut rng, cols.dims(), DType::F64, &dev)?;
+            let (ho, wo) = g.out_size(shape[2], shape[3])?;
+            let cs = ConvShape { b: 1, c: shape[1], h: shape[2], w: shape[3], o: 0, ho, wo };
+            let mut back = vec![0f64; x.elem_count()];
+            g.fold_image(&cs, &y.flatten_all()?.to_vec1::<f64>()?, &mut back);
             let lhs = cols.mul(&y)?.sum_all()?.to_scalar::<f64>()?;
-            let rhs = x.mul(&back)?.sum_all()?.to_scalar::<f64>()?;
+            let rhs = x.flatten_all()?.mul(&Tensor::new(back, &dev)?)?.sum_all()?.to_scalar::<f64>()?;
             assert!((lhs - rhs).abs() < 1e-10 * lhs.abs().max(1.0), "config {n}: {lhs} vs {rhs}");
         }
         Ok(())
@@ -372,10 +590,10 @@ mod tests {
             let x = Var::from_tensor(&randn(&mut rng, &shape, DType::F64, &dev)?)?;
             let w = Var::from_tensor(&randn(&mut rng, &[cout, shape[1], k.0, k.1], DType::F64, &dev)?)?;
             let bias = Var::from_tensor(&randn(&mut rng, &[cout], DType::F64, &dev)?)?;
-            let y = conv2d_im2col(x.as_tensor(), w.as_tensor(), Some(bias.as_tensor()), s, p)?;
+            let y = conv2d(x.as_tensor(), w.as_tensor(), bias.as_tensor(), s, p)?;
             let r = randn(&mut rng, y.dims(), DType::F64, &dev)?;
             let loss_t = || {
-                conv2d_im2col(x.as_tensor(), w.as_tensor(), Some(bias.as_tensor()), s, p)?.mul(&r)?.sum_all()
+                conv2d(x.as_tensor(), w.as_tensor(), bias.as_tensor(), s, p)?.mul(&r)?.sum_all()
             };
             let loss = || loss_t()?.to_scalar::<f64>();
             let grads = loss_t()?.backward()?;

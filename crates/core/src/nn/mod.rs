@@ -7,6 +7,7 @@ use candle_core::{DType, Result, Tensor, D};
 use candle_nn::{Embedding, Linear, Module, VarBuilder};
 
 pub mod conv;
+pub mod ops;
 pub mod unet;
 
 pub use unet::{Dims, UNet, UNetConfig};

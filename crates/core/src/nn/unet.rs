@@ -27,13 +27,13 @@
 //!   and `conv_transpose1d` with a 1-wide kernel is wrong, which breaks the input gradient of
 //!   1x1 convs. 1-D convolutions therefore run as conv2d over a height-1 image ([`Conv`]).
 //!
-//! On the CPU that conv2d is [`super::conv::conv2d_im2col`] (im2col + gemm, with its own
-//! col2im backward) rather than candle's much slower direct convolution.
+//! On the CPU every convolution is [`super::conv::conv2d`] (a fused im2col + gemm op with its
+//! own backward) rather than candle's much slower direct convolution.
 
 use super::{dropout, ClassEmbedding, TimeEmbedding};
 use crate::denoiser::Denoiser;
 use crate::rng::Rng;
-use candle_core::{Result, Shape, Tensor, D};
+use candle_core::{Result, Shape, Tensor};
 use candle_nn::{GroupNorm, Init, Linear, Module, VarBuilder};
 use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
@@ -151,31 +151,25 @@ impl Conv {
 
     /// Applies the convolution to `[B, in, ...]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = match self.dims {
+        let (p, s) = (self.padding, self.stride);
+        match self.dims {
+            // On the CPU the fused convolution takes the height-1 image directly.
+            Dims::One if x.device().is_cpu() => {
+                let w = self.weight.unsqueeze(2)?;
+                super::conv::conv2d(&x.unsqueeze(2)?, &w, &self.bias, (1, s), (0, p))?.squeeze(2)
+            }
+            // candle 0.11.1's conv1d has wrong gradients (see the module docs), so elsewhere the
+            // 1-D conv runs as candle's conv2d over a height-1 image with explicit zero padding.
+            // The right-hand padding a strided conv never reads is left out, so that conv2d's
+            // backward pass (which derives its output padding from the height) fits.
             Dims::One => {
-                // candle 0.11.1's conv1d has wrong gradients (see the module docs), so the 1-D
-                // conv runs as a conv2d over a height-1 image with explicit zero padding. The
-                // right-hand padding a strided conv never reads is left out, so that conv2d's
-                // backward pass (which derives its output padding from the height) fits.
-                let (l, k, p, s) = (x.dim(2)?, self.weight.dim(2)?, self.padding, self.stride);
+                let (l, k) = (x.dim(2)?, self.weight.dim(2)?);
                 let right = p - ((l + 2 * p).saturating_sub(k) % s).min(p);
                 let x = x.pad_with_zeros(2, p, right)?.unsqueeze(2)?;
-                conv2d(&x, &self.weight.unsqueeze(2)?, 0, s)?.squeeze(2)?
+                super::conv::conv2d(&x, &self.weight.unsqueeze(2)?, &self.bias, (s, s), (0, 0))?.squeeze(2)
             }
-            Dims::Two => conv2d(x, &self.weight, self.padding, self.stride)?,
-        };
-        y.broadcast_add(&self.bias.reshape(per_channel_shape(y.rank(), self.bias.dim(0)?))?)
-    }
-}
-
-/// conv2d with equal padding and stride on both axes: im2col + gemm on the CPU (candle 0.11.1's
-/// CPU conv2d and its backward are direct convolutions, many times slower), candle's conv2d
-/// elsewhere.
-fn conv2d(x: &Tensor, weight: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
-    if x.device().is_cpu() {
-        super::conv::conv2d_im2col(x, weight, None, (stride, stride), (padding, padding))
-    } else {
-        x.conv2d(weight, padding, stride, 1, 1)
+            Dims::Two => super::conv::conv2d(x, &self.weight, &self.bias, (s, s), (p, p)),
+        }
     }
 }
 
@@ -186,30 +180,13 @@ fn per_channel_shape(rank: usize, c: usize) -> Vec<usize> {
     shape
 }
 
-/// Nearest-neighbour x2 upsampling of every spatial axis, by reshape and broadcast.
+/// Nearest-neighbour x2 upsampling of every spatial axis ([`super::ops::upsample_nearest`]).
 ///
 /// candle's `upsample_nearest2d` is avoided on purpose: in candle 0.11.1 its backward pass
 /// overwrites instead of accumulating the input's gradient, which is wrong whenever the input
-/// also feeds another branch (as in a UNet). Broadcasting has a correct backward pass.
+/// also feeds another branch (as in a UNet).
 pub fn upsample_nearest(x: &Tensor, dims: Dims) -> Result<Tensor> {
-    match dims {
-        Dims::One => {
-            let (b, c, l) = x.dims3()?;
-            x.reshape((b, c, l, 1))?.broadcast_as((b, c, l, 2))?.reshape((b, c, 2 * l))
-        }
-        Dims::Two => {
-            let (b, c, h, w) = x.dims4()?;
-            x.reshape((b, c, h, 1, w, 1))?
-                .broadcast_as((b, c, h, 2, w, 2))?
-                .reshape((b, c, 2 * h, 2 * w))
-        }
-    }
-}
-
-/// Softmax over the last axis; the max is subtracted without gradient (it cancels exactly).
-fn softmax_last(x: &Tensor) -> Result<Tensor> {
-    let e = x.broadcast_sub(&x.max_keepdim(D::Minus1)?.detach())?.exp()?;
-    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+    super::ops::upsample_nearest(x, dims.count())
 }
 
 /// Residual block: `GroupNorm -> SiLU -> Conv3 -> + Linear(emb) -> GroupNorm -> SiLU ->
@@ -259,6 +236,7 @@ impl ResBlock {
     /// `x` is `[B, in, ...]`, `emb` is `[B, emb_dim]` (already passed through SiLU). Dropout is
     /// applied only when `rng` is given (training), with masks drawn from it.
     pub fn forward(&self, x: &Tensor, emb: &Tensor, rng: Option<&mut Rng>) -> Result<Tensor> {
+        let _t = crate::profile::scope("resblock (forward)");
         let h = self.conv1.forward(&self.norm1.forward(x)?.silu()?)?;
         // [B, out] -> [B, out, 1, ...], broadcast over space.
         let t = self.time_proj.forward(emb)?;
@@ -306,6 +284,7 @@ impl SelfAttention {
 
     /// Applies the block to `[B, C, ...]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let _t = crate::profile::scope("attention block (forward)");
         let (b, c) = (x.dim(0)?, x.dim(1)?);
         let n = x.elem_count() / (b * c);
         let (heads, d) = (self.heads, c / self.heads);
@@ -318,7 +297,7 @@ impl SelfAttention {
         };
         let (q, k, v) = (part(0)?, part(1)?, part(2)?);
         let scores = q.matmul(&k.t()?)?.affine(1.0 / (d as f64).sqrt(), 0.0)?;
-        let o = softmax_last(&scores)?.matmul(&v)?; // [B, heads, N, d]
+        let o = super::ops::softmax_last(&scores)?.matmul(&v)?; // [B, heads, N, d]
         let o = o.transpose(1, 2)?.reshape((b, n, c))?;
         let o = self.out.forward(&o)?.transpose(1, 2)?.reshape(x.shape())?;
         x.add(&o)

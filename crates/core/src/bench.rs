@@ -1,0 +1,279 @@
+//! The standard performance workloads: the models every domain trains, at fixed shapes, so that
+//! sugarcube can be compared with PyTorch on the same machine (`benches/pytorch_workloads.py`
+//! runs the same shapes there).
+//!
+//! | workload | model | batch | item |
+//! |---|---|---|---|
+//! | `unet2d_train` | diffusers-style UNet2D 32-64-128, 2 blocks per level, attention at the lowest level and in the middle, 1x32x32 | 32 | image |
+//! | `unet1d_dna_train` | 1-D conditional UNet 64-128-256, 2 blocks per level, GroupNorm 8, 4 cell types, 4x200 one-hot | 64 | sequence |
+//! | `transformer_angles_train` | FoldingDiff-small: BERT encoder, 6 layers, hidden 192, 6 heads, FFN 384, 128 x 6 angles | 64 | structure |
+//! | `unet2d_sample_forward` | the `unet2d_train` model, one forward pass without gradients | 16 | image |
+//!
+//! A training step is what a training loop does: draw timesteps and noise, noise the batch,
+//! forward, weighted loss, backward, AdamW. Each workload runs warm-up steps, then `iters`
+//! timed steps, and reports the median; the per-operation breakdown comes from
+//! [`crate::profile`] scopes, averaged over the timed steps.
+
+use crate::nn::{Dims, UNet, UNetConfig};
+use crate::optim::{gradients, AdamW, AdamWConfig};
+use crate::params::Params;
+use crate::process::{GaussianConfig, GaussianProcess, Process};
+use crate::profile;
+use crate::rng::Rng;
+use crate::tensor_util::randn;
+use crate::denoiser::Denoiser;
+use candle_core::{DType, Device, Result, Tensor};
+use serde::Serialize;
+use std::time::Instant;
+
+/// One of the standard workloads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    /// UNet2D training step on 1x32x32 images, batch 32.
+    Unet2dTrain,
+    /// Conditional 1-D UNet training step on 4x200 one-hot DNA, batch 64.
+    Unet1dDnaTrain,
+    /// FoldingDiff-small transformer training step on 128 x 6 angles, batch 64.
+    TransformerAnglesTrain,
+    /// UNet2D forward pass without gradients, batch 16.
+    Unet2dSampleForward,
+}
+
+impl Workload {
+    /// Every workload, in report order.
+    pub const ALL: [Workload; 4] =
+        [Workload::Unet2dTrain, Workload::Unet1dDnaTrain, Workload::TransformerAnglesTrain, Workload::Unet2dSampleForward];
+
+    /// The workload's name in reports and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Unet2dTrain => "unet2d_train",
+            Workload::Unet1dDnaTrain => "unet1d_dna_train",
+            Workload::TransformerAnglesTrain => "transformer_angles_train",
+            Workload::Unet2dSampleForward => "unet2d_sample_forward",
+        }
+    }
+
+    /// The workload called `name`, or an error listing the names.
+    pub fn parse(name: &str) -> anyhow::Result<Self> {
+        Self::ALL.into_iter().find(|w| w.name() == name).ok_or_else(|| {
+            let names: Vec<_> = Self::ALL.iter().map(|w| w.name()).collect();
+            anyhow::anyhow!("unknown workload `{name}`; expected one of {}", names.join(", "))
+        })
+    }
+
+    /// Items (images, sequences, structures) per step.
+    pub fn batch_size(self) -> usize {
+        match self {
+            Workload::Unet2dTrain => 32,
+            Workload::Unet1dDnaTrain | Workload::TransformerAnglesTrain => 64,
+            Workload::Unet2dSampleForward => 16,
+        }
+    }
+}
+
+/// The diffusers `UNet2DModel` of the image workloads: block_out_channels (32, 64, 128),
+/// layers_per_block 2, attention (head dim 8, diffusers' default) in the lowest level and the
+/// middle, GroupNorm 32.
+pub fn unet2d_config() -> UNetConfig {
+    UNetConfig {
+        channels: 32,
+        channel_mults: vec![1, 2, 4],
+        layers_per_block: 2,
+        attention_levels: vec![2],
+        mid_attention: true,
+        head_dim: 8,
+        groups: 32,
+        ..UNetConfig::default()
+    }
+}
+
+/// The 1-D DNA UNet: channels 64-128-256, 2 residual blocks per level, GroupNorm 8, no attention.
+pub fn unet1d_dna_config() -> UNetConfig {
+    UNetConfig {
+        channels: 64,
+        channel_mults: vec![1, 2, 4],
+        layers_per_block: 2,
+        attention_levels: vec![],
+        mid_attention: false,
+        groups: 8,
+        ..UNetConfig::default()
+    }
+}
+
+/// One row of a per-operation breakdown.
+#[derive(Clone, Debug, Serialize)]
+pub struct BreakdownEntry {
+    /// The profiled region (see [`crate::profile`]).
+    pub name: String,
+    /// Milliseconds per step.
+    pub ms_per_step: f64,
+    /// Share of the step's time (regions nest, so shares can sum to more than 1).
+    pub share: f64,
+    /// Calls per step.
+    pub calls_per_step: f64,
+}
+
+/// A workload's measurement.
+#[derive(Clone, Debug, Serialize)]
+pub struct WorkloadResult {
+    /// The workload's name.
+    pub workload: String,
+    /// Items per second at the median step time.
+    pub items_per_s: f64,
+    /// Items per step.
+    pub batch_size: usize,
+    /// Trainable parameters.
+    pub parameters: usize,
+    /// Median milliseconds per step.
+    pub ms_per_step: f64,
+    /// Timed steps.
+    pub iters: usize,
+    /// Where a step's time goes.
+    pub breakdown: Vec<BreakdownEntry>,
+}
+
+/// A model plus what one step of the workload feeds it.
+struct Setup {
+    params: Params,
+    model: Box<dyn Denoiser>,
+    x0: Tensor,
+    cond: Option<Tensor>,
+    process: GaussianProcess,
+}
+
+fn setup(w: Workload, device: &Device) -> anyhow::Result<Setup> {
+    let params = Params::new(0);
+    let vb = params.var_builder(DType::F32, device);
+    let mut rng = Rng::new(1);
+    let b = w.batch_size();
+    let epsilon = GaussianProcess::new(GaussianConfig::default())?;
+    Ok(match w {
+        Workload::Unet2dTrain | Workload::Unet2dSampleForward => Setup {
+            model: Box::new(UNet::new(vb, &unet2d_config(), Dims::Two, 1, 1, None)?),
+            params,
+            x0: randn(&mut rng, &[b, 1, 32, 32], DType::F32, device)?.clamp(-1f32, 1f32)?,
+            cond: None,
+            process: epsilon,
+        },
+        Workload::Unet1dDnaTrain => {
+            let (classes, len) = (4, 200);
+            // one-hot with 0 replaced by -1, as DNA-Diffusion feeds it
+            let mut onehot = vec![-1f32; b * 4 * len];
+            for row in 0..b {
+                for pos in 0..len {
+                    let base = rng.below(4) as usize;
+                    onehot[(row * 4 + base) * len + pos] = 1.0;
+                }
+            }
+            let labels: Vec<u32> = (0..b).map(|_| rng.below(classes as u64) as u32).collect();
+            Setup {
+                model: Box::new(UNet::new(vb, &unet1d_dna_config(), Dims::One, 4, 4, Some(classes))?),
+                params,
+                x0: Tensor::from_vec(onehot, (b, 4, len), device)?,
+                cond: Some(Tensor::from_vec(labels, b, device)?),
+                process: epsilon,
+            }
+        }
+        Workload::TransformerAnglesTrain => anyhow::bail!("{}: the transformer is not built yet", w.name()),
+    })
+}
+
+/// The median of a non-empty list.
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        0.5 * (xs[n / 2 - 1] + xs[n / 2])
+    }
+}
+
+/// Runs one workload: `warmup` untimed steps, then `iters` timed ones (at least 1).
+pub fn run(w: Workload, device: &Device, warmup: usize, iters: usize) -> anyhow::Result<WorkloadResult> {
+    let iters = iters.max(1);
+    let s = setup(w, device)?;
+    let vars = s.params.vars();
+    let mut opt = AdamW::new(vars.clone(), AdamWConfig::default())?;
+    let mut rng = Rng::new(2);
+    let mut step = |rng: &mut Rng| -> Result<()> {
+        if w == Workload::Unet2dSampleForward {
+            let t = Tensor::full(500f32, w.batch_size(), device)?;
+            let _f = profile::scope("forward");
+            s.model.forward(&s.x0, &t, None)?.detach();
+            return Ok(());
+        }
+        let batch = {
+            let _t = profile::scope("noise");
+            s.process.corrupt(&s.x0, rng)?
+        };
+        let out = {
+            let _t = profile::scope("forward");
+            s.model.forward_train(&batch.x_t, &batch.t, s.cond.as_ref(), rng)?
+        };
+        let loss = {
+            let _t = profile::scope("loss");
+            s.process.loss(&out, &batch)?
+        };
+        let grads = {
+            let _t = profile::scope("backward");
+            gradients(&loss.backward()?, &vars)?
+        };
+        let _t = profile::scope("optimizer");
+        opt.step(&grads, 2e-4)
+    };
+    for _ in 0..warmup {
+        step(&mut rng)?;
+    }
+    let was = profile::enabled();
+    profile::take();
+    profile::enable(true);
+    let mut times = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        let began = Instant::now();
+        step(&mut rng)?;
+        times.push(began.elapsed().as_secs_f64());
+    }
+    profile::enable(was);
+    let total: f64 = times.iter().sum();
+    let breakdown = profile::take()
+        .into_iter()
+        .map(|e| BreakdownEntry {
+            ms_per_step: 1e3 * e.seconds / iters as f64,
+            share: e.seconds / total,
+            calls_per_step: e.calls as f64 / iters as f64,
+            name: e.name,
+        })
+        .collect();
+    let med = median(times);
+    Ok(WorkloadResult {
+        workload: w.name().to_string(),
+        items_per_s: w.batch_size() as f64 / med,
+        batch_size: w.batch_size(),
+        parameters: s.params.count(),
+        ms_per_step: 1e3 * med,
+        iters,
+        breakdown,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for w in Workload::ALL {
+            assert_eq!(Workload::parse(w.name()).unwrap(), w);
+        }
+        let err = Workload::parse("nope").unwrap_err().to_string();
+        assert!(err.contains("unet2d_train"), "{err}");
+    }
+
+    #[test]
+    fn median_of_odd_and_even() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+}

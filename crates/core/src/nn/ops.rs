@@ -1,0 +1,410 @@
+//! Small fused CPU kernels with hand-written backward passes, for operations that candle 0.11.1
+//! composes from many single-threaded passes (or gets wrong):
+//!
+//! - [`upsample_nearest`]: x2 nearest-neighbour upsampling of the spatial axes. candle's
+//!   `upsample_nearest2d` overwrites instead of accumulating in its backward pass, and the
+//!   broadcast-based alternative leaves the gradient to candle's slow strided reduction. Its
+//!   gradient here is the 2x2 (or 2) block sum.
+//! - [`softmax_last`]: softmax over the last axis with backward `y * (g - sum(g * y))`;
+//!   candle's `softmax_last_dim` has no backward pass at all.
+//!
+//! Off the CPU (or for dtypes other than f32/f64) both fall back to compositions of candle ops
+//! with the same result.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
+use rayon::prelude::*;
+
+/// The contiguous slice of a storage/layout pair, or an error naming the op.
+fn contiguous<'a, T>(data: &'a [T], layout: &Layout, op: &str) -> Result<&'a [T]> {
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => bail!("{op}: input must be contiguous"),
+    }
+}
+
+/// Element types of the kernels.
+trait Float: Copy + Default + Send + Sync + PartialOrd + std::ops::AddAssign + 'static {
+    fn to_f64(self) -> f64;
+    fn from_f64(v: f64) -> Self;
+}
+
+impl Float for f32 {
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+}
+
+impl Float for f64 {
+    fn to_f64(self) -> f64 {
+        self
+    }
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+}
+
+/// Runs a generic kernel on f32 or f64 storage.
+macro_rules! dispatch {
+    ($op:expr, $s:expr, |$v:ident| $body:expr) => {
+        match $s {
+            CpuStorage::F32($v) => $body.map(|(out, shape)| (CpuStorage::F32(out), shape)),
+            CpuStorage::F64($v) => $body.map(|(out, shape)| (CpuStorage::F64(out), shape)),
+            other => bail!("{}: unsupported dtype {:?}", $op, other.dtype()),
+        }
+    };
+}
+
+/// Whether the fused CPU kernels apply to `x`.
+fn fused(x: &Tensor) -> bool {
+    x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
+}
+
+/// Nearest x2 upsampling of `[N, H, W]` planes to `[N, H * sh, W * 2]` (`sh` is 1 or 2).
+#[derive(Clone, Copy, Debug)]
+struct Upsample {
+    sh: usize,
+}
+
+/// The adjoint of [`Upsample`]: sums each `sh x 2` block of `[N, H * sh, W * 2]`.
+#[derive(Clone, Copy, Debug)]
+struct BlockSum {
+    sh: usize,
+}
+
+/// `(planes, h, w)` of the input of an upsample: the last one or two axes are spatial.
+fn planes(shape: &Shape, sh: usize) -> Result<(usize, usize, usize)> {
+    let dims = shape.dims();
+    let spatial = if sh == 2 { 2 } else { 1 };
+    if dims.len() < 2 + spatial {
+        bail!("upsample: expected [B, C, ...] with {spatial} spatial axes, got {dims:?}");
+    }
+    let (h, w) = if sh == 2 { (dims[dims.len() - 2], dims[dims.len() - 1]) } else { (1, dims[dims.len() - 1]) };
+    Ok((shape.elem_count() / (h * w).max(1), h, w))
+}
+
+impl Upsample {
+    fn run<T: Float>(&self, x: &[T], layout: &Layout) -> Result<(Vec<T>, Shape)> {
+        let x = contiguous(x, layout, "upsample")?;
+        let (n, h, w) = planes(layout.shape(), self.sh)?;
+        let (oh, ow) = (h * self.sh, w * 2);
+        let mut out = vec![T::default(); n * oh * ow];
+        if !out.is_empty() {
+            out.par_chunks_mut(oh * ow).zip(x.par_chunks(h * w)).for_each(|(dst, src)| {
+                for (i, row) in src.chunks(w).enumerate() {
+                    for r in 0..self.sh {
+                        let d = &mut dst[(i * self.sh + r) * ow..][..ow];
+                        for (pair, &v) in d.chunks_mut(2).zip(row) {
+                            pair[0] = v;
+                            pair[1] = v;
+                        }
+                    }
+                }
+            });
+        }
+        let mut dims = layout.shape().dims().to_vec();
+        let rank = dims.len();
+        dims[rank - 1] = ow;
+        if self.sh == 2 {
+            dims[rank - 2] = oh;
+        }
+        Ok((out, Shape::from(dims)))
+    }
+}
+
+impl BlockSum {
+    fn run<T: Float>(&self, g: &[T], layout: &Layout) -> Result<(Vec<T>, Shape)> {
+        let g = contiguous(g, layout, "upsample backward")?;
+        let (n, oh, ow) = planes(layout.shape(), self.sh)?;
+        if oh % self.sh != 0 || ow % 2 != 0 {
+            bail!("upsample backward: gradient {:?} is not a x2 upsampled shape", layout.shape().dims());
+        }
+        let (h, w) = (oh / self.sh, ow / 2);
+        let mut out = vec![T::default(); n * h * w];
+        if !out.is_empty() {
+            out.par_chunks_mut(h * w).zip(g.par_chunks(oh * ow)).for_each(|(dst, src)| {
+                for (i, row) in dst.chunks_mut(w).enumerate() {
+                    for r in 0..self.sh {
+                        let s = &src[(i * self.sh + r) * ow..][..ow];
+                        for (d, pair) in row.iter_mut().zip(s.chunks(2)) {
+                            *d += pair[0];
+                            *d += pair[1];
+                        }
+                    }
+                }
+            });
+        }
+        let mut dims = layout.shape().dims().to_vec();
+        let rank = dims.len();
+        dims[rank - 1] = w;
+        if self.sh == 2 {
+            dims[rank - 2] = h;
+        }
+        Ok((out, Shape::from(dims)))
+    }
+}
+
+impl CustomOp1 for Upsample {
+    fn name(&self) -> &'static str {
+        "upsample-nearest-x2"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _t = crate::profile::scope("upsample");
+        dispatch!("upsample", s, |v| self.run(v, l))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(grad.contiguous()?.apply_op1(BlockSum { sh: self.sh })?))
+    }
+}
+
+impl CustomOp1 for BlockSum {
+    fn name(&self) -> &'static str {
+        "upsample-nearest-x2-backward"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _t = crate::profile::scope("upsample");
+        dispatch!("upsample backward", s, |v| self.run(v, l))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(grad.contiguous()?.apply_op1(Upsample { sh: self.sh })?))
+    }
+}
+
+/// Nearest-neighbour x2 upsampling of the last `spatial` axes (1 for `[B, C, L]`, 2 for
+/// `[B, C, H, W]`), differentiable.
+pub fn upsample_nearest(x: &Tensor, spatial: usize) -> Result<Tensor> {
+    if !(1..=2).contains(&spatial) {
+        bail!("upsample: 1 or 2 spatial axes, got {spatial}");
+    }
+    if fused(x) {
+        return x.contiguous()?.apply_op1(Upsample { sh: spatial });
+    }
+    // Broadcasting has a correct backward pass everywhere.
+    let dims = x.dims().to_vec();
+    let rank = dims.len();
+    if rank < 2 + spatial {
+        bail!("upsample: expected [B, C, ...] with {spatial} spatial axes, got {dims:?}");
+    }
+    let mut expanded: Vec<usize> = dims[..rank - spatial].to_vec();
+    let mut target = expanded.clone();
+    let mut out = expanded.clone();
+    for &d in &dims[rank - spatial..] {
+        expanded.extend([d, 1]);
+        target.extend([d, 2]);
+        out.push(2 * d);
+    }
+    x.reshape(expanded)?.broadcast_as(target)?.reshape(out)
+}
+
+/// Softmax over the last axis (rows of a contiguous tensor).
+#[derive(Clone, Copy, Debug)]
+struct Softmax;
+
+/// The softmax's backward: from the output `y` and its gradient `g`, `y * (g - sum(g * y))`.
+#[derive(Clone, Copy, Debug)]
+struct SoftmaxBackward;
+
+/// Rows per parallel task: enough work to amortise the scheduling.
+fn rows_per_task(row: usize) -> usize {
+    (16_384 / row.max(1)).max(1)
+}
+
+impl Softmax {
+    fn run<T: Float>(&self, x: &[T], layout: &Layout) -> Result<(Vec<T>, Shape)> {
+        let x = contiguous(x, layout, "softmax")?;
+        let n = layout.shape().dims().last().copied().unwrap_or(1);
+        let mut out = vec![T::default(); x.len()];
+        if n > 0 && !x.is_empty() {
+            let chunk = n * rows_per_task(n);
+            out.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(dst, src)| {
+                for (d, s) in dst.chunks_mut(n).zip(src.chunks(n)) {
+                    let max = s.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v.to_f64()));
+                    let mut sum = 0.0;
+                    for (o, &v) in d.iter_mut().zip(s) {
+                        let e = (v.to_f64() - max).exp();
+                        sum += e;
+                        *o = T::from_f64(e);
+                    }
+                    let inv = 1.0 / sum;
+                    for o in d.iter_mut() {
+                        *o = T::from_f64(o.to_f64() * inv);
+                    }
+                }
+            });
+        }
+        Ok((out, layout.shape().clone()))
+    }
+}
+
+impl SoftmaxBackward {
+    fn run<T: Float>(&self, y: &[T], yl: &Layout, g: &[T], gl: &Layout) -> Result<(Vec<T>, Shape)> {
+        let (y, g) = (contiguous(y, yl, "softmax backward")?, contiguous(g, gl, "softmax backward")?);
+        if yl.shape() != gl.shape() {
+            bail!("softmax backward: output {:?} and gradient {:?} differ", yl.shape(), gl.shape());
+        }
+        let n = yl.shape().dims().last().copied().unwrap_or(1);
+        let mut out = vec![T::default(); y.len()];
+        if n > 0 && !y.is_empty() {
+            let chunk = n * rows_per_task(n);
+            out.par_chunks_mut(chunk).zip(y.par_chunks(chunk).zip(g.par_chunks(chunk))).for_each(|(dst, (ys, gs))| {
+                for ((d, yr), gr) in dst.chunks_mut(n).zip(ys.chunks(n)).zip(gs.chunks(n)) {
+                    let dot: f64 = yr.iter().zip(gr).map(|(&a, &b)| a.to_f64() * b.to_f64()).sum();
+                    for ((o, &a), &b) in d.iter_mut().zip(yr).zip(gr) {
+                        *o = T::from_f64(a.to_f64() * (b.to_f64() - dot));
+                    }
+                }
+            });
+        }
+        Ok((out, yl.shape().clone()))
+    }
+}
+
+impl CustomOp1 for Softmax {
+    fn name(&self) -> &'static str {
+        "softmax-last"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _t = crate::profile::scope("softmax");
+        dispatch!("softmax", s, |v| self.run(v, l))
+    }
+
+    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(res.apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxBackward)?))
+    }
+}
+
+impl CustomOp2 for SoftmaxBackward {
+    fn name(&self) -> &'static str {
+        "softmax-last-backward"
+    }
+
+    fn cpu_fwd(&self, y: &CpuStorage, yl: &Layout, g: &CpuStorage, gl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _t = crate::profile::scope("softmax");
+        match (y, g) {
+            (CpuStorage::F32(y), CpuStorage::F32(g)) => self.run(y, yl, g, gl).map(|(v, s)| (CpuStorage::F32(v), s)),
+            (CpuStorage::F64(y), CpuStorage::F64(g)) => self.run(y, yl, g, gl).map(|(v, s)| (CpuStorage::F64(v), s)),
+            _ => bail!("softmax backward: mixed or unsupported dtypes {:?}, {:?}", y.dtype(), g.dtype()),
+        }
+    }
+}
+
+/// Softmax over the last axis, differentiable; row statistics in f64.
+pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
+    if fused(x) {
+        return x.contiguous()?.apply_op1(Softmax);
+    }
+    // the max is subtracted without gradient: it cancels exactly
+    let e = x.broadcast_sub(&x.max_keepdim(D::Minus1)?.detach())?.exp()?;
+    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+    use crate::tensor_util::randn;
+    use candle_core::{Device, Var};
+
+    fn values(t: &Tensor) -> Vec<f64> {
+        t.flatten_all().unwrap().to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap()
+    }
+
+    fn max_diff(a: &[f64], b: &[f64]) -> f64 {
+        assert_eq!(a.len(), b.len());
+        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+    }
+
+    /// The composite (candle-op) version of each op, for reference.
+    fn reference(x: &Tensor, which: &str) -> Result<Tensor> {
+        match which {
+            "softmax" => {
+                let e = x.broadcast_sub(&x.max_keepdim(D::Minus1)?.detach())?.exp()?;
+                e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+            }
+            "up1" | "up2" => {
+                let spatial = if which == "up1" { 1 } else { 2 };
+                let dims = x.dims().to_vec();
+                let rank = dims.len();
+                let (mut e, mut t, mut o) = (dims[..rank - spatial].to_vec(), dims[..rank - spatial].to_vec(), dims[..rank - spatial].to_vec());
+                for &d in &dims[rank - spatial..] {
+                    e.extend([d, 1]);
+                    t.extend([d, 2]);
+                    o.push(2 * d);
+                }
+                x.reshape(e)?.broadcast_as(t)?.reshape(o)
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    fn fused_op(x: &Tensor, which: &str) -> Result<Tensor> {
+        match which {
+            "softmax" => softmax_last(x),
+            "up1" => upsample_nearest(x, 1),
+            "up2" => upsample_nearest(x, 2),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn forward_and_gradients_match_candle_composites() -> Result<()> {
+        let dev = Device::Cpu;
+        let cases: [(&str, &[usize]); 4] =
+            [("softmax", &[3, 2, 7]), ("softmax", &[5, 1]), ("up1", &[2, 3, 5]), ("up2", &[2, 3, 4, 5])];
+        for (dtype, tol) in [(DType::F32, 2e-6), (DType::F64, 1e-13)] {
+            for (n, (which, shape)) in cases.iter().enumerate() {
+                let mut rng = Rng::new(n as u64);
+                let x = Var::from_tensor(&randn(&mut rng, shape, dtype, &dev)?.affine(3.0, 0.0)?)?;
+                let y = fused_op(x.as_tensor(), which)?;
+                let want = reference(x.as_tensor(), which)?;
+                assert_eq!(y.dims(), want.dims(), "{which}");
+                assert!(max_diff(&values(&y), &values(&want)) < tol, "{which} {dtype:?} forward");
+                let r = randn(&mut rng, y.dims(), dtype, &dev)?;
+                let g = y.mul(&r)?.sum_all()?.backward()?;
+                let g_ref = want.mul(&r)?.sum_all()?.backward()?;
+                let (a, b) = (values(g.get(x.as_tensor()).unwrap()), values(g_ref.get(x.as_tensor()).unwrap()));
+                assert!(max_diff(&a, &b) < 10.0 * tol, "{which} {dtype:?} gradient: {}", max_diff(&a, &b));
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn gradients_match_finite_differences() -> Result<()> {
+        let dev = Device::Cpu;
+        for (n, (which, shape)) in [("softmax", vec![2, 6]), ("up1", vec![1, 2, 3]), ("up2", vec![1, 2, 2, 3])].into_iter().enumerate() {
+            let mut rng = Rng::new(10 + n as u64);
+            let x0 = values(&randn(&mut rng, &shape, DType::F64, &dev)?);
+            let x = Var::from_tensor(&Tensor::from_vec(x0.clone(), shape.as_slice(), &dev)?)?;
+            let y = fused_op(x.as_tensor(), which)?;
+            let r = randn(&mut rng, y.dims(), DType::F64, &dev)?;
+            let analytic = values(y.mul(&r)?.sum_all()?.backward()?.get(x.as_tensor()).unwrap());
+            let loss = |v: Vec<f64>| -> Result<f64> {
+                fused_op(&Tensor::from_vec(v, shape.as_slice(), &dev)?, which)?.mul(&r)?.sum_all()?.to_scalar::<f64>()
+            };
+            for i in 0..x0.len() {
+                let (mut up, mut down) = (x0.clone(), x0.clone());
+                up[i] += 1e-6;
+                down[i] -= 1e-6;
+                let numeric = (loss(up)? - loss(down)?) / 2e-6;
+                assert!((numeric - analytic[i]).abs() < 1e-7, "{which} entry {i}: {numeric} vs {}", analytic[i]);
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn bad_shapes_are_errors() {
+        let x = Tensor::zeros(4, DType::F32, &Device::Cpu).unwrap();
+        assert!(upsample_nearest(&x, 2).is_err());
+        assert!(upsample_nearest(&x, 3).is_err());
+    }
+}
