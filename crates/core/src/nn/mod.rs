@@ -4,7 +4,7 @@
 
 use crate::rng::Rng;
 use candle_core::{DType, Result, Tensor, D};
-use candle_nn::{Embedding, Linear, Module, VarBuilder};
+use candle_nn::{Embedding, Module, VarBuilder};
 
 pub mod conv;
 pub mod ops;
@@ -38,8 +38,8 @@ pub fn timestep_embedding(t: &Tensor, dim: usize, max_period: f64) -> Result<Ten
 /// `TimestepEmbedding`, parameters `linear_1` and `linear_2`).
 #[derive(Clone, Debug)]
 pub struct TimeEmbedding {
-    linear_1: Linear,
-    linear_2: Linear,
+    linear_1: ops::Linear,
+    linear_2: ops::Linear,
     sinusoidal_dim: usize,
     max_period: f64,
 }
@@ -48,8 +48,8 @@ impl TimeEmbedding {
     /// Builds the MLP mapping `sinusoidal_dim` sinusoidal features to `out_dim` (max period 10000).
     pub fn new(vb: VarBuilder, sinusoidal_dim: usize, out_dim: usize) -> Result<Self> {
         Ok(Self {
-            linear_1: candle_nn::linear(sinusoidal_dim, out_dim, vb.pp("linear_1"))?,
-            linear_2: candle_nn::linear(out_dim, out_dim, vb.pp("linear_2"))?,
+            linear_1: ops::Linear::new(sinusoidal_dim, out_dim, vb.pp("linear_1"))?,
+            linear_2: ops::Linear::new(out_dim, out_dim, vb.pp("linear_2"))?,
             sinusoidal_dim,
             max_period: 10_000.0,
         })

@@ -7,6 +7,12 @@
 //!   gradient here is the 2x2 (or 2) block sum.
 //! - [`softmax_last`]: softmax over the last axis with backward `y * (g - sum(g * y))`;
 //!   candle's `softmax_last_dim` has no backward pass at all.
+//! - [`add_bias`]: adds a per-channel bias along one axis. With `broadcast_add` the bias
+//!   gradient is a sum over the other axes, which candle 0.11.1 computes with a per-element
+//!   index division unless the summed axes are the trailing ones (every linear layer's bias).
+//! - [`Linear`]: a linear layer that folds leading axes into one matrix product (candle_nn's
+//!   broadcasts the weight over them, and its gradient is again a leading-axis sum), with its
+//!   bias through [`add_bias`].
 //!
 //! Off the CPU (or for dtypes other than f32/f64) both fall back to compositions of candle ops
 //! with the same result.
@@ -306,6 +312,173 @@ pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
     e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
 }
 
+/// Adds `bias[c]` to every element whose index along `axis` is `c`; viewed as `[outer, C, inner]`.
+#[derive(Clone, Copy, Debug)]
+struct AddBias {
+    axis: usize,
+}
+
+/// The bias gradient of [`AddBias`]: sums `[outer, C, inner]` to `[C]`.
+#[derive(Clone, Copy, Debug)]
+struct ChannelSum {
+    axis: usize,
+}
+
+/// `(outer, channels, inner)` of a shape split at `axis`.
+fn split_at_axis(shape: &Shape, axis: usize) -> Result<(usize, usize, usize)> {
+    let dims = shape.dims();
+    if axis >= dims.len() {
+        bail!("bias: axis {axis} out of range for shape {dims:?}");
+    }
+    Ok((dims[..axis].iter().product(), dims[axis], dims[axis + 1..].iter().product()))
+}
+
+/// Outer rows per group when summing over them: fixed, so the sum does not depend on threads.
+const ROWS_PER_GROUP: usize = 64;
+
+impl AddBias {
+    fn run<T: Float + std::ops::Add<Output = T>>(&self, x: (&[T], &Layout), b: (&[T], &Layout)) -> Result<(Vec<T>, Shape)> {
+        let (xs, bs) = (contiguous(x.0, x.1, "add_bias")?, contiguous(b.0, b.1, "add_bias")?);
+        let (_, c, inner) = split_at_axis(x.1.shape(), self.axis)?;
+        if bs.len() != c {
+            bail!("add_bias: bias of {} entries for axis {} of size {c} in {:?}", bs.len(), self.axis, x.1.shape().dims());
+        }
+        let mut out = xs.to_vec();
+        if c * inner > 0 {
+            let rows = (16_384 / (c * inner)).max(1);
+            out.par_chunks_mut(rows * c * inner).for_each(|chunk| {
+                for outer in chunk.chunks_mut(c * inner) {
+                    for (plane, &bv) in outer.chunks_mut(inner).zip(bs) {
+                        for v in plane {
+                            *v = *v + bv;
+                        }
+                    }
+                }
+            });
+        }
+        Ok((out, x.1.shape().clone()))
+    }
+}
+
+impl ChannelSum {
+    fn run<T: Float + std::ops::Add<Output = T>>(&self, g: &[T], layout: &Layout) -> Result<(Vec<T>, Shape)> {
+        let g = contiguous(g, layout, "add_bias backward")?;
+        let (outer, c, inner) = split_at_axis(layout.shape(), self.axis)?;
+        let mut out = vec![T::default(); c];
+        if c * inner > 0 && outer > 0 {
+            let partials: Vec<Vec<T>> = g
+                .par_chunks(ROWS_PER_GROUP * c * inner)
+                .map(|chunk| {
+                    let mut acc = vec![T::default(); c];
+                    for row in chunk.chunks(c * inner) {
+                        for (a, plane) in acc.iter_mut().zip(row.chunks(inner)) {
+                            *a = plane.iter().fold(*a, |s, &v| s + v);
+                        }
+                    }
+                    acc
+                })
+                .collect();
+            for p in partials {
+                for (o, v) in out.iter_mut().zip(p) {
+                    *o += v;
+                }
+            }
+        }
+        Ok((out, Shape::from(c)))
+    }
+}
+
+impl CustomOp2 for AddBias {
+    fn name(&self) -> &'static str {
+        "add-bias"
+    }
+
+    fn cpu_fwd(&self, x: &CpuStorage, xl: &Layout, b: &CpuStorage, bl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _t = crate::profile::scope("bias add");
+        match (x, b) {
+            (CpuStorage::F32(x), CpuStorage::F32(b)) => self.run((x, xl), (b, bl)).map(|(v, s)| (CpuStorage::F32(v), s)),
+            (CpuStorage::F64(x), CpuStorage::F64(b)) => self.run((x, xl), (b, bl)).map(|(v, s)| (CpuStorage::F64(v), s)),
+            _ => bail!("add_bias: mixed or unsupported dtypes {:?}, {:?}", x.dtype(), b.dtype()),
+        }
+    }
+
+    fn bwd(&self, _x: &Tensor, _b: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let db = grad.contiguous()?.apply_op1_no_bwd(&ChannelSum { axis: self.axis })?;
+        Ok((Some(grad.clone()), Some(db)))
+    }
+}
+
+impl CustomOp1 for ChannelSum {
+    fn name(&self) -> &'static str {
+        "channel-sum"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _t = crate::profile::scope("bias add");
+        dispatch!("add_bias backward", s, |v| self.run(v, l))
+    }
+}
+
+/// `x + bias` with `bias: [C]` laid along `axis` of `x` (size C), differentiable in both.
+pub fn add_bias(x: &Tensor, bias: &Tensor, axis: usize) -> Result<Tensor> {
+    if fused(x) && x.dtype() == bias.dtype() {
+        return x.contiguous()?.apply_op2(&bias.contiguous()?, AddBias { axis });
+    }
+    let mut shape = vec![1; x.rank()];
+    if axis >= shape.len() {
+        bail!("add_bias: axis {axis} out of range for shape {:?}", x.dims());
+    }
+    shape[axis] = bias.elem_count();
+    x.broadcast_add(&bias.reshape(shape)?)
+}
+
+/// A linear layer `y = x W^T + b` over the last axis of `x` (any rank >= 1); parameters
+/// `weight` (`[out, in]`) and `bias` (`[out]`), initialised as candle_nn's `linear`.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// A layer from `in_dim` to `out_dim` features with a bias (arguments as candle_nn's `linear`).
+    pub fn new(in_dim: usize, out_dim: usize, vb: candle_nn::VarBuilder) -> Result<Self> {
+        let l = candle_nn::linear(in_dim, out_dim, vb)?;
+        Ok(Self { weight: l.weight().clone(), bias: l.bias().cloned() })
+    }
+
+    /// A layer without a bias.
+    pub fn no_bias(in_dim: usize, out_dim: usize, vb: candle_nn::VarBuilder) -> Result<Self> {
+        let l = candle_nn::linear_no_bias(in_dim, out_dim, vb)?;
+        Ok(Self { weight: l.weight().clone(), bias: None })
+    }
+
+    /// The `[out, in]` weight.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+}
+
+impl candle_nn::Module for Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let Some((&last, lead)) = dims.split_last() else { bail!("linear: scalar input") };
+        let (out, inp) = self.weight.dims2()?;
+        if last != inp {
+            bail!("linear: input {dims:?} does not end in the layer's {inp} features");
+        }
+        let rows: usize = lead.iter().product();
+        let y = x.reshape((rows, inp))?.matmul(&self.weight.t()?)?;
+        let y = match &self.bias {
+            Some(b) => add_bias(&y, b, 1)?,
+            None => y,
+        };
+        let mut shape = lead.to_vec();
+        shape.push(out);
+        y.reshape(shape)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -397,6 +570,40 @@ mod tests {
                 let numeric = (loss(up)? - loss(down)?) / 2e-6;
                 assert!((numeric - analytic[i]).abs() < 1e-7, "{which} entry {i}: {numeric} vs {}", analytic[i]);
             }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn bias_and_linear_match_candle() -> Result<()> {
+        use candle_nn::Module;
+        let dev = Device::Cpu;
+        for (shape, axis) in [(vec![3, 4, 5], 1), (vec![70, 3], 1), (vec![2, 3, 2, 2], 1), (vec![4, 6], 0)] {
+            let mut rng = Rng::new(shape.len() as u64 + axis as u64);
+            let x = Var::from_tensor(&randn(&mut rng, &shape, DType::F64, &dev)?)?;
+            let b = Var::from_tensor(&randn(&mut rng, &[shape[axis]], DType::F64, &dev)?)?;
+            let y = add_bias(x.as_tensor(), b.as_tensor(), axis)?;
+            let mut bshape = vec![1; shape.len()];
+            bshape[axis] = shape[axis];
+            let want = x.as_tensor().broadcast_add(&b.as_tensor().reshape(bshape)?)?;
+            assert!(max_diff(&values(&y), &values(&want)) < 1e-14);
+            let r = randn(&mut rng, &shape, DType::F64, &dev)?;
+            let (g, gw) = (y.mul(&r)?.sum_all()?.backward()?, want.mul(&r)?.sum_all()?.backward()?);
+            for v in [&x, &b] {
+                let d = max_diff(&values(g.get(v.as_tensor()).unwrap()), &values(gw.get(v.as_tensor()).unwrap()));
+                assert!(d < 1e-12, "{shape:?} axis {axis}: gradient differs by {d}");
+            }
+        }
+        // Linear over [2, 3, 4] -> 5 against candle_nn's
+        let params = crate::params::Params::new(3);
+        let vb = params.var_builder(DType::F64, &dev);
+        let ours = Linear::new(4, 5, vb.pp("l"))?;
+        let theirs = candle_nn::Linear::new(ours.weight.clone(), ours.bias.clone());
+        let x = randn(&mut Rng::new(9), &[2, 3, 4], DType::F64, &dev)?;
+        assert!(max_diff(&values(&ours.forward(&x)?), &values(&theirs.forward(&x)?)) < 1e-13);
+        let (g1, g2) = (ours.forward(&x)?.sqr()?.sum_all()?.backward()?, theirs.forward(&x)?.sqr()?.sum_all()?.backward()?);
+        for t in [&ours.weight, ours.bias.as_ref().unwrap()] {
+            assert!(max_diff(&values(g1.get(t).unwrap()), &values(g2.get(t).unwrap())) < 1e-12);
         }
         Ok(())
     }

@@ -34,7 +34,8 @@ use super::{dropout, ClassEmbedding, TimeEmbedding};
 use crate::denoiser::Denoiser;
 use crate::rng::Rng;
 use candle_core::{Result, Shape, Tensor};
-use candle_nn::{GroupNorm, Init, Linear, Module, VarBuilder};
+use super::ops::Linear;
+use candle_nn::{GroupNorm, Init, Module, VarBuilder};
 use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
 
@@ -225,7 +226,7 @@ impl ResBlock {
         Ok(Self {
             norm1: candle_nn::group_norm(groups, in_ch, eps, vb.pp("norm1"))?,
             conv1: Conv::new(vb.pp("conv1"), dims, in_ch, out_ch, 3, 1, false)?,
-            time_proj: candle_nn::linear(emb_dim, out_ch, vb.pp("time_proj"))?,
+            time_proj: Linear::new(emb_dim, out_ch, vb.pp("time_proj"))?,
             norm2: candle_nn::group_norm(groups, out_ch, eps, vb.pp("norm2"))?,
             conv2: Conv::new(vb.pp("conv2"), dims, out_ch, out_ch, 3, 1, false)?,
             skip,
@@ -276,8 +277,8 @@ impl SelfAttention {
         }
         Ok(Self {
             norm: candle_nn::group_norm(groups, channels, eps, vb.pp("norm"))?,
-            qkv: candle_nn::linear(channels, 3 * channels, vb.pp("qkv"))?,
-            out: candle_nn::linear(channels, channels, vb.pp("out"))?,
+            qkv: Linear::new(channels, 3 * channels, vb.pp("qkv"))?,
+            out: Linear::new(channels, channels, vb.pp("out"))?,
             heads: channels / head_dim,
         })
     }
