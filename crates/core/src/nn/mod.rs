@@ -1,14 +1,19 @@
 //! Network blocks shared by the domains' denoisers: sinusoidal timestep embeddings, the
-//! time-embedding MLP, class embeddings with a learned null class, seeded dropout, and a UNet
-//! generic over 1-D and 2-D data ([`unet`]).
+//! time-embedding MLP, class embeddings with a learned null class, seeded dropout, a UNet
+//! generic over 1-D and 2-D data ([`unet`]), and a BERT-style transformer over sequences of
+//! feature vectors in the manner of FoldingDiff ([`transformer`]).
 
 use crate::rng::Rng;
 use candle_core::{DType, Result, Tensor, D};
 use candle_nn::{Embedding, Linear, Module, VarBuilder};
 
 pub mod conv;
+#[cfg(test)]
+pub(crate) mod test_util;
+pub mod transformer;
 pub mod unet;
 
+pub use transformer::{DecoderHead, PositionEmbedding, SequenceTransformer, TimeEncoding, TransformerConfig};
 pub use unet::{Dims, UNet, UNetConfig};
 
 /// Sinusoidal embedding of a `[B]` tensor of timesteps, giving `[B, dim]` float32.
@@ -85,6 +90,14 @@ impl ClassEmbedding {
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
         self.embedding.forward(ids)
     }
+}
+
+/// Softmax over the last axis, built from ops that all have a backward pass (candle 0.11.1's
+/// `candle_nn::ops::softmax_last_dim` has none). The row max is subtracted without gradient: it
+/// cancels exactly, so the gradient is unchanged.
+pub(crate) fn softmax_last(x: &Tensor) -> Result<Tensor> {
+    let e = x.broadcast_sub(&x.max_keepdim(D::Minus1)?.detach())?.exp()?;
+    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
 }
 
 /// Inverted dropout with a mask drawn from a seeded generator: each element is zeroed with

@@ -30,10 +30,10 @@
 //! On the CPU that conv2d is [`super::conv::conv2d_im2col`] (im2col + gemm, with its own
 //! col2im backward) rather than candle's much slower direct convolution.
 
-use super::{dropout, ClassEmbedding, TimeEmbedding};
+use super::{dropout, softmax_last, ClassEmbedding, TimeEmbedding};
 use crate::denoiser::Denoiser;
 use crate::rng::Rng;
-use candle_core::{Result, Shape, Tensor, D};
+use candle_core::{Result, Shape, Tensor};
 use candle_nn::{GroupNorm, Init, Linear, Module, VarBuilder};
 use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
@@ -204,12 +204,6 @@ pub fn upsample_nearest(x: &Tensor, dims: Dims) -> Result<Tensor> {
                 .reshape((b, c, 2 * h, 2 * w))
         }
     }
-}
-
-/// Softmax over the last axis; the max is subtracted without gradient (it cancels exactly).
-fn softmax_last(x: &Tensor) -> Result<Tensor> {
-    let e = x.broadcast_sub(&x.max_keepdim(D::Minus1)?.detach())?.exp()?;
-    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
 }
 
 /// Residual block: `GroupNorm -> SiLU -> Conv3 -> + Linear(emb) -> GroupNorm -> SiLU ->
@@ -615,6 +609,7 @@ impl Denoiser for UNet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::test_util::{numeric_grad, rel_err, values};
     use crate::params::Params;
     use crate::tensor_util::randn;
     use candle_core::{DType, Device, Var};
@@ -634,10 +629,6 @@ mod tests {
 
     fn build(params: &Params, cfg: &UNetConfig, dims: Dims, classes: Option<usize>, dtype: DType) -> Result<UNet> {
         UNet::new(params.var_builder(dtype, &Device::Cpu), cfg, dims, 3, 3, classes)
-    }
-
-    fn values(t: &Tensor) -> Result<Vec<f64>> {
-        t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()
     }
 
     #[test]
@@ -783,33 +774,6 @@ mod tests {
             assert!(dx.iter().all(|g| *g == want), "{dims:?}: {dx:?}");
         }
         Ok(())
-    }
-
-    /// Largest |analytic - numeric| over the largest |numeric|.
-    fn rel_err(analytic: &[f64], numeric: &[f64]) -> f64 {
-        let diff = analytic.iter().zip(numeric).map(|(a, n)| (a - n).abs()).fold(0.0, f64::max);
-        let scale = numeric.iter().map(|n| n.abs()).fold(0.0, f64::max);
-        assert!(scale > 1e-8, "numeric gradient is (nearly) zero");
-        diff / scale
-    }
-
-    /// Central differences of `loss` in the entries `idx` of `var`, restoring it afterwards.
-    fn numeric_grad(var: &Var, idx: &[usize], loss: &dyn Fn() -> Result<f64>) -> Result<Vec<f64>> {
-        let eps = 1e-5;
-        let orig = var.as_tensor().copy()?;
-        let base = values(&orig)?;
-        let mut out = Vec::new();
-        for &i in idx {
-            let at = |delta: f64| -> Result<f64> {
-                let mut v = base.clone();
-                v[i] += delta;
-                var.set(&Tensor::from_vec(v, orig.shape(), orig.device())?)?;
-                loss()
-            };
-            out.push((at(eps)? - at(-eps)?) / (2.0 * eps));
-        }
-        var.set(&orig)?;
-        Ok(out)
     }
 
     /// Checks backprop against finite differences for the input and a few parameters along the
