@@ -159,12 +159,14 @@ class FoldingDiff(nn.Module):
         self.hidden = hidden
         self.inp = nn.Linear(features, hidden)
         self.emb_norm = nn.LayerNorm(hidden, eps=1e-12)
-        self.time = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        # FoldingDiff's GaussianFourierProjection: fixed frequencies, no parameters
+        self.register_buffer("fourier", torch.randn(hidden // 2) * 2 * math.pi)
         self.layers = nn.ModuleList(BertLayer(hidden, heads, ffn, max_len) for _ in range(layers))
         self.head = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.LayerNorm(hidden, eps=1e-12), nn.Linear(hidden, features))
 
     def forward(self, x, t):
-        h = self.emb_norm(self.inp(x)) + self.time(timestep_embedding(t, self.hidden))[:, None]
+        proj = t.float()[:, None] * self.fourier[None] * 2 * math.pi
+        h = self.emb_norm(self.inp(x)) + torch.cat([torch.sin(proj), torch.cos(proj)], dim=-1)[:, None]
         for layer in self.layers:
             h = layer(h)
         return self.head(h)

@@ -14,7 +14,7 @@
 //! timed steps, and reports the median; the per-operation breakdown comes from
 //! [`crate::profile`] scopes, averaged over the timed steps.
 
-use crate::nn::{Dims, UNet, UNetConfig};
+use crate::nn::{Dims, SequenceTransformer, TransformerConfig, UNet, UNetConfig};
 use crate::optim::{gradients, AdamW, AdamWConfig};
 use crate::params::Params;
 use crate::process::{GaussianConfig, GaussianProcess, Process};
@@ -175,7 +175,19 @@ fn setup(w: Workload, device: &Device) -> anyhow::Result<Setup> {
                 process: epsilon,
             }
         }
-        Workload::TransformerAnglesTrain => anyhow::bail!("{}: the transformer is not built yet", w.name()),
+        Workload::TransformerAnglesTrain => {
+            let cfg = TransformerConfig { dropout: 0.0, ..TransformerConfig::foldingdiff_small() };
+            let (len, features) = (128, 6);
+            let angles: Vec<f32> =
+                (0..b * len * features).map(|_| ((2.0 * rng.uniform() - 1.0) * std::f64::consts::PI) as f32).collect();
+            Setup {
+                model: Box::new(SequenceTransformer::new(vb, &cfg, features)?),
+                params,
+                x0: Tensor::from_vec(angles, (b, len, features), device)?,
+                cond: None,
+                process: epsilon,
+            }
+        }
     })
 }
 

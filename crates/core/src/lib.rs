@@ -9,8 +9,9 @@
 //! - [`train`], [`optim`], [`checkpoint`]: the trainer, AdamW with saveable state, checkpoints.
 //! - [`config`]: experiment files.
 //! - [`params`]: seeded parameter initialisation.
-//! - [`nn`]: shared network blocks: time and class embeddings, seeded dropout, and a UNet
-//!   for 1-D (`[B, C, L]`) and 2-D (`[B, C, H, W]`) data.
+//! - [`nn`]: shared network blocks: time and class embeddings, seeded dropout, a UNet
+//!   for 1-D (`[B, C, L]`) and 2-D (`[B, C, H, W]`) data, and a FoldingDiff-style transformer
+//!   for sequences of feature vectors (`[B, L, F]`).
 
 pub mod bench;
 pub mod checkpoint;

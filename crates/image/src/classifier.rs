@@ -4,7 +4,9 @@
 
 use anyhow::Context;
 use candle_core::{DType, Module, Result, Tensor, D};
-use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
+use sugarcube_core::nn::unet::Conv;
+use sugarcube_core::nn::Dims;
 use sugarcube_core::optim::{AdamW, AdamWConfig};
 use sugarcube_core::params::Params;
 use sugarcube_core::progress::Progress;
@@ -32,10 +34,45 @@ impl Default for ClassifierConfig {
 }
 
 /// conv3x3 -> SiLU, twice per stage (the second with stride 2), three stages, global average
-/// pooling to `FEATURES` values, then a linear layer to the classes.
+/// pooling to `FEATURES` values, then a linear layer to the classes. The convolutions are
+/// sugarcube's fused CPU convolutions ([`Conv`]).
 pub struct Classifier {
-    convs: Vec<Conv2d>,
+    convs: Vec<Conv>,
     head: Linear,
+}
+
+/// Bumped whenever the classifier's architecture or training changes, so that cached
+/// classifiers trained the old way are not reused.
+pub const VERSION: u32 = 2;
+
+/// Largest random shift (pixels, each axis) of the training augmentation.
+const MAX_SHIFT: i64 = 2;
+
+/// Training augmentation of a `[B, C, H, W]` batch: each image is shifted by up to
+/// [`MAX_SHIFT`] pixels on each axis (edges repeated) and mirrored left-right with probability
+/// 1/2, with draws from `rng`.
+pub fn augment(x: &Tensor, rng: &mut Rng) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    let src = x.flatten_all()?.to_vec1::<f32>()?;
+    let mut out = vec![0f32; src.len()];
+    let span = (2 * MAX_SHIFT + 1) as u64;
+    for i in 0..b {
+        let dy = rng.below(span) as i64 - MAX_SHIFT;
+        let dx = rng.below(span) as i64 - MAX_SHIFT;
+        let flip = rng.below(2) == 1;
+        for ch in 0..c {
+            let plane = (i * c + ch) * h * w;
+            for y in 0..h {
+                let sy = (y as i64 - dy).clamp(0, h as i64 - 1) as usize;
+                for xx in 0..w {
+                    let tx = if flip { w - 1 - xx } else { xx };
+                    let sx = (tx as i64 - dx).clamp(0, w as i64 - 1) as usize;
+                    out[plane + y * w + xx] = src[plane + sy * w + sx];
+                }
+            }
+        }
+    }
+    Tensor::from_vec(out, (b, c, h, w), x.device())
 }
 
 impl Classifier {
@@ -45,10 +82,7 @@ impl Classifier {
         let convs = plan
             .iter()
             .enumerate()
-            .map(|(i, &(cin, cout, stride))| {
-                let cfg = Conv2dConfig { padding: 1, stride, ..Default::default() };
-                candle_nn::conv2d(cin, cout, 3, cfg, vb.pp(format!("conv{i}")))
-            })
+            .map(|(i, &(cin, cout, stride))| Conv::new(vb.pp(format!("conv{i}")), Dims::Two, cin, cout, 3, stride, false))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self { convs, head: candle_nn::linear(FEATURES, classes, vb.pp("head"))? })
     }
@@ -103,12 +137,13 @@ pub fn train(
     let mut progress = Progress::new("classifier", "step", total as u64, 0, quiet);
     let labels_t = Tensor::from_vec(labels.to_vec(), n, &device)?;
     let mut step = 0;
+    let mut aug_rng = Rng::stream(seed, 999);
     for epoch in 0..cfg.epochs {
         let mut order: Vec<u32> = (0..n as u32).collect();
         Rng::stream(seed, 1000 + epoch as u64).shuffle(&mut order);
         for chunk in order.chunks(cfg.batch_size) {
             let idx = Tensor::from_vec(chunk.to_vec(), chunk.len(), &device)?;
-            let x = images.index_select(&idx, 0)?;
+            let x = augment(&images.index_select(&idx, 0)?, &mut aug_rng)?;
             let y = labels_t.index_select(&idx, 0)?;
             let loss = candle_nn::loss::cross_entropy(&net.logits(&x)?, &y)?;
             let grads = loss.backward()?;

@@ -175,7 +175,8 @@ pub struct Image;
 /// the data settings, the classifier settings and its seed.
 pub fn classifier_cache(data: &ImageData, eval: &ImageEval) -> anyhow::Result<PathBuf> {
     let key = format!(
-        "{}|{:?}|{:?}|{}|{:?}|{}",
+        "v{}|{}|{:?}|{:?}|{}|{:?}|{}",
+        crate::classifier::VERSION,
         data.train.display(),
         data.train_labels,
         data.format,

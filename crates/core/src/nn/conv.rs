@@ -456,6 +456,7 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: &Tensor, stride: (usize, usize)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::test_util::{numeric_grad, values};
     use crate::rng::Rng;
     use crate::tensor_util::randn;
     use candle_core::{DType, Device, Var};
@@ -473,10 +474,6 @@ mod tests {
         ([2, 2, 7, 5], 3, (3, 2), (2, 1), (0, 1)),
         ([2, 2, 7, 5], 3, (1, 1), (2, 2), (0, 0)),
     ];
-
-    fn values(t: &Tensor) -> Result<Vec<f64>> {
-        t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()
-    }
 
     fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f64> {
         assert_eq!(a.dims(), b.dims());
@@ -563,25 +560,6 @@ mod tests {
         Ok(())
     }
 
-    /// Central differences of `loss` with respect to every entry of `var`.
-    fn numeric_grad(var: &Var, loss: &dyn Fn() -> Result<f64>) -> Result<Vec<f64>> {
-        let eps = 1e-5;
-        let base = values(var.as_tensor())?;
-        let mut grad = Vec::with_capacity(base.len());
-        for i in 0..base.len() {
-            let mut v = base.clone();
-            v[i] = base[i] + eps;
-            var.set(&Tensor::from_vec(v.clone(), var.shape(), var.device())?)?;
-            let up = loss()?;
-            v[i] = base[i] - eps;
-            var.set(&Tensor::from_vec(v, var.shape(), var.device())?)?;
-            let down = loss()?;
-            grad.push((up - down) / (2.0 * eps));
-        }
-        var.set(&Tensor::from_vec(base, var.shape(), var.device())?)?;
-        Ok(grad)
-    }
-
     #[test]
     fn gradients_match_finite_differences() -> Result<()> {
         let dev = Device::Cpu;
@@ -599,7 +577,8 @@ mod tests {
             let grads = loss_t()?.backward()?;
             for (name, var) in [("input", &x), ("weight", &w), ("bias", &bias)] {
                 let analytic = values(grads.get(var.as_tensor()).unwrap())?;
-                let err = rel_err(&analytic, &numeric_grad(var, &loss)?);
+                let all: Vec<usize> = (0..var.elem_count()).collect();
+                let err = rel_err(&analytic, &numeric_grad(var, &all, &loss)?);
                 assert!(err < 1e-6, "config {n} {name}: relative error {err}");
             }
         }

@@ -1,6 +1,7 @@
 //! Network blocks shared by the domains' denoisers: sinusoidal timestep embeddings, the
-//! time-embedding MLP, class embeddings with a learned null class, seeded dropout, and a UNet
-//! generic over 1-D and 2-D data ([`unet`]).
+//! time-embedding MLP, class embeddings with a learned null class, seeded dropout, a UNet
+//! generic over 1-D and 2-D data ([`unet`]), and a BERT-style transformer over sequences of
+//! feature vectors in the manner of FoldingDiff ([`transformer`]).
 
 use crate::rng::Rng;
 use candle_core::{DType, Result, Tensor, D};
@@ -8,8 +9,12 @@ use candle_nn::{Embedding, Module, VarBuilder};
 
 pub mod conv;
 pub mod ops;
+#[cfg(test)]
+pub(crate) mod test_util;
+pub mod transformer;
 pub mod unet;
 
+pub use transformer::{DecoderHead, PositionEmbedding, SequenceTransformer, TimeEncoding, TransformerConfig};
 pub use unet::{Dims, UNet, UNetConfig};
 
 /// Sinusoidal embedding of a `[B]` tensor of timesteps, giving `[B, dim]` float32.
@@ -87,6 +92,8 @@ impl ClassEmbedding {
         self.embedding.forward(ids)
     }
 }
+
+pub(crate) use ops::softmax_last;
 
 /// Inverted dropout with a mask drawn from a seeded generator: each element is zeroed with
 /// probability `p` and the survivors are scaled by `1 / (1 - p)`. Unlike

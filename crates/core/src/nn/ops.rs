@@ -453,9 +453,19 @@ impl Linear {
         Ok(Self { weight: l.weight().clone(), bias: None })
     }
 
+    /// A layer from existing tensors: `weight` `[out, in]` and an optional `bias` `[out]`.
+    pub fn from_parts(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self { weight, bias }
+    }
+
     /// The `[out, in]` weight.
     pub fn weight(&self) -> &Tensor {
         &self.weight
+    }
+
+    /// The `[out]` bias, if any.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
     }
 }
 

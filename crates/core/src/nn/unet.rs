@@ -30,7 +30,7 @@
 //! On the CPU every convolution is [`super::conv::conv2d`] (a fused im2col + gemm op with its
 //! own backward) rather than candle's much slower direct convolution.
 
-use super::{dropout, ClassEmbedding, TimeEmbedding};
+use super::{dropout, softmax_last, ClassEmbedding, TimeEmbedding};
 use crate::denoiser::Denoiser;
 use crate::rng::Rng;
 use candle_core::{Result, Shape, Tensor};
@@ -298,7 +298,7 @@ impl SelfAttention {
         };
         let (q, k, v) = (part(0)?, part(1)?, part(2)?);
         let scores = q.matmul(&k.t()?)?.affine(1.0 / (d as f64).sqrt(), 0.0)?;
-        let o = super::ops::softmax_last(&scores)?.matmul(&v)?; // [B, heads, N, d]
+        let o = softmax_last(&scores)?.matmul(&v)?; // [B, heads, N, d]
         let o = o.transpose(1, 2)?.reshape((b, n, c))?;
         let o = self.out.forward(&o)?.transpose(1, 2)?.reshape(x.shape())?;
         x.add(&o)
@@ -595,6 +595,7 @@ impl Denoiser for UNet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::test_util::{numeric_grad, rel_err, values};
     use crate::params::Params;
     use crate::tensor_util::randn;
     use candle_core::{DType, Device, Var};
@@ -614,10 +615,6 @@ mod tests {
 
     fn build(params: &Params, cfg: &UNetConfig, dims: Dims, classes: Option<usize>, dtype: DType) -> Result<UNet> {
         UNet::new(params.var_builder(dtype, &Device::Cpu), cfg, dims, 3, 3, classes)
-    }
-
-    fn values(t: &Tensor) -> Result<Vec<f64>> {
-        t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()
     }
 
     #[test]
@@ -763,33 +760,6 @@ mod tests {
             assert!(dx.iter().all(|g| *g == want), "{dims:?}: {dx:?}");
         }
         Ok(())
-    }
-
-    /// Largest |analytic - numeric| over the largest |numeric|.
-    fn rel_err(analytic: &[f64], numeric: &[f64]) -> f64 {
-        let diff = analytic.iter().zip(numeric).map(|(a, n)| (a - n).abs()).fold(0.0, f64::max);
-        let scale = numeric.iter().map(|n| n.abs()).fold(0.0, f64::max);
-        assert!(scale > 1e-8, "numeric gradient is (nearly) zero");
-        diff / scale
-    }
-
-    /// Central differences of `loss` in the entries `idx` of `var`, restoring it afterwards.
-    fn numeric_grad(var: &Var, idx: &[usize], loss: &dyn Fn() -> Result<f64>) -> Result<Vec<f64>> {
-        let eps = 1e-5;
-        let orig = var.as_tensor().copy()?;
-        let base = values(&orig)?;
-        let mut out = Vec::new();
-        for &i in idx {
-            let at = |delta: f64| -> Result<f64> {
-                let mut v = base.clone();
-                v[i] += delta;
-                var.set(&Tensor::from_vec(v, orig.shape(), orig.device())?)?;
-                loss()
-            };
-            out.push((at(eps)? - at(-eps)?) / (2.0 * eps));
-        }
-        var.set(&orig)?;
-        Ok(out)
     }
 
     /// Checks backprop against finite differences for the input and a few parameters along the
