@@ -48,9 +48,9 @@
 //!   `candle_nn::LayerNorm` on a contiguous input calls `candle_nn::ops::layer_norm`, which is
 //!   recorded without a backward pass, so gradients would silently stop there. The norm sits
 //!   behind one small struct so that a fused kernel can replace it in one line.
-//! - Softmax is `nn::softmax_last` (candle's `softmax_last_dim` has no backward). GELU is
-//!   candle's `gelu_erf` (HuggingFace's `"gelu"`), whose backward is correct up to its rounded
-//!   `1/sqrt(2 pi) = 0.398942` (a relative error below 1e-6 in the derivative).
+//! - Softmax, GELU (exact, erf: HuggingFace's `"gelu"`) and the dense layers' bias are the fused
+//!   kernels of [`super::ops`] (candle's `softmax_last_dim` has no backward; its `gelu_erf`
+//!   backward rounds `1/sqrt(2 pi)` to 0.398942).
 //! - No class conditioning: `cond` must be None.
 //! - Only HuggingFace's `relative_key` and `absolute` position embeddings (not
 //!   `relative_key_query`).
@@ -341,7 +341,7 @@ impl Layer {
     ) -> Result<Tensor> {
         let a = self.attn_out.forward(&self.context(x, rel_idx, bias, rng)?)?;
         let x = self.attn_norm.forward(&x.add(&train_dropout(a, self.dropout, rng)?)?)?;
-        let f = self.output.forward(&self.intermediate.forward(&x)?.gelu_erf()?)?;
+        let f = self.output.forward(&super::ops::gelu_erf(&self.intermediate.forward(&x)?)?)?;
         self.out_norm.forward(&x.add(&train_dropout(f, self.dropout, rng)?)?)
     }
 }
@@ -357,7 +357,7 @@ impl Decoder {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             Decoder::Mlp { dense1, norm, dense2 } => {
-                dense2.forward(&norm.forward(&dense1.forward(x)?.gelu_erf()?)?)
+                dense2.forward(&norm.forward(&super::ops::gelu_erf(&dense1.forward(x)?)?)?)
             }
             Decoder::Linear(dense) => dense.forward(x),
         }
@@ -755,8 +755,7 @@ mod tests {
 
     /// Backprop against finite differences for the input and parameters from every part of the
     /// network, in training mode (dropout masks replayed from a fixed seed) with a padding mask.
-    /// The errors are about 3e-7 wherever a GELU lies on the path (candle's `gelu_erf` backward
-    /// rounds 1/sqrt(2 pi) to 0.398942) and about 1e-10 elsewhere.
+    /// The errors are about 1e-10.
     #[test]
     fn gradients_match_finite_differences() -> Result<()> {
         let dev = Device::Cpu;
