@@ -253,6 +253,7 @@ pub fn conv2d_im2col(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::testing::{numeric_grad, rel_err, values};
     use crate::rng::Rng;
     use crate::tensor_util::randn;
     use candle_core::{DType, Device, Var};
@@ -271,19 +272,9 @@ mod tests {
         ([2, 2, 7, 5], 3, (1, 1), (2, 2), (0, 0)),
     ];
 
-    fn values(t: &Tensor) -> Result<Vec<f64>> {
-        t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()
-    }
-
     fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f64> {
         assert_eq!(a.dims(), b.dims());
         Ok(values(a)?.iter().zip(values(b)?).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max))
-    }
-
-    fn rel_err(a: &[f64], b: &[f64]) -> f64 {
-        let diff: f64 = a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt();
-        let norm: f64 = a.iter().chain(b).map(|x| x * x).sum::<f64>().sqrt();
-        diff / norm.max(1e-300)
     }
 
     /// Reference: candle's conv2d, with asymmetric padding done by hand (candle pads equally).
@@ -345,25 +336,6 @@ mod tests {
         Ok(())
     }
 
-    /// Central differences of `loss` with respect to every entry of `var`.
-    fn numeric_grad(var: &Var, loss: &dyn Fn() -> Result<f64>) -> Result<Vec<f64>> {
-        let eps = 1e-5;
-        let base = values(var.as_tensor())?;
-        let mut grad = Vec::with_capacity(base.len());
-        for i in 0..base.len() {
-            let mut v = base.clone();
-            v[i] = base[i] + eps;
-            var.set(&Tensor::from_vec(v.clone(), var.shape(), var.device())?)?;
-            let up = loss()?;
-            v[i] = base[i] - eps;
-            var.set(&Tensor::from_vec(v, var.shape(), var.device())?)?;
-            let down = loss()?;
-            grad.push((up - down) / (2.0 * eps));
-        }
-        var.set(&Tensor::from_vec(base, var.shape(), var.device())?)?;
-        Ok(grad)
-    }
-
     #[test]
     fn gradients_match_finite_differences() -> Result<()> {
         let dev = Device::Cpu;
@@ -381,7 +353,8 @@ mod tests {
             let grads = loss_t()?.backward()?;
             for (name, var) in [("input", &x), ("weight", &w), ("bias", &bias)] {
                 let analytic = values(grads.get(var.as_tensor()).unwrap())?;
-                let err = rel_err(&analytic, &numeric_grad(var, &loss)?);
+                let all: Vec<usize> = (0..var.elem_count()).collect();
+                let err = rel_err(&analytic, &numeric_grad(var, &all, &loss)?);
                 assert!(err < 1e-6, "config {n} {name}: relative error {err}");
             }
         }

@@ -7,6 +7,9 @@ use candle_core::{DType, Result, Tensor, D};
 use candle_nn::{Embedding, Linear, Module, VarBuilder};
 
 pub mod conv;
+pub mod norm;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod unet;
 
 pub use unet::{Dims, UNet, UNetConfig};

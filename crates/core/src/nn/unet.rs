@@ -28,13 +28,16 @@
 //!   1x1 convs. 1-D convolutions therefore run as conv2d over a height-1 image ([`Conv`]).
 //!
 //! On the CPU that conv2d is [`super::conv::conv2d_im2col`] (im2col + gemm, with its own
-//! col2im backward) rather than candle's much slower direct convolution.
+//! col2im backward) rather than candle's much slower direct convolution, and every GroupNorm
+//! (with the SiLU after it, and the time embedding added before it in the residual blocks) is
+//! the fused multithreaded kernel of [`super::norm`].
 
+use super::norm::Norm;
 use super::{dropout, ClassEmbedding, TimeEmbedding};
 use crate::denoiser::Denoiser;
 use crate::rng::Rng;
 use candle_core::{Result, Shape, Tensor, D};
-use candle_nn::{GroupNorm, Init, Linear, Module, VarBuilder};
+use candle_nn::{Init, Linear, Module, VarBuilder};
 use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
 
@@ -218,10 +221,10 @@ fn softmax_last(x: &Tensor) -> Result<Tensor> {
 /// Parameters `norm1`, `conv1`, `time_proj`, `norm2`, `conv2` and, when needed, `skip`.
 #[derive(Clone, Debug)]
 pub struct ResBlock {
-    norm1: GroupNorm,
+    norm1: Norm,
     conv1: Conv,
     time_proj: Linear,
-    norm2: GroupNorm,
+    norm2: Norm,
     conv2: Conv,
     skip: Option<Conv>,
     dropout: f64,
@@ -246,10 +249,10 @@ impl ResBlock {
             None
         };
         Ok(Self {
-            norm1: candle_nn::group_norm(groups, in_ch, eps, vb.pp("norm1"))?,
+            norm1: Norm::new(vb.pp("norm1"), groups, in_ch, eps)?,
             conv1: Conv::new(vb.pp("conv1"), dims, in_ch, out_ch, 3, 1, false)?,
             time_proj: candle_nn::linear(emb_dim, out_ch, vb.pp("time_proj"))?,
-            norm2: candle_nn::group_norm(groups, out_ch, eps, vb.pp("norm2"))?,
+            norm2: Norm::new(vb.pp("norm2"), groups, out_ch, eps)?,
             conv2: Conv::new(vb.pp("conv2"), dims, out_ch, out_ch, 3, 1, false)?,
             skip,
             dropout,
@@ -259,13 +262,10 @@ impl ResBlock {
     /// `x` is `[B, in, ...]`, `emb` is `[B, emb_dim]` (already passed through SiLU). Dropout is
     /// applied only when `rng` is given (training), with masks drawn from it.
     pub fn forward(&self, x: &Tensor, emb: &Tensor, rng: Option<&mut Rng>) -> Result<Tensor> {
-        let h = self.conv1.forward(&self.norm1.forward(x)?.silu()?)?;
-        // [B, out] -> [B, out, 1, ...], broadcast over space.
+        let h = self.conv1.forward(&self.norm1.forward(x, None, true)?)?;
+        // The [B, out] time projection is added to every position as the norm's shift.
         let t = self.time_proj.forward(emb)?;
-        let mut shape = per_channel_shape(h.rank(), t.dim(1)?);
-        shape[0] = t.dim(0)?;
-        let t = t.reshape(shape)?;
-        let mut h = self.norm2.forward(&h.broadcast_add(&t)?)?.silu()?;
+        let mut h = self.norm2.forward(&h, Some(&t), true)?;
         if let Some(rng) = rng {
             h = dropout(&h, self.dropout, rng)?;
         }
@@ -283,7 +283,7 @@ impl ResBlock {
 /// Parameters `norm`, `qkv` (one `C -> 3C` projection) and `out`.
 #[derive(Clone, Debug)]
 pub struct SelfAttention {
-    norm: GroupNorm,
+    norm: Norm,
     qkv: Linear,
     out: Linear,
     heads: usize,
@@ -297,7 +297,7 @@ impl SelfAttention {
             candle_core::bail!("attention over {channels} channels needs a head_dim dividing it, got {head_dim}");
         }
         Ok(Self {
-            norm: candle_nn::group_norm(groups, channels, eps, vb.pp("norm"))?,
+            norm: Norm::new(vb.pp("norm"), groups, channels, eps)?,
             qkv: candle_nn::linear(channels, 3 * channels, vb.pp("qkv"))?,
             out: candle_nn::linear(channels, channels, vb.pp("out"))?,
             heads: channels / head_dim,
@@ -310,7 +310,7 @@ impl SelfAttention {
         let n = x.elem_count() / (b * c);
         let (heads, d) = (self.heads, c / self.heads);
         // [B, C, N] -> [B, N, C]
-        let h = self.norm.forward(x)?.reshape((b, c, n))?.transpose(1, 2)?.contiguous()?;
+        let h = self.norm.forward(x, None, false)?.reshape((b, c, n))?.transpose(1, 2)?.contiguous()?;
         let qkv = self.qkv.forward(&h)?;
         // One of q, k, v as [B, heads, N, d].
         let part = |i: usize| -> Result<Tensor> {
@@ -346,7 +346,7 @@ pub struct UNet {
     down: Vec<Level>,
     mid: (ResBlock, Option<SelfAttention>, ResBlock),
     up: Vec<Level>,
-    norm_out: GroupNorm,
+    norm_out: Norm,
     conv_out: Conv,
     dropout_rng: Mutex<Rng>,
 }
@@ -464,7 +464,7 @@ impl UNet {
             down,
             mid,
             up,
-            norm_out: candle_nn::group_norm(groups, cfg.channels, eps, vb.pp("norm_out"))?,
+            norm_out: Norm::new(vb.pp("norm_out"), groups, cfg.channels, eps)?,
             conv_out: Conv::new(vb.pp("conv_out"), dims, cfg.channels, out_channels, 3, 1, cfg.zero_init_output)?,
             dropout_rng: Mutex::new(Rng::new(DROPOUT_SEED)),
         })
@@ -594,7 +594,7 @@ impl UNet {
                 h = up.forward(&upsample_nearest(&h, self.dims)?)?;
             }
         }
-        self.conv_out.forward(&self.norm_out.forward(&h)?.silu()?)
+        self.conv_out.forward(&self.norm_out.forward(&h, None, true)?)
     }
 }
 
@@ -615,6 +615,7 @@ impl Denoiser for UNet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::testing::{numeric_grad, rel_err, values};
     use crate::params::Params;
     use crate::tensor_util::randn;
     use candle_core::{DType, Device, Var};
@@ -634,10 +635,6 @@ mod tests {
 
     fn build(params: &Params, cfg: &UNetConfig, dims: Dims, classes: Option<usize>, dtype: DType) -> Result<UNet> {
         UNet::new(params.var_builder(dtype, &Device::Cpu), cfg, dims, 3, 3, classes)
-    }
-
-    fn values(t: &Tensor) -> Result<Vec<f64>> {
-        t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()
     }
 
     #[test]
@@ -785,35 +782,9 @@ mod tests {
         Ok(())
     }
 
-    /// Largest |analytic - numeric| over the largest |numeric|.
-    fn rel_err(analytic: &[f64], numeric: &[f64]) -> f64 {
-        let diff = analytic.iter().zip(numeric).map(|(a, n)| (a - n).abs()).fold(0.0, f64::max);
-        let scale = numeric.iter().map(|n| n.abs()).fold(0.0, f64::max);
-        assert!(scale > 1e-8, "numeric gradient is (nearly) zero");
-        diff / scale
-    }
-
-    /// Central differences of `loss` in the entries `idx` of `var`, restoring it afterwards.
-    fn numeric_grad(var: &Var, idx: &[usize], loss: &dyn Fn() -> Result<f64>) -> Result<Vec<f64>> {
-        let eps = 1e-5;
-        let orig = var.as_tensor().copy()?;
-        let base = values(&orig)?;
-        let mut out = Vec::new();
-        for &i in idx {
-            let at = |delta: f64| -> Result<f64> {
-                let mut v = base.clone();
-                v[i] += delta;
-                var.set(&Tensor::from_vec(v, orig.shape(), orig.device())?)?;
-                loss()
-            };
-            out.push((at(eps)? - at(-eps)?) / (2.0 * eps));
-        }
-        var.set(&orig)?;
-        Ok(out)
-    }
-
     /// Checks backprop against finite differences for the input and a few parameters along the
-    /// down path, the upsampling conv and the middle attention.
+    /// down path, the upsampling conv, the middle attention, the time projection (which enters
+    /// the fused norm as its shift) and the norms.
     fn gradient_check(dims: Dims, shape: &[usize]) -> Result<()> {
         let dev = Device::Cpu;
         let params = Params::new(11);
@@ -840,6 +811,10 @@ mod tests {
             "up.0.res.1.skip.weight",
             "mid.attn.qkv.weight",
             "class.weight",
+            "down.0.res.0.time_proj.weight",
+            "up.0.res.1.norm2.weight",
+            "mid.attn.norm.bias",
+            "norm_out.weight",
         ] {
             let var = &vars[name];
             let idx: Vec<usize> = (0..8).map(|k| (k * 37 + 5) % var.elem_count()).collect();
