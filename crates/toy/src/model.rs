@@ -2,7 +2,9 @@
 
 use crate::ToyModel;
 use candle_core::{Result, Tensor};
-use candle_nn::{LayerNorm, Linear, Module, VarBuilder};
+use candle_nn::{Module, VarBuilder};
+use sugarcube_core::nn::norm::LayerNorm;
+use sugarcube_core::nn::ops::Linear;
 use sugarcube_core::denoiser::Denoiser;
 use sugarcube_core::domain::DataInfo;
 use sugarcube_core::nn::{ClassEmbedding, TimeEmbedding};
@@ -16,11 +18,11 @@ struct ResBlock {
 
 impl ResBlock {
     fn new(hidden: usize, layer_norm: bool, vb: VarBuilder) -> Result<Self> {
-        let norm = if layer_norm { Some(candle_nn::layer_norm(hidden, 1e-5, vb.pp("norm"))?) } else { None };
+        let norm = if layer_norm { Some(LayerNorm::new(vb.pp("norm"), hidden, 1e-5)?) } else { None };
         Ok(Self {
             norm,
-            fc1: candle_nn::linear(hidden, hidden, vb.pp("fc1"))?,
-            fc2: candle_nn::linear(hidden, hidden, vb.pp("fc2"))?,
+            fc1: Linear::new(hidden, hidden, vb.pp("fc1"))?,
+            fc2: Linear::new(hidden, hidden, vb.pp("fc2"))?,
         })
     }
 
@@ -62,7 +64,7 @@ impl ToyDenoiser {
             .map(|i| ResBlock::new(h, model.layer_norm, vb.pp("blocks").pp(i)))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
-            input: candle_nn::linear(dim, h, vb.pp("input"))?,
+            input: Linear::new(dim, h, vb.pp("input"))?,
             time: TimeEmbedding::new(vb.pp("time"), model.time_dim, h)?,
             class,
             blocks,
@@ -96,5 +98,5 @@ impl Denoiser for ToyDenoiser {
 fn zero_linear(input: usize, output: usize, vb: VarBuilder) -> candle_core::Result<Linear> {
     let w = vb.get_with_hints((output, input), "weight", candle_nn::Init::Const(0.0))?;
     let b = vb.get_with_hints(output, "bias", candle_nn::Init::Const(0.0))?;
-    Ok(Linear::new(w, Some(b)))
+    Ok(Linear::from_parts(w, Some(b)))
 }

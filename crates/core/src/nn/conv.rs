@@ -456,7 +456,7 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: &Tensor, stride: (usize, usize)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::test_util::{numeric_grad, values};
+    use crate::nn::test_util::{numeric_grad, rel_err, values};
     use crate::rng::Rng;
     use crate::tensor_util::randn;
     use candle_core::{DType, Device, Var};
@@ -478,12 +478,6 @@ mod tests {
     fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f64> {
         assert_eq!(a.dims(), b.dims());
         Ok(values(a)?.iter().zip(values(b)?).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max))
-    }
-
-    fn rel_err(a: &[f64], b: &[f64]) -> f64 {
-        let diff: f64 = a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt();
-        let norm: f64 = a.iter().chain(b).map(|x| x * x).sum::<f64>().sqrt();
-        diff / norm.max(1e-300)
     }
 
     /// Reference: candle's conv2d, with asymmetric padding done by hand (candle pads equally).

@@ -44,10 +44,9 @@
 //!   scaling their sum: the same function, less work.
 //! - Dropout (hidden and attention probabilities share `dropout`, as FoldingDiff sets both to its
 //!   `dropout_p`) draws its masks from sugarcube's seeded generator, so runs are reproducible.
-//! - LayerNorm is composed from candle ops ([`layer_norm`]): in candle 0.11.1,
+//! - LayerNorm is sugarcube's fused kernel ([`super::norm::LayerNorm`]): in candle 0.11.1,
 //!   `candle_nn::LayerNorm` on a contiguous input calls `candle_nn::ops::layer_norm`, which is
-//!   recorded without a backward pass, so gradients would silently stop there. The norm sits
-//!   behind one small struct so that a fused kernel can replace it in one line.
+//!   recorded without a backward pass, so gradients would silently stop there.
 //! - Softmax, GELU (exact, erf: HuggingFace's `"gelu"`) and the dense layers' bias are the fused
 //!   kernels of [`super::ops`] (candle's `softmax_last_dim` has no backward; its `gelu_erf`
 //!   backward rounds `1/sqrt(2 pi)` to 0.398942).
@@ -64,7 +63,7 @@
 use super::{dropout, softmax_last};
 use crate::denoiser::Denoiser;
 use crate::rng::Rng;
-use candle_core::{bail, DType, Result, Tensor, D};
+use candle_core::{bail, DType, Result, Tensor};
 use candle_nn::{Init, Module, VarBuilder};
 use super::ops::Linear;
 use serde::{Deserialize, Serialize};
@@ -194,36 +193,8 @@ impl TransformerConfig {
     }
 }
 
-/// LayerNorm over the last axis, composed from candle ops that all have a backward pass:
-/// `(x - mean) / sqrt(var + eps) * weight + bias`, with the biased variance.
-pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
-    let xc = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
-    let std = xc.sqr()?.mean_keepdim(D::Minus1)?.affine(1.0, eps)?.sqrt()?;
-    xc.broadcast_div(&std)?.broadcast_mul(weight)?.broadcast_add(bias)
-}
-
-/// A LayerNorm with parameters `weight` (ones) and `bias` (zeros). The one place to swap in a
-/// fused kernel.
-#[derive(Clone, Debug)]
-struct Norm {
-    weight: Tensor,
-    bias: Tensor,
-    eps: f64,
-}
-
-impl Norm {
-    fn new(vb: VarBuilder, dim: usize, eps: f64) -> Result<Self> {
-        Ok(Self {
-            weight: vb.get_with_hints(dim, "weight", Init::Const(1.0))?,
-            bias: vb.get_with_hints(dim, "bias", Init::Const(0.0))?,
-            eps,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        layer_norm(x, &self.weight, &self.bias, self.eps)
-    }
-}
+/// The transformer's LayerNorm: the fused kernel of [`super::norm`].
+type Norm = super::norm::LayerNorm;
 
 /// A Linear layer initialised as BERT's: parameters `weight` `[out, in]`, normal with std
 /// `std`, and `bias`, zero.
@@ -678,7 +649,7 @@ mod tests {
         let x = randn(&mut Rng::new(1), &[3, 5], DType::F64, &dev)?;
         let w = randn(&mut Rng::new(2), &[5], DType::F64, &dev)?;
         let b = randn(&mut Rng::new(3), &[5], DType::F64, &dev)?;
-        let got = layer_norm(&x, &w, &b, 1e-5)?.to_vec2::<f64>()?;
+        let got = crate::nn::norm::layer_norm(&x, &w, &b, 1e-5)?.to_vec2::<f64>()?;
         let (wv, bv) = (w.to_vec1::<f64>()?, b.to_vec1::<f64>()?);
         for (row, out) in x.to_vec2::<f64>()?.iter().zip(&got) {
             let mean = row.iter().sum::<f64>() / 5.0;

@@ -28,14 +28,17 @@
 //!   1x1 convs. 1-D convolutions therefore run as conv2d over a height-1 image ([`Conv`]).
 //!
 //! On the CPU every convolution is [`super::conv::conv2d`] (a fused im2col + gemm op with its
-//! own backward) rather than candle's much slower direct convolution.
+//! own backward) rather than candle's much slower direct convolution, and every GroupNorm
+//! (with the SiLU after it, and the time embedding added before it in the residual blocks) is
+//! the fused multithreaded kernel of [`super::norm`].
 
+use super::norm::Norm;
+use super::ops::Linear;
 use super::{dropout, softmax_last, ClassEmbedding, TimeEmbedding};
 use crate::denoiser::Denoiser;
 use crate::rng::Rng;
 use candle_core::{Result, Shape, Tensor};
-use super::ops::Linear;
-use candle_nn::{GroupNorm, Init, Module, VarBuilder};
+use candle_nn::{Init, Module, VarBuilder};
 use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
 
@@ -174,13 +177,6 @@ impl Conv {
     }
 }
 
-/// `[1, c, 1, ...]` of the given rank: a per-channel vector laid out to broadcast over space.
-fn per_channel_shape(rank: usize, c: usize) -> Vec<usize> {
-    let mut shape = vec![1; rank];
-    shape[1] = c;
-    shape
-}
-
 /// Nearest-neighbour x2 upsampling of every spatial axis ([`super::ops::upsample_nearest`]).
 ///
 /// candle's `upsample_nearest2d` is avoided on purpose: in candle 0.11.1 its backward pass
@@ -196,10 +192,10 @@ pub fn upsample_nearest(x: &Tensor, dims: Dims) -> Result<Tensor> {
 /// Parameters `norm1`, `conv1`, `time_proj`, `norm2`, `conv2` and, when needed, `skip`.
 #[derive(Clone, Debug)]
 pub struct ResBlock {
-    norm1: GroupNorm,
+    norm1: Norm,
     conv1: Conv,
     time_proj: Linear,
-    norm2: GroupNorm,
+    norm2: Norm,
     conv2: Conv,
     skip: Option<Conv>,
     dropout: f64,
@@ -224,10 +220,10 @@ impl ResBlock {
             None
         };
         Ok(Self {
-            norm1: candle_nn::group_norm(groups, in_ch, eps, vb.pp("norm1"))?,
+            norm1: Norm::new(vb.pp("norm1"), groups, in_ch, eps)?,
             conv1: Conv::new(vb.pp("conv1"), dims, in_ch, out_ch, 3, 1, false)?,
             time_proj: Linear::new(emb_dim, out_ch, vb.pp("time_proj"))?,
-            norm2: candle_nn::group_norm(groups, out_ch, eps, vb.pp("norm2"))?,
+            norm2: Norm::new(vb.pp("norm2"), groups, out_ch, eps)?,
             conv2: Conv::new(vb.pp("conv2"), dims, out_ch, out_ch, 3, 1, false)?,
             skip,
             dropout,
@@ -238,13 +234,10 @@ impl ResBlock {
     /// applied only when `rng` is given (training), with masks drawn from it.
     pub fn forward(&self, x: &Tensor, emb: &Tensor, rng: Option<&mut Rng>) -> Result<Tensor> {
         let _t = crate::profile::scope("resblock (forward)");
-        let h = self.conv1.forward(&self.norm1.forward(x)?.silu()?)?;
-        // [B, out] -> [B, out, 1, ...], broadcast over space.
+        let h = self.conv1.forward(&self.norm1.forward(x, None, true)?)?;
+        // The [B, out] time projection is added to every position as the norm's shift.
         let t = self.time_proj.forward(emb)?;
-        let mut shape = per_channel_shape(h.rank(), t.dim(1)?);
-        shape[0] = t.dim(0)?;
-        let t = t.reshape(shape)?;
-        let mut h = self.norm2.forward(&h.broadcast_add(&t)?)?.silu()?;
+        let mut h = self.norm2.forward(&h, Some(&t), true)?;
         if let Some(rng) = rng {
             h = dropout(&h, self.dropout, rng)?;
         }
@@ -262,7 +255,7 @@ impl ResBlock {
 /// Parameters `norm`, `qkv` (one `C -> 3C` projection) and `out`.
 #[derive(Clone, Debug)]
 pub struct SelfAttention {
-    norm: GroupNorm,
+    norm: Norm,
     qkv: Linear,
     out: Linear,
     heads: usize,
@@ -276,7 +269,7 @@ impl SelfAttention {
             candle_core::bail!("attention over {channels} channels needs a head_dim dividing it, got {head_dim}");
         }
         Ok(Self {
-            norm: candle_nn::group_norm(groups, channels, eps, vb.pp("norm"))?,
+            norm: Norm::new(vb.pp("norm"), groups, channels, eps)?,
             qkv: Linear::new(channels, 3 * channels, vb.pp("qkv"))?,
             out: Linear::new(channels, channels, vb.pp("out"))?,
             heads: channels / head_dim,
@@ -290,7 +283,7 @@ impl SelfAttention {
         let n = x.elem_count() / (b * c);
         let (heads, d) = (self.heads, c / self.heads);
         // [B, C, N] -> [B, N, C]
-        let h = self.norm.forward(x)?.reshape((b, c, n))?.transpose(1, 2)?.contiguous()?;
+        let h = self.norm.forward(x, None, false)?.reshape((b, c, n))?.transpose(1, 2)?.contiguous()?;
         let qkv = self.qkv.forward(&h)?;
         // One of q, k, v as [B, heads, N, d].
         let part = |i: usize| -> Result<Tensor> {
@@ -326,7 +319,7 @@ pub struct UNet {
     down: Vec<Level>,
     mid: (ResBlock, Option<SelfAttention>, ResBlock),
     up: Vec<Level>,
-    norm_out: GroupNorm,
+    norm_out: Norm,
     conv_out: Conv,
     dropout_rng: Mutex<Rng>,
 }
@@ -444,7 +437,7 @@ impl UNet {
             down,
             mid,
             up,
-            norm_out: candle_nn::group_norm(groups, cfg.channels, eps, vb.pp("norm_out"))?,
+            norm_out: Norm::new(vb.pp("norm_out"), groups, cfg.channels, eps)?,
             conv_out: Conv::new(vb.pp("conv_out"), dims, cfg.channels, out_channels, 3, 1, cfg.zero_init_output)?,
             dropout_rng: Mutex::new(Rng::new(DROPOUT_SEED)),
         })
@@ -574,7 +567,7 @@ impl UNet {
                 h = up.forward(&upsample_nearest(&h, self.dims)?)?;
             }
         }
-        self.conv_out.forward(&self.norm_out.forward(&h)?.silu()?)
+        self.conv_out.forward(&self.norm_out.forward(&h, None, true)?)
     }
 }
 
@@ -763,7 +756,8 @@ mod tests {
     }
 
     /// Checks backprop against finite differences for the input and a few parameters along the
-    /// down path, the upsampling conv and the middle attention.
+    /// down path, the upsampling conv, the middle attention, the time projection (which enters
+    /// the fused norm as its shift) and the norms.
     fn gradient_check(dims: Dims, shape: &[usize]) -> Result<()> {
         let dev = Device::Cpu;
         let params = Params::new(11);
@@ -790,6 +784,10 @@ mod tests {
             "up.0.res.1.skip.weight",
             "mid.attn.qkv.weight",
             "class.weight",
+            "down.0.res.0.time_proj.weight",
+            "up.0.res.1.norm2.weight",
+            "mid.attn.norm.bias",
+            "norm_out.weight",
         ] {
             let var = &vars[name];
             let idx: Vec<usize> = (0..8).map(|k| (k * 37 + 5) % var.elem_count()).collect();
