@@ -12,6 +12,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> candle_core::Result<()> {
+    sugarcube_core::tune_allocator();
     let dev = Device::Cpu;
     let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (32, 64, 32, 32), &dev)?)?;
     let w = Var::from_tensor(&Tensor::randn(0f32, 0.05, (64, 64, 3, 3), &dev)?)?;

@@ -50,20 +50,32 @@ impl Geometry {
     }
 }
 
-/// Unfolds one `[h, w]` channel into `kh * kw` rows of `hout * wout` columns (`out` pre-zeroed).
-fn unfold_channel<T: Copy>(g: &Geometry, x: &[T], h: usize, w: usize, out: &mut [T], ho: usize, wo: usize) {
-    let l = ho * wo;
+/// Unfolds the output rows `oh` of one `[h, w]` channel into `kh * kw` rows of
+/// `oh.len() * wout` columns (`out` pre-zeroed).
+#[allow(clippy::too_many_arguments)]
+fn unfold_channel<T: Copy>(
+    g: &Geometry,
+    x: &[T],
+    h: usize,
+    w: usize,
+    out: &mut [T],
+    ho: usize,
+    wo: usize,
+    oh: std::ops::Range<usize>,
+) {
+    let l = oh.len() * wo;
     for i in 0..g.kh {
-        let rows = Geometry::valid(h, ho, i, g.sh, g.ph);
+        let valid = Geometry::valid(h, ho, i, g.sh, g.ph);
+        let rows = valid.start.max(oh.start)..valid.end.min(oh.end);
         for j in 0..g.kw {
             let cols = Geometry::valid(w, wo, j, g.sw, g.pw);
             if cols.is_empty() {
                 continue;
             }
             let row = &mut out[(i * g.kw + j) * l..][..l];
-            for oh in rows.clone() {
-                let src = &x[(oh * g.sh + i - g.ph) * w..][..w];
-                let dst = &mut row[oh * wo..][..wo];
+            for r in rows.clone() {
+                let src = &x[(r * g.sh + i - g.ph) * w..][..w];
+                let dst = &mut row[(r - oh.start) * wo..][..wo];
                 if g.sw == 1 {
                     let start = cols.start + j - g.pw;
                     dst[cols.clone()].copy_from_slice(&src[start..start + cols.len()]);
@@ -141,6 +153,11 @@ impl<'a, T> Mat<'a, T> {
         Self { data, rows, cols, rs: cols, cs: 1 }
     }
 
+    /// A `rows x cols` matrix whose rows are `rs` apart (a column block of a wider matrix).
+    fn strided(data: &'a [T], rows: usize, cols: usize, rs: usize) -> Self {
+        Self { data, rows, cols, rs, cs: 1 }
+    }
+
     /// The transposed view (no copy).
     fn t(self) -> Self {
         Self { rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs, ..self }
@@ -150,15 +167,22 @@ impl<'a, T> Mat<'a, T> {
 /// `dst = a b`, or `dst += a b` with `accumulate`, for a row-major `dst` of `a.rows x b.cols`;
 /// single-threaded (callers parallelise over images).
 fn matmul<T: Elem>(dst: &mut [T], a: Mat<T>, b: Mat<T>, accumulate: bool) {
+    matmul_strided(dst, b.cols, a, b, accumulate)
+}
+
+/// [`matmul`] into a destination whose rows are `dst_rs` apart.
+fn matmul_strided<T: Elem>(dst: &mut [T], dst_rs: usize, a: Mat<T>, b: Mat<T>, accumulate: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(k, b.rows, "matmul: inner sizes differ");
-    assert!(dst.len() >= m * n, "matmul: destination too small");
+    assert!(n <= dst_rs && (m == 0 || n == 0 || (m - 1) * dst_rs + n <= dst.len()), "matmul: destination too small");
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
         if !accumulate {
-            dst[..m * n].fill(T::default());
+            for row in 0..m {
+                dst[row * dst_rs..][..n].fill(T::default());
+            }
         }
         return;
     }
@@ -174,7 +198,7 @@ fn matmul<T: Elem>(dst: &mut [T], a: Mat<T>, b: Mat<T>, accumulate: bool) {
             k,
             dst.as_mut_ptr(),
             1,
-            n as isize,
+            dst_rs as isize,
             accumulate,
             a.data.as_ptr(),
             a.cs as isize,
@@ -235,13 +259,55 @@ impl Geometry {
         (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw) == (1, 1, 1, 1, 0, 0)
     }
 
-    /// The column matrix `[c * kh * kw, ho * wo]` of one image, in `cols` (resized as needed).
-    fn unfold_image<T: Elem>(&self, s: &ConvShape, x: &[T], cols: &mut Vec<T>) {
-        let per_channel = self.kh * self.kw * s.l();
+    /// Output rows per column tile: tiles of the column matrix stay near `TILE_ELEMS` elements,
+    /// so that unfolding a tile and multiplying it happen while it is in cache.
+    fn tile_rows(&self, s: &ConvShape) -> usize {
+        (TILE_ELEMS / (s.k(self) * s.wo).max(1)).clamp(1, s.ho.max(1))
+    }
+
+    /// The columns of output rows `oh` of one image (`[c * kh * kw, oh.len() * wo]`), in `cols`.
+    fn unfold_rows<T: Elem>(&self, s: &ConvShape, x: &[T], oh: std::ops::Range<usize>, cols: &mut Vec<T>) {
+        let per_channel = self.kh * self.kw * oh.len() * s.wo;
         cols.clear();
         cols.resize(s.c * per_channel, T::default());
         for (dst, src) in cols.chunks_mut(per_channel).zip(x.chunks(s.h * s.w)) {
-            unfold_channel(self, src, s.h, s.w, dst, s.ho, s.wo);
+            unfold_channel(self, src, s.h, s.w, dst, s.ho, s.wo, oh.clone());
+        }
+    }
+
+    /// The whole column matrix `[c * kh * kw, ho * wo]` of one image, in `cols`.
+    #[cfg(test)]
+    fn unfold_image<T: Elem>(&self, s: &ConvShape, x: &[T], cols: &mut Vec<T>) {
+        self.unfold_rows(s, x, 0..s.ho, cols)
+    }
+
+    /// `y (+)= w cols(x)` for one image, `w: [o, k]`, `y: [o, ho * wo]`, tile by tile.
+    fn conv_image<T: Elem>(&self, s: &ConvShape, w: &[T], x: &[T], y: &mut [T], accumulate: bool, cols: &mut Vec<T>) {
+        let (k, l) = (s.k(self), s.l());
+        if self.pointwise() {
+            return matmul(y, Mat::new(w, s.o, k), Mat::new(x, k, l), accumulate);
+        }
+        let tr = self.tile_rows(s);
+        for start in (0..s.ho).step_by(tr) {
+            let rows = start..(start + tr).min(s.ho);
+            let tl = rows.len() * s.wo;
+            self.unfold_rows(s, x, rows, cols);
+            matmul_strided(&mut y[start * s.wo..], l, Mat::new(w, s.o, k), Mat::new(cols, k, tl), accumulate);
+        }
+    }
+
+    /// `dw (+)= dy cols(x)^T` for one image, tile by tile (`dw: [o, k]`, `dy: [o, ho * wo]`).
+    fn weight_grad_image<T: Elem>(&self, s: &ConvShape, dy: &[T], x: &[T], dw: &mut [T], cols: &mut Vec<T>) {
+        let (k, l) = (s.k(self), s.l());
+        if self.pointwise() {
+            return matmul(dw, Mat::new(dy, s.o, l), Mat::new(x, k, l).t(), true);
+        }
+        let tr = self.tile_rows(s);
+        for start in (0..s.ho).step_by(tr) {
+            let rows = start..(start + tr).min(s.ho);
+            let tl = rows.len() * s.wo;
+            self.unfold_rows(s, x, rows, cols);
+            matmul(dw, Mat::strided(&dy[start * s.wo..], s.o, tl, l), Mat::new(cols, k, tl).t(), true);
         }
     }
 
@@ -293,20 +359,14 @@ impl Conv2d {
         if bs.len() != s.o {
             bail!("conv2d: bias has {} entries for {} output channels", bs.len(), s.o);
         }
-        let (k, l, g) = (s.k(&self.g), s.l(), self.g);
+        let (l, g) = (s.l(), self.g);
         let mut out = vec![T::default(); s.b * s.o * l];
         if !out.is_empty() {
             out.par_chunks_mut(s.o * l).zip(xs.par_chunks(s.c * s.h * s.w)).for_each_init(Vec::new, |cols, (y, xb)| {
                 for (row, &bv) in y.chunks_mut(l).zip(bs) {
                     row.fill(bv);
                 }
-                let src = if g.pointwise() {
-                    xb
-                } else {
-                    g.unfold_image(&s, xb, cols);
-                    cols.as_slice()
-                };
-                matmul(y, Mat::new(ws, s.o, k), Mat::new(src, k, l), true);
+                g.conv_image(&s, ws, xb, y, true, cols);
             });
         }
         Ok((out, Shape::from((s.b, s.o, s.ho, s.wo))))
@@ -341,6 +401,9 @@ impl CustomOp3 for Conv2d {
     }
 }
 
+/// Target size (elements) of one tile of a column matrix: 128K floats, 512 KB, about a core's L2.
+const TILE_ELEMS: usize = 128 << 10;
+
 /// Images per group when summing the weight gradient: groups are fixed (not per thread), so the
 /// sum is the same whatever the number of threads.
 const IMAGES_PER_GROUP: usize = 4;
@@ -371,8 +434,7 @@ impl Conv2dBackward {
                 if g.pointwise() {
                     matmul(dxb, wt, Mat::new(dyb, s.o, l), false);
                 } else if let Some((tg, ts, tw)) = &transposed {
-                    tg.unfold_image(ts, dyb, cols);
-                    matmul(dxb, Mat::new(tw, s.c, ts.k(tg)), Mat::new(cols, ts.k(tg), s.h * s.w), false);
+                    tg.conv_image(ts, tw, dyb, dxb, false, cols);
                 } else {
                     cols.resize(k * l, T::default());
                     matmul(cols, wt, Mat::new(dyb, s.o, l), false);
@@ -390,14 +452,8 @@ impl Conv2dBackward {
                     let first = group * IMAGES_PER_GROUP;
                     for i in first..s.b.min(first + IMAGES_PER_GROUP) {
                         let (xb, dyb) = (&xs[i * image..][..image], &dys[i * s.o * l..][..s.o * l]);
-                        let src = if g.pointwise() {
-                            xb
-                        } else {
-                            g.unfold_image(&s, xb, &mut cols);
-                            cols.as_slice()
-                        };
                         let (dw, db) = acc.split_at_mut(s.o * k);
-                        matmul(dw, Mat::new(dyb, s.o, l), Mat::new(src, k, l).t(), true);
+                        g.weight_grad_image(&s, dyb, xb, dw, &mut cols);
                         for (d, row) in db.iter_mut().zip(dyb.chunks(l)) {
                             *d += row.iter().fold(T::default(), |a, &v| a + v);
                         }
@@ -521,6 +577,29 @@ mod tests {
         let mut cols = Vec::new();
         g.unfold_image(&s, &x.flatten_all()?.to_vec1::<f64>()?, &mut cols);
         Tensor::from_vec(cols, (c * g.kh * g.kw, ho * wo), x.device())
+    }
+
+    /// A shape big enough to be unfolded in several column tiles (11 + 9 output rows here):
+    /// forward and every gradient against candle's conv2d and its autograd.
+    #[test]
+    fn tiled_unfolding_matches_candle() -> Result<()> {
+        let dev = Device::Cpu;
+        let g = Geometry { kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 };
+        let s = ConvShape { b: 2, c: 64, h: 20, w: 20, o: 4, ho: 20, wo: 20 };
+        assert!(g.tile_rows(&s) < s.ho, "the test must span several tiles");
+        let mut rng = Rng::new(77);
+        let x = Var::from_tensor(&randn(&mut rng, &[2, 64, 20, 20], DType::F64, &dev)?)?;
+        let w = Var::from_tensor(&randn(&mut rng, &[4, 64, 3, 3], DType::F64, &dev)?)?;
+        let bias = Var::from_tensor(&randn(&mut rng, &[4], DType::F64, &dev)?)?;
+        let ours = conv2d(x.as_tensor(), w.as_tensor(), bias.as_tensor(), (1, 1), (1, 1))?;
+        let theirs = reference(x.as_tensor(), w.as_tensor(), bias.as_tensor(), (1, 1), (1, 1))?;
+        assert!(max_abs_diff(&ours, &theirs)? < 1e-10);
+        let r = randn(&mut rng, ours.dims(), DType::F64, &dev)?;
+        let (g1, g2) = (ours.mul(&r)?.sum_all()?.backward()?, theirs.mul(&r)?.sum_all()?.backward()?);
+        for v in [&x, &w, &bias] {
+            assert!(max_abs_diff(g1.get(v.as_tensor()).unwrap(), g2.get(v.as_tensor()).unwrap())? < 1e-9);
+        }
+        Ok(())
     }
 
     #[test]
