@@ -14,7 +14,7 @@
 //! fixed groups of images in a fixed order, so it is the same on every run.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// Geometry shared by [`Im2Col`] and [`Col2Im`]: kernel, stride and zero padding (dilation 1).
@@ -496,10 +496,11 @@ impl CustomOp3 for Conv2dBackward {
 /// dilation 1, giving `[B, Cout, Hout, Wout]`; differentiable in all three inputs.
 ///
 /// On the CPU with f32/f64 this is the fused im2col + gemm op of the [module docs](self); on
-/// other devices (or dtypes) it is candle's conv2d, which needs equal strides.
+/// other devices (or dtypes, or with the fused kernels switched off) it is candle's conv2d, which
+/// needs equal strides.
 pub fn conv2d(x: &Tensor, weight: &Tensor, bias: &Tensor, stride: (usize, usize), padding: (usize, usize)) -> Result<Tensor> {
     let g = Geometry { kh: weight.dim(2)?, kw: weight.dim(3)?, sh: stride.0, sw: stride.1, ph: padding.0, pw: padding.1 };
-    if x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) {
+    if super::use_fused(x) {
         return x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, Conv2d { g });
     }
     if stride.0 != stride.1 {

@@ -15,6 +15,23 @@ pub(crate) mod test_util;
 pub mod transformer;
 pub mod unet;
 
+/// Whether the fused CPU kernels ([`conv`], [`norm`], [`ops`]) are used; on by default.
+static FUSED_KERNELS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Turns sugarcube's fused CPU kernels on or off, process-wide. Off, every layer runs as a
+/// composition of candle's own ops (much slower): for checking the kernels against candle, as
+/// the `fused_kernels` test does for whole training runs.
+pub fn set_fused_kernels(on: bool) {
+    FUSED_KERNELS.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether the fused kernels apply to `x`: switched on, on the CPU, in f32 or f64.
+pub(crate) fn use_fused(x: &Tensor) -> bool {
+    FUSED_KERNELS.load(std::sync::atomic::Ordering::Relaxed)
+        && x.device().is_cpu()
+        && matches!(x.dtype(), DType::F32 | DType::F64)
+}
+
 pub use transformer::{DecoderHead, PositionEmbedding, SequenceTransformer, TimeEncoding, TransformerConfig};
 pub use unet::{Dims, UNet, UNetConfig};
 

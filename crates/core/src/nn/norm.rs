@@ -427,7 +427,7 @@ fn normalize(
     if weight.dtype() != dtype || bias.dtype() != dtype || shift.is_some_and(|s| s.dtype() != dtype) {
         bail!("norm: input, weight, bias and shift must share a dtype, input is {dtype:?}");
     }
-    if !(x.device().is_cpu() && matches!(dtype, DType::F32 | DType::F64)) {
+    if !super::use_fused(x) {
         return composite(x, weight, bias, shift, geo, eps, silu);
     }
     let mut parts = vec![weight.clone(), bias.clone()];

@@ -20,7 +20,7 @@
 //! with the same result.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
 /// The contiguous slice of a storage/layout pair, or an error naming the op.
@@ -94,7 +94,7 @@ macro_rules! dispatch {
 
 /// Whether the fused CPU kernels apply to `x`.
 fn fused(x: &Tensor) -> bool {
-    x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
+    super::use_fused(x)
 }
 
 /// Nearest x2 upsampling of `[N, H, W]` planes to `[N, H * sh, W * 2]` (`sh` is 1 or 2).

@@ -158,7 +158,7 @@ impl Conv {
         let (p, s) = (self.padding, self.stride);
         match self.dims {
             // On the CPU the fused convolution takes the height-1 image directly.
-            Dims::One if x.device().is_cpu() => {
+            Dims::One if super::use_fused(x) => {
                 let w = self.weight.unsqueeze(2)?;
                 super::conv::conv2d(&x.unsqueeze(2)?, &w, &self.bias, (1, s), (0, p))?.squeeze(2)
             }
