@@ -292,6 +292,7 @@ impl CustomOp2 for NormFwd {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _t = crate::profile::scope("norm (forward)");
         let out = match (s1, s2) {
             (CpuStorage::F32(x), CpuStorage::F32(p)) => CpuStorage::F32(self.run((x, l1), (p, l2))?),
             (CpuStorage::F64(x), CpuStorage::F64(p)) => CpuStorage::F64(self.run((x, l1), (p, l2))?),
@@ -382,6 +383,7 @@ impl CustomOp3 for NormBwd {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        let _t = crate::profile::scope("norm (backward)");
         let out = match (s1, s2, s3) {
             (CpuStorage::F32(x), CpuStorage::F32(p), CpuStorage::F32(g)) => {
                 CpuStorage::F32(self.run((x, l1), (p, l2), (g, l3))?)

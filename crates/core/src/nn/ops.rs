@@ -9,6 +9,9 @@
 //!   candle's `softmax_last_dim` has no backward pass at all.
 //! - [`gelu_erf`]: the exact (erf) GELU with backward `g (Phi(x) + x phi(x))` in one pass
 //!   (candle composes its gradient from several passes and rounds 1/sqrt(2 pi) to 6 digits).
+//! - [`add_relative_scores`]: the relative-position term of attention (HuggingFace's
+//!   `relative_key`) gathered from one small product per query, instead of a matmul per query
+//!   position and a permuted (strided) add.
 //! - [`add_bias`]: adds a per-channel bias along one axis. With `broadcast_add` the bias
 //!   gradient is a sum over the other axes, which candle 0.11.1 computes with a per-element
 //!   index division unless the summed axes are the trailing ones (every linear layer's bias).
@@ -425,6 +428,108 @@ pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
     x.gelu_erf()
 }
 
+/// `scores[n, l, r] + qe[n, l, l - r + m - 1]` for `scores: [N, L, L]`, `qe: [N, L, 2m - 1]`.
+#[derive(Clone, Copy, Debug)]
+struct RelativeScores;
+
+/// The `qe` gradient of [`RelativeScores`]: each row of the score gradient scattered to the
+/// distances it read.
+#[derive(Clone, Copy, Debug)]
+struct RelativeScoresBackward {
+    distances: usize,
+}
+
+/// `(n, l, distances)` of a relative-score pair, or an error naming the shapes.
+fn relative_shapes(scores: &Shape, qe: &Shape) -> Result<(usize, usize, usize)> {
+    let (n, l, l2) = scores.dims3()?;
+    let (n2, l3, r) = qe.dims3()?;
+    if l != l2 || n != n2 || l3 != l || r % 2 == 0 || r + 1 < 2 * l {
+        bail!("relative scores: scores {:?} need per-distance products [N, L, 2m - 1] with m >= L, got {:?}", scores.dims(), qe.dims());
+    }
+    Ok((n, l, r))
+}
+
+impl RelativeScores {
+    fn run<T: Float>(&self, s: (&[T], &Layout), qe: (&[T], &Layout)) -> Result<(Vec<T>, Shape)> {
+        let (n, l, r) = relative_shapes(s.1.shape(), qe.1.shape())?;
+        let (ss, qs) = (contiguous(s.0, s.1, "relative scores")?, contiguous(qe.0, qe.1, "relative scores")?);
+        let m = r.div_ceil(2);
+        let mut out = ss.to_vec();
+        if n * l > 0 {
+            out.par_chunks_mut(l).zip(qs.par_chunks(r)).enumerate().for_each(|(row, (o, q))| {
+                let li = row % l;
+                for (ri, v) in o.iter_mut().enumerate() {
+                    *v += q[li + m - 1 - ri];
+                }
+            });
+        }
+        Ok((out, s.1.shape().clone()))
+    }
+}
+
+impl RelativeScoresBackward {
+    fn run<T: Float>(&self, g: &[T], layout: &Layout) -> Result<(Vec<T>, Shape)> {
+        let g = contiguous(g, layout, "relative scores backward")?;
+        let (n, l, _) = layout.shape().dims3()?;
+        let (r, m) = (self.distances, self.distances.div_ceil(2));
+        let mut out = vec![T::default(); n * l * r];
+        if n * l > 0 {
+            out.par_chunks_mut(r).zip(g.par_chunks(l)).enumerate().for_each(|(row, (o, gr))| {
+                let li = row % l;
+                for (ri, &v) in gr.iter().enumerate() {
+                    o[li + m - 1 - ri] = v;
+                }
+            });
+        }
+        Ok((out, Shape::from((n, l, r))))
+    }
+}
+
+impl CustomOp2 for RelativeScores {
+    fn name(&self) -> &'static str {
+        "relative-scores"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, sl: &Layout, q: &CpuStorage, ql: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _t = crate::profile::scope("relative positions");
+        match (s, q) {
+            (CpuStorage::F32(s), CpuStorage::F32(q)) => self.run((s, sl), (q, ql)).map(|(v, s)| (CpuStorage::F32(v), s)),
+            (CpuStorage::F64(s), CpuStorage::F64(q)) => self.run((s, sl), (q, ql)).map(|(v, s)| (CpuStorage::F64(v), s)),
+            _ => bail!("relative scores: mixed or unsupported dtypes {:?}, {:?}", s.dtype(), q.dtype()),
+        }
+    }
+
+    fn bwd(&self, _s: &Tensor, qe: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dq = grad.contiguous()?.apply_op1_no_bwd(&RelativeScoresBackward { distances: qe.dim(2)? })?;
+        Ok((Some(grad.clone()), Some(dq)))
+    }
+}
+
+impl CustomOp1 for RelativeScoresBackward {
+    fn name(&self) -> &'static str {
+        "relative-scores-backward"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _t = crate::profile::scope("relative positions");
+        dispatch!("relative scores backward", s, |v| self.run(v, l))
+    }
+}
+
+/// Adds the relative-position term of attention: `scores[n, l, r] + qe[n, l, l - r + m - 1]`
+/// for `scores: [N, L, L]` and `qe: [N, L, 2m - 1]` (`qe = q E^T`, the queries against the
+/// embedding of every distance `-(m - 1)..=(m - 1)`, `m >= L`). Differentiable in both.
+pub fn add_relative_scores(scores: &Tensor, qe: &Tensor) -> Result<Tensor> {
+    let (n, l, r) = relative_shapes(scores.shape(), qe.shape())?;
+    if fused(scores) && scores.dtype() == qe.dtype() {
+        return scores.contiguous()?.apply_op2(&qe.contiguous()?, RelativeScores);
+    }
+    let m = r.div_ceil(2);
+    let idx: Vec<u32> = (0..l).flat_map(|q| (0..l).map(move |k| (q + m - 1 - k) as u32)).collect();
+    let idx = Tensor::from_vec(idx, (1, l, l), scores.device())?.broadcast_as((n, l, l))?.contiguous()?;
+    scores.add(&qe.contiguous()?.gather(&idx, 2)?)
+}
+
 /// Adds `bias[c]` to every element whose index along `axis` is `c`; viewed as `[outer, C, inner]`.
 #[derive(Clone, Copy, Debug)]
 struct AddBias {
@@ -591,7 +696,10 @@ impl candle_nn::Module for Linear {
             bail!("linear: input {dims:?} does not end in the layer's {inp} features");
         }
         let rows: usize = lead.iter().product();
-        let y = x.reshape((rows, inp))?.matmul(&self.weight.t()?)?;
+        let y = {
+            let _t = crate::profile::scope("linear matmul (forward)");
+            x.reshape((rows, inp))?.matmul(&self.weight.t()?)?
+        };
         let y = match &self.bias {
             Some(b) => add_bias(&y, b, 1)?,
             None => y,
@@ -607,7 +715,7 @@ mod tests {
     use super::*;
     use crate::rng::Rng;
     use crate::tensor_util::randn;
-    use candle_core::{Device, Var};
+    use candle_core::{DType, Device, Var};
 
     fn values(t: &Tensor) -> Vec<f64> {
         t.flatten_all().unwrap().to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap()
@@ -735,6 +843,39 @@ mod tests {
         for t in [&ours.weight, ours.bias.as_ref().unwrap()] {
             assert!(max_diff(&values(g1.get(t).unwrap()), &values(g2.get(t).unwrap())) < 1e-12);
         }
+        Ok(())
+    }
+
+    #[test]
+    fn relative_scores_match_the_definition_and_candle() -> Result<()> {
+        let dev = Device::Cpu;
+        let (n, l, m) = (3, 4, 5);
+        let mut rng = Rng::new(21);
+        let s = Var::from_tensor(&randn(&mut rng, &[n, l, l], DType::F64, &dev)?)?;
+        let qe = Var::from_tensor(&randn(&mut rng, &[n, l, 2 * m - 1], DType::F64, &dev)?)?;
+        let out = add_relative_scores(s.as_tensor(), qe.as_tensor())?;
+        let (sv, qv, ov) = (values(s.as_tensor()), values(qe.as_tensor()), values(&out));
+        for i in 0..n {
+            for a in 0..l {
+                for b in 0..l {
+                    let want = sv[(i * l + a) * l + b] + qv[(i * l + a) * (2 * m - 1) + a + m - 1 - b];
+                    assert!((ov[(i * l + a) * l + b] - want).abs() < 1e-14);
+                }
+            }
+        }
+        // gradients against the gather-based composite (the fallback)
+        let r = randn(&mut rng, &[n, l, l], DType::F64, &dev)?;
+        let g = out.mul(&r)?.sum_all()?.backward()?;
+        crate::nn::set_fused_kernels(false);
+        let plain = add_relative_scores(s.as_tensor(), qe.as_tensor());
+        crate::nn::set_fused_kernels(true);
+        let plain = plain?;
+        assert!(max_diff(&values(&plain), &ov) < 1e-14);
+        let gp = plain.mul(&r)?.sum_all()?.backward()?;
+        for v in [&s, &qe] {
+            assert!(max_diff(&values(g.get(v.as_tensor()).unwrap()), &values(gp.get(v.as_tensor()).unwrap())) < 1e-14);
+        }
+        assert!(add_relative_scores(s.as_tensor(), &Tensor::zeros((n, l, 5), DType::F64, &dev)?).is_err());
         Ok(())
     }
 

@@ -60,6 +60,7 @@
 //! published models). Outputs at padded positions are computed but meaningless, as in
 //! FoldingDiff: the loss must mask them.
 
+use super::ops::add_relative_scores;
 use super::{dropout, softmax_last};
 use crate::denoiser::Denoiser;
 use crate::rng::Rng;
@@ -271,15 +272,14 @@ impl Layer {
     }
 
     /// Multi-head attention of `x` (`[B, L, H]`) to itself, heads merged back to `[B, L, H]`
-    /// (before the output projection). `rel_idx` holds `l - r + max_len - 1` for every (query,
-    /// key) pair, row-major; `bias` (`[B, 1, 1, L]`) is added to the scores.
+    /// (before the output projection). `bias` (`[B, 1, 1, L]`) is added to the scores.
     fn context(
         &self,
         x: &Tensor,
-        rel_idx: Option<&Tensor>,
         bias: Option<&Tensor>,
         rng: &mut Option<&mut Rng>,
     ) -> Result<Tensor> {
+        let _t = crate::profile::scope("attention block (forward)");
         let (b, l, h) = x.dims3()?;
         let (heads, d) = (self.heads, h / self.heads);
         let qkv = Dense::fused(&[&self.query, &self.key, &self.value])?.forward(x)?;
@@ -288,13 +288,12 @@ impl Layer {
         let q = qkv.get(0)?.affine(1.0 / (d as f64).sqrt(), 0.0)?;
         let (k, v) = (qkv.get(1)?, qkv.get(2)?);
         let mut scores = q.matmul(&k.t()?)?; // [B, heads, L, L]
-        if let (Some(table), Some(idx)) = (&self.distance, rel_idx) {
-            // scores[b, h, l, r] += q[b, h, l] . E[l - r + max_len - 1], as one matmul per
-            // query position l: [L, B*heads, d] x [L, d, L].
-            let emb = table.index_select(idx, 0)?.reshape((l, l, d))?;
-            let q_by_pos = q.permute((2, 0, 1, 3))?.reshape((l, b * heads, d))?;
-            let rel = q_by_pos.matmul(&emb.transpose(1, 2)?)?;
-            scores = scores.add(&rel.reshape((l, b, heads, l))?.permute((1, 2, 0, 3))?)?;
+        if let Some(table) = &self.distance {
+            // scores[b, h, l, r] += q[b, h, l] . E[l - r + max_len - 1]: the queries against
+            // every distance in one matmul, then gathered per (query, key) pair.
+            let r = table.dim(0)?;
+            let qe = q.reshape((b * heads * l, d))?.matmul(&table.t()?)?.reshape((b * heads, l, r))?;
+            scores = add_relative_scores(&scores.reshape((b * heads, l, l))?, &qe)?.reshape((b, heads, l, l))?;
         }
         if let Some(bias) = bias {
             scores = scores.broadcast_add(bias)?;
@@ -306,11 +305,10 @@ impl Layer {
     fn forward(
         &self,
         x: &Tensor,
-        rel_idx: Option<&Tensor>,
         bias: Option<&Tensor>,
         rng: &mut Option<&mut Rng>,
     ) -> Result<Tensor> {
-        let a = self.attn_out.forward(&self.context(x, rel_idx, bias, rng)?)?;
+        let a = self.attn_out.forward(&self.context(x, bias, rng)?)?;
         let x = self.attn_norm.forward(&x.add(&train_dropout(a, self.dropout, rng)?)?)?;
         let f = self.output.forward(&super::ops::gelu_erf(&self.intermediate.forward(&x)?)?)?;
         self.out_norm.forward(&x.add(&train_dropout(f, self.dropout, rng)?)?)
@@ -476,22 +474,13 @@ impl SequenceTransformer {
         h = train_dropout(self.emb_norm.forward(&h)?, p, &mut rng)?;
         h = h.broadcast_add(&self.time_encoding(t)?.unsqueeze(1)?)?;
 
-        let rel_idx = match self.cfg.position_embedding {
-            PositionEmbedding::RelativeKey => {
-                let m = self.cfg.max_len;
-                let idx: Vec<u32> =
-                    (0..l).flat_map(|q| (0..l).map(move |k| (q + m - 1 - k) as u32)).collect();
-                Some(Tensor::from_vec(idx, l * l, x.device())?)
-            }
-            PositionEmbedding::Absolute => None,
-        };
         let bias = match mask {
             // 0 for real keys, -10000 for padded ones (FoldingDiff's extended attention mask).
             Some(mask) => Some(mask.to_dtype(self.dtype)?.affine(10_000.0, -10_000.0)?.reshape((b, 1, 1, l))?),
             None => None,
         };
         for layer in &self.layers {
-            h = layer.forward(&h, rel_idx.as_ref(), bias.as_ref(), &mut rng)?;
+            h = layer.forward(&h, bias.as_ref(), &mut rng)?;
         }
         self.decoder.forward(&h)
     }
@@ -675,10 +664,8 @@ mod tests {
         let x = randn(&mut Rng::new(5), &[b, l, h], DType::F64, &dev)?;
         let mask = Tensor::new(&[[1f64, 1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0, 1.0]], &dev)?;
 
-        let idx: Vec<u32> = (0..l).flat_map(|q| (0..l).map(move |k| (q + m - 1 - k) as u32)).collect();
-        let idx = Tensor::from_vec(idx, l * l, &dev)?;
         let bias = mask.affine(10_000.0, -10_000.0)?.reshape((b, 1, 1, l))?;
-        let got = net.layers[0].context(&x, Some(&idx), Some(&bias), &mut None)?.to_vec3::<f64>()?;
+        let got = net.layers[0].context(&x, Some(&bias), &mut None)?.to_vec3::<f64>()?;
 
         let p = "encoder.layer.0.attention.self";
         let lin = |name: &str| -> Result<(Vec<Vec<f64>>, Vec<f64>)> {
