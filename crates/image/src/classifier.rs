@@ -29,7 +29,7 @@ pub struct ClassifierConfig {
 
 impl Default for ClassifierConfig {
     fn default() -> Self {
-        Self { epochs: 12, batch_size: 64, lr: 2e-3 }
+        Self { epochs: 20, batch_size: 64, lr: 2e-3 }
     }
 }
 
