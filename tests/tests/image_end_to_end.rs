@@ -53,6 +53,8 @@ guidance = 2.0
 n = 200
 [eval.classifier]
 epochs = 4
+shift = 1
+flip = false
 "#,
         data.display()
     );

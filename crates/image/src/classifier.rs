@@ -25,11 +25,17 @@ pub struct ClassifierConfig {
     pub batch_size: usize,
     /// AdamW learning rate (cosine-decayed to 0).
     pub lr: f64,
+    /// Training augmentation: largest random shift in pixels along each axis (edges repeated);
+    /// 0 turns shifting off.
+    pub shift: usize,
+    /// Training augmentation: mirror images left-right at random. Turn it off for data whose
+    /// meaning changes in a mirror (digits, letters).
+    pub flip: bool,
 }
 
 impl Default for ClassifierConfig {
     fn default() -> Self {
-        Self { epochs: 20, batch_size: 64, lr: 2e-3 }
+        Self { epochs: 20, batch_size: 64, lr: 2e-3, shift: 2, flip: true }
     }
 }
 
@@ -45,21 +51,22 @@ pub struct Classifier {
 /// classifiers trained the old way are not reused.
 pub const VERSION: u32 = 2;
 
-/// Largest random shift (pixels, each axis) of the training augmentation.
-const MAX_SHIFT: i64 = 2;
-
-/// Training augmentation of a `[B, C, H, W]` batch: each image is shifted by up to
-/// [`MAX_SHIFT`] pixels on each axis (edges repeated) and mirrored left-right with probability
+/// Training augmentation of a `[B, C, H, W]` batch: each image is shifted by up to `shift`
+/// pixels on each axis (edges repeated) and, with `flip`, mirrored left-right with probability
 /// 1/2, with draws from `rng`.
-pub fn augment(x: &Tensor, rng: &mut Rng) -> Result<Tensor> {
+pub fn augment(x: &Tensor, shift: usize, flip: bool, rng: &mut Rng) -> Result<Tensor> {
+    if shift == 0 && !flip {
+        return Ok(x.clone());
+    }
     let (b, c, h, w) = x.dims4()?;
     let src = x.flatten_all()?.to_vec1::<f32>()?;
     let mut out = vec![0f32; src.len()];
-    let span = (2 * MAX_SHIFT + 1) as u64;
+    let max = shift as i64;
+    let span = (2 * max + 1) as u64;
     for i in 0..b {
-        let dy = rng.below(span) as i64 - MAX_SHIFT;
-        let dx = rng.below(span) as i64 - MAX_SHIFT;
-        let flip = rng.below(2) == 1;
+        let dy = rng.below(span) as i64 - max;
+        let dx = rng.below(span) as i64 - max;
+        let flip = flip && rng.below(2) == 1;
         for ch in 0..c {
             let plane = (i * c + ch) * h * w;
             for y in 0..h {
@@ -143,7 +150,7 @@ pub fn train(
         Rng::stream(seed, 1000 + epoch as u64).shuffle(&mut order);
         for chunk in order.chunks(cfg.batch_size) {
             let idx = Tensor::from_vec(chunk.to_vec(), chunk.len(), &device)?;
-            let x = augment(&images.index_select(&idx, 0)?, &mut aug_rng)?;
+            let x = augment(&images.index_select(&idx, 0)?, cfg.shift, cfg.flip, &mut aug_rng)?;
             let y = labels_t.index_select(&idx, 0)?;
             let loss = candle_nn::loss::cross_entropy(&net.logits(&x)?, &y)?;
             let grads = loss.backward()?;
