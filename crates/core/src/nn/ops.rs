@@ -551,6 +551,10 @@ fn split_at_axis(shape: &Shape, axis: usize) -> Result<(usize, usize, usize)> {
     Ok((dims[..axis].iter().product(), dims[axis], dims[axis + 1..].iter().product()))
 }
 
+/// Below this many elements the bias kernels run on the calling thread: handing so little work
+/// to the thread pool costs more than it saves (the toy MLP's 256 x 256 activations).
+const PARALLEL_MIN: usize = 1 << 17;
+
 /// Outer rows per group when summing over them: fixed, so the sum does not depend on threads.
 const ROWS_PER_GROUP: usize = 64;
 
@@ -563,8 +567,7 @@ impl AddBias {
         }
         let mut out = xs.to_vec();
         if c * inner > 0 {
-            let rows = (16_384 / (c * inner)).max(1);
-            out.par_chunks_mut(rows * c * inner).for_each(|chunk| {
+            let add = |chunk: &mut [T]| {
                 for outer in chunk.chunks_mut(c * inner) {
                     for (plane, &bv) in outer.chunks_mut(inner).zip(bs) {
                         for v in plane {
@@ -572,7 +575,13 @@ impl AddBias {
                         }
                     }
                 }
-            });
+            };
+            if out.len() < PARALLEL_MIN {
+                add(&mut out);
+            } else {
+                let rows = (16_384 / (c * inner)).max(1);
+                out.par_chunks_mut(rows * c * inner).for_each(add);
+            }
         }
         Ok((out, x.1.shape().clone()))
     }
