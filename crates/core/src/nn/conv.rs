@@ -15,6 +15,7 @@
 
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use super::kernel::{contiguous, Float};
 use rayon::prelude::*;
 
 /// Geometry shared by [`Im2Col`] and [`Col2Im`]: kernel, stride and zero padding (dilation 1).
@@ -116,27 +117,6 @@ fn fold_channel<T: Copy + std::ops::AddAssign>(
     }
 }
 
-/// The contiguous slice of a storage/layout pair, or an error.
-fn contiguous<'a, T>(data: &'a [T], layout: &Layout, op: &str) -> Result<&'a [T]> {
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => bail!("{op}: input must be contiguous"),
-    }
-}
-
-/// The element types the kernels run on (f32, f64).
-trait Elem: Copy + Default + Send + Sync + 'static + std::ops::Add<Output = Self> + std::ops::AddAssign {
-    const ONE: Self;
-}
-
-impl Elem for f32 {
-    const ONE: f32 = 1.0;
-}
-
-impl Elem for f64 {
-    const ONE: f64 = 1.0;
-}
-
 /// A matrix view: `rows x cols` elements at `data[r * rs + c * cs]`.
 #[derive(Clone, Copy)]
 struct Mat<'a, T> {
@@ -166,12 +146,12 @@ impl<'a, T> Mat<'a, T> {
 
 /// `dst = a b`, or `dst += a b` with `accumulate`, for a row-major `dst` of `a.rows x b.cols`;
 /// single-threaded (callers parallelise over images).
-fn matmul<T: Elem>(dst: &mut [T], a: Mat<T>, b: Mat<T>, accumulate: bool) {
+fn matmul<T: Float>(dst: &mut [T], a: Mat<T>, b: Mat<T>, accumulate: bool) {
     matmul_strided(dst, b.cols, a, b, accumulate)
 }
 
 /// [`matmul`] into a destination whose rows are `dst_rs` apart.
-fn matmul_strided<T: Elem>(dst: &mut [T], dst_rs: usize, a: Mat<T>, b: Mat<T>, accumulate: bool) {
+fn matmul_strided<T: Float>(dst: &mut [T], dst_rs: usize, a: Mat<T>, b: Mat<T>, accumulate: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(k, b.rows, "matmul: inner sizes differ");
     assert!(n <= dst_rs && (m == 0 || n == 0 || (m - 1) * dst_rs + n <= dst.len()), "matmul: destination too small");
@@ -266,7 +246,7 @@ impl Geometry {
     }
 
     /// The columns of output rows `oh` of one image (`[c * kh * kw, oh.len() * wo]`), in `cols`.
-    fn unfold_rows<T: Elem>(&self, s: &ConvShape, x: &[T], oh: std::ops::Range<usize>, cols: &mut Vec<T>) {
+    fn unfold_rows<T: Float>(&self, s: &ConvShape, x: &[T], oh: std::ops::Range<usize>, cols: &mut Vec<T>) {
         let per_channel = self.kh * self.kw * oh.len() * s.wo;
         cols.clear();
         cols.resize(s.c * per_channel, T::default());
@@ -277,12 +257,12 @@ impl Geometry {
 
     /// The whole column matrix `[c * kh * kw, ho * wo]` of one image, in `cols`.
     #[cfg(test)]
-    fn unfold_image<T: Elem>(&self, s: &ConvShape, x: &[T], cols: &mut Vec<T>) {
+    fn unfold_image<T: Float>(&self, s: &ConvShape, x: &[T], cols: &mut Vec<T>) {
         self.unfold_rows(s, x, 0..s.ho, cols)
     }
 
     /// `y (+)= w cols(x)` for one image, `w: [o, k]`, `y: [o, ho * wo]`, tile by tile.
-    fn conv_image<T: Elem>(&self, s: &ConvShape, w: &[T], x: &[T], y: &mut [T], accumulate: bool, cols: &mut Vec<T>) {
+    fn conv_image<T: Float>(&self, s: &ConvShape, w: &[T], x: &[T], y: &mut [T], accumulate: bool, cols: &mut Vec<T>) {
         let (k, l) = (s.k(self), s.l());
         if self.pointwise() {
             return matmul(y, Mat::new(w, s.o, k), Mat::new(x, k, l), accumulate);
@@ -297,7 +277,7 @@ impl Geometry {
     }
 
     /// `dw (+)= dy cols(x)^T` for one image, tile by tile (`dw: [o, k]`, `dy: [o, ho * wo]`).
-    fn weight_grad_image<T: Elem>(&self, s: &ConvShape, dy: &[T], x: &[T], dw: &mut [T], cols: &mut Vec<T>) {
+    fn weight_grad_image<T: Float>(&self, s: &ConvShape, dy: &[T], x: &[T], dw: &mut [T], cols: &mut Vec<T>) {
         let (k, l) = (s.k(self), s.l());
         if self.pointwise() {
             return matmul(dw, Mat::new(dy, s.o, l), Mat::new(x, k, l).t(), true);
@@ -316,7 +296,7 @@ impl Geometry {
     /// swapped, and padding `k - 1 - p`. Returns that convolution's geometry, shape and kernel
     /// (`[C, O * kh * kw]`), or None where it does not apply. This avoids col2im's 9x larger
     /// column matrix and its shallow (depth O) product.
-    fn transposed<T: Elem>(&self, s: &ConvShape, w: &[T]) -> Option<(Geometry, ConvShape, Vec<T>)> {
+    fn transposed<T: Float>(&self, s: &ConvShape, w: &[T]) -> Option<(Geometry, ConvShape, Vec<T>)> {
         if (self.sh, self.sw) != (1, 1) || self.ph >= self.kh || self.pw >= self.kw {
             return None;
         }
@@ -338,7 +318,7 @@ impl Geometry {
     }
 
     /// Scatter-adds one image's column matrix into its `[c, h, w]` input gradient.
-    fn fold_image<T: Elem>(&self, s: &ConvShape, cols: &[T], dx: &mut [T]) {
+    fn fold_image<T: Float>(&self, s: &ConvShape, cols: &[T], dx: &mut [T]) {
         let per_channel = self.kh * self.kw * s.l();
         for (dst, src) in dx.chunks_mut(s.h * s.w).zip(cols.chunks(per_channel)) {
             fold_channel(self, src, s.h, s.w, dst, s.ho, s.wo);
@@ -353,7 +333,7 @@ struct Conv2d {
 }
 
 impl Conv2d {
-    fn run<T: Elem>(&self, x: (&[T], &Layout), w: (&[T], &Layout), bias: (&[T], &Layout)) -> Result<(Vec<T>, Shape)> {
+    fn run<T: Float>(&self, x: (&[T], &Layout), w: (&[T], &Layout), bias: (&[T], &Layout)) -> Result<(Vec<T>, Shape)> {
         let s = self.g.conv_shape(x.1.shape(), w.1.shape())?;
         let (xs, ws, bs) = (contiguous(x.0, x.1, "conv2d")?, contiguous(w.0, w.1, "conv2d")?, contiguous(bias.0, bias.1, "conv2d")?);
         if bs.len() != s.o {
@@ -416,7 +396,7 @@ struct Conv2dBackward {
 }
 
 impl Conv2dBackward {
-    fn run<T: Elem>(&self, dy: (&[T], &Layout), x: (&[T], &Layout), w: (&[T], &Layout)) -> Result<(Vec<T>, Shape)> {
+    fn run<T: Float>(&self, dy: (&[T], &Layout), x: (&[T], &Layout), w: (&[T], &Layout)) -> Result<(Vec<T>, Shape)> {
         let s = self.g.conv_shape(x.1.shape(), w.1.shape())?;
         let (dys, xs, ws) = (contiguous(dy.0, dy.1, "conv2d backward")?, contiguous(x.0, x.1, "conv2d backward")?, contiguous(w.0, w.1, "conv2d backward")?);
         let (k, l, g) = (s.k(&self.g), s.l(), self.g);

@@ -8,6 +8,7 @@ use candle_core::{DType, Result, Tensor, D};
 use candle_nn::{Embedding, Module, VarBuilder};
 
 pub mod conv;
+mod kernel;
 pub mod norm;
 pub mod ops;
 #[cfg(test)]

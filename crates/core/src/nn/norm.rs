@@ -20,7 +20,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use candle_nn::{Init, VarBuilder};
 use rayon::prelude::*;
-use std::ops::{Add, Div, Mul, Neg, Sub};
+use super::kernel::{contiguous, Float};
 
 /// How the kernel reads its input: `[rows, channels, spatial]`, channels in `groups` groups.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,51 +92,6 @@ impl Spec {
     }
 }
 
-/// The contiguous slice of a storage/layout pair, or an error.
-fn contiguous<'a, T>(data: &'a [T], layout: &Layout, op: &str) -> Result<&'a [T]> {
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => bail!("{op}: inputs must be contiguous"),
-    }
-}
-
-/// The float types the fused kernels run on (f32 and f64); sums are kept in f64.
-trait Real:
-    Copy
-    + Default
-    + Send
-    + Sync
-    + Add<Output = Self>
-    + Sub<Output = Self>
-    + Mul<Output = Self>
-    + Div<Output = Self>
-    + Neg<Output = Self>
-{
-    fn of(v: f64) -> Self;
-    fn f64(self) -> f64;
-    fn exp(self) -> Self;
-    fn one() -> Self {
-        Self::of(1.0)
-    }
-}
-
-macro_rules! real {
-    ($($t:ty),*) => {$(
-        impl Real for $t {
-            fn of(v: f64) -> Self {
-                v as $t
-            }
-            fn f64(self) -> f64 {
-                self as f64
-            }
-            fn exp(self) -> Self {
-                <$t>::exp(self)
-            }
-        }
-    )*};
-}
-real!(f32, f64);
-
 /// The sum of `f` over `xs` in f64, as eight interleaved partial sums (a fixed order, so the
 /// result is reproducible, and one the compiler can vectorise).
 fn sum_by<T: Copy>(xs: &[T], f: impl Fn(T) -> f64) -> f64 {
@@ -153,36 +108,36 @@ fn sum_by<T: Copy>(xs: &[T], f: impl Fn(T) -> f64) -> f64 {
 
 /// Mean and `1 / sqrt(var + eps)` of a block `x + shift` (one shift per channel of `spatial`
 /// elements), by two passes in f64.
-fn block_stats<T: Real>(x: &[T], shift: Option<&[T]>, spatial: usize, eps: f64) -> (f64, f64) {
-    let shift_of = |c: usize| shift.map_or(0.0, |s| s[c].f64());
+fn block_stats<T: Float>(x: &[T], shift: Option<&[T]>, spatial: usize, eps: f64) -> (f64, f64) {
+    let shift_of = |c: usize| shift.map_or(0.0, |s| s[c].to_f64());
     let n = x.len() as f64;
     let sum: f64 =
-        x.chunks_exact(spatial).enumerate().map(|(c, xc)| sum_by(xc, T::f64) + shift_of(c) * spatial as f64).sum();
+        x.chunks_exact(spatial).enumerate().map(|(c, xc)| sum_by(xc, T::to_f64) + shift_of(c) * spatial as f64).sum();
     let mean = sum / n;
     let sq: f64 = x
         .chunks_exact(spatial)
         .enumerate()
         .map(|(c, xc)| {
             let d = shift_of(c) - mean;
-            sum_by(xc, |v| (v.f64() + d) * (v.f64() + d))
+            sum_by(xc, |v| (v.to_f64() + d) * (v.to_f64() + d))
         })
         .sum();
     (mean, 1.0 / (sq / n + eps).sqrt())
 }
 
 /// `sigmoid(y)`.
-fn sigmoid<T: Real>(y: T) -> T {
-    let one = T::one();
+fn sigmoid<T: Float>(y: T) -> T {
+    let one = T::ONE;
     one / (one + (-y).exp())
 }
 
 /// Normalises one block: `out = silu?((x + shift - mean) * rstd * weight + bias)`.
-fn forward_block<T: Real>(spec: &Spec, x: &[T], weight: &[T], bias: &[T], shift: Option<&[T]>, out: &mut [T]) {
+fn forward_block<T: Float>(spec: &Spec, x: &[T], weight: &[T], bias: &[T], shift: Option<&[T]>, out: &mut [T]) {
     let s = spec.geo.spatial;
     let (mean, rstd) = block_stats(x, shift, s, spec.eps);
     for (c, (xc, oc)) in x.chunks_exact(s).zip(out.chunks_exact_mut(s)).enumerate() {
-        let d = T::of(shift.map_or(0.0, |sh| sh[c].f64()) - mean);
-        let a = T::of(rstd * weight[c].f64());
+        let d = T::from_f64(shift.map_or(0.0, |sh| sh[c].to_f64()) - mean);
+        let a = T::from_f64(rstd * weight[c].to_f64());
         let b = bias[c];
         if spec.silu {
             for (o, &v) in oc.iter_mut().zip(xc) {
@@ -203,7 +158,7 @@ fn forward_block<T: Real>(spec: &Spec, x: &[T], weight: &[T], bias: &[T], shift:
 /// bias gradient) and `sum dz` (the shift gradient) into `sums[0..cg]`, `sums[cg..2cg]` and
 /// `sums[2cg..3cg]`.
 #[allow(clippy::too_many_arguments)]
-fn backward_block<T: Real>(
+fn backward_block<T: Float>(
     spec: &Spec,
     x: &[T],
     weight: &[T],
@@ -217,7 +172,7 @@ fn backward_block<T: Real>(
     let cg = weight.len();
     let n = x.len() as f64;
     let (mean, rstd) = block_stats(x, shift, s, spec.eps);
-    let offset = |c: usize| T::of(shift.map_or(0.0, |sh| sh[c].f64()) - mean);
+    let offset = |c: usize| T::from_f64(shift.map_or(0.0, |sh| sh[c].to_f64()) - mean);
     let (dweight, rest) = sums.split_at_mut(cg);
     let (dbias, dshift) = rest.split_at_mut(cg);
 
@@ -228,20 +183,20 @@ fn backward_block<T: Real>(
         let (xc, gc, dyc) = (&x[c * s..][..s], &dout[c * s..][..s], &mut dx[c * s..][..s]);
         let d = offset(c);
         if spec.silu {
-            let (a, b) = (T::of(rstd * weight[c].f64()), bias[c]);
+            let (a, b) = (T::from_f64(rstd * weight[c].to_f64()), bias[c]);
             for ((dy, &v), &g) in dyc.iter_mut().zip(xc).zip(gc) {
                 let y = (v + d) * a + b;
                 let sig = sigmoid(y);
-                *dy = g * sig * (T::one() + y * (T::one() - sig));
+                *dy = g * sig * (T::ONE + y * (T::ONE - sig));
             }
         } else {
             dyc.copy_from_slice(gc);
         }
-        let sum_dy = sum_by(dyc, T::f64);
-        let sum_dy_xhat: f64 = dyc.iter().zip(xc).map(|(&dy, &v)| dy.f64() * (v + d).f64()).sum::<f64>() * rstd;
+        let sum_dy = sum_by(dyc, T::to_f64);
+        let sum_dy_xhat: f64 = dyc.iter().zip(xc).map(|(&dy, &v)| dy.to_f64() * (v + d).to_f64()).sum::<f64>() * rstd;
         dweight[c] = sum_dy_xhat;
         dbias[c] = sum_dy;
-        let w = weight[c].f64();
+        let w = weight[c].to_f64();
         mean_dxhat += w * sum_dy;
         mean_dxhat_xhat += w * sum_dy_xhat;
     }
@@ -250,15 +205,15 @@ fn backward_block<T: Real>(
 
     // Pass 2: dz = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
     //            = a * dy + k * (z - mean) + e.
-    let k = T::of(-rstd * rstd * mean_dxhat_xhat);
-    let e = T::of(-rstd * mean_dxhat);
+    let k = T::from_f64(-rstd * rstd * mean_dxhat_xhat);
+    let e = T::from_f64(-rstd * mean_dxhat);
     for c in 0..cg {
         let (xc, dzc) = (&x[c * s..][..s], &mut dx[c * s..][..s]);
-        let (d, a) = (offset(c), T::of(rstd * weight[c].f64()));
+        let (d, a) = (offset(c), T::from_f64(rstd * weight[c].to_f64()));
         for (dz, &v) in dzc.iter_mut().zip(xc) {
             *dz = a * *dz + k * (v + d) + e;
         }
-        dshift[c] = if spec.shift { sum_by(dzc, T::f64) } else { 0.0 };
+        dshift[c] = if spec.shift { sum_by(dzc, T::to_f64) } else { 0.0 };
     }
 }
 
@@ -267,7 +222,7 @@ fn backward_block<T: Real>(
 struct NormFwd(Spec);
 
 impl NormFwd {
-    fn run<T: Real>(&self, x: (&[T], &Layout), params: (&[T], &Layout)) -> Result<Vec<T>> {
+    fn run<T: Float>(&self, x: (&[T], &Layout), params: (&[T], &Layout)) -> Result<Vec<T>> {
         let spec = &self.0;
         let (x, params) = spec.slices(x, params, "fused-norm")?;
         let mut out = vec![T::default(); x.len()];
@@ -322,7 +277,7 @@ impl CustomOp2 for NormFwd {
 struct NormBwd(Spec);
 
 impl NormBwd {
-    fn run<T: Real>(&self, x: (&[T], &Layout), params: (&[T], &Layout), dout: (&[T], &Layout)) -> Result<Vec<T>> {
+    fn run<T: Float>(&self, x: (&[T], &Layout), params: (&[T], &Layout), dout: (&[T], &Layout)) -> Result<Vec<T>> {
         let spec = &self.0;
         let geo = &spec.geo;
         let (x, params) = spec.slices(x, params, "fused-norm-backward")?;
@@ -357,13 +312,13 @@ impl NormBwd {
                 dweight[first + j] += block[j];
                 dbias[first + j] += block[cg + j];
                 if spec.shift {
-                    dparams[2 * c + row * c + first + j] = T::of(block[2 * cg + j]);
+                    dparams[2 * c + row * c + first + j] = T::from_f64(block[2 * cg + j]);
                 }
             }
         }
         for j in 0..c {
-            dparams[j] = T::of(dweight[j]);
-            dparams[c + j] = T::of(dbias[j]);
+            dparams[j] = T::from_f64(dweight[j]);
+            dparams[c + j] = T::from_f64(dbias[j]);
         }
         Ok(out)
     }
