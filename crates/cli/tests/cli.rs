@@ -20,8 +20,7 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("the binary runs");
-    out
+    cmd.output().expect("the binary runs")
 }
 
 fn text(o: &Output) -> String {

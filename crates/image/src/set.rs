@@ -59,7 +59,7 @@ impl ImageSet {
         );
         let item = self.item_len();
         ensure!(
-            self.images.len() % item == 0,
+            self.images.len().is_multiple_of(item),
             "{} pixel values are not a whole number of {}x{}x{} images",
             self.images.len(),
             self.channels,

@@ -509,12 +509,12 @@ impl AddBias {
             bail!("add_bias: bias of {} entries for axis {} of size {c} in {:?}", bs.len(), self.axis, x.1.shape().dims());
         }
         let mut out = xs.to_vec();
-        if c * inner > 0 {
+        if let Some(rows) = 16_384usize.checked_div(c * inner) {
             let add = |chunk: &mut [T]| {
                 for outer in chunk.chunks_mut(c * inner) {
                     for (plane, &bv) in outer.chunks_mut(inner).zip(bs) {
                         for v in plane {
-                            *v = *v + bv;
+                            *v += bv;
                         }
                     }
                 }
@@ -522,8 +522,7 @@ impl AddBias {
             if out.len() < PARALLEL_MIN {
                 add(&mut out);
             } else {
-                let rows = (16_384 / (c * inner)).max(1);
-                out.par_chunks_mut(rows * c * inner).for_each(add);
+                out.par_chunks_mut(rows.max(1) * c * inner).for_each(add);
             }
         }
         Ok((out, x.1.shape().clone()))
