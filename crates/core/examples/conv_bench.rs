@@ -3,13 +3,8 @@
 //!
 //! `cargo run --release -p sugarcube-core --example conv_bench`
 use candle_core::{DType, Device, Tensor, Var};
-use std::time::Instant;
+use sugarcube_core::bench::median_ms;
 use sugarcube_core::nn::conv::conv2d;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 fn main() -> candle_core::Result<()> {
     sugarcube_core::tune_allocator();
@@ -17,20 +12,8 @@ fn main() -> candle_core::Result<()> {
     let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (32, 64, 32, 32), &dev)?)?;
     let w = Var::from_tensor(&Tensor::randn(0f32, 0.05, (64, 64, 3, 3), &dev)?)?;
     let b = Var::from_tensor(&Tensor::zeros(64, DType::F32, &dev)?)?;
-    let time = |f: &dyn Fn() -> candle_core::Result<()>| -> candle_core::Result<f64> {
-        for _ in 0..2 {
-            f()?;
-        }
-        let mut t = vec![];
-        for _ in 0..7 {
-            let s = Instant::now();
-            f()?;
-            t.push(s.elapsed().as_secs_f64() * 1e3);
-        }
-        Ok(median(t))
-    };
-    let fwd = time(&|| conv2d(x.as_tensor(), w.as_tensor(), b.as_tensor(), (1, 1), (1, 1)).map(|_| ()))?;
-    let both = time(&|| {
+    let fwd = median_ms(2, 7, || conv2d(x.as_tensor(), w.as_tensor(), b.as_tensor(), (1, 1), (1, 1)).map(|_| ()))?;
+    let both = median_ms(2, 7, || {
         let y = conv2d(x.as_tensor(), w.as_tensor(), b.as_tensor(), (1, 1), (1, 1))?;
         y.sum_all()?.backward().map(|_| ())
     })?;

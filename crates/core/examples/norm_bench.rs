@@ -6,23 +6,10 @@
 
 use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::Module;
-use std::time::Instant;
+use sugarcube_core::bench::median_ms;
 use sugarcube_core::nn::norm::group_norm;
 use sugarcube_core::rng::Rng;
 use sugarcube_core::tensor_util::randn;
-
-/// Median wall time of `reps` calls of `f`, in milliseconds, after one warm-up call.
-fn median_ms(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
-    f()?;
-    let mut times = Vec::with_capacity(reps);
-    for _ in 0..reps {
-        let start = Instant::now();
-        f()?;
-        times.push(start.elapsed().as_secs_f64() * 1e3);
-    }
-    times.sort_by(f64::total_cmp);
-    Ok(times[reps / 2])
-}
 
 fn main() -> Result<()> {
     let (b, c, h, w, groups, eps) = (32, 64, 32, 32, 32, 1e-5);
@@ -55,9 +42,9 @@ fn main() -> Result<()> {
     println!("{:<36} {:>10} {:>10} {:>10}", "", "candle_nn", "fused", "speed-up");
     for with_shift in [false, true] {
         let label = if with_shift { "shift + norm + silu" } else { "norm + silu" };
-        let forward = |f: &dyn Fn(bool) -> Result<Tensor>| median_ms(5, || f(with_shift).map(drop));
+        let forward = |f: &dyn Fn(bool) -> Result<Tensor>| median_ms(1, 5, || f(with_shift).map(drop));
         let train = |f: &dyn Fn(bool) -> Result<Tensor>| {
-            median_ms(5, || f(with_shift)?.mul(&r)?.sum_all()?.backward().map(drop))
+            median_ms(1, 5, || f(with_shift)?.mul(&r)?.sum_all()?.backward().map(drop))
         };
         let (a, b) = (forward(&candle)?, forward(&fused)?);
         println!("{:<36} {a:>10.1} {b:>10.1} {:>9.1}x", format!("{label}, forward"), a / b);

@@ -191,6 +191,21 @@ fn setup(w: Workload, device: &Device) -> anyhow::Result<Setup> {
     })
 }
 
+/// Median wall time of `f` over `reps` calls (at least 1) after `warmup` untimed ones, in
+/// milliseconds: for micro-benchmarks of single kernels (the crate's examples).
+pub fn median_ms(warmup: usize, reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    for _ in 0..warmup {
+        f()?;
+    }
+    let times = (0..reps.max(1))
+        .map(|_| {
+            let began = Instant::now();
+            f().map(|()| 1e3 * began.elapsed().as_secs_f64())
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(median(times))
+}
+
 /// The median of a non-empty list.
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);

@@ -13,9 +13,8 @@
 //! inputs, so a sample's output does not depend on the batch it is in; the weight gradient sums
 //! fixed groups of images in a fixed order, so it is the same on every run.
 
-use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
-use super::kernel::{contiguous, Float};
+use super::kernel::{contiguous, dispatch, Float};
 use rayon::prelude::*;
 
 /// Geometry shared by [`Im2Col`] and [`Col2Im`]: kernel, stride and zero padding (dilation 1).
@@ -360,15 +359,7 @@ impl CustomOp3 for Conv2d {
 
     fn cpu_fwd(&self, x: &CpuStorage, xl: &Layout, w: &CpuStorage, wl: &Layout, b: &CpuStorage, bl: &Layout) -> Result<(CpuStorage, Shape)> {
         let _t = crate::profile::scope("conv (forward)");
-        match (x, w, b) {
-            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => {
-                self.run((x, xl), (w, wl), (b, bl)).map(|(v, s)| (CpuStorage::F32(v), s))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => {
-                self.run((x, xl), (w, wl), (b, bl)).map(|(v, s)| (CpuStorage::F64(v), s))
-            }
-            _ => bail!("conv2d: input, weight and bias must all be f32 or all f64, got {:?}, {:?}, {:?}", x.dtype(), w.dtype(), b.dtype()),
-        }
+        dispatch!("conv2d", (x => x, w => w, b => b), self.run((x, xl), (w, wl), (b, bl)))
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, bias: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
@@ -459,15 +450,7 @@ impl CustomOp3 for Conv2dBackward {
 
     fn cpu_fwd(&self, dy: &CpuStorage, dyl: &Layout, x: &CpuStorage, xl: &Layout, w: &CpuStorage, wl: &Layout) -> Result<(CpuStorage, Shape)> {
         let _t = crate::profile::scope("conv (backward)");
-        match (dy, x, w) {
-            (CpuStorage::F32(dy), CpuStorage::F32(x), CpuStorage::F32(w)) => {
-                self.run((dy, dyl), (x, xl), (w, wl)).map(|(v, s)| (CpuStorage::F32(v), s))
-            }
-            (CpuStorage::F64(dy), CpuStorage::F64(x), CpuStorage::F64(w)) => {
-                self.run((dy, dyl), (x, xl), (w, wl)).map(|(v, s)| (CpuStorage::F64(v), s))
-            }
-            _ => bail!("conv2d backward: mixed dtypes {:?}, {:?}, {:?}", dy.dtype(), x.dtype(), w.dtype()),
-        }
+        dispatch!("conv2d backward", (dy => dy, x => x, w => w), self.run((dy, dyl), (x, xl), (w, wl)))
     }
 }
 

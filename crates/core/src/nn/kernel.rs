@@ -4,6 +4,25 @@
 use candle_core::{bail, Layout, Result};
 use std::ops::{Add, AddAssign, Div, Mul, Neg, Sub};
 
+/// Runs a kernel generic over [`Float`] on one or more CPU storages that are all f32 or all f64:
+/// `dispatch!("op", (a => x, b => y), body)` binds `x` and `y` to the slices and evaluates
+/// `body`, a `Result<(Vec<T>, Shape)>`, wrapping the vector back into a storage; mixed or other
+/// dtypes are an error naming the op.
+macro_rules! dispatch {
+    ($op:expr, ($($s:expr => $v:ident),+), $body:expr) => {
+        match ($($s,)+) {
+            ($(candle_core::CpuStorage::F32($v),)+) => $body.map(|(out, shape)| (candle_core::CpuStorage::F32(out), shape)),
+            ($(candle_core::CpuStorage::F64($v),)+) => $body.map(|(out, shape)| (candle_core::CpuStorage::F64(out), shape)),
+            _ => candle_core::bail!(
+                "{}: inputs must all be f32 or all f64, got {:?}",
+                $op,
+                [$(candle_core::backend::BackendStorage::dtype($s)),+]
+            ),
+        }
+    };
+}
+pub(crate) use dispatch;
+
 /// The contiguous slice of a storage/layout pair, or an error naming the op.
 pub(crate) fn contiguous<'a, T>(data: &'a [T], layout: &Layout, op: &str) -> Result<&'a [T]> {
     match layout.contiguous_offsets() {

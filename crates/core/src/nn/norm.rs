@@ -16,11 +16,10 @@
 //! The fused path covers f32 and f64 on the CPU; other devices and dtypes run the same math as a
 //! composition of candle ops ([`composite`]).
 
-use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use candle_nn::{Init, VarBuilder};
 use rayon::prelude::*;
-use super::kernel::{contiguous, Float};
+use super::kernel::{contiguous, dispatch, Float};
 
 /// How the kernel reads its input: `[rows, channels, spatial]`, channels in `groups` groups.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -248,12 +247,7 @@ impl CustomOp2 for NormFwd {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let _t = crate::profile::scope("norm (forward)");
-        let out = match (s1, s2) {
-            (CpuStorage::F32(x), CpuStorage::F32(p)) => CpuStorage::F32(self.run((x, l1), (p, l2))?),
-            (CpuStorage::F64(x), CpuStorage::F64(p)) => CpuStorage::F64(self.run((x, l1), (p, l2))?),
-            _ => bail!("fused-norm: unsupported dtypes {:?} and {:?}", s1.dtype(), s2.dtype()),
-        };
-        Ok((out, l1.shape().clone()))
+        dispatch!("fused-norm", (s1 => x, s2 => p), self.run((x, l1), (p, l2)).map(|v| (v, l1.shape().clone())))
     }
 
     fn bwd(
@@ -339,19 +333,8 @@ impl CustomOp3 for NormBwd {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let _t = crate::profile::scope("norm (backward)");
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(p), CpuStorage::F32(g)) => {
-                CpuStorage::F32(self.run((x, l1), (p, l2), (g, l3))?)
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(p), CpuStorage::F64(g)) => {
-                CpuStorage::F64(self.run((x, l1), (p, l2), (g, l3))?)
-            }
-            _ => {
-                bail!("fused-norm-backward: unsupported dtypes {:?}, {:?} and {:?}", s1.dtype(), s2.dtype(), s3.dtype())
-            }
-        };
         let len = l1.shape().elem_count() + self.0.params_len();
-        Ok((out, Shape::from(len)))
+        dispatch!("fused-norm-backward", (s1 => x, s2 => p, s3 => g), self.run((x, l1), (p, l2), (g, l3)).map(|v| (v, Shape::from(len))))
     }
 }
 

@@ -22,26 +22,9 @@
 //! Off the CPU (or for dtypes other than f32/f64) both fall back to compositions of candle ops
 //! with the same result.
 
-use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, D};
-use super::kernel::{contiguous, Float};
+use super::kernel::{contiguous, dispatch, Float};
 use rayon::prelude::*;
-
-/// Runs a generic kernel on f32 or f64 storage.
-macro_rules! dispatch {
-    ($op:expr, $s:expr, |$v:ident| $body:expr) => {
-        match $s {
-            CpuStorage::F32($v) => $body.map(|(out, shape)| (CpuStorage::F32(out), shape)),
-            CpuStorage::F64($v) => $body.map(|(out, shape)| (CpuStorage::F64(out), shape)),
-            other => bail!("{}: unsupported dtype {:?}", $op, other.dtype()),
-        }
-    };
-}
-
-/// Whether the fused CPU kernels apply to `x`.
-fn fused(x: &Tensor) -> bool {
-    super::use_fused(x)
-}
 
 /// Nearest x2 upsampling of `[N, H, W]` planes to `[N, H * sh, W * 2]` (`sh` is 1 or 2).
 #[derive(Clone, Copy, Debug)]
@@ -134,7 +117,7 @@ impl CustomOp1 for Upsample {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let _t = crate::profile::scope("upsample");
-        dispatch!("upsample", s, |v| self.run(v, l))
+        dispatch!("upsample", (s => v), self.run(v, l))
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
@@ -149,7 +132,7 @@ impl CustomOp1 for BlockSum {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let _t = crate::profile::scope("upsample");
-        dispatch!("upsample backward", s, |v| self.run(v, l))
+        dispatch!("upsample backward", (s => v), self.run(v, l))
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
@@ -163,7 +146,7 @@ pub fn upsample_nearest(x: &Tensor, spatial: usize) -> Result<Tensor> {
     if !(1..=2).contains(&spatial) {
         bail!("upsample: 1 or 2 spatial axes, got {spatial}");
     }
-    if fused(x) {
+    if super::use_fused(x) {
         return x.contiguous()?.apply_op1(Upsample { sh: spatial });
     }
     // Broadcasting has a correct backward pass everywhere.
@@ -253,7 +236,7 @@ impl CustomOp1 for Softmax {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let _t = crate::profile::scope("softmax");
-        dispatch!("softmax", s, |v| self.run(v, l))
+        dispatch!("softmax", (s => v), self.run(v, l))
     }
 
     fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
@@ -268,17 +251,13 @@ impl CustomOp2 for SoftmaxBackward {
 
     fn cpu_fwd(&self, y: &CpuStorage, yl: &Layout, g: &CpuStorage, gl: &Layout) -> Result<(CpuStorage, Shape)> {
         let _t = crate::profile::scope("softmax");
-        match (y, g) {
-            (CpuStorage::F32(y), CpuStorage::F32(g)) => self.run(y, yl, g, gl).map(|(v, s)| (CpuStorage::F32(v), s)),
-            (CpuStorage::F64(y), CpuStorage::F64(g)) => self.run(y, yl, g, gl).map(|(v, s)| (CpuStorage::F64(v), s)),
-            _ => bail!("softmax backward: mixed or unsupported dtypes {:?}, {:?}", y.dtype(), g.dtype()),
-        }
+        dispatch!("softmax backward", (y => y, g => g), self.run(y, yl, g, gl))
     }
 }
 
 /// Softmax over the last axis, differentiable; row sums in f64.
 pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
-    if fused(x) {
+    if super::use_fused(x) {
         return x.contiguous()?.apply_op1(Softmax);
     }
     // the max is subtracted without gradient: it cancels exactly
@@ -331,7 +310,7 @@ impl CustomOp1 for Gelu {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let _t = crate::profile::scope("gelu");
-        dispatch!("gelu", s, |v| contiguous(v, l, "gelu").map(|x| (map_par(x, None, |x, _| gelu(x)), l.shape().clone())))
+        dispatch!("gelu", (s => v), contiguous(v, l, "gelu").map(|x| (map_par(x, None, |x, _| gelu(x)), l.shape().clone())))
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
@@ -349,23 +328,18 @@ impl CustomOp2 for GeluBackward {
         if xl.shape() != gl.shape() {
             bail!("gelu backward: input {:?} and gradient {:?} differ", xl.shape(), gl.shape());
         }
-        match (x, g) {
-            (CpuStorage::F32(x), CpuStorage::F32(g)) => {
-                let (x, g) = (contiguous(x, xl, "gelu backward")?, contiguous(g, gl, "gelu backward")?);
-                Ok((CpuStorage::F32(map_par(x, Some(g), gelu_grad)), xl.shape().clone()))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(g)) => {
-                let (x, g) = (contiguous(x, xl, "gelu backward")?, contiguous(g, gl, "gelu backward")?);
-                Ok((CpuStorage::F64(map_par(x, Some(g), gelu_grad)), xl.shape().clone()))
-            }
-            _ => bail!("gelu backward: mixed or unsupported dtypes {:?}, {:?}", x.dtype(), g.dtype()),
-        }
+        dispatch!(
+            "gelu backward",
+            (x => x, g => g),
+            contiguous(x, xl, "gelu backward")
+                .and_then(|x| Ok((map_par(x, Some(contiguous(g, gl, "gelu backward")?), gelu_grad), xl.shape().clone())))
+        )
     }
 }
 
 /// The exact GELU `x Phi(x)` (PyTorch's default `gelu`, candle's `gelu_erf`), differentiable.
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
-    if fused(x) {
+    if super::use_fused(x) {
         return x.contiguous()?.apply_op1(Gelu);
     }
     x.gelu_erf()
@@ -435,11 +409,7 @@ impl CustomOp2 for RelativeScores {
 
     fn cpu_fwd(&self, s: &CpuStorage, sl: &Layout, q: &CpuStorage, ql: &Layout) -> Result<(CpuStorage, Shape)> {
         let _t = crate::profile::scope("relative positions");
-        match (s, q) {
-            (CpuStorage::F32(s), CpuStorage::F32(q)) => self.run((s, sl), (q, ql)).map(|(v, s)| (CpuStorage::F32(v), s)),
-            (CpuStorage::F64(s), CpuStorage::F64(q)) => self.run((s, sl), (q, ql)).map(|(v, s)| (CpuStorage::F64(v), s)),
-            _ => bail!("relative scores: mixed or unsupported dtypes {:?}, {:?}", s.dtype(), q.dtype()),
-        }
+        dispatch!("relative scores", (s => s, q => q), self.run((s, sl), (q, ql)))
     }
 
     fn bwd(&self, _s: &Tensor, qe: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
@@ -455,7 +425,7 @@ impl CustomOp1 for RelativeScoresBackward {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let _t = crate::profile::scope("relative positions");
-        dispatch!("relative scores backward", s, |v| self.run(v, l))
+        dispatch!("relative scores backward", (s => v), self.run(v, l))
     }
 }
 
@@ -464,7 +434,7 @@ impl CustomOp1 for RelativeScoresBackward {
 /// embedding of every distance `-(m - 1)..=(m - 1)`, `m >= L`). Differentiable in both.
 pub fn add_relative_scores(scores: &Tensor, qe: &Tensor) -> Result<Tensor> {
     let (n, l, r) = relative_shapes(scores.shape(), qe.shape())?;
-    if fused(scores) && scores.dtype() == qe.dtype() {
+    if super::use_fused(scores) && scores.dtype() == qe.dtype() {
         return scores.contiguous()?.apply_op2(&qe.contiguous()?, RelativeScores);
     }
     let m = r.div_ceil(2);
@@ -564,11 +534,7 @@ impl CustomOp2 for AddBias {
 
     fn cpu_fwd(&self, x: &CpuStorage, xl: &Layout, b: &CpuStorage, bl: &Layout) -> Result<(CpuStorage, Shape)> {
         let _t = crate::profile::scope("bias add");
-        match (x, b) {
-            (CpuStorage::F32(x), CpuStorage::F32(b)) => self.run((x, xl), (b, bl)).map(|(v, s)| (CpuStorage::F32(v), s)),
-            (CpuStorage::F64(x), CpuStorage::F64(b)) => self.run((x, xl), (b, bl)).map(|(v, s)| (CpuStorage::F64(v), s)),
-            _ => bail!("add_bias: mixed or unsupported dtypes {:?}, {:?}", x.dtype(), b.dtype()),
-        }
+        dispatch!("add_bias", (x => x, b => b), self.run((x, xl), (b, bl)))
     }
 
     fn bwd(&self, _x: &Tensor, _b: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
@@ -584,13 +550,13 @@ impl CustomOp1 for ChannelSum {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let _t = crate::profile::scope("bias add");
-        dispatch!("add_bias backward", s, |v| self.run(v, l))
+        dispatch!("add_bias backward", (s => v), self.run(v, l))
     }
 }
 
 /// `x + bias` with `bias: [C]` laid along `axis` of `x` (size C), differentiable in both.
 pub fn add_bias(x: &Tensor, bias: &Tensor, axis: usize) -> Result<Tensor> {
-    if fused(x) && x.dtype() == bias.dtype() {
+    if super::use_fused(x) && x.dtype() == bias.dtype() {
         return x.contiguous()?.apply_op2(&bias.contiguous()?, AddBias { axis });
     }
     let mut shape = vec![1; x.rank()];

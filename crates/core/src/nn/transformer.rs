@@ -199,23 +199,18 @@ type Norm = super::norm::LayerNorm;
 
 /// A Linear layer initialised as BERT's: parameters `weight` `[out, in]`, normal with std
 /// `std`, and `bias`, zero.
-struct Dense;
+fn dense(vb: VarBuilder, in_dim: usize, out_dim: usize, std: f64) -> Result<Linear> {
+    Ok(Linear::from_parts(
+        vb.get_with_hints((out_dim, in_dim), "weight", Init::Randn { mean: 0.0, stdev: std })?,
+        Some(vb.get_with_hints(out_dim, "bias", Init::Const(0.0))?),
+    ))
+}
 
-impl Dense {
-    #[allow(clippy::new_ret_no_self)]
-    fn new(vb: VarBuilder, in_dim: usize, out_dim: usize, std: f64) -> Result<Linear> {
-        Ok(Linear::from_parts(
-            vb.get_with_hints((out_dim, in_dim), "weight", Init::Randn { mean: 0.0, stdev: std })?,
-            Some(vb.get_with_hints(out_dim, "bias", Init::Const(0.0))?),
-        ))
-    }
-
-    /// Layers stacked along the output axis, as one layer (one matmul for q, k and v).
-    fn fused(parts: &[&Linear]) -> Result<Linear> {
-        let weights: Vec<&Tensor> = parts.iter().map(|p| p.weight()).collect();
-        let biases = parts.iter().map(|p| p.bias().cloned()).collect::<Option<Vec<Tensor>>>();
-        Ok(Linear::from_parts(Tensor::cat(&weights, 0)?, biases.map(|b| Tensor::cat(&b, 0)).transpose()?))
-    }
+/// Layers stacked along the output axis, as one layer (one matmul for q, k and v).
+fn stacked(parts: &[&Linear]) -> Result<Linear> {
+    let weights: Vec<&Tensor> = parts.iter().map(|p| p.weight()).collect();
+    let biases = parts.iter().map(|p| p.bias().cloned()).collect::<Option<Vec<Tensor>>>();
+    Ok(Linear::from_parts(Tensor::cat(&weights, 0)?, biases.map(|b| Tensor::cat(&b, 0)).transpose()?))
 }
 
 /// Dropout in training (when `rng` is given), identity otherwise.
@@ -257,14 +252,14 @@ impl Layer {
             PositionEmbedding::Absolute => None,
         };
         Ok(Self {
-            query: Dense::new(sa.pp("query"), h, h, std)?,
-            key: Dense::new(sa.pp("key"), h, h, std)?,
-            value: Dense::new(sa.pp("value"), h, h, std)?,
+            query: dense(sa.pp("query"), h, h, std)?,
+            key: dense(sa.pp("key"), h, h, std)?,
+            value: dense(sa.pp("value"), h, h, std)?,
             distance,
-            attn_out: Dense::new(attn.pp("output").pp("dense"), h, h, std)?,
+            attn_out: dense(attn.pp("output").pp("dense"), h, h, std)?,
             attn_norm: Norm::new(attn.pp("output").pp("LayerNorm"), h, cfg.layer_norm_eps)?,
-            intermediate: Dense::new(vb.pp("intermediate").pp("dense"), h, cfg.intermediate, std)?,
-            output: Dense::new(vb.pp("output").pp("dense"), cfg.intermediate, h, std)?,
+            intermediate: dense(vb.pp("intermediate").pp("dense"), h, cfg.intermediate, std)?,
+            output: dense(vb.pp("output").pp("dense"), cfg.intermediate, h, std)?,
             out_norm: Norm::new(vb.pp("output").pp("LayerNorm"), h, cfg.layer_norm_eps)?,
             heads: cfg.heads,
             dropout: cfg.dropout,
@@ -282,7 +277,7 @@ impl Layer {
         let _t = crate::profile::scope("attention block (forward)");
         let (b, l, h) = x.dims3()?;
         let (heads, d) = (self.heads, h / self.heads);
-        let qkv = Dense::fused(&[&self.query, &self.key, &self.value])?.forward(x)?;
+        let qkv = stacked(&[&self.query, &self.key, &self.value])?.forward(x)?;
         // [B, L, 3H] -> [3, B, heads, L, d]
         let qkv = qkv.reshape((b, l, 3, heads, d))?.permute((2, 0, 3, 1, 4))?.contiguous()?;
         let q = qkv.get(0)?.affine(1.0 / (d as f64).sqrt(), 0.0)?;
@@ -385,17 +380,17 @@ impl SequenceTransformer {
         let dec = vb.pp("token_decoder");
         let decoder = match cfg.decoder {
             DecoderHead::Mlp => Decoder::Mlp {
-                dense1: Dense::new(dec.pp("dense1"), h, h, std)?,
+                dense1: dense(dec.pp("dense1"), h, h, std)?,
                 norm: Norm::new(dec.pp("layer_norm"), h, cfg.layer_norm_eps)?,
-                dense2: Dense::new(dec.pp("dense2"), h, features, std)?,
+                dense2: dense(dec.pp("dense2"), h, features, std)?,
             },
-            DecoderHead::Linear => Decoder::Linear(Dense::new(dec, h, features, std)?),
+            DecoderHead::Linear => Decoder::Linear(dense(dec, h, features, std)?),
         };
         Ok(Self {
             cfg: cfg.clone(),
             features,
             dtype: vb.dtype(),
-            inputs_to_hidden: Dense::new(vb.pp("inputs_to_hidden_dim"), features, h, std)?,
+            inputs_to_hidden: dense(vb.pp("inputs_to_hidden_dim"), features, h, std)?,
             position,
             emb_norm: Norm::new(emb.pp("LayerNorm"), h, cfg.layer_norm_eps)?,
             time_freqs,
