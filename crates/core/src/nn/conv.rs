@@ -14,7 +14,7 @@
 //! fixed groups of images in a fixed order, so it is the same on every run.
 
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
-use super::kernel::{contiguous, dispatch, Float};
+use super::kernel::{contiguous, dispatch, matmul, matmul_strided, Float, Mat};
 use rayon::prelude::*;
 
 /// Geometry shared by [`Im2Col`] and [`Col2Im`]: kernel, stride and zero padding (dilation 1).
@@ -113,85 +113,6 @@ fn fold_channel<T: Copy + std::ops::AddAssign>(
                 }
             }
         }
-    }
-}
-
-/// A matrix view: `rows x cols` elements at `data[r * rs + c * cs]`.
-#[derive(Clone, Copy)]
-struct Mat<'a, T> {
-    data: &'a [T],
-    rows: usize,
-    cols: usize,
-    rs: usize,
-    cs: usize,
-}
-
-impl<'a, T> Mat<'a, T> {
-    /// A row-major `rows x cols` matrix.
-    fn new(data: &'a [T], rows: usize, cols: usize) -> Self {
-        Self { data, rows, cols, rs: cols, cs: 1 }
-    }
-
-    /// A `rows x cols` matrix whose rows are `rs` apart (a column block of a wider matrix).
-    fn strided(data: &'a [T], rows: usize, cols: usize, rs: usize) -> Self {
-        Self { data, rows, cols, rs, cs: 1 }
-    }
-
-    /// The transposed view (no copy).
-    fn t(self) -> Self {
-        Self { rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs, ..self }
-    }
-}
-
-/// `dst = a b`, or `dst += a b` with `accumulate`, for a row-major `dst` of `a.rows x b.cols`;
-/// single-threaded (callers parallelise over images).
-fn matmul<T: Float>(dst: &mut [T], a: Mat<T>, b: Mat<T>, accumulate: bool) {
-    matmul_strided(dst, b.cols, a, b, accumulate)
-}
-
-/// [`matmul`] into a destination whose rows are `dst_rs` apart.
-fn matmul_strided<T: Float>(dst: &mut [T], dst_rs: usize, a: Mat<T>, b: Mat<T>, accumulate: bool) {
-    let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert_eq!(k, b.rows, "matmul: inner sizes differ");
-    assert!(n <= dst_rs && (m == 0 || n == 0 || (m - 1) * dst_rs + n <= dst.len()), "matmul: destination too small");
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            for row in 0..m {
-                dst[row * dst_rs..][..n].fill(T::default());
-            }
-        }
-        return;
-    }
-    for v in [&a, &b] {
-        assert!((v.rows - 1) * v.rs + (v.cols - 1) * v.cs < v.data.len(), "matmul: view out of bounds");
-    }
-    // SAFETY: every index the gemm reads or writes was bounds-checked above; the views and the
-    // destination are distinct borrows.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            dst_rs as isize,
-            accumulate,
-            a.data.as_ptr(),
-            a.cs as isize,
-            a.rs as isize,
-            b.data.as_ptr(),
-            b.cs as isize,
-            b.rs as isize,
-            T::ONE,
-            T::ONE,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        )
     }
 }
 

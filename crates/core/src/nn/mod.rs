@@ -7,6 +7,7 @@ use crate::rng::Rng;
 use candle_core::{DType, Result, Tensor, D};
 use candle_nn::{Embedding, Module, VarBuilder};
 
+pub mod attention;
 pub mod conv;
 mod kernel;
 pub mod norm;
@@ -16,7 +17,8 @@ pub(crate) mod test_util;
 pub mod transformer;
 pub mod unet;
 
-/// Whether the fused CPU kernels ([`conv`], [`norm`], [`ops`]) are used; on by default.
+/// Whether the fused CPU kernels ([`attention`], [`conv`], [`norm`], [`ops`]) are used; on by
+/// default.
 static FUSED_KERNELS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
 /// Turns sugarcube's fused CPU kernels on or off, process-wide. Off, every layer runs as a
@@ -125,12 +127,18 @@ pub fn dropout(x: &Tensor, p: f64, rng: &mut Rng) -> Result<Tensor> {
     if p == 0.0 {
         return Ok(x.clone());
     }
-    let scale = 1.0 / (1.0 - p);
-    let mask: Vec<f32> = (0..x.elem_count())
-        .map(|_| if rng.uniform() < p { 0.0 } else { scale as f32 })
-        .collect();
-    let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
-    x.mul(&mask)
+    let mask = Tensor::from_vec(dropout_mask(x.elem_count(), p, rng)?, x.shape(), x.device())?;
+    x.mul(&mask.to_dtype(x.dtype())?)
+}
+
+/// The multipliers of [`dropout`] for `n` elements: 0 with probability `p`, else `1 / (1 - p)`,
+/// one uniform draw from `rng` per element.
+pub(crate) fn dropout_mask(n: usize, p: f64, rng: &mut Rng) -> Result<Vec<f32>> {
+    if !(0.0..1.0).contains(&p) {
+        candle_core::bail!("dropout probability must be in [0, 1), got {p}");
+    }
+    let scale = (1.0 / (1.0 - p)) as f32;
+    Ok((0..n).map(|_| if rng.uniform() < p { 0.0 } else { scale }).collect())
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use candle_nn::{Init, VarBuilder};
 use rayon::prelude::*;
-use super::kernel::{contiguous, dispatch, Float};
+use super::kernel::{contiguous, dispatch, sum_by, sum_zip, Float};
 
 /// How the kernel reads its input: `[rows, channels, spatial]`, channels in `groups` groups.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,48 +91,70 @@ impl Spec {
     }
 }
 
-/// The sum of `f` over `xs` in f64, as eight interleaved partial sums (a fixed order, so the
-/// result is reproducible, and one the compiler can vectorise).
-fn sum_by<T: Copy>(xs: &[T], f: impl Fn(T) -> f64) -> f64 {
-    let mut acc = [0.0f64; 8];
-    let chunks = xs.chunks_exact(8);
-    let tail: f64 = chunks.remainder().iter().map(|&v| f(v)).sum();
-    for chunk in chunks {
-        for (a, &v) in acc.iter_mut().zip(chunk) {
-            *a += f(v);
-        }
-    }
-    acc.iter().sum::<f64>() + tail
-}
-
 /// Mean and `1 / sqrt(var + eps)` of a block `x + shift` (one shift per channel of `spatial`
-/// elements), by two passes in f64.
+/// elements), by two passes (sums as in [`sum_zip`]).
 fn block_stats<T: Float>(x: &[T], shift: Option<&[T]>, spatial: usize, eps: f64) -> (f64, f64) {
-    let shift_of = |c: usize| shift.map_or(0.0, |s| s[c].to_f64());
     let n = x.len() as f64;
-    let sum: f64 =
-        x.chunks_exact(spatial).enumerate().map(|(c, xc)| sum_by(xc, T::to_f64) + shift_of(c) * spatial as f64).sum();
-    let mean = sum / n;
-    let sq: f64 = x
-        .chunks_exact(spatial)
-        .enumerate()
-        .map(|(c, xc)| {
-            let d = shift_of(c) - mean;
-            sum_by(xc, |v| (v.to_f64() + d) * (v.to_f64() + d))
-        })
-        .sum();
+    let (mean, sq) = match shift {
+        None => {
+            let mean = sum_by(x, |v| v) / n;
+            let m = T::from_f64(mean);
+            (mean, sum_by(x, |v| (v - m) * (v - m)))
+        }
+        Some(shift) => {
+            let per_channel = || x.chunks_exact(spatial).zip(shift);
+            let sum: f64 = per_channel().map(|(xc, &s)| sum_by(xc, |v| v) + s.to_f64() * spatial as f64).sum();
+            let mean = sum / n;
+            let sq = per_channel()
+                .map(|(xc, &s)| {
+                    let d = T::from_f64(s.to_f64() - mean);
+                    sum_by(xc, |v| (v + d) * (v + d))
+                })
+                .sum();
+            (mean, sq)
+        }
+    };
     (mean, 1.0 / (sq / n + eps).sqrt())
 }
 
 /// `sigmoid(y)`.
+#[inline(always)]
 fn sigmoid<T: Float>(y: T) -> T {
     let one = T::ONE;
     one / (one + (-y).exp())
 }
 
+/// `silu'(y) = sigmoid(y) (1 + y (1 - sigmoid(y)))`.
+#[inline(always)]
+fn silu_grad<T: Float>(y: T) -> T {
+    let sig = sigmoid(y);
+    sig * (T::ONE + y * (T::ONE - sig))
+}
+
+/// `z = x + shift` (or `x`) into `z`, for blocks of one element per channel.
+fn shifted<T: Float>(x: &[T], shift: Option<&[T]>, z: &mut [T]) {
+    match shift {
+        Some(shift) => z.iter_mut().zip(x).zip(shift).for_each(|((z, &x), &s)| *z = x + s),
+        None => z.copy_from_slice(x),
+    }
+}
+
 /// Normalises one block: `out = silu?((x + shift - mean) * rstd * weight + bias)`.
 fn forward_block<T: Float>(spec: &Spec, x: &[T], weight: &[T], bias: &[T], shift: Option<&[T]>, out: &mut [T]) {
     let s = spec.geo.spatial;
+    if s == 1 {
+        // One element per channel (LayerNorm): vectorise over the channels.
+        shifted(x, shift, out);
+        let (mean, rstd) = block_stats(out, None, 1, spec.eps);
+        let (m, r) = (T::from_f64(mean), T::from_f64(rstd));
+        for ((o, &w), &b) in out.iter_mut().zip(weight).zip(bias) {
+            *o = (*o - m) * r * w + b;
+        }
+        if spec.silu {
+            out.iter_mut().for_each(|o| *o = *o * sigmoid(*o));
+        }
+        return;
+    }
     let (mean, rstd) = block_stats(x, shift, s, spec.eps);
     for (c, (xc, oc)) in x.chunks_exact(s).zip(out.chunks_exact_mut(s)).enumerate() {
         let d = T::from_f64(shift.map_or(0.0, |sh| sh[c].to_f64()) - mean);
@@ -151,11 +173,17 @@ fn forward_block<T: Float>(spec: &Spec, x: &[T], weight: &[T], bias: &[T], shift
     }
 }
 
+/// Where [`backward_block`] puts the parameter gradients of one block's channels: it adds
+/// `sum dy * xhat` and `sum dy` per channel to `weight` and `bias` and sets `shift` to `sum dz`.
+struct ParamGrads<'a> {
+    weight: &'a mut [f64],
+    bias: &'a mut [f64],
+    shift: &'a mut [f64],
+}
+
 /// The gradients of one block. With `z = x + shift`, `xhat = (z - mean) * rstd`,
 /// `y = xhat * weight + bias` and `out = silu?(y)`, given `dout` it writes `dz` (which is `dx`)
-/// into `dx`, and per channel of the block `sum dy * xhat` (the weight gradient), `sum dy` (the
-/// bias gradient) and `sum dz` (the shift gradient) into `sums[0..cg]`, `sums[cg..2cg]` and
-/// `sums[2cg..3cg]`.
+/// into `dx` and the parameter gradients into `grads`; `scratch` is a buffer of the block's size.
 #[allow(clippy::too_many_arguments)]
 fn backward_block<T: Float>(
     spec: &Spec,
@@ -165,15 +193,39 @@ fn backward_block<T: Float>(
     shift: Option<&[T]>,
     dout: &[T],
     dx: &mut [T],
-    sums: &mut [f64],
+    grads: ParamGrads,
+    scratch: &mut [T],
 ) {
     let s = spec.geo.spatial;
-    let cg = weight.len();
     let n = x.len() as f64;
+    if s == 1 {
+        // One element per channel (LayerNorm): vectorise over the channels.
+        let xhat = scratch;
+        shifted(x, shift, xhat);
+        let (mean, rstd) = block_stats(xhat, None, 1, spec.eps);
+        let (m, r) = (T::from_f64(mean), T::from_f64(rstd));
+        xhat.iter_mut().for_each(|v| *v = (*v - m) * r);
+        // dx holds dxhat = dy * weight for now.
+        for (c, (dxc, &g)) in dx.iter_mut().zip(dout).enumerate() {
+            let (xh, w) = (xhat[c], weight[c]);
+            let dy = if spec.silu { g * silu_grad(xh * w + bias[c]) } else { g };
+            grads.weight[c] += (dy * xh).to_f64();
+            grads.bias[c] += dy.to_f64();
+            *dxc = dy * w;
+        }
+        let mean_dxhat = T::from_f64(sum_by(dx, |v| v) / n);
+        let mean_dxhat_xhat = T::from_f64(sum_zip(dx, xhat, |d, xh| d * xh) / n);
+        for (d, &xh) in dx.iter_mut().zip(xhat.iter()) {
+            *d = r * (*d - mean_dxhat - xh * mean_dxhat_xhat);
+        }
+        if spec.shift {
+            grads.shift.iter_mut().zip(dx.iter()).for_each(|(s, &d)| *s = d.to_f64());
+        }
+        return;
+    }
+    let cg = weight.len();
     let (mean, rstd) = block_stats(x, shift, s, spec.eps);
     let offset = |c: usize| T::from_f64(shift.map_or(0.0, |sh| sh[c].to_f64()) - mean);
-    let (dweight, rest) = sums.split_at_mut(cg);
-    let (dbias, dshift) = rest.split_at_mut(cg);
 
     // Pass 1: dy (stored in dx for now) and its per-channel sums; with dxhat = dy * weight,
     // the block means of dxhat and dxhat * xhat follow from them.
@@ -184,17 +236,15 @@ fn backward_block<T: Float>(
         if spec.silu {
             let (a, b) = (T::from_f64(rstd * weight[c].to_f64()), bias[c]);
             for ((dy, &v), &g) in dyc.iter_mut().zip(xc).zip(gc) {
-                let y = (v + d) * a + b;
-                let sig = sigmoid(y);
-                *dy = g * sig * (T::ONE + y * (T::ONE - sig));
+                *dy = g * silu_grad((v + d) * a + b);
             }
         } else {
             dyc.copy_from_slice(gc);
         }
-        let sum_dy = sum_by(dyc, T::to_f64);
-        let sum_dy_xhat: f64 = dyc.iter().zip(xc).map(|(&dy, &v)| dy.to_f64() * (v + d).to_f64()).sum::<f64>() * rstd;
-        dweight[c] = sum_dy_xhat;
-        dbias[c] = sum_dy;
+        let sum_dy = sum_by(dyc, |v| v);
+        let sum_dy_xhat = sum_zip(dyc, xc, |dy, v| dy * (v + d)) * rstd;
+        grads.weight[c] += sum_dy_xhat;
+        grads.bias[c] += sum_dy;
         let w = weight[c].to_f64();
         mean_dxhat += w * sum_dy;
         mean_dxhat_xhat += w * sum_dy_xhat;
@@ -212,7 +262,9 @@ fn backward_block<T: Float>(
         for (dz, &v) in dzc.iter_mut().zip(xc) {
             *dz = a * *dz + k * (v + d) + e;
         }
-        dshift[c] = if spec.shift { sum_by(dzc, T::to_f64) } else { 0.0 };
+        if spec.shift {
+            grads.shift[c] = sum_by(dzc, |v| v);
+        }
     }
 }
 
@@ -279,40 +331,56 @@ impl NormBwd {
         if dout.len() != x.len() {
             bail!("fused-norm-backward: gradient of {} elements for an input of {}", dout.len(), x.len());
         }
-        let (len, cg) = (geo.block_len(), geo.group_channels());
+        let (len, cg, c) = (geo.block_len(), geo.group_channels(), geo.channels);
         let mut out = vec![T::default(); x.len() + spec.params_len()];
-        let (dx, dparams) = out.split_at_mut(x.len());
-        // Per block: the weight, bias and shift gradients of its channels.
-        let mut sums = vec![0.0f64; geo.rows * geo.groups * 3 * cg];
-        if len > 0 && cg > 0 {
-            dx.par_chunks_mut(len)
-                .zip(sums.par_chunks_mut(3 * cg))
-                .enumerate()
-                .with_min_len(geo.min_blocks_per_task())
-                .for_each(|(i, (dx, sums))| {
-                    let (w, b, shift) = spec.block_params(params, i);
-                    let at = i * len;
-                    backward_block(spec, &x[at..at + len], w, b, shift, &dout[at..at + len], dx, sums);
-                });
+        if len == 0 || cg == 0 {
+            return Ok(out);
         }
-        // Reduce the weight and bias gradients over rows serially, so the result does not
-        // depend on the threads' schedule; the shift gradient is per row already.
-        let c = geo.channels;
-        let mut dweight = vec![0.0f64; c];
-        let mut dbias = vec![0.0f64; c];
-        for (i, block) in sums.chunks_exact(3 * cg.max(1)).enumerate() {
-            let (row, first) = (i / geo.groups, (i % geo.groups) * cg);
-            for j in 0..cg {
-                dweight[first + j] += block[j];
-                dbias[first + j] += block[cg + j];
-                if spec.shift {
-                    dparams[2 * c + row * c + first + j] = T::from_f64(block[2 * cg + j]);
+        // Blocks go to tasks in fixed groups (a function of the shape only), each task adds its
+        // blocks' weight and bias gradients into partial sums of its own, and the partials are
+        // added in task order: the result does not depend on the threads' schedule.
+        let per_task = geo.min_blocks_per_task();
+        let shift_len = if spec.shift { per_task * cg } else { 0 };
+        let part_len = 2 * c + shift_len;
+        let tasks = (geo.rows * geo.groups).div_ceil(per_task);
+        let mut partials = vec![0.0f64; tasks * part_len];
+        let (dx, dparams) = out.split_at_mut(x.len());
+        dx.par_chunks_mut(per_task * len).zip(partials.par_chunks_mut(part_len)).enumerate().for_each(
+            |(task, (dx, part))| {
+                let mut scratch = vec![T::default(); if geo.spatial == 1 { len } else { 0 }];
+                let (wb, dshift) = part.split_at_mut(2 * c);
+                let (dweight, dbias) = wb.split_at_mut(c);
+                for (j, dx) in dx.chunks_mut(len).enumerate() {
+                    let i = task * per_task + j;
+                    let (w, b, shift) = spec.block_params(params, i);
+                    let first = (i % geo.groups) * cg;
+                    let grads = ParamGrads {
+                        weight: &mut dweight[first..first + cg],
+                        bias: &mut dbias[first..first + cg],
+                        shift: if spec.shift { &mut dshift[j * cg..][..cg] } else { &mut [] },
+                    };
+                    let at = i * len;
+                    backward_block(spec, &x[at..at + len], w, b, shift, &dout[at..at + len], dx, grads, &mut scratch);
+                }
+            },
+        );
+        let mut dweight = vec![0.0f64; 2 * c];
+        for part in partials.chunks_exact(part_len) {
+            dweight.iter_mut().zip(part).for_each(|(d, &p)| *d += p);
+        }
+        for (d, &v) in dparams.iter_mut().zip(&dweight) {
+            *d = T::from_f64(v);
+        }
+        if spec.shift {
+            // Block i's shift gradients are dshift[i * cg..][..cg], as the parameters' layout.
+            let dshift = &mut dparams[2 * c..];
+            for (task, part) in partials.chunks_exact(part_len).enumerate() {
+                let at = task * per_task * cg;
+                let n = shift_len.min(dshift.len() - at);
+                for (d, &p) in dshift[at..at + n].iter_mut().zip(&part[2 * c..]) {
+                    *d = T::from_f64(p);
                 }
             }
-        }
-        for j in 0..c {
-            dparams[j] = T::from_f64(dweight[j]);
-            dparams[c + j] = T::from_f64(dbias[j]);
         }
         Ok(out)
     }

@@ -60,8 +60,8 @@
 //! published models). Outputs at padded positions are computed but meaningless, as in
 //! FoldingDiff: the loss must mask them.
 
-use super::ops::add_relative_scores;
-use super::{dropout, softmax_last};
+use super::attention::self_attention;
+use super::dropout;
 use crate::denoiser::Denoiser;
 use crate::rng::Rng;
 use candle_core::{bail, DType, Result, Tensor};
@@ -267,43 +267,29 @@ impl Layer {
     }
 
     /// Multi-head attention of `x` (`[B, L, H]`) to itself, heads merged back to `[B, L, H]`
-    /// (before the output projection). `bias` (`[B, 1, 1, L]`) is added to the scores.
+    /// (before the output projection). `key_bias` (`[B, L]`) is added to the scores.
     fn context(
         &self,
         x: &Tensor,
-        bias: Option<&Tensor>,
+        key_bias: Option<&Tensor>,
         rng: &mut Option<&mut Rng>,
     ) -> Result<Tensor> {
         let _t = crate::profile::scope("attention block (forward)");
-        let (b, l, h) = x.dims3()?;
-        let (heads, d) = (self.heads, h / self.heads);
         let qkv = stacked(&[&self.query, &self.key, &self.value])?.forward(x)?;
-        // [B, L, 3H] -> [3, B, heads, L, d]
-        let qkv = qkv.reshape((b, l, 3, heads, d))?.permute((2, 0, 3, 1, 4))?.contiguous()?;
-        let q = qkv.get(0)?.affine(1.0 / (d as f64).sqrt(), 0.0)?;
-        let (k, v) = (qkv.get(1)?, qkv.get(2)?);
-        let mut scores = q.matmul(&k.t()?)?; // [B, heads, L, L]
-        if let Some(table) = &self.distance {
-            // scores[b, h, l, r] += q[b, h, l] . E[l - r + max_len - 1]: the queries against
-            // every distance in one matmul, then gathered per (query, key) pair.
-            let r = table.dim(0)?;
-            let qe = q.reshape((b * heads * l, d))?.matmul(&table.t()?)?.reshape((b * heads, l, r))?;
-            scores = add_relative_scores(&scores.reshape((b * heads, l, l))?, &qe)?.reshape((b, heads, l, l))?;
-        }
-        if let Some(bias) = bias {
-            scores = scores.broadcast_add(bias)?;
-        }
-        let probs = train_dropout(softmax_last(&scores)?, self.dropout, rng)?;
-        probs.matmul(&v)?.transpose(1, 2)?.reshape((b, l, h))
+        let dropout = match rng {
+            Some(rng) if self.dropout > 0.0 => Some((self.dropout, &mut **rng)),
+            _ => None,
+        };
+        self_attention(&qkv, self.heads, self.distance.as_ref(), key_bias, dropout)
     }
 
     fn forward(
         &self,
         x: &Tensor,
-        bias: Option<&Tensor>,
+        key_bias: Option<&Tensor>,
         rng: &mut Option<&mut Rng>,
     ) -> Result<Tensor> {
-        let a = self.attn_out.forward(&self.context(x, bias, rng)?)?;
+        let a = self.attn_out.forward(&self.context(x, key_bias, rng)?)?;
         let x = self.attn_norm.forward(&x.add(&train_dropout(a, self.dropout, rng)?)?)?;
         let f = self.output.forward(&super::ops::gelu_erf(&self.intermediate.forward(&x)?)?)?;
         self.out_norm.forward(&x.add(&train_dropout(f, self.dropout, rng)?)?)
@@ -460,7 +446,7 @@ impl SequenceTransformer {
         mask: Option<&Tensor>,
         mut rng: Option<&mut Rng>,
     ) -> Result<Tensor> {
-        let (b, l) = self.check_input(x, t, mask)?;
+        let (_, l) = self.check_input(x, t, mask)?;
         let p = self.cfg.dropout;
         let mut h = self.inputs_to_hidden.forward(&x.to_dtype(self.dtype)?)?;
         if let Some(pos) = &self.position {
@@ -469,13 +455,13 @@ impl SequenceTransformer {
         h = train_dropout(self.emb_norm.forward(&h)?, p, &mut rng)?;
         h = h.broadcast_add(&self.time_encoding(t)?.unsqueeze(1)?)?;
 
-        let bias = match mask {
+        let key_bias = match mask {
             // 0 for real keys, -10000 for padded ones (FoldingDiff's extended attention mask).
-            Some(mask) => Some(mask.to_dtype(self.dtype)?.affine(10_000.0, -10_000.0)?.reshape((b, 1, 1, l))?),
+            Some(mask) => Some(mask.to_dtype(self.dtype)?.affine(10_000.0, -10_000.0)?),
             None => None,
         };
         for layer in &self.layers {
-            h = layer.forward(&h, bias.as_ref(), &mut rng)?;
+            h = layer.forward(&h, key_bias.as_ref(), &mut rng)?;
         }
         self.decoder.forward(&h)
     }
@@ -659,8 +645,8 @@ mod tests {
         let x = randn(&mut Rng::new(5), &[b, l, h], DType::F64, &dev)?;
         let mask = Tensor::new(&[[1f64, 1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0, 1.0]], &dev)?;
 
-        let bias = mask.affine(10_000.0, -10_000.0)?.reshape((b, 1, 1, l))?;
-        let got = net.layers[0].context(&x, Some(&bias), &mut None)?.to_vec3::<f64>()?;
+        let key_bias = mask.affine(10_000.0, -10_000.0)?;
+        let got = net.layers[0].context(&x, Some(&key_bias), &mut None)?.to_vec3::<f64>()?;
 
         let p = "encoder.layer.0.attention.self";
         let lin = |name: &str| -> Result<(Vec<Vec<f64>>, Vec<f64>)> {

@@ -35,7 +35,7 @@
 
 use super::norm::Norm;
 use super::ops::Linear;
-use super::{dropout, softmax_last, ClassEmbedding, TimeEmbedding};
+use super::{dropout, ClassEmbedding, TimeEmbedding};
 use crate::denoiser::Denoiser;
 use crate::rng::Rng;
 use candle_core::{Result, Shape, Tensor};
@@ -324,18 +324,10 @@ impl SelfAttention {
         let _t = crate::profile::scope("attention block (forward)");
         let (b, c) = (x.dim(0)?, x.dim(1)?);
         let n = x.elem_count() / (b * c);
-        let (heads, d) = (self.heads, c / self.heads);
+        let heads = self.heads;
         // [B, C, N] -> [B, N, C]
         let h = self.norm.forward(x, None, false)?.reshape((b, c, n))?.transpose(1, 2)?.contiguous()?;
-        let qkv = self.qkv.forward(&h)?;
-        // One of q, k, v as [B, heads, N, d].
-        let part = |i: usize| -> Result<Tensor> {
-            qkv.narrow(2, i * c, c)?.reshape((b, n, heads, d))?.transpose(1, 2)?.contiguous()
-        };
-        let (q, k, v) = (part(0)?, part(1)?, part(2)?);
-        let scores = q.matmul(&k.t()?)?.affine(1.0 / (d as f64).sqrt(), 0.0)?;
-        let o = softmax_last(&scores)?.matmul(&v)?; // [B, heads, N, d]
-        let o = o.transpose(1, 2)?.reshape((b, n, c))?;
+        let o = super::attention::self_attention(&self.qkv.forward(&h)?, heads, None, None, None)?;
         let o = self.out.forward(&o)?.transpose(1, 2)?.reshape(x.shape())?;
         x.add(&o)
     }
