@@ -471,6 +471,17 @@ const PARALLEL_MIN: usize = 1 << 17;
 /// Outer rows per group when summing over them: fixed, so the sum does not depend on threads.
 const ROWS_PER_GROUP: usize = 64;
 
+/// Adds `bias[j]` to the `j`-th plane of `inner` elements of `row` (`bias.len()` planes).
+fn add_row_bias<T: Float>(row: &mut [T], bias: &[T], inner: usize) {
+    if inner == 1 {
+        row.iter_mut().zip(bias).for_each(|(v, &b)| *v += b);
+    } else {
+        for (plane, &b) in row.chunks_mut(inner).zip(bias) {
+            plane.iter_mut().for_each(|v| *v += b);
+        }
+    }
+}
+
 impl AddBias {
     fn run<T: Float>(&self, x: (&[T], &Layout), b: (&[T], &Layout)) -> Result<(Vec<T>, Shape)> {
         let (xs, bs) = (contiguous(x.0, x.1, "add_bias")?, contiguous(b.0, b.1, "add_bias")?);
@@ -482,11 +493,7 @@ impl AddBias {
         if let Some(rows) = 16_384usize.checked_div(c * inner) {
             let add = |chunk: &mut [T]| {
                 for outer in chunk.chunks_mut(c * inner) {
-                    for (plane, &bv) in outer.chunks_mut(inner).zip(bs) {
-                        for v in plane {
-                            *v += bv;
-                        }
-                    }
+                    add_row_bias(outer, bs, inner);
                 }
             };
             if out.len() < PARALLEL_MIN {
@@ -510,8 +517,12 @@ impl ChannelSum {
                 .map(|chunk| {
                     let mut acc = vec![T::default(); c];
                     for row in chunk.chunks(c * inner) {
-                        for (a, plane) in acc.iter_mut().zip(row.chunks(inner)) {
-                            *a = plane.iter().fold(*a, |s, &v| s + v);
+                        if inner == 1 {
+                            acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v);
+                        } else {
+                            for (a, plane) in acc.iter_mut().zip(row.chunks(inner)) {
+                                *a = plane.iter().fold(*a, |s, &v| s + v);
+                            }
                         }
                     }
                     acc
