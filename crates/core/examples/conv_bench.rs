@@ -1,31 +1,40 @@
-//! Times the fused CPU convolution at the shape of issue 3's table (batch 32, 64 -> 64
-//! channels, 3x3, 32x32, f32): forward, and forward + backward. Median of 7 after warm-up.
+//! Times the fused CPU convolution, forward and forward + backward, median of 7 after warm-up,
+//! and prints the per-region breakdown. With no arguments: issue 3's table shape (batch 32,
+//! 64 -> 64 channels, 3x3, 32x32, f32); with `B C O H W K S` (batch, in and out channels,
+//! height, width, kernel, stride; padding K / 2), that shape.
 //!
-//! `cargo run --release -p sugarcube-core --example conv_bench`
+//! `cargo run --release -p sugarcube-core --example conv_bench [-- B C O H W K S]`
 use candle_core::{DType, Device, Tensor, Var};
 use sugarcube_core::bench::median_ms;
 use sugarcube_core::nn::conv::conv2d;
 
 fn main() -> candle_core::Result<()> {
     sugarcube_core::tune_allocator();
+    let args: Vec<usize> = std::env::args().skip(1).map(|a| a.parse().expect("numbers: B C O H W K S")).collect();
+    let [b, c, o, h, w, k, s] = match args.len() {
+        0 => [32, 64, 64, 32, 32, 3, 1],
+        7 => [args[0], args[1], args[2], args[3], args[4], args[5], args[6]],
+        _ => panic!("expected no arguments or B C O H W K S"),
+    };
     let dev = Device::Cpu;
-    let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (32, 64, 32, 32), &dev)?)?;
-    let w = Var::from_tensor(&Tensor::randn(0f32, 0.05, (64, 64, 3, 3), &dev)?)?;
-    let b = Var::from_tensor(&Tensor::zeros(64, DType::F32, &dev)?)?;
-    let fwd = median_ms(2, 7, || conv2d(x.as_tensor(), w.as_tensor(), b.as_tensor(), (1, 1), (1, 1)).map(|_| ()))?;
-    let both = median_ms(2, 7, || {
-        let y = conv2d(x.as_tensor(), w.as_tensor(), b.as_tensor(), (1, 1), (1, 1))?;
-        y.sum_all()?.backward().map(|_| ())
-    })?;
+    let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (b, c, h, w), &dev)?)?;
+    let wt = Var::from_tensor(&Tensor::randn(0f32, 0.05, (o, c, k, k), &dev)?)?;
+    let bias = Var::from_tensor(&Tensor::zeros(o, DType::F32, &dev)?)?;
+    let conv = || conv2d(x.as_tensor(), wt.as_tensor(), bias.as_tensor(), (s, s), (k / 2, k / 2));
+    let fwd = median_ms(2, 7, || conv().map(|_| ()))?;
+    let both = median_ms(2, 7, || conv()?.sum_all()?.backward().map(|_| ()))?;
     sugarcube_core::profile::enable(true);
     for _ in 0..3 {
-        let y = conv2d(x.as_tensor(), w.as_tensor(), b.as_tensor(), (1, 1), (1, 1))?;
-        y.sum_all()?.backward()?;
+        conv()?.sum_all()?.backward()?;
     }
     for e in sugarcube_core::profile::take() {
-        println!("  {:<40} {:.1} ms/call", e.name, 1e3 * e.seconds / e.calls as f64);
+        println!("  {:<40} {:.2} ms/call", e.name, 1e3 * e.seconds / e.calls as f64);
     }
-    let flops = 2.0 * 64.0 * 64.0 * 9.0 * 1024.0 * 32.0;
-    println!("conv2d 3x3 64->64 32x32 batch 32 f32: forward {fwd:.1} ms ({:.0} GFLOP/s), forward+backward {both:.1} ms", flops / fwd / 1e6);
+    let (ho, wo) = ((h + 2 * (k / 2) - k) / s + 1, (w + 2 * (k / 2) - k) / s + 1);
+    let flops = 2.0 * (o * c * k * k * ho * wo * b) as f64;
+    println!(
+        "conv2d {k}x{k}/{s} {c}->{o} {h}x{w} batch {b} f32: forward {fwd:.2} ms ({:.0} GFLOP/s), forward+backward {both:.2} ms",
+        flops / fwd / 1e6
+    );
     Ok(())
 }
