@@ -51,8 +51,8 @@ impl Geometry {
 }
 
 /// Unfolds the output rows `oh` of one `[h, w]` channel into `kh * kw` rows of
-/// `oh.len() * wout` columns, `ld` apart in `out`; every one of those entries is written (zero
-/// where the kernel overhangs the image), so `out` need not be cleared.
+/// `oh.len() * wout` columns; every entry is written (zero where the kernel overhangs the
+/// image), so `out` need not be cleared.
 #[allow(clippy::too_many_arguments)]
 fn unfold_channel<T: Copy + Default>(
     g: &Geometry,
@@ -60,7 +60,6 @@ fn unfold_channel<T: Copy + Default>(
     h: usize,
     w: usize,
     out: &mut [T],
-    ld: usize,
     ho: usize,
     wo: usize,
     oh: std::ops::Range<usize>,
@@ -70,7 +69,7 @@ fn unfold_channel<T: Copy + Default>(
         let rows = Geometry::valid(h, ho, i, g.sh, g.ph);
         for j in 0..g.kw {
             let cols = Geometry::valid(w, wo, j, g.sw, g.pw);
-            let row = &mut out[(i * g.kw + j) * ld..][..l];
+            let row = &mut out[(i * g.kw + j) * l..][..l];
             for r in oh.clone() {
                 let dst = &mut row[(r - oh.start) * wo..][..wo];
                 if !rows.contains(&r) || cols.is_empty() {
@@ -174,70 +173,8 @@ impl Geometry {
         let per_channel = self.kh * self.kw * oh.len() * s.wo;
         cols.resize(s.c * per_channel, T::default());
         for (dst, src) in cols.chunks_mut(per_channel).zip(x.chunks(s.h * s.w)) {
-            unfold_channel(self, src, s.h, s.w, dst, oh.len() * s.wo, s.ho, s.wo, oh.clone());
+            unfold_channel(self, src, s.h, s.w, dst, s.ho, s.wo, oh.clone());
         }
-    }
-
-    /// Images per column block: while one image's column matrix is under half a tile, several
-    /// images are unfolded side by side and multiplied by one gemm (which then packs the
-    /// kernel once per block instead of once per image); larger images are tiled by rows. A
-    /// function of the shape only, so every image of a layer takes the same path.
-    fn images_per_block(&self, s: &ConvShape) -> usize {
-        (TILE_ELEMS / (s.k(self) * s.l()).max(1)).clamp(1, MAX_IMAGES_PER_BLOCK)
-    }
-
-    /// The column matrices of whole images side by side, `[c * kh * kw, n * ho * wo]` for the
-    /// `n` images in `xs`, in `cols`.
-    fn unfold_images<T: Float>(&self, s: &ConvShape, xs: &[T], cols: &mut Vec<T>) {
-        let (image, kk, l) = (s.c * s.h * s.w, self.kh * self.kw, s.l());
-        let ld = xs.len() / image * l;
-        cols.resize(s.k(self) * ld, T::default());
-        for (i, x) in xs.chunks(image).enumerate() {
-            for (c, src) in x.chunks(s.h * s.w).enumerate() {
-                unfold_channel(self, src, s.h, s.w, &mut cols[c * kk * ld + i * l..], ld, s.ho, s.wo, 0..s.ho);
-            }
-        }
-    }
-
-    /// `y = w cols(x) (+ bias)` for a block of whole images (`xs`, `ys` their inputs and
-    /// outputs), by one gemm into `tmp`.
-    #[allow(clippy::too_many_arguments)]
-    fn conv_images<T: Float>(
-        &self,
-        s: &ConvShape,
-        w: &[T],
-        bias: Option<&[T]>,
-        xs: &[T],
-        ys: &mut [T],
-        cols: &mut Vec<T>,
-        tmp: &mut Vec<T>,
-    ) {
-        let (k, l) = (s.k(self), s.l());
-        let n = ys.len() / (s.o * l);
-        self.unfold_images(s, xs, cols);
-        tmp.resize(s.o * n * l, T::default());
-        matmul(tmp, Mat::new(w, s.o, k), Mat::new(cols, k, n * l), false);
-        for (i, y) in ys.chunks_mut(s.o * l).enumerate() {
-            for (o, row) in y.chunks_mut(l).enumerate() {
-                let src = &tmp[o * n * l + i * l..][..l];
-                let b = bias.map_or(T::default(), |b| b[o]);
-                row.iter_mut().zip(src).for_each(|(d, &v)| *d = v + b);
-            }
-        }
-    }
-
-    /// `dw += dy cols(x)^T` over a block of whole images (`dys`, `xs`), by one gemm.
-    fn weight_grad_images<T: Float>(&self, s: &ConvShape, dys: &[T], xs: &[T], dw: &mut [T], cols: &mut Vec<T>, tmp: &mut Vec<T>) {
-        let (k, l) = (s.k(self), s.l());
-        let n = dys.len() / (s.o * l);
-        self.unfold_images(s, xs, cols);
-        tmp.resize(s.o * n * l, T::default());
-        for (i, dy) in dys.chunks(s.o * l).enumerate() {
-            for (o, row) in dy.chunks(l).enumerate() {
-                tmp[o * n * l + i * l..][..l].copy_from_slice(row);
-            }
-        }
-        matmul(dw, Mat::new(tmp, s.o, n * l), Mat::new(cols, k, n * l).t(), true);
     }
 
     /// The whole column matrix `[c * kh * kw, ho * wo]` of one image, in `cols`.
@@ -326,13 +263,7 @@ impl Conv2d {
         }
         let (l, g) = (s.l(), self.g);
         let mut out = vec![T::default(); s.b * s.o * l];
-        let per_block = g.images_per_block(&s);
-        if !out.is_empty() && per_block > 1 {
-            out.par_chunks_mut(per_block * s.o * l).zip(xs.par_chunks(per_block * s.c * s.h * s.w)).for_each_init(
-                || (Vec::new(), Vec::new()),
-                |(cols, tmp), (y, xb)| g.conv_images(&s, ws, Some(bs), xb, y, cols, tmp),
-            );
-        } else if !out.is_empty() {
+        if !out.is_empty() {
             out.par_chunks_mut(s.o * l).zip(xs.par_chunks(s.c * s.h * s.w)).for_each_init(Vec::new, |cols, (y, xb)| {
                 for (row, &bv) in y.chunks_mut(l).zip(bs) {
                     row.fill(bv);
@@ -371,9 +302,6 @@ const TILE_ELEMS: usize = 128 << 10;
 /// sum is the same whatever the number of threads.
 const IMAGES_PER_GROUP: usize = 4;
 
-/// The most images one column block holds (see [`Geometry::images_per_block`]).
-const MAX_IMAGES_PER_BLOCK: usize = 8;
-
 /// The gradients of [`Conv2d`] from the output gradient, input and weight, packed into one
 /// vector `[dx (B*C*H*W), dW (O*C*kh*kw), db (O)]`.
 #[derive(Clone, Copy, Debug)]
@@ -394,52 +322,32 @@ impl Conv2dBackward {
         let (dx, rest) = out.split_at_mut(s.b * image);
         if !dx.is_empty() && l > 0 {
             let _t = crate::profile::scope("conv (backward): input gradient");
-            let transposed = g.transposed(&s, ws).filter(|_| !g.pointwise());
-            match &transposed {
-                // Small images: the transposed convolution by blocks of images.
-                Some((tg, ts, tw)) if tg.images_per_block(ts) > 1 => {
-                    let per_block = tg.images_per_block(ts);
-                    dx.par_chunks_mut(per_block * image).zip(dys.par_chunks(per_block * s.o * l)).for_each_init(
-                        || (Vec::new(), Vec::new()),
-                        |(cols, tmp), (dxb, dyb)| tg.conv_images(ts, tw, None, dyb, dxb, cols, tmp),
-                    );
+            let transposed = g.transposed(&s, ws);
+            dx.par_chunks_mut(image).zip(dys.par_chunks(s.o * l)).for_each_init(Vec::new, |cols, (dxb, dyb)| {
+                let wt = Mat::new(ws, s.o, k).t();
+                if g.pointwise() {
+                    matmul(dxb, wt, Mat::new(dyb, s.o, l), false);
+                } else if let Some((tg, ts, tw)) = &transposed {
+                    tg.conv_image(ts, tw, dyb, dxb, false, cols);
+                } else {
+                    cols.resize(k * l, T::default());
+                    matmul(cols, wt, Mat::new(dyb, s.o, l), false);
+                    g.fold_image(&s, cols, dxb);
                 }
-                _ => dx.par_chunks_mut(image).zip(dys.par_chunks(s.o * l)).for_each_init(Vec::new, |cols, (dxb, dyb)| {
-                    let wt = Mat::new(ws, s.o, k).t();
-                    if g.pointwise() {
-                        matmul(dxb, wt, Mat::new(dyb, s.o, l), false);
-                    } else if let Some((tg, ts, tw)) = &transposed {
-                        tg.conv_image(ts, tw, dyb, dxb, false, cols);
-                    } else {
-                        cols.resize(k * l, T::default());
-                        matmul(cols, wt, Mat::new(dyb, s.o, l), false);
-                        g.fold_image(&s, cols, dxb);
-                    }
-                }),
-            }
+            });
         }
         if s.b > 0 && l > 0 {
             let _t = crate::profile::scope("conv (backward): weight gradient");
-            // Small images: one gemm per block of images; large ones: per image, by row tiles.
-            let per_block = g.images_per_block(&s);
-            let per_group = if per_block > 1 { per_block } else { IMAGES_PER_GROUP };
-            let groups: Vec<Vec<T>> = (0..s.b.div_ceil(per_group))
+            let groups: Vec<Vec<T>> = (0..s.b.div_ceil(IMAGES_PER_GROUP))
                 .into_par_iter()
                 .map(|group| {
                     let mut acc = vec![T::default(); s.o * k + s.o];
-                    let (mut cols, mut tmp) = (Vec::new(), Vec::new());
-                    let images = group * per_group..s.b.min((group + 1) * per_group);
-                    let (dw, db) = acc.split_at_mut(s.o * k);
-                    if per_block > 1 {
-                        let xg = &xs[images.start * image..images.end * image];
-                        let dyg = &dys[images.start * s.o * l..images.end * s.o * l];
-                        g.weight_grad_images(&s, dyg, xg, dw, &mut cols, &mut tmp);
-                    }
-                    for i in images {
+                    let mut cols = Vec::new();
+                    let first = group * IMAGES_PER_GROUP;
+                    for i in first..s.b.min(first + IMAGES_PER_GROUP) {
                         let (xb, dyb) = (&xs[i * image..][..image], &dys[i * s.o * l..][..s.o * l]);
-                        if per_block == 1 {
-                            g.weight_grad_image(&s, dyb, xb, dw, &mut cols);
-                        }
+                        let (dw, db) = acc.split_at_mut(s.o * k);
+                        g.weight_grad_image(&s, dyb, xb, dw, &mut cols);
                         for (d, row) in db.iter_mut().zip(dyb.chunks(l)) {
                             *d += row.iter().fold(T::default(), |a, &v| a + v);
                         }
@@ -565,9 +473,8 @@ mod tests {
         let dev = Device::Cpu;
         let g = Geometry { kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 };
         let s = ConvShape { b: 2, c: 64, h: 20, w: 20, o: 40, ho: 20, wo: 20 };
-        assert!(g.tile_rows(&s) < s.ho, "the test must span several tiles");
         let (tg, ts, _) = g.transposed(&s, &[0.0f64; 40 * 64 * 9]).unwrap();
-        assert!(tg.images_per_block(&s) == 1 && tg.images_per_block(&ts) == 1, "every pass must tile rows");
+        assert!(g.tile_rows(&s) < s.ho && tg.tile_rows(&ts) < ts.ho, "every pass must span several tiles");
         let mut rng = Rng::new(77);
         let x = Var::from_tensor(&randn(&mut rng, &[2, 64, 20, 20], DType::F64, &dev)?)?;
         let w = Var::from_tensor(&randn(&mut rng, &[40, 64, 3, 3], DType::F64, &dev)?)?;
@@ -616,18 +523,14 @@ mod tests {
 
     #[test]
     fn outputs_do_not_depend_on_the_batch() -> Result<()> {
-        // Small images go through the blocked path (several images per gemm), a large one
-        // through the row-tiled path: either way an image's output is the same alone or in a
-        // batch, bit for bit.
+        // An image's output is the same alone or in a batch, bit for bit (a small image in one
+        // tile, a large one in several).
         let dev = Device::Cpu;
-        for (shape, o) in [([11, 3, 6, 5], 4), ([3, 16, 40, 40], 8)] {
+        for (shape, o) in [([5, 3, 6, 5], 4), ([3, 16, 40, 40], 8)] {
             let mut rng = Rng::new(21);
             let x = randn(&mut rng, &shape, DType::F32, &dev)?;
             let w = randn(&mut rng, &[o, shape[1], 3, 3], DType::F32, &dev)?;
             let b = randn(&mut rng, &[o], DType::F32, &dev)?;
-            let g = Geometry { kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 };
-            let s = g.conv_shape(x.shape(), w.shape())?;
-            assert_eq!(g.images_per_block(&s) > 1, shape[0] == 11, "{shape:?} takes the wrong path");
             let all = conv2d(&x, &w, &b, (1, 1), (1, 1))?;
             for i in 0..shape[0] {
                 let one = conv2d(&x.narrow(0, i, 1)?, &w, &b, (1, 1), (1, 1))?;
