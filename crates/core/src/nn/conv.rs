@@ -51,10 +51,9 @@ impl Geometry {
 }
 
 /// Unfolds the output rows `oh` of one `[h, w]` channel into `kh * kw` rows of
-/// `oh.len() * wout` columns; every entry is written (zero where the kernel overhangs the
-/// image), so `out` need not be cleared.
+/// `oh.len() * wout` columns (`out` pre-zeroed).
 #[allow(clippy::too_many_arguments)]
-fn unfold_channel<T: Copy + Default>(
+fn unfold_channel<T: Copy>(
     g: &Geometry,
     x: &[T],
     h: usize,
@@ -66,19 +65,17 @@ fn unfold_channel<T: Copy + Default>(
 ) {
     let l = oh.len() * wo;
     for i in 0..g.kh {
-        let rows = Geometry::valid(h, ho, i, g.sh, g.ph);
+        let valid = Geometry::valid(h, ho, i, g.sh, g.ph);
+        let rows = valid.start.max(oh.start)..valid.end.min(oh.end);
         for j in 0..g.kw {
             let cols = Geometry::valid(w, wo, j, g.sw, g.pw);
+            if cols.is_empty() {
+                continue;
+            }
             let row = &mut out[(i * g.kw + j) * l..][..l];
-            for r in oh.clone() {
-                let dst = &mut row[(r - oh.start) * wo..][..wo];
-                if !rows.contains(&r) || cols.is_empty() {
-                    dst.fill(T::default());
-                    continue;
-                }
+            for r in rows.clone() {
                 let src = &x[(r * g.sh + i - g.ph) * w..][..w];
-                dst[..cols.start].fill(T::default());
-                dst[cols.end..].fill(T::default());
+                let dst = &mut row[(r - oh.start) * wo..][..wo];
                 if g.sw == 1 {
                     let start = cols.start + j - g.pw;
                     dst[cols.clone()].copy_from_slice(&src[start..start + cols.len()]);
@@ -171,6 +168,7 @@ impl Geometry {
     /// The columns of output rows `oh` of one image (`[c * kh * kw, oh.len() * wo]`), in `cols`.
     fn unfold_rows<T: Float>(&self, s: &ConvShape, x: &[T], oh: std::ops::Range<usize>, cols: &mut Vec<T>) {
         let per_channel = self.kh * self.kw * oh.len() * s.wo;
+        cols.clear();
         cols.resize(s.c * per_channel, T::default());
         for (dst, src) in cols.chunks_mut(per_channel).zip(x.chunks(s.h * s.w)) {
             unfold_channel(self, src, s.h, s.w, dst, s.ho, s.wo, oh.clone());
