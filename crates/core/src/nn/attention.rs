@@ -7,9 +7,10 @@
 //! twice as many in backward. Here one op reads the packed projections `[B, L, 3H]` (q, k and v
 //! side by side, each `heads` blocks of `d = H / heads`) where they lie and writes the merged
 //! context `[B, L, H]`; each batch row is one rayon task that runs its heads with gemm calls
-//! on `L x L` score buffers. The backward pass recomputes the probabilities from q and k (as
-//! flash attention does) instead of keeping `B * heads * L * L` of them alive, and returns the
-//! gradients of the packed projections and of the relative-position table.
+//! on `L x L` score buffers. When its inputs take part in autograd, the forward keeps the
+//! probabilities (`B * heads * L * L` values) for the backward pass, which returns the gradients
+//! of the packed projections and of the relative-position table; without them (a second
+//! backward through the same graph) it recomputes the probabilities from q and k.
 //!
 //! Relative positions are HuggingFace BERT's `relative_key` (FoldingDiff's choice): a learned
 //! vector `E[l - r + max_len - 1]` per signed distance, dotted with the query and added to the
@@ -19,13 +20,13 @@
 //!
 //! Other devices and dtypes (and `nn::set_fused_kernels(false)`) run the same math as candle ops.
 
-use super::kernel::{contiguous, dispatch, matmul, matmul_strided, max_of, sum_by, sum_zip, Float, Mat};
+use super::kernel::{contiguous, dispatch, matmul, matmul_strided, softmax_grad_row, softmax_row, Float, Mat};
 use super::ops::add_relative_scores;
 use super::softmax_last;
 use crate::rng::Rng;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// What the forward and backward kernels share besides the tensors.
 #[derive(Clone, Debug)]
@@ -106,14 +107,6 @@ impl Spec {
     }
 }
 
-/// Softmax of one row in place (max-subtracted).
-fn softmax_row<T: Float>(row: &mut [T]) {
-    let max = max_of(row);
-    row.iter_mut().for_each(|v| *v = (*v - max).exp());
-    let inv = T::from_f64(1.0 / sum_by(row, |v| v));
-    row.iter_mut().for_each(|v| *v = *v * inv);
-}
-
 /// `dst = p * keep` element-wise.
 fn apply_keep<T: Float>(p: &[T], keep: &[f32], dst: &mut [T]) {
     for ((o, &p), &k) in dst.iter_mut().zip(p).zip(keep) {
@@ -122,33 +115,47 @@ fn apply_keep<T: Float>(p: &[T], keep: &[f32], dst: &mut [T]) {
 }
 
 /// The forward custom op: `(qkv [B, L, 3H], table [R, d])` to the context `[B, L, H]` (the
-/// table is a placeholder when the spec has no relative positions).
-#[derive(Clone, Debug)]
-struct AttentionFwd(Spec);
+/// table is a placeholder when the spec has no relative positions). With `stash`, it keeps the
+/// probabilities (`[B, heads, L, L]`) there for the backward pass, which then need not
+/// recompute them.
+#[derive(Debug)]
+struct AttentionFwd {
+    spec: Spec,
+    stash: Option<Mutex<Option<CpuStorage>>>,
+}
 
 impl AttentionFwd {
     fn run<T: Float>(&self, qkv: (&[T], &Layout), table: (&[T], &Layout)) -> Result<Vec<T>> {
-        let spec = &self.0;
+        let spec = &self.spec;
         let (qkv, table) = spec.slices(qkv, table, "attention")?;
-        let (l, d, hid) = (spec.len, spec.head_dim, spec.hidden());
+        let (l, d, hid, heads) = (spec.len, spec.head_dim, spec.hidden(), spec.heads);
         let mut out = vec![T::default(); spec.batch * l * hid];
-        out.par_chunks_mut(l * hid).zip(qkv.par_chunks(3 * l * hid)).enumerate().for_each(|(b, (out, qkv))| {
-            let mut p = vec![T::default(); l * l];
+        // Every batch row's probabilities when they are kept, else one buffer per task.
+        let per_row = if self.stash.is_some() { heads * l * l } else { 0 };
+        let mut probs_all = vec![T::default(); spec.batch * per_row];
+        let rows = out.par_chunks_mut(l * hid).zip(qkv.par_chunks(3 * l * hid));
+        rows.zip(probs_all.par_chunks_mut(per_row.max(1))).enumerate().for_each(|(b, ((out, qkv), kept))| {
+            let mut own = vec![T::default(); if per_row == 0 { l * l } else { 0 }];
             let mut dropped = vec![T::default(); if spec.keep.is_some() { l * l } else { 0 }];
             let mut rel = vec![T::default(); if spec.table_rows.is_some() { l * (2 * l - 1) } else { 0 }];
-            for h in 0..spec.heads {
-                spec.probabilities(b, h, qkv, table, &mut p, &mut rel);
+            for h in 0..heads {
+                let p = if per_row == 0 { &mut own[..] } else { &mut kept[h * l * l..][..l * l] };
+                spec.probabilities(b, h, qkv, table, p, &mut rel);
                 let probs = match spec.keep_of(b, h) {
                     Some(keep) => {
-                        apply_keep(&p, keep, &mut dropped);
+                        apply_keep(p, keep, &mut dropped);
                         &dropped
                     }
-                    None => &p,
+                    None => &*p,
                 };
                 let v = Mat::strided(&qkv[2 * hid + h * d..], l, d, 3 * hid);
                 matmul_strided(&mut out[h * d..], hid, Mat::new(probs, l, l), v, false);
             }
         });
+        if let Some(stash) = &self.stash {
+            *stash.lock().map_err(|_| candle_core::Error::Msg("attention: poisoned stash".into()))? =
+                Some(T::into_storage(probs_all));
+        }
         Ok(out)
     }
 }
@@ -160,16 +167,18 @@ impl CustomOp2 for AttentionFwd {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let _t = crate::profile::scope("attention (forward)");
-        let spec = &self.0;
+        let spec = &self.spec;
         let shape = Shape::from((spec.batch, spec.len, spec.hidden()));
         dispatch!("attention", (s1 => q, s2 => t), self.run((q, l1), (t, l2)).map(|v| (v, shape.clone())))
     }
 
     fn bwd(&self, qkv: &Tensor, table: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let packed = qkv.apply_op3_no_bwd(table, &grad.contiguous()?, &AttentionBwd(self.0.clone()))?;
+        // The kept probabilities move to the backward op (a second backward recomputes them).
+        let probs = self.stash.as_ref().and_then(|s| s.lock().ok()?.take());
+        let packed = qkv.apply_op3_no_bwd(table, &grad.contiguous()?, &AttentionBwd { spec: self.spec.clone(), probs })?;
         let n = qkv.elem_count();
         let dqkv = packed.narrow(0, 0, n)?.reshape(qkv.shape())?;
-        let dtable = match self.0.table_rows {
+        let dtable = match self.spec.table_rows {
             Some(_) => Some(packed.narrow(0, n, table.elem_count())?.reshape(table.shape())?),
             None => None,
         };
@@ -178,13 +187,18 @@ impl CustomOp2 for AttentionFwd {
 }
 
 /// The backward custom op: `(qkv, table, dcontext)` to the flat `[dqkv, dtable]` (the table's
-/// part only with relative positions).
-#[derive(Clone, Debug)]
-struct AttentionBwd(Spec);
+/// part only with relative positions), from the forward's probabilities if it kept them.
+#[derive(Debug)]
+struct AttentionBwd {
+    spec: Spec,
+    probs: Option<CpuStorage>,
+}
 
 impl AttentionBwd {
     fn run<T: Float>(&self, qkv: (&[T], &Layout), table: (&[T], &Layout), grad: (&[T], &Layout)) -> Result<Vec<T>> {
-        let spec = &self.0;
+        let spec = &self.spec;
+        let per_row = spec.heads * spec.len * spec.len;
+        let kept = self.probs.as_ref().and_then(T::of_storage).filter(|p| p.len() == spec.batch * per_row);
         let (qkv, table) = spec.slices(qkv, table, "attention-backward")?;
         let grad = contiguous(grad.0, grad.1, "attention-backward")?;
         let (l, d, hid) = (spec.len, spec.head_dim, spec.hidden());
@@ -203,7 +217,7 @@ impl AttentionBwd {
             .enumerate()
             .for_each(|(b, (dqkv, dtable))| {
                 let (qkv, grad) = (&qkv[b * 3 * l * hid..][..3 * l * hid], &grad[b * l * hid..][..l * hid]);
-                let mut p = vec![T::default(); l * l];
+                let mut own = vec![T::default(); if kept.is_none() { l * l } else { 0 }];
                 let mut dropped = vec![T::default(); if spec.keep.is_some() { l * l } else { 0 }];
                 let mut ds = vec![T::default(); l * l];
                 let mut rel = vec![T::default(); if spec.table_rows.is_some() { l * span } else { 0 }];
@@ -211,14 +225,20 @@ impl AttentionBwd {
                 let mut drel = vec![T::default(); rel.len()];
                 let scale = T::from_f64(spec.scale);
                 for h in 0..spec.heads {
-                    spec.probabilities(b, h, qkv, table, &mut p, &mut rel);
+                    let p: &[T] = match kept {
+                        Some(kept) => &kept[b * per_row + h * l * l..][..l * l],
+                        None => {
+                            spec.probabilities(b, h, qkv, table, &mut own, &mut rel);
+                            &own
+                        }
+                    };
                     let keep = spec.keep_of(b, h);
                     let probs = match keep {
                         Some(keep) => {
-                            apply_keep(&p, keep, &mut dropped);
+                            apply_keep(p, keep, &mut dropped);
                             &dropped
                         }
-                        None => &p,
+                        None => p,
                     };
                     let q = Mat::strided(&qkv[h * d..], l, d, 3 * hid);
                     let k = Mat::strided(&qkv[hid + h * d..], l, d, 3 * hid);
@@ -232,8 +252,7 @@ impl AttentionBwd {
                     }
                     // Softmax backward, times the scale: ds = s p (dp - sum(dp p)).
                     for (g, p) in ds.chunks_exact_mut(l).zip(p.chunks_exact(l)) {
-                        let dot = T::from_f64(sum_zip(g, p, |g, p| g * p));
-                        g.iter_mut().zip(p).for_each(|(g, &p)| *g = scale * p * (*g - dot));
+                        softmax_grad_row(p, g, scale);
                     }
                     // dq = ds k (+ dR E); dk = ds^T q.
                     matmul_strided(&mut dqkv[h * d..], 3 * hid, Mat::new(&ds, l, l), k, false);
@@ -274,7 +293,7 @@ impl CustomOp3 for AttentionBwd {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let _t = crate::profile::scope("attention (backward)");
-        let len = l1.shape().elem_count() + self.0.table_rows.map_or(0, |r| r * self.0.head_dim);
+        let len = l1.shape().elem_count() + self.spec.table_rows.map_or(0, |r| r * self.spec.head_dim);
         dispatch!("attention-backward", (s1 => q, s2 => t, s3 => g), self.run((q, l1), (t, l2), (g, l3)).map(|v| (v, Shape::from(len))))
     }
 }
@@ -351,7 +370,9 @@ fn attend(
         Some(t) => t.contiguous()?,
         None => Tensor::zeros((1, head_dim), qkv.dtype(), qkv.device())?,
     };
-    qkv.contiguous()?.apply_op2(&table, AttentionFwd(spec))
+    // Keep the probabilities for backward only where there will be one.
+    let stash = (qkv.track_op() || table.track_op()).then(|| Mutex::new(None));
+    qkv.contiguous()?.apply_op2(&table, AttentionFwd { spec, stash })
 }
 
 /// The same attention as candle ops (the fallback for other devices and dtypes).
@@ -486,6 +507,21 @@ mod tests {
                 let err = rel_err(&picked, &numeric);
                 assert!(err < 1e-6, "case {n}: relative error {err:e} for {:?}", var.dims());
             }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_second_backward_recomputes_the_same_gradients() -> Result<()> {
+        // The first backward uses the probabilities the forward kept, the second recomputes them.
+        let case = &CASES[2];
+        let (qkv, table, key_bias, keep) = inputs(case, DType::F32, 8)?;
+        let y = run(case, qkv.as_tensor(), table.as_ref(), key_bias.as_ref(), &keep, true)?;
+        let loss = y.sqr()?.sum_all()?;
+        let (first, second) = (loss.backward()?, loss.backward()?);
+        for var in [Some(&qkv), table.as_ref()].into_iter().flatten() {
+            let (a, b) = (values(first.get(var.as_tensor()).unwrap())?, values(second.get(var.as_tensor()).unwrap())?);
+            assert!(rel_err(&a, &b) < 1e-6, "{:?}: {}", var.dims(), rel_err(&a, &b));
         }
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! What the fused CPU kernels ([`super::conv`], [`super::norm`], [`super::ops`]) share: the
 //! float trait they are generic over and the storage helper that finds their input data.
 
-use candle_core::{bail, Layout, Result};
+use candle_core::{bail, CpuStorage, Layout, Result};
 use std::ops::{Add, AddAssign, Div, Mul, Neg, Sub};
 
 /// Runs a kernel generic over [`Float`] on one or more CPU storages that are all f32 or all f64:
@@ -57,6 +57,10 @@ pub(crate) trait Float:
     fn exp(self) -> Self;
     /// The error function: for f32 [`erf_f32`], for f64 candle's (libm's).
     fn erf(self) -> Self;
+    /// The values as a CPU storage.
+    fn into_storage(v: Vec<Self>) -> CpuStorage;
+    /// The values of a CPU storage of this type.
+    fn of_storage(s: &CpuStorage) -> Option<&[Self]>;
 }
 
 impl Float for f32 {
@@ -73,6 +77,15 @@ impl Float for f32 {
     fn erf(self) -> Self {
         erf_f32(self)
     }
+    fn into_storage(v: Vec<Self>) -> CpuStorage {
+        CpuStorage::F32(v)
+    }
+    fn of_storage(s: &CpuStorage) -> Option<&[Self]> {
+        match s {
+            CpuStorage::F32(v) => Some(v),
+            _ => None,
+        }
+    }
 }
 
 impl Float for f64 {
@@ -88,6 +101,15 @@ impl Float for f64 {
     }
     fn erf(self) -> Self {
         candle_core::cpu::erf::erf_f64(self)
+    }
+    fn into_storage(v: Vec<Self>) -> CpuStorage {
+        CpuStorage::F64(v)
+    }
+    fn of_storage(s: &CpuStorage) -> Option<&[Self]> {
+        match s {
+            CpuStorage::F64(v) => Some(v),
+            _ => None,
+        }
     }
 }
 
@@ -163,6 +185,21 @@ pub(crate) fn max_of<T: Float>(xs: &[T]) -> T {
         max = if a > max { a } else { max };
     }
     max
+}
+
+/// Softmax of one non-empty row in place (max-subtracted; the sum as in [`sum_by`]).
+pub(crate) fn softmax_row<T: Float>(row: &mut [T]) {
+    let max = max_of(row);
+    row.iter_mut().for_each(|v| *v = (*v - max).exp());
+    let inv = T::from_f64(1.0 / sum_by(row, |v| v));
+    row.iter_mut().for_each(|v| *v = *v * inv);
+}
+
+/// Softmax's backward for one row in place: with `p` the softmax output and `g` the gradient
+/// of the output, `g = scale * p * (g - sum(g * p))`.
+pub(crate) fn softmax_grad_row<T: Float>(p: &[T], g: &mut [T], scale: T) {
+    let dot = T::from_f64(sum_zip(g, p, |g, p| g * p));
+    g.iter_mut().zip(p).for_each(|(g, &p)| *g = scale * p * (*g - dot));
 }
 
 /// A matrix view: `rows x cols` elements at `data[r * rs + c * cs]`.

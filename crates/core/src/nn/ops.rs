@@ -23,7 +23,7 @@
 //! with the same result.
 
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, D};
-use super::kernel::{contiguous, dispatch, Float};
+use super::kernel::{contiguous, dispatch, softmax_grad_row, softmax_row, Float};
 use rayon::prelude::*;
 
 /// Nearest x2 upsampling of `[N, H, W]` planes to `[N, H * sh, W * 2]` (`sh` is 1 or 2).
@@ -188,17 +188,8 @@ impl Softmax {
             let chunk = n * rows_per_task(n);
             out.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(dst, src)| {
                 for (d, s) in dst.chunks_mut(n).zip(src.chunks(n)) {
-                    let max = s.iter().fold(s[0], |m, &v| if v > m { v } else { m });
-                    let mut sum = 0.0;
-                    for (o, &v) in d.iter_mut().zip(s) {
-                        let e = (v - max).exp();
-                        sum += e.to_f64();
-                        *o = e;
-                    }
-                    let inv = T::from_f64(1.0 / sum);
-                    for o in d.iter_mut() {
-                        *o = *o * inv;
-                    }
+                    d.copy_from_slice(s);
+                    softmax_row(d);
                 }
             });
         }
@@ -218,10 +209,8 @@ impl SoftmaxBackward {
             let chunk = n * rows_per_task(n);
             out.par_chunks_mut(chunk).zip(y.par_chunks(chunk).zip(g.par_chunks(chunk))).for_each(|(dst, (ys, gs))| {
                 for ((d, yr), gr) in dst.chunks_mut(n).zip(ys.chunks(n)).zip(gs.chunks(n)) {
-                    let dot: f64 = yr.iter().zip(gr).map(|(&a, &b)| a.to_f64() * b.to_f64()).sum();
-                    for ((o, &a), &b) in d.iter_mut().zip(yr).zip(gr) {
-                        *o = T::from_f64(a.to_f64() * (b.to_f64() - dot));
-                    }
+                    d.copy_from_slice(gr);
+                    softmax_grad_row(yr, d, T::ONE);
                 }
             });
         }
