@@ -237,6 +237,18 @@ pub(crate) fn matmul<T: Float>(dst: &mut [T], a: Mat<T>, b: Mat<T>, accumulate: 
 
 /// [`matmul`] into a destination whose rows are `dst_rs` apart.
 pub(crate) fn matmul_strided<T: Float>(dst: &mut [T], dst_rs: usize, a: Mat<T>, b: Mat<T>, accumulate: bool) {
+    gemm_into(dst, dst_rs, a, b, accumulate, gemm::Parallelism::None)
+}
+
+/// [`matmul`] on all of rayon's threads, which split the destination between them (each entry
+/// is still summed by one thread in a fixed order, so the result does not depend on their
+/// number).
+pub(crate) fn matmul_parallel<T: Float>(dst: &mut [T], a: Mat<T>, b: Mat<T>, accumulate: bool) {
+    gemm_into(dst, b.cols, a, b, accumulate, gemm::Parallelism::Rayon(0))
+}
+
+/// `dst (+)= a b` by the gemm crate, `dst` row-major with rows `dst_rs` apart.
+fn gemm_into<T: Float>(dst: &mut [T], dst_rs: usize, a: Mat<T>, b: Mat<T>, accumulate: bool, parallelism: gemm::Parallelism) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(k, b.rows, "matmul: inner sizes differ");
     assert!(n <= dst_rs && (m == 0 || n == 0 || (m - 1) * dst_rs + n <= dst.len()), "matmul: destination too small");
@@ -276,7 +288,7 @@ pub(crate) fn matmul_strided<T: Float>(dst: &mut [T], dst_rs: usize, a: Mat<T>, 
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism,
         )
     }
 }

@@ -15,15 +15,18 @@
 //! - [`add_bias`]: adds a per-channel bias along one axis. With `broadcast_add` the bias
 //!   gradient is a sum over the other axes, which candle 0.11.1 computes with a per-element
 //!   index division unless the summed axes are the trailing ones (every linear layer's bias).
-//! - [`Linear`]: a linear layer that folds leading axes into one matrix product (candle_nn's
-//!   broadcasts the weight over them, and its gradient is again a leading-axis sum), with its
-//!   bias through [`add_bias`].
+//! - [`Linear`]: a linear layer as one op over any leading axes (candle_nn's broadcasts the
+//!   weight over them, and its gradient is again a leading-axis sum): the bias written into the
+//!   output before one gemm adds `x W^T`, and one backward op for the input, weight and bias
+//!   gradients. As one node of the autograd graph instead of five (reshape, transpose, matmul,
+//!   bias, reshape) it also spares candle's backward pass a zero-filled gradient buffer and an
+//!   add per node.
 //!
 //! Off the CPU (or for dtypes other than f32/f64) both fall back to compositions of candle ops
 //! with the same result.
 
-use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, D};
-use super::kernel::{contiguous, dispatch, softmax_grad_row, softmax_row, Float};
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, D};
+use super::kernel::{contiguous, dispatch, matmul_parallel, softmax_grad_row, softmax_row, Float, Mat};
 use rayon::prelude::*;
 
 /// Nearest x2 upsampling of `[N, H, W]` planes to `[N, H * sh, W * 2]` (`sh` is 1 or 2).
@@ -499,32 +502,38 @@ impl ChannelSum {
     fn run<T: Float>(&self, g: &[T], layout: &Layout) -> Result<(Vec<T>, Shape)> {
         let g = contiguous(g, layout, "add_bias backward")?;
         let (outer, c, inner) = split_at_axis(layout.shape(), self.axis)?;
-        let mut out = vec![T::default(); c];
-        if c * inner > 0 && outer > 0 {
-            let partials: Vec<Vec<T>> = g
-                .par_chunks(ROWS_PER_GROUP * c * inner)
-                .map(|chunk| {
-                    let mut acc = vec![T::default(); c];
-                    for row in chunk.chunks(c * inner) {
-                        if inner == 1 {
-                            acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v);
-                        } else {
-                            for (a, plane) in acc.iter_mut().zip(row.chunks(inner)) {
-                                *a = plane.iter().fold(*a, |s, &v| s + v);
-                            }
+        Ok((channel_sums(g, outer, c, inner), Shape::from(c)))
+    }
+}
+
+/// Sums `g` (`[outer, c, inner]`) to `[c]`: in fixed groups of outer rows in parallel, the
+/// groups' sums added in order (the same result whatever the number of threads).
+fn channel_sums<T: Float>(g: &[T], outer: usize, c: usize, inner: usize) -> Vec<T> {
+    let mut out = vec![T::default(); c];
+    if c * inner > 0 && outer > 0 {
+        let partials: Vec<Vec<T>> = g
+            .par_chunks(ROWS_PER_GROUP * c * inner)
+            .map(|chunk| {
+                let mut acc = vec![T::default(); c];
+                for row in chunk.chunks(c * inner) {
+                    if inner == 1 {
+                        acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v);
+                    } else {
+                        for (a, plane) in acc.iter_mut().zip(row.chunks(inner)) {
+                            *a = plane.iter().fold(*a, |s, &v| s + v);
                         }
                     }
-                    acc
-                })
-                .collect();
-            for p in partials {
-                for (o, v) in out.iter_mut().zip(p) {
-                    *o += v;
                 }
+                acc
+            })
+            .collect();
+        for p in partials {
+            for (o, v) in out.iter_mut().zip(p) {
+                *o += v;
             }
         }
-        Ok((out, Shape::from(c)))
     }
+    out
 }
 
 impl CustomOp2 for AddBias {
@@ -565,6 +574,93 @@ pub fn add_bias(x: &Tensor, bias: &Tensor, axis: usize) -> Result<Tensor> {
     }
     shape[axis] = bias.elem_count();
     x.broadcast_add(&bias.reshape(shape)?)
+}
+
+/// `y = x W^T + b` over the last axis of `x` as one op: `(x [.., in], W [out, in], b [out])` to
+/// `[.., out]`, the bias written first and the product added by one gemm.
+#[derive(Clone, Copy, Debug)]
+struct LinearOp;
+
+/// `(rows, in, out)` of a linear layer's input, weight and bias shapes.
+fn linear_dims(x: &Shape, w: &Shape, b: &Shape) -> Result<(usize, usize, usize)> {
+    let (out, inp) = w.dims2()?;
+    let last = x.dims().last().copied().unwrap_or(0);
+    if x.rank() == 0 || last != inp || b.dims() != [out] {
+        bail!("linear: input {:?}, weight {:?} and bias {:?} do not fit", x.dims(), w.dims(), b.dims());
+    }
+    Ok((x.elem_count() / inp.max(1), inp, out))
+}
+
+impl LinearOp {
+    fn run<T: Float>(&self, x: (&[T], &Layout), w: (&[T], &Layout), b: (&[T], &Layout)) -> Result<(Vec<T>, Shape)> {
+        let (rows, inp, out) = linear_dims(x.1.shape(), w.1.shape(), b.1.shape())?;
+        let (xs, ws, bs) = (contiguous(x.0, x.1, "linear")?, contiguous(w.0, w.1, "linear")?, contiguous(b.0, b.1, "linear")?);
+        let mut y = vec![T::default(); rows * out];
+        if out > 0 {
+            y.par_chunks_mut(out * rows_per_task(out)).for_each(|chunk| {
+                chunk.chunks_mut(out).for_each(|row| row.copy_from_slice(bs));
+            });
+        }
+        matmul_parallel(&mut y, Mat::new(xs, rows, inp), Mat::new(ws, out, inp).t(), true);
+        let mut shape = x.1.shape().dims().to_vec();
+        *shape.last_mut().expect("rank checked") = out;
+        Ok((y, Shape::from(shape)))
+    }
+}
+
+impl CustomOp3 for LinearOp {
+    fn name(&self) -> &'static str {
+        "linear"
+    }
+
+    fn cpu_fwd(&self, x: &CpuStorage, xl: &Layout, w: &CpuStorage, wl: &Layout, b: &CpuStorage, bl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _t = crate::profile::scope("linear (forward)");
+        dispatch!("linear", (x => x, w => w, b => b), self.run((x, xl), (w, wl), (b, bl)))
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, b: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let packed = grad.contiguous()?.apply_op3_no_bwd(x, w, &LinearBackward)?;
+        let (nx, nw) = (x.elem_count(), w.elem_count());
+        let dx = packed.narrow(0, 0, nx)?.reshape(x.shape())?;
+        let dw = packed.narrow(0, nx, nw)?.reshape(w.shape())?;
+        let db = packed.narrow(0, nx + nw, b.elem_count())?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+/// The gradients of [`LinearOp`] from `(dy, x, W)`, packed as `[dx, dW, db]`: `dx = dy W`,
+/// `dW = dy^T x`, `db` the column sums of `dy`.
+#[derive(Clone, Copy, Debug)]
+struct LinearBackward;
+
+impl LinearBackward {
+    fn run<T: Float>(&self, g: (&[T], &Layout), x: (&[T], &Layout), w: (&[T], &Layout)) -> Result<(Vec<T>, Shape)> {
+        let (out, inp) = w.1.shape().dims2()?;
+        let (gs, xs, ws) = (contiguous(g.0, g.1, "linear backward")?, contiguous(x.0, x.1, "linear backward")?, contiguous(w.0, w.1, "linear backward")?);
+        let rows = xs.len() / inp.max(1);
+        if gs.len() != rows * out || xs.len() != rows * inp {
+            bail!("linear backward: gradient {:?} does not fit input {:?} and weight [{out}, {inp}]", g.1.shape().dims(), x.1.shape().dims());
+        }
+        let mut packed = vec![T::default(); rows * inp + out * inp + out];
+        let (dx, rest) = packed.split_at_mut(rows * inp);
+        let (dw, db) = rest.split_at_mut(out * inp);
+        matmul_parallel(dx, Mat::new(gs, rows, out), Mat::new(ws, out, inp), false);
+        matmul_parallel(dw, Mat::new(gs, rows, out).t(), Mat::new(xs, rows, inp), false);
+        db.copy_from_slice(&channel_sums(gs, rows, out, 1));
+        let n = packed.len();
+        Ok((packed, Shape::from(n)))
+    }
+}
+
+impl CustomOp3 for LinearBackward {
+    fn name(&self) -> &'static str {
+        "linear-backward"
+    }
+
+    fn cpu_fwd(&self, g: &CpuStorage, gl: &Layout, x: &CpuStorage, xl: &Layout, w: &CpuStorage, wl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _t = crate::profile::scope("linear (backward)");
+        dispatch!("linear backward", (g => g, x => x, w => w), self.run((g, gl), (x, xl), (w, wl)))
+    }
 }
 
 /// A linear layer `y = x W^T + b` over the last axis of `x` (any rank >= 1); parameters
@@ -611,6 +707,11 @@ impl candle_nn::Module for Linear {
         let (out, inp) = self.weight.dims2()?;
         if last != inp {
             bail!("linear: input {dims:?} does not end in the layer's {inp} features");
+        }
+        if let (Some(b), true) = (&self.bias, super::use_fused(x)) {
+            if b.dtype() == x.dtype() && self.weight.dtype() == x.dtype() {
+                return x.contiguous()?.apply_op3(&self.weight.contiguous()?, &b.contiguous()?, LinearOp);
+            }
         }
         let rows: usize = lead.iter().product();
         let y = {
@@ -749,16 +850,20 @@ mod tests {
                 assert!(d < 1e-12, "{shape:?} axis {axis}: gradient differs by {d}");
             }
         }
-        // Linear over [2, 3, 4] -> 5 against candle_nn's
+        // Linear (the fused op) over [2, 3, 4], [70, 4] and [1, 4] -> 5 against candle_nn's
         let params = crate::params::Params::new(3);
         let vb = params.var_builder(DType::F64, &dev);
         let ours = Linear::new(4, 5, vb.pp("l"))?;
         let theirs = candle_nn::Linear::new(ours.weight.clone(), ours.bias.clone());
-        let x = randn(&mut Rng::new(9), &[2, 3, 4], DType::F64, &dev)?;
-        assert!(max_diff(&values(&ours.forward(&x)?), &values(&theirs.forward(&x)?)) < 1e-13);
-        let (g1, g2) = (ours.forward(&x)?.sqr()?.sum_all()?.backward()?, theirs.forward(&x)?.sqr()?.sum_all()?.backward()?);
-        for t in [&ours.weight, ours.bias.as_ref().unwrap()] {
-            assert!(max_diff(&values(g1.get(t).unwrap()), &values(g2.get(t).unwrap())) < 1e-12);
+        for shape in [&[2, 3, 4][..], &[70, 4], &[1, 4]] {
+            let x = Var::from_tensor(&randn(&mut Rng::new(9), shape, DType::F64, &dev)?)?;
+            let (y1, y2) = (ours.forward(x.as_tensor())?, theirs.forward(x.as_tensor())?);
+            assert_eq!(y1.dims(), y2.dims());
+            assert!(max_diff(&values(&y1), &values(&y2)) < 1e-13);
+            let (g1, g2) = (y1.sqr()?.sum_all()?.backward()?, y2.sqr()?.sum_all()?.backward()?);
+            for t in [x.as_tensor(), &ours.weight, ours.bias.as_ref().unwrap()] {
+                assert!(max_diff(&values(g1.get(t).unwrap()), &values(g2.get(t).unwrap())) < 1e-12, "{shape:?}");
+            }
         }
         Ok(())
     }
