@@ -141,9 +141,16 @@ impl ConvShape {
 }
 
 impl Geometry {
+    /// The sizes of a convolution of `x` (`[B, C, H, W]`, or `[B, C, W]` for a 1-D one, as a
+    /// height-1 image) with `weight` (`[O, C, kh, kw]`, or `[O, C, kw]`).
     fn conv_shape(&self, x: &Shape, weight: &Shape) -> Result<ConvShape> {
-        let (b, c, h, w) = x.dims4()?;
-        let (o, ci, kh, kw) = weight.dims4()?;
+        let ((b, c, h, w), (o, ci, kh, kw)) = match (x.rank(), weight.rank()) {
+            (3, 3) => {
+                let ((b, c, w), (o, ci, kw)) = (x.dims3()?, weight.dims3()?);
+                ((b, c, 1, w), (o, ci, 1, kw))
+            }
+            _ => (x.dims4()?, weight.dims4()?),
+        };
         if ci != c || kh != self.kh || kw != self.kw {
             bail!("conv2d: input {:?} does not fit kernel {:?}", x.dims(), weight.dims());
         }
@@ -152,6 +159,14 @@ impl Geometry {
         }
         let (ho, wo) = self.out_size(h, w)?;
         Ok(ConvShape { b, c, h, w, o, ho, wo })
+    }
+
+    /// The output shape: `[B, O, Hout, Wout]`, or `[B, O, Wout]` for a 1-D input.
+    fn out_shape(s: &ConvShape, x: &Shape) -> Shape {
+        match x.rank() {
+            3 => Shape::from((s.b, s.o, s.wo)),
+            _ => Shape::from((s.b, s.o, s.ho, s.wo)),
+        }
     }
 
     /// A 1x1 kernel with stride 1 and no padding: the image is its own column matrix.
@@ -269,7 +284,7 @@ impl Conv2d {
                 g.conv_image(&s, ws, xb, y, true, cols);
             });
         }
-        Ok((out, Shape::from((s.b, s.o, s.ho, s.wo))))
+        Ok((out, Geometry::out_shape(&s, x.1.shape())))
     }
 }
 
@@ -312,8 +327,9 @@ impl Conv2dBackward {
         let s = self.g.conv_shape(x.1.shape(), w.1.shape())?;
         let (dys, xs, ws) = (contiguous(dy.0, dy.1, "conv2d backward")?, contiguous(x.0, x.1, "conv2d backward")?, contiguous(w.0, w.1, "conv2d backward")?);
         let (k, l, g) = (s.k(&self.g), s.l(), self.g);
-        if dy.1.shape().dims() != [s.b, s.o, s.ho, s.wo] {
-            bail!("conv2d backward: gradient {:?} does not match the output [{}, {}, {}, {}]", dy.1.shape().dims(), s.b, s.o, s.ho, s.wo);
+        let out_shape = Geometry::out_shape(&s, x.1.shape());
+        if dy.1.shape() != &out_shape {
+            bail!("conv2d backward: gradient {:?} does not match the output {:?}", dy.1.shape().dims(), out_shape.dims());
         }
         let image = s.c * s.h * s.w;
         let mut out = vec![T::default(); s.b * image + s.o * k + s.o];
@@ -392,6 +408,28 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: &Tensor, stride: (usize, usize)
     }
     let x = x.pad_with_zeros(2, padding.0, padding.0)?.pad_with_zeros(3, padding.1, padding.1)?;
     x.conv2d(weight, 0, stride.0, 1, 1)?.broadcast_add(&bias.reshape((1, bias.dim(0)?, 1, 1))?)
+}
+
+/// 1-D convolution (cross-correlation) of `x: [B, Cin, L]` with `weight: [Cout, Cin, k]` plus
+/// `bias: [Cout]`, zero padding `padding` on both ends, stride `stride`, giving `[B, Cout, Lout]`;
+/// differentiable in all three inputs.
+///
+/// On the CPU with f32/f64 this is the fused op of [`conv2d`] on the sequence as a height-1
+/// image, read and written in place (no reshape nodes in the autograd graph). Elsewhere it is
+/// candle's conv2d over a height-1 image with explicit zero padding (candle 0.11.1's conv1d has
+/// wrong gradients for batches of more than one); the right-hand padding a strided convolution
+/// never reads is left out, so that conv2d's backward pass (which derives its output padding
+/// from the height) fits.
+pub fn conv1d(x: &Tensor, weight: &Tensor, bias: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+    let k = weight.dim(2)?;
+    if super::use_fused(x) {
+        let g = Geometry { kh: 1, kw: k, sh: 1, sw: stride, ph: 0, pw: padding };
+        return x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, Conv2d { g });
+    }
+    let l = x.dim(2)?;
+    let right = padding - ((l + 2 * padding).saturating_sub(k) % stride.max(1)).min(padding);
+    let x = x.pad_with_zeros(2, padding, right)?.unsqueeze(2)?;
+    conv2d(&x, &weight.unsqueeze(2)?, bias, (stride, stride), (0, 0))?.squeeze(2)
 }
 
 #[cfg(test)]
@@ -515,6 +553,28 @@ mod tests {
             let lhs = cols.mul(&y)?.sum_all()?.to_scalar::<f64>()?;
             let rhs = x.flatten_all()?.mul(&Tensor::new(back, &dev)?)?.sum_all()?.to_scalar::<f64>()?;
             assert!((lhs - rhs).abs() < 1e-10 * lhs.abs().max(1.0), "config {n}: {lhs} vs {rhs}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn conv1d_is_the_height_one_conv2d() -> Result<()> {
+        let dev = Device::Cpu;
+        for (stride, padding, k) in [(1, 1, 3), (2, 1, 3), (1, 0, 1)] {
+            let mut rng = Rng::new(31 + stride as u64);
+            let x = Var::from_tensor(&randn(&mut rng, &[3, 4, 9], DType::F64, &dev)?)?;
+            let w = Var::from_tensor(&randn(&mut rng, &[5, 4, k], DType::F64, &dev)?)?;
+            let b = Var::from_tensor(&randn(&mut rng, &[5], DType::F64, &dev)?)?;
+            let ours = conv1d(x.as_tensor(), w.as_tensor(), b.as_tensor(), stride, padding)?;
+            let x2 = x.as_tensor().unsqueeze(2)?;
+            let want = conv2d(&x2, &w.as_tensor().unsqueeze(2)?, b.as_tensor(), (1, stride), (0, padding))?.squeeze(2)?;
+            assert_eq!(ours.dims(), want.dims());
+            assert_eq!(values(&ours)?, values(&want)?);
+            let r = randn(&mut rng, ours.dims(), DType::F64, &dev)?;
+            let (g1, g2) = (ours.mul(&r)?.sum_all()?.backward()?, want.mul(&r)?.sum_all()?.backward()?);
+            for v in [&x, &w, &b] {
+                assert_eq!(values(g1.get(v.as_tensor()).unwrap())?, values(g2.get(v.as_tensor()).unwrap())?);
+            }
         }
         Ok(())
     }

@@ -164,21 +164,7 @@ impl Conv {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (p, s) = (self.padding, self.stride);
         match self.dims {
-            // On the CPU the fused convolution takes the height-1 image directly.
-            Dims::One if super::use_fused(x) => {
-                let w = self.weight.unsqueeze(2)?;
-                super::conv::conv2d(&x.unsqueeze(2)?, &w, &self.bias, (1, s), (0, p))?.squeeze(2)
-            }
-            // candle 0.11.1's conv1d has wrong gradients (see the module docs), so elsewhere the
-            // 1-D conv runs as candle's conv2d over a height-1 image with explicit zero padding.
-            // The right-hand padding a strided conv never reads is left out, so that conv2d's
-            // backward pass (which derives its output padding from the height) fits.
-            Dims::One => {
-                let (l, k) = (x.dim(2)?, self.weight.dim(2)?);
-                let right = p - ((l + 2 * p).saturating_sub(k) % s).min(p);
-                let x = x.pad_with_zeros(2, p, right)?.unsqueeze(2)?;
-                super::conv::conv2d(&x, &self.weight.unsqueeze(2)?, &self.bias, (s, s), (0, 0))?.squeeze(2)
-            }
+            Dims::One => super::conv::conv1d(x, &self.weight, &self.bias, s, p),
             Dims::Two => super::conv::conv2d(x, &self.weight, &self.bias, (s, s), (p, p)),
         }
     }
