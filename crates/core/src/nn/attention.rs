@@ -132,7 +132,8 @@ impl AttentionFwd {
         let mut out = vec![T::default(); spec.batch * l * hid];
         // Every batch row's probabilities when they are kept, else one buffer per task.
         let per_row = if self.stash.is_some() { heads * l * l } else { 0 };
-        let mut probs_all = vec![T::default(); spec.batch * per_row];
+        // (One placeholder per row when nothing is kept: the zip below stops at the shortest.)
+        let mut probs_all = vec![T::default(); spec.batch * per_row.max(1)];
         let rows = out.par_chunks_mut(l * hid).zip(qkv.par_chunks(3 * l * hid));
         rows.zip(probs_all.par_chunks_mut(per_row.max(1))).enumerate().for_each(|(b, ((out, qkv), kept))| {
             let mut own = vec![T::default(); if per_row == 0 { l * l } else { 0 }];
@@ -152,7 +153,7 @@ impl AttentionFwd {
                 matmul_strided(&mut out[h * d..], hid, Mat::new(probs, l, l), v, false);
             }
         });
-        if let Some(stash) = &self.stash {
+        if let (Some(stash), true) = (&self.stash, per_row > 0) {
             *stash.lock().map_err(|_| candle_core::Error::Msg("attention: poisoned stash".into()))? =
                 Some(T::into_storage(probs_all));
         }
@@ -507,6 +508,21 @@ mod tests {
                 let err = rel_err(&picked, &numeric);
                 assert!(err < 1e-6, "case {n}: relative error {err:e} for {:?}", var.dims());
             }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn untracked_inputs_give_the_same_output() -> Result<()> {
+        // Sampling runs on plain tensors: the forward then keeps nothing, and must still compute
+        // every batch row.
+        for case in &CASES {
+            let (qkv, table, key_bias, keep) = inputs(case, DType::F32, 12)?;
+            let tracked = run(case, qkv.as_tensor(), table.as_ref(), key_bias.as_ref(), &keep, true)?;
+            let plain_table = table.as_ref().map(|t| t.as_tensor().detach());
+            let plain = attend(&qkv.as_tensor().detach(), case.heads, plain_table.as_ref(), key_bias.as_ref(), keep.clone(), true)?;
+            assert_eq!(values(&plain)?, values(&tracked)?);
+            assert!(values(&plain)?.iter().any(|&v| v != 0.0));
         }
         Ok(())
     }
