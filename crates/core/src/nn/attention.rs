@@ -20,7 +20,7 @@
 //!
 //! Other devices and dtypes (and `nn::set_fused_kernels(false)`) run the same math as candle ops.
 
-use super::kernel::{contiguous, dispatch, matmul, matmul_strided, softmax_grad_row, softmax_row, Float, Mat};
+use super::kernel::{contiguous, dispatch, matmul, matmul_strided, softmax_grad_row, softmax_row, unpack, Float, Mat};
 use super::ops::add_relative_scores;
 use super::softmax_last;
 use crate::rng::Rng;
@@ -52,7 +52,7 @@ impl Spec {
     /// Row of the table where the `2L - 1` distances of a length-`L` sequence start: the pair
     /// (query `l`, key `r`) uses row `start + l - r + L - 1`.
     fn table_start(&self) -> usize {
-        self.table_rows.map_or(0, |rows| (rows + 1) / 2 - self.len)
+        self.table_rows.map_or(0, |rows| rows.div_ceil(2) - self.len)
     }
 
     /// Checks the packed projections (and table) against the spec; their contiguous slices.
@@ -107,11 +107,23 @@ impl Spec {
     }
 }
 
-/// `dst = p * keep` element-wise.
-fn apply_keep<T: Float>(p: &[T], keep: &[f32], dst: &mut [T]) {
-    for ((o, &p), &k) in dst.iter_mut().zip(p).zip(keep) {
+/// The probabilities after dropout: `p` itself without `keep`, else `p * keep` written into
+/// `buf`.
+fn dropped<'a, T: Float>(p: &'a [T], keep: Option<&[f32]>, buf: &'a mut [T]) -> &'a [T] {
+    let Some(keep) = keep else { return p };
+    for ((o, &p), &k) in buf.iter_mut().zip(p).zip(keep) {
         *o = p * T::from_f64(k as f64);
     }
+    buf
+}
+
+/// `buf` cut into `rows` consecutive slices of `per_row` elements (empty ones when `per_row` is
+/// 0), one per batch row, to zip with the rows of the other buffers.
+fn per_row_slices<T>(buf: &mut [T], rows: usize, per_row: usize) -> Vec<&mut [T]> {
+    if per_row == 0 {
+        return (0..rows).map(|_| <&mut [T]>::default()).collect();
+    }
+    buf.chunks_mut(per_row).collect()
 }
 
 /// The forward custom op: `(qkv [B, L, 3H], table [R, d])` to the context `[B, L, H]` (the
@@ -132,28 +144,22 @@ impl AttentionFwd {
         let mut out = vec![T::default(); spec.batch * l * hid];
         // Every batch row's probabilities when they are kept, else one buffer per task.
         let per_row = if self.stash.is_some() { heads * l * l } else { 0 };
-        // (One placeholder per row when nothing is kept: the zip below stops at the shortest.)
-        let mut probs_all = vec![T::default(); spec.batch * per_row.max(1)];
+        let mut probs_all = vec![T::default(); spec.batch * per_row];
         let rows = out.par_chunks_mut(l * hid).zip(qkv.par_chunks(3 * l * hid));
-        rows.zip(probs_all.par_chunks_mut(per_row.max(1))).enumerate().for_each(|(b, ((out, qkv), kept))| {
+        let kept_rows = per_row_slices(&mut probs_all, spec.batch, per_row);
+        rows.zip(kept_rows).enumerate().for_each(|(b, ((out, qkv), kept))| {
             let mut own = vec![T::default(); if per_row == 0 { l * l } else { 0 }];
-            let mut dropped = vec![T::default(); if spec.keep.is_some() { l * l } else { 0 }];
+            let mut drop_buf = vec![T::default(); if spec.keep.is_some() { l * l } else { 0 }];
             let mut rel = vec![T::default(); if spec.table_rows.is_some() { l * (2 * l - 1) } else { 0 }];
             for h in 0..heads {
                 let p = if per_row == 0 { &mut own[..] } else { &mut kept[h * l * l..][..l * l] };
                 spec.probabilities(b, h, qkv, table, p, &mut rel);
-                let probs = match spec.keep_of(b, h) {
-                    Some(keep) => {
-                        apply_keep(p, keep, &mut dropped);
-                        &dropped
-                    }
-                    None => &*p,
-                };
+                let probs = dropped(p, spec.keep_of(b, h), &mut drop_buf);
                 let v = Mat::strided(&qkv[2 * hid + h * d..], l, d, 3 * hid);
                 matmul_strided(&mut out[h * d..], hid, Mat::new(probs, l, l), v, false);
             }
         });
-        if let (Some(stash), true) = (&self.stash, per_row > 0) {
+        if let Some(stash) = &self.stash {
             *stash.lock().map_err(|_| candle_core::Error::Msg("attention: poisoned stash".into()))? =
                 Some(T::into_storage(probs_all));
         }
@@ -177,13 +183,9 @@ impl CustomOp2 for AttentionFwd {
         // The kept probabilities move to the backward op (a second backward recomputes them).
         let probs = self.stash.as_ref().and_then(|s| s.lock().ok()?.take());
         let packed = qkv.apply_op3_no_bwd(table, &grad.contiguous()?, &AttentionBwd { spec: self.spec.clone(), probs })?;
-        let n = qkv.elem_count();
-        let dqkv = packed.narrow(0, 0, n)?.reshape(qkv.shape())?;
-        let dtable = match self.spec.table_rows {
-            Some(_) => Some(packed.narrow(0, n, table.elem_count())?.reshape(table.shape())?),
-            None => None,
-        };
-        Ok((Some(dqkv), dtable))
+        let like: &[&Tensor] = if self.spec.table_rows.is_some() { &[qkv, table] } else { &[qkv] };
+        let mut grads = unpack(&packed, like)?.into_iter();
+        Ok((grads.next(), grads.next()))
     }
 }
 
@@ -210,16 +212,16 @@ impl AttentionBwd {
         let table_len = spec.table_rows.map_or(0, |rows| rows * d);
         // Per batch row: its share of the table's gradient (the `2L - 1` rows in use).
         let part_len = if spec.table_rows.is_some() { span * d } else { 0 };
-        let mut parts = vec![T::default(); spec.batch * part_len.max(1)];
+        let mut parts = vec![T::default(); spec.batch * part_len];
         let mut out = vec![T::default(); qkv.len() + table_len];
         let (dqkv, dtable) = out.split_at_mut(qkv.len());
         dqkv.par_chunks_mut(3 * l * hid)
-            .zip(parts.par_chunks_mut(part_len.max(1)))
+            .zip(per_row_slices(&mut parts, spec.batch, part_len))
             .enumerate()
             .for_each(|(b, (dqkv, dtable))| {
                 let (qkv, grad) = (&qkv[b * 3 * l * hid..][..3 * l * hid], &grad[b * l * hid..][..l * hid]);
                 let mut own = vec![T::default(); if kept.is_none() { l * l } else { 0 }];
-                let mut dropped = vec![T::default(); if spec.keep.is_some() { l * l } else { 0 }];
+                let mut drop_buf = vec![T::default(); if spec.keep.is_some() { l * l } else { 0 }];
                 let mut ds = vec![T::default(); l * l];
                 let mut rel = vec![T::default(); if spec.table_rows.is_some() { l * span } else { 0 }];
                 // The band of dR that [`Spec::probabilities`] reads; zero elsewhere, always.
@@ -234,13 +236,7 @@ impl AttentionBwd {
                         }
                     };
                     let keep = spec.keep_of(b, h);
-                    let probs = match keep {
-                        Some(keep) => {
-                            apply_keep(p, keep, &mut dropped);
-                            &dropped
-                        }
-                        None => p,
-                    };
+                    let probs = dropped(p, keep, &mut drop_buf);
                     let q = Mat::strided(&qkv[h * d..], l, d, 3 * hid);
                     let k = Mat::strided(&qkv[hid + h * d..], l, d, 3 * hid);
                     let v = Mat::strided(&qkv[2 * hid + h * d..], l, d, 3 * hid);
@@ -436,7 +432,10 @@ mod tests {
 
     /// The inputs of a case in `dtype`: packed projections and table as variables, the key
     /// bias (the last key of every other row padded) and dropout multipliers.
-    fn inputs(case: &Case, dtype: DType, seed: u64) -> Result<(Var, Option<Var>, Option<Tensor>, Option<Vec<f32>>)> {
+    /// Packed projections, relative table, key bias and dropout multipliers of a case.
+    type Inputs = (Var, Option<Var>, Option<Tensor>, Option<Vec<f32>>);
+
+    fn inputs(case: &Case, dtype: DType, seed: u64) -> Result<Inputs> {
         let dev = Device::Cpu;
         let mut rng = Rng::new(seed);
         let h = case.heads * case.d;
@@ -447,7 +446,7 @@ mod tests {
         };
         let key_bias = case.padded.then(|| {
             let bias: Vec<f32> = (0..case.batch * case.len)
-                .map(|i| if i % case.len == case.len - 1 && (i / case.len) % 2 == 0 { -10_000.0 } else { 0.0 })
+                .map(|i| if i % case.len == case.len - 1 && (i / case.len).is_multiple_of(2) { -10_000.0 } else { 0.0 })
                 .collect();
             Tensor::from_vec(bias, (case.batch, case.len), &dev)?.to_dtype(dtype)
         });

@@ -14,7 +14,7 @@
 //! fixed groups of images in a fixed order, so it is the same on every run.
 
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
-use super::kernel::{contiguous, dispatch, matmul, matmul_strided, Float, Mat};
+use super::kernel::{contiguous, dispatch, matmul, matmul_strided, unpack, Float, Mat};
 use rayon::prelude::*;
 
 /// Geometry shared by [`Im2Col`] and [`Col2Im`]: kernel, stride and zero padding (dilation 1).
@@ -300,11 +300,8 @@ impl CustomOp3 for Conv2d {
 
     fn bwd(&self, x: &Tensor, w: &Tensor, bias: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let packed = grad.contiguous()?.apply_op3_no_bwd(x, w, &Conv2dBackward { g: self.g })?;
-        let (nx, nw) = (x.elem_count(), w.elem_count());
-        let dx = packed.narrow(0, 0, nx)?.reshape(x.shape())?;
-        let dw = packed.narrow(0, nx, nw)?.reshape(w.shape())?;
-        let db = packed.narrow(0, nx + nw, bias.elem_count())?;
-        Ok((Some(dx), Some(dw), Some(db)))
+        let mut grads = unpack(&packed, &[x, w, bias])?.into_iter();
+        Ok((grads.next(), grads.next(), grads.next()))
     }
 }
 

@@ -1,7 +1,7 @@
 //! What the fused CPU kernels ([`super::conv`], [`super::norm`], [`super::ops`]) share: the
 //! float trait they are generic over and the storage helper that finds their input data.
 
-use candle_core::{bail, CpuStorage, Layout, Result};
+use candle_core::{bail, CpuStorage, Layout, Result, Tensor};
 use std::ops::{Add, AddAssign, Div, Mul, Neg, Sub};
 
 /// Runs a kernel generic over [`Float`] on one or more CPU storages that are all f32 or all f64:
@@ -128,7 +128,7 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
         + 1.666_666_5e-1)
         * r
-        + 5.000_000_1e-1;
+        + 0.5;
     let e = p * r * r + r + 1.0;
     // n sits in the low bits of t's mantissa (offset by 2^22): shift it into the exponent.
     let n_bits = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
@@ -200,6 +200,20 @@ pub(crate) fn softmax_row<T: Float>(row: &mut [T]) {
 pub(crate) fn softmax_grad_row<T: Float>(p: &[T], g: &mut [T], scale: T) {
     let dot = T::from_f64(sum_zip(g, p, |g, p| g * p));
     g.iter_mut().zip(p).for_each(|(g, &p)| *g = scale * p * (*g - dot));
+}
+
+/// Splits the flat output of a backward op into gradients shaped like `like`, in order (views,
+/// no copies).
+pub(crate) fn unpack(packed: &Tensor, like: &[&Tensor]) -> Result<Vec<Tensor>> {
+    let mut at = 0;
+    like.iter()
+        .map(|t| {
+            let n = t.elem_count();
+            let part = packed.narrow(0, at, n)?.reshape(t.shape());
+            at += n;
+            part
+        })
+        .collect()
 }
 
 /// A matrix view: `rows x cols` elements at `data[r * rs + c * cs]`.

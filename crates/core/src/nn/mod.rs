@@ -121,9 +121,6 @@ pub(crate) use ops::softmax_last;
 /// `candle_nn::ops::dropout` (whose generator cannot be seeded), the same `rng` state gives the
 /// same mask, so training runs are reproducible. `p = 0` returns `x` unchanged.
 pub fn dropout(x: &Tensor, p: f64, rng: &mut Rng) -> Result<Tensor> {
-    if !(0.0..1.0).contains(&p) {
-        candle_core::bail!("dropout probability must be in [0, 1), got {p}");
-    }
     if p == 0.0 {
         return Ok(x.clone());
     }
@@ -132,7 +129,7 @@ pub fn dropout(x: &Tensor, p: f64, rng: &mut Rng) -> Result<Tensor> {
 }
 
 /// The multipliers of [`dropout`] for `n` elements: 0 with probability `p`, else `1 / (1 - p)`,
-/// one uniform draw from `rng` per element.
+/// one uniform draw from `rng` per element; `p` outside [0, 1) is an error.
 pub(crate) fn dropout_mask(n: usize, p: f64, rng: &mut Rng) -> Result<Vec<f32>> {
     if !(0.0..1.0).contains(&p) {
         candle_core::bail!("dropout probability must be in [0, 1), got {p}");

@@ -19,7 +19,7 @@
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use candle_nn::{Init, VarBuilder};
 use rayon::prelude::*;
-use super::kernel::{contiguous, dispatch, sum_by, sum_zip, Float};
+use super::kernel::{contiguous, dispatch, sum_by, sum_zip, unpack, Float};
 
 /// How the kernel reads its input: `[rows, channels, spatial]`, channels in `groups` groups.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -310,10 +310,8 @@ impl CustomOp2 for NormFwd {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let packed = x.apply_op3_no_bwd(params, &grad.contiguous()?, &NormBwd(self.0))?;
-        let n = x.elem_count();
-        let dx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
-        let dparams = packed.narrow(0, n, params.elem_count())?;
-        Ok((Some(dx), Some(dparams)))
+        let mut grads = unpack(&packed, &[x, params])?.into_iter();
+        Ok((grads.next(), grads.next()))
     }
 }
 

@@ -26,7 +26,7 @@
 //! with the same result.
 
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, D};
-use super::kernel::{contiguous, dispatch, matmul_parallel, softmax_grad_row, softmax_row, Float, Mat};
+use super::kernel::{contiguous, dispatch, matmul_parallel, softmax_grad_row, softmax_row, unpack, Float, Mat};
 use rayon::prelude::*;
 
 /// Nearest x2 upsampling of `[N, H, W]` planes to `[N, H * sh, W * 2]` (`sh` is 1 or 2).
@@ -620,11 +620,8 @@ impl CustomOp3 for LinearOp {
 
     fn bwd(&self, x: &Tensor, w: &Tensor, b: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let packed = grad.contiguous()?.apply_op3_no_bwd(x, w, &LinearBackward)?;
-        let (nx, nw) = (x.elem_count(), w.elem_count());
-        let dx = packed.narrow(0, 0, nx)?.reshape(x.shape())?;
-        let dw = packed.narrow(0, nx, nw)?.reshape(w.shape())?;
-        let db = packed.narrow(0, nx + nw, b.elem_count())?;
-        Ok((Some(dx), Some(dw), Some(db)))
+        let mut grads = unpack(&packed, &[x, w, b])?.into_iter();
+        Ok((grads.next(), grads.next(), grads.next()))
     }
 }
 

@@ -213,11 +213,20 @@ fn stacked(parts: &[&Linear]) -> Result<Linear> {
     Ok(Linear::from_parts(Tensor::cat(&weights, 0)?, biases.map(|b| Tensor::cat(&b, 0)).transpose()?))
 }
 
+/// The dropout to apply: probability `p` and the generator, in training (when `rng` is given)
+/// with `p > 0`; None otherwise.
+fn active_dropout<'a>(p: f64, rng: &'a mut Option<&mut Rng>) -> Option<(f64, &'a mut Rng)> {
+    match rng {
+        Some(rng) if p > 0.0 => Some((p, &mut **rng)),
+        _ => None,
+    }
+}
+
 /// Dropout in training (when `rng` is given), identity otherwise.
 fn train_dropout(x: Tensor, p: f64, rng: &mut Option<&mut Rng>) -> Result<Tensor> {
-    match rng {
-        Some(rng) if p > 0.0 => dropout(&x, p, rng),
-        _ => Ok(x),
+    match active_dropout(p, rng) {
+        Some((p, rng)) => dropout(&x, p, rng),
+        None => Ok(x),
     }
 }
 
@@ -276,11 +285,7 @@ impl Layer {
     ) -> Result<Tensor> {
         let _t = crate::profile::scope("attention block (forward)");
         let qkv = stacked(&[&self.query, &self.key, &self.value])?.forward(x)?;
-        let dropout = match rng {
-            Some(rng) if self.dropout > 0.0 => Some((self.dropout, &mut **rng)),
-            _ => None,
-        };
-        self_attention(&qkv, self.heads, self.distance.as_ref(), key_bias, dropout)
+        self_attention(&qkv, self.heads, self.distance.as_ref(), key_bias, active_dropout(self.dropout, rng))
     }
 
     fn forward(
