@@ -14,6 +14,7 @@
 //! fixed groups of images in a fixed order, so it is the same on every run.
 
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use super::direct;
 use super::kernel::{contiguous, dispatch, matmul, matmul_strided, unpack, Float, Mat};
 use rayon::prelude::*;
 
@@ -169,6 +170,20 @@ impl Geometry {
         }
     }
 
+    /// The plan of the [`direct`] kernels for this convolution, where they apply: stride 1,
+    /// padding below the kernel size, a kernel bigger than 1x1, at least 8 output channels, on a
+    /// CPU with AVX-512F (the caller checks the dtype is f32).
+    fn direct_plan(&self, s: &ConvShape, allowed: bool) -> Option<direct::Plan> {
+        let applies = allowed
+            && (self.sh, self.sw) == (1, 1)
+            && self.ph < self.kh
+            && self.pw < self.kw
+            && self.kh * self.kw > 1
+            && s.o >= 8
+            && direct::available();
+        applies.then(|| direct::Plan { c: s.c, kh: self.kh, kw: self.kw, hp: s.h + 2 * self.ph, wp: s.w + 2 * self.pw })
+    }
+
     /// A 1x1 kernel with stride 1 and no padding: the image is its own column matrix.
     fn pointwise(&self) -> bool {
         (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw) == (1, 1, 1, 1, 0, 0)
@@ -265,6 +280,9 @@ impl Geometry {
 #[derive(Clone, Copy, Debug)]
 struct Conv2d {
     g: Geometry,
+    /// Whether the [`direct`] kernels may run where they apply (always, outside tests that
+    /// compare them with im2col).
+    direct: bool,
 }
 
 impl Conv2d {
@@ -276,7 +294,19 @@ impl Conv2d {
         }
         let (l, g) = (s.l(), self.g);
         let mut out = vec![T::default(); s.b * s.o * l];
-        if !out.is_empty() {
+        if let (Some(plan), Some(x32), Some(w32), Some(b32)) = (g.direct_plan(&s, self.direct), T::as_f32(xs), T::as_f32(ws), T::as_f32(bs)) {
+            let packed = direct::pack_weights(w32, s.o, s.k(&g));
+            let out32 = T::as_f32_mut(&mut out).expect("f32 output for f32 inputs");
+            if !out32.is_empty() {
+                out32.par_chunks_mut(s.o * l).zip(x32.par_chunks(s.c * s.h * s.w)).for_each_init(
+                    || (Vec::new(), Vec::new()),
+                    |(xp, tmp), (y, xb)| {
+                        plan.pad(xb, s.h, s.w, g.ph, g.pw, xp);
+                        direct::forward_image(&plan, &packed, s.o, Some(b32), xp, y, tmp);
+                    },
+                );
+            }
+        } else if !out.is_empty() {
             out.par_chunks_mut(s.o * l).zip(xs.par_chunks(s.c * s.h * s.w)).for_each_init(Vec::new, |cols, (y, xb)| {
                 for (row, &bv) in y.chunks_mut(l).zip(bs) {
                     row.fill(bv);
@@ -299,7 +329,7 @@ impl CustomOp3 for Conv2d {
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, bias: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let packed = grad.contiguous()?.apply_op3_no_bwd(x, w, &Conv2dBackward { g: self.g })?;
+        let packed = grad.contiguous()?.apply_op3_no_bwd(x, w, &Conv2dBackward { g: self.g, direct: self.direct })?;
         let mut grads = unpack(&packed, &[x, w, bias])?.into_iter();
         Ok((grads.next(), grads.next(), grads.next()))
     }
@@ -317,6 +347,7 @@ const IMAGES_PER_GROUP: usize = 4;
 #[derive(Clone, Copy, Debug)]
 struct Conv2dBackward {
     g: Geometry,
+    direct: bool,
 }
 
 impl Conv2dBackward {
@@ -334,6 +365,19 @@ impl Conv2dBackward {
         if !dx.is_empty() && l > 0 {
             let _t = crate::profile::scope("conv (backward): input gradient");
             let transposed = g.transposed(&s, ws);
+            let direct_t = transposed.as_ref().and_then(|(tg, ts, tw)| {
+                let plan = tg.direct_plan(ts, self.direct)?;
+                Some((plan, *tg, direct::pack_weights(T::as_f32(tw)?, s.c, s.o * g.kh * g.kw)))
+            });
+            if let (Some((plan, tg, packed)), Some(dx32), Some(dy32)) = (&direct_t, T::as_f32_mut(dx), T::as_f32(dys)) {
+                dx32.par_chunks_mut(image).zip(dy32.par_chunks(s.o * l)).for_each_init(
+                    || (Vec::new(), Vec::new()),
+                    |(dyp, tmp), (dxb, dyb)| {
+                        plan.pad(dyb, s.ho, s.wo, tg.ph, tg.pw, dyp);
+                        direct::forward_image(plan, packed, s.c, None, dyp, dxb, tmp);
+                    },
+                );
+            } else {
             dx.par_chunks_mut(image).zip(dys.par_chunks(s.o * l)).for_each_init(Vec::new, |cols, (dxb, dyb)| {
                 let wt = Mat::new(ws, s.o, k).t();
                 if g.pointwise() {
@@ -346,19 +390,46 @@ impl Conv2dBackward {
                     g.fold_image(&s, cols, dxb);
                 }
             });
+            }
         }
         if s.b > 0 && l > 0 {
             let _t = crate::profile::scope("conv (backward): weight gradient");
+            let direct_plan = g.direct_plan(&s, self.direct).filter(|plan| direct::weight_grad_supported(plan, s.o));
             let groups: Vec<Vec<T>> = (0..s.b.div_ceil(IMAGES_PER_GROUP))
                 .into_par_iter()
                 .map(|group| {
                     let mut acc = vec![T::default(); s.o * k + s.o];
                     let mut cols = Vec::new();
-                    let first = group * IMAGES_PER_GROUP;
-                    for i in first..s.b.min(first + IMAGES_PER_GROUP) {
+                    let images = group * IMAGES_PER_GROUP..s.b.min((group + 1) * IMAGES_PER_GROUP);
+                    let (dw, _) = acc.split_at_mut(s.o * k);
+                    let direct_done = match (direct_plan, T::as_f32(xs), T::as_f32(dys), T::as_f32_mut(dw)) {
+                        (Some(plan), Some(x32), Some(dy32), Some(dw32)) => {
+                            let mut xps = Vec::new();
+                            let mut bufs: Vec<Vec<f32>> = images.clone().map(|_| Vec::new()).collect();
+                            let mut dyts = Vec::new();
+                            for (i, buf) in images.clone().zip(&mut bufs) {
+                                let mut xp = Vec::new();
+                                plan.pad(&x32[i * image..][..image], s.h, s.w, g.ph, g.pw, &mut xp);
+                                xps.push(xp);
+                                dyts.push(direct::transpose(&dy32[i * s.o * l..][..s.o * l], s.o, buf));
+                            }
+                            let mut dw_t = vec![0f32; s.o * k];
+                            direct::weight_grad(&plan, &xps, &dyts, s.o, &mut dw_t);
+                            for (oi, row) in dw32.chunks_mut(k).enumerate() {
+                                for (kk, d) in row.iter_mut().enumerate() {
+                                    *d = dw_t[kk * s.o + oi];
+                                }
+                            }
+                            true
+                        }
+                        _ => false,
+                    };
+                    for i in images {
                         let (xb, dyb) = (&xs[i * image..][..image], &dys[i * s.o * l..][..s.o * l]);
                         let (dw, db) = acc.split_at_mut(s.o * k);
-                        g.weight_grad_image(&s, dyb, xb, dw, &mut cols);
+                        if !direct_done {
+                            g.weight_grad_image(&s, dyb, xb, dw, &mut cols);
+                        }
                         for (d, row) in db.iter_mut().zip(dyb.chunks(l)) {
                             *d += row.iter().fold(T::default(), |a, &v| a + v);
                         }
@@ -398,7 +469,7 @@ impl CustomOp3 for Conv2dBackward {
 pub fn conv2d(x: &Tensor, weight: &Tensor, bias: &Tensor, stride: (usize, usize), padding: (usize, usize)) -> Result<Tensor> {
     let g = Geometry { kh: weight.dim(2)?, kw: weight.dim(3)?, sh: stride.0, sw: stride.1, ph: padding.0, pw: padding.1 };
     if super::use_fused(x) {
-        return x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, Conv2d { g });
+        return x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, Conv2d { g, direct: true });
     }
     if stride.0 != stride.1 {
         bail!("conv2d: candle's convolution (used off the CPU) needs equal strides, got {stride:?}");
@@ -421,7 +492,7 @@ pub fn conv1d(x: &Tensor, weight: &Tensor, bias: &Tensor, stride: usize, padding
     let k = weight.dim(2)?;
     if super::use_fused(x) {
         let g = Geometry { kh: 1, kw: k, sh: 1, sw: stride, ph: 0, pw: padding };
-        return x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, Conv2d { g });
+        return x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, Conv2d { g, direct: true });
     }
     let l = x.dim(2)?;
     let right = padding - ((l + 2 * padding).saturating_sub(k) % stride.max(1)).min(padding);
@@ -550,6 +621,58 @@ mod tests {
             let lhs = cols.mul(&y)?.sum_all()?.to_scalar::<f64>()?;
             let rhs = x.flatten_all()?.mul(&Tensor::new(back, &dev)?)?.sum_all()?.to_scalar::<f64>()?;
             assert!((lhs - rhs).abs() < 1e-10 * lhs.abs().max(1.0), "config {n}: {lhs} vs {rhs}");
+        }
+        Ok(())
+    }
+
+    /// The direct kernels (f32, AVX-512) against the im2col path in f64, which the other tests
+    /// check against candle and finite differences: forward and all three gradients, on shapes
+    /// with odd sizes, 1-D and non-square kernels, no padding and padding of 2, odd channel
+    /// counts, output channels that are and are not multiples of 16 (the weight gradient's direct
+    /// kernel needs them; 1-D sequences keep im2col's), and the batch independence of each
+    /// image's output.
+    #[test]
+    fn direct_kernels_match_im2col() -> Result<()> {
+        if !direct::available() {
+            eprintln!("skipped: this CPU has no AVX-512F, the direct kernels never run");
+            return Ok(());
+        }
+        let dev = Device::Cpu;
+        let configs: [Config; 8] = [
+            ([3, 5, 9, 7], 16, (3, 3), (1, 1), (1, 1)),
+            ([2, 3, 8, 8], 32, (3, 3), (1, 1), (1, 1)),
+            ([2, 7, 1, 37], 16, (1, 3), (1, 1), (0, 1)),
+            ([2, 6, 3, 23], 64, (1, 3), (1, 1), (0, 1)),
+            ([2, 4, 6, 5], 24, (3, 3), (1, 1), (1, 1)),
+            ([2, 4, 7, 6], 16, (3, 3), (1, 1), (0, 0)),
+            ([2, 17, 5, 4], 16, (3, 1), (1, 1), (1, 0)),
+            ([2, 9, 4, 6], 8, (3, 3), (1, 1), (2, 1)),
+        ];
+        let apply = |x: &Tensor, w: &Tensor, b: &Tensor, g: Geometry, direct: bool| x.apply_op3(w, b, Conv2d { g, direct });
+        for (n, &(shape, cout, k, st, p)) in configs.iter().enumerate() {
+            let g = Geometry { kh: k.0, kw: k.1, sh: st.0, sw: st.1, ph: p.0, pw: p.1 };
+            let s = g.conv_shape(&Shape::from(shape.to_vec()), &Shape::from((cout, shape[1], k.0, k.1)))?;
+            assert!(g.direct_plan(&s, true).is_some(), "config {n} must take the direct path");
+            let mut rng = Rng::new(500 + n as u64);
+            let x64 = Var::from_tensor(&randn(&mut rng, &shape, DType::F64, &dev)?)?;
+            let w64 = Var::from_tensor(&randn(&mut rng, &[cout, shape[1], k.0, k.1], DType::F64, &dev)?)?;
+            let b64 = Var::from_tensor(&randn(&mut rng, &[cout], DType::F64, &dev)?)?;
+            let (x, w, b) = (Var::from_tensor(&x64.to_dtype(DType::F32)?)?, Var::from_tensor(&w64.to_dtype(DType::F32)?)?, Var::from_tensor(&b64.to_dtype(DType::F32)?)?);
+            let want = apply(x64.as_tensor(), w64.as_tensor(), b64.as_tensor(), g, false)?;
+            let ours = apply(x.as_tensor(), w.as_tensor(), b.as_tensor(), g, true)?;
+            let scale = values(&want)?.iter().fold(1f64, |m, v| m.max(v.abs()));
+            assert!(max_abs_diff(&ours.to_dtype(DType::F64)?, &want)? < 1e-5 * scale, "config {n}: forward");
+            let first = apply(&x.as_tensor().narrow(0, 1, 1)?, w.as_tensor(), b.as_tensor(), g, true)?;
+            assert_eq!(values(&first)?, values(&ours.narrow(0, 1, 1)?)?, "config {n}: batch independence");
+            let r = randn(&mut rng, want.dims(), DType::F64, &dev)?;
+            let g64 = want.mul(&r)?.sum_all()?.backward()?;
+            let g32 = ours.mul(&r.to_dtype(DType::F32)?)?.sum_all()?.backward()?;
+            for (v64, v32, name) in [(&x64, &x, "input"), (&w64, &w, "weight"), (&b64, &b, "bias")] {
+                let (a, e) = (g32.get(v32.as_tensor()).unwrap().to_dtype(DType::F64)?, g64.get(v64.as_tensor()).unwrap());
+                let scale = values(e)?.iter().fold(1f64, |m, v| m.max(v.abs()));
+                let err = max_abs_diff(&a, e)?;
+                assert!(err < 1e-5 * scale, "config {n}: {name} gradient off by {err} (scale {scale})");
+            }
         }
         Ok(())
     }

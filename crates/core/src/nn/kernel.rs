@@ -61,6 +61,10 @@ pub(crate) trait Float:
     fn into_storage(v: Vec<Self>) -> CpuStorage;
     /// The values of a CPU storage of this type.
     fn of_storage(s: &CpuStorage) -> Option<&[Self]>;
+    /// The slice as f32, where this type is f32 (for kernels written for f32 only).
+    fn as_f32(s: &[Self]) -> Option<&[f32]>;
+    /// The mutable slice as f32, where this type is f32.
+    fn as_f32_mut(s: &mut [Self]) -> Option<&mut [f32]>;
 }
 
 impl Float for f32 {
@@ -86,6 +90,12 @@ impl Float for f32 {
             _ => None,
         }
     }
+    fn as_f32(s: &[Self]) -> Option<&[f32]> {
+        Some(s)
+    }
+    fn as_f32_mut(s: &mut [Self]) -> Option<&mut [f32]> {
+        Some(s)
+    }
 }
 
 impl Float for f64 {
@@ -110,6 +120,12 @@ impl Float for f64 {
             CpuStorage::F64(v) => Some(v),
             _ => None,
         }
+    }
+    fn as_f32(_: &[Self]) -> Option<&[f32]> {
+        None
+    }
+    fn as_f32_mut(_: &mut [Self]) -> Option<&mut [f32]> {
+        None
     }
 }
 

@@ -9,6 +9,7 @@ use candle_nn::{Embedding, Module, VarBuilder};
 
 pub mod attention;
 pub mod conv;
+mod direct;
 mod kernel;
 pub mod norm;
 pub mod ops;
