@@ -85,10 +85,14 @@ impl Plan {
     }
 
     /// Writes image `x` (`[c, h, w]`) into `out` zero-padded by `(ph, pw)` above/left (and
-    /// whatever below/right fills the plan's `hp x wp`).
+    /// whatever below/right fills the plan's `hp x wp`). A buffer of the plan's length is taken
+    /// to hold an earlier image padded the same way (the callers reuse one per thread within one
+    /// call): its zero border is kept and only the image is overwritten.
     pub fn pad(&self, x: &[f32], h: usize, w: usize, ph: usize, pw: usize, out: &mut Vec<f32>) {
-        out.clear();
-        out.resize(self.padded_len(), 0.0);
+        if out.len() != self.padded_len() {
+            out.clear();
+            out.resize(self.padded_len(), 0.0);
+        }
         for (dst, src) in out.chunks_mut(self.plane()).zip(x.chunks(h * w)) {
             for (r, row) in src.chunks(w).enumerate() {
                 dst[(r + ph) * self.wp + pw..][..w].copy_from_slice(row);
@@ -117,8 +121,11 @@ pub(crate) fn forward_image(plan: &Plan, packed: &[f32], o: usize, bias: Option<
     let (n, k) = (plan.positions(), plan.c * plan.taps());
     let stride = n.div_ceil(LANES) * LANES;
     assert!(xp.len() >= plan.padded_len() && y.len() == o * plan.ho() * plan.wo() && packed.len() >= o.div_ceil(OR) * k * OR);
-    tmp.clear();
-    tmp.resize(o.div_ceil(OR) * OR * stride, 0.0);
+    // Every position of `tmp` that is read back is written by a tile first: no need to clear.
+    let need = o.div_ceil(OR) * OR * stride;
+    if tmp.len() < need {
+        tmp.resize(need, 0.0);
+    }
     let offsets = plan.offsets();
     let mut bias_block = [0f32; OR];
     for ob in 0..o.div_ceil(OR) {
