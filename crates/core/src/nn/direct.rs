@@ -222,17 +222,57 @@ pub(crate) fn aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
 pub(crate) fn transpose<'a>(dy: &[f32], o: usize, buf: &'a mut Vec<f32>) -> &'a [f32] {
     let l = dy.len() / o.max(1);
     let out = aligned(buf, dy.len());
-    const BLOCK: usize = 16;
-    for o0 in (0..o).step_by(BLOCK) {
-        for l0 in (0..l).step_by(BLOCK) {
-            for oi in o0..(o0 + BLOCK).min(o) {
-                for li in l0..(l0 + BLOCK).min(l) {
+    for o0 in (0..o).step_by(LANES) {
+        for l0 in (0..l).step_by(LANES) {
+            if o0 + LANES <= o && l0 + LANES <= l {
+                // SAFETY: `available()` was checked by the caller; the block's 16 rows of 16 lie
+                // inside `dy` (`[o, l]`) and its 16 columns of 16 inside `out` (`[l, o]`).
+                unsafe { transpose_block(dy.as_ptr().add(o0 * l + l0), l, out.as_mut_ptr().add(l0 * o + o0), o) };
+                continue;
+            }
+            for oi in o0..(o0 + LANES).min(o) {
+                for li in l0..(l0 + LANES).min(l) {
                     out[li * o + oi] = dy[oi * l + li];
                 }
             }
         }
     }
     out
+}
+
+/// Transposes the 16 x 16 block at `src` (rows `src_stride` apart) into `dst` (rows
+/// `dst_stride` apart), in registers: pairs of rows interleaved by 32 and 64 bits, then 128-bit
+/// lanes exchanged twice.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose_block(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
+    let r: [__m512; 16] = std::array::from_fn(|i| _mm512_loadu_ps(src.add(i * src_stride)));
+    let t: [__m512; 16] = std::array::from_fn(|i| {
+        let (a, b) = (r[i & !1], r[i | 1]);
+        if i % 2 == 0 { _mm512_unpacklo_ps(a, b) } else { _mm512_unpackhi_ps(a, b) }
+    });
+    // Within each group of four: (0, 2) low, (0, 2) high, (1, 3) low, (1, 3) high.
+    let u: [__m512; 16] = std::array::from_fn(|i| {
+        let base = i & !3;
+        let (a, b) = (_mm512_castps_pd(t[base + (i & 3) / 2]), _mm512_castps_pd(t[base + (i & 3) / 2 + 2]));
+        _mm512_castpd_ps(if i % 2 == 0 { _mm512_unpacklo_pd(a, b) } else { _mm512_unpackhi_pd(a, b) })
+    });
+    // Groups 0 and 1 (and 2 and 3) exchange 128-bit lanes: even lanes, then odd lanes.
+    let v: [__m512; 16] = std::array::from_fn(|i| {
+        let (half, j) = (i / 8, i % 8);
+        let (a, b) = (u[half * 8 + j % 4], u[half * 8 + j % 4 + 4]);
+        if j < 4 { _mm512_shuffle_f32x4::<0x88>(a, b) } else { _mm512_shuffle_f32x4::<0xdd>(a, b) }
+    });
+    for i in 0..16 {
+        let (a, b) = (v[i % 8], v[i % 8 + 8]);
+        let row = if i < 8 { _mm512_shuffle_f32x4::<0x88>(a, b) } else { _mm512_shuffle_f32x4::<0xdd>(a, b) };
+        _mm512_storeu_ps(dst.add(i * dst_stride), row);
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn transpose_block(_: *const f32, _: usize, _: *mut f32, _: usize) {
+    unreachable!("direct convolution kernels need x86_64 with AVX-512F")
 }
 
 /// Adds the weight gradient of a group of images to `dw_t`, laid out `[c * taps, o]`:
@@ -317,4 +357,28 @@ unsafe fn wg_block<const CH: usize, const T: usize, const V: usize>(plan: &Plan,
 #[allow(clippy::too_many_arguments)]
 unsafe fn wg_block<const CH: usize, const T: usize, const V: usize>(_: &Plan, _: &[usize], _: &[Vec<f32>], _: &[&[f32]], _: usize, _: usize, _: usize, _: &mut [f32]) {
     unreachable!("direct convolution kernels need x86_64 with AVX-512F")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The in-register transpose against the definition, on shapes with whole and partial blocks.
+    #[test]
+    fn transpose_matches_the_definition() {
+        if !available() {
+            eprintln!("skipped: this CPU has no AVX-512F");
+            return;
+        }
+        for (o, l) in [(16, 16), (32, 200), (48, 37), (5, 9)] {
+            let dy: Vec<f32> = (0..o * l).map(|i| i as f32).collect();
+            let mut buf = Vec::new();
+            let t = transpose(&dy, o, &mut buf);
+            for oi in 0..o {
+                for li in 0..l {
+                    assert_eq!(t[li * o + oi], dy[oi * l + li], "[{o}, {l}] at ({oi}, {li})");
+                }
+            }
+        }
+    }
 }

@@ -19,6 +19,7 @@
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use candle_nn::{Init, VarBuilder};
 use rayon::prelude::*;
+use std::sync::Mutex;
 use super::kernel::{contiguous, dispatch, sum_by, sum_zip, unpack, Float};
 
 /// How the kernel reads its input: `[rows, channels, spatial]`, channels in `groups` groups.
@@ -139,8 +140,9 @@ fn shifted<T: Float>(x: &[T], shift: Option<&[T]>, z: &mut [T]) {
     }
 }
 
-/// Normalises one block: `out = silu?((x + shift - mean) * rstd * weight + bias)`.
-fn forward_block<T: Float>(spec: &Spec, x: &[T], weight: &[T], bias: &[T], shift: Option<&[T]>, out: &mut [T]) {
+/// Normalises one block: `out = silu?((x + shift - mean) * rstd * weight + bias)`; returns the
+/// block's `(mean, rstd)`.
+fn forward_block<T: Float>(spec: &Spec, x: &[T], weight: &[T], bias: &[T], shift: Option<&[T]>, out: &mut [T]) -> (f64, f64) {
     let s = spec.geo.spatial;
     if s == 1 {
         // One element per channel (LayerNorm): vectorise over the channels.
@@ -153,7 +155,7 @@ fn forward_block<T: Float>(spec: &Spec, x: &[T], weight: &[T], bias: &[T], shift
         if spec.silu {
             out.iter_mut().for_each(|o| *o = *o * sigmoid(*o));
         }
-        return;
+        return (mean, rstd);
     }
     let (mean, rstd) = block_stats(x, shift, s, spec.eps);
     for (c, (xc, oc)) in x.chunks_exact(s).zip(out.chunks_exact_mut(s)).enumerate() {
@@ -171,6 +173,7 @@ fn forward_block<T: Float>(spec: &Spec, x: &[T], weight: &[T], bias: &[T], shift
             }
         }
     }
+    (mean, rstd)
 }
 
 /// Where [`backward_block`] puts the parameter gradients of one block's channels: it adds
@@ -184,6 +187,8 @@ struct ParamGrads<'a> {
 /// The gradients of one block. With `z = x + shift`, `xhat = (z - mean) * rstd`,
 /// `y = xhat * weight + bias` and `out = silu?(y)`, given `dout` it writes `dz` (which is `dx`)
 /// into `dx` and the parameter gradients into `grads`; `scratch` is a buffer of the block's size.
+/// `stats` are the block's `(mean, rstd)` as the forward computed them, if it kept them
+/// (otherwise they are computed again, to the same values).
 #[allow(clippy::too_many_arguments)]
 fn backward_block<T: Float>(
     spec: &Spec,
@@ -195,6 +200,7 @@ fn backward_block<T: Float>(
     dx: &mut [T],
     grads: ParamGrads,
     scratch: &mut [T],
+    stats: Option<(f64, f64)>,
 ) {
     let s = spec.geo.spatial;
     let n = x.len() as f64;
@@ -202,7 +208,7 @@ fn backward_block<T: Float>(
         // One element per channel (LayerNorm): vectorise over the channels.
         let xhat = scratch;
         shifted(x, shift, xhat);
-        let (mean, rstd) = block_stats(xhat, None, 1, spec.eps);
+        let (mean, rstd) = stats.unwrap_or_else(|| block_stats(xhat, None, 1, spec.eps));
         let (m, r) = (T::from_f64(mean), T::from_f64(rstd));
         xhat.iter_mut().for_each(|v| *v = (*v - m) * r);
         // dx holds dxhat = dy * weight for now.
@@ -224,7 +230,7 @@ fn backward_block<T: Float>(
         return;
     }
     let cg = weight.len();
-    let (mean, rstd) = block_stats(x, shift, s, spec.eps);
+    let (mean, rstd) = stats.unwrap_or_else(|| block_stats(x, shift, s, spec.eps));
     let offset = |c: usize| T::from_f64(shift.map_or(0.0, |sh| sh[c].to_f64()) - mean);
 
     // Pass 1: dy (stored in dx for now) and its per-channel sums; with dxhat = dy * weight,
@@ -268,25 +274,37 @@ fn backward_block<T: Float>(
     }
 }
 
-/// The forward custom op: `(x, [weight, bias, shift?])` to the normalised `x`.
-#[derive(Clone, Copy, Debug)]
-struct NormFwd(Spec);
+/// Per-block `(mean, rstd)` the forward keeps for the backward when its inputs are tracked.
+type Stats = Vec<(f64, f64)>;
+
+/// The forward custom op: `(x, [weight, bias, shift?])` to the normalised `x`. With `stash`, it
+/// keeps every block's statistics for the first backward (a second backward recomputes them).
+#[derive(Debug)]
+struct NormFwd {
+    spec: Spec,
+    stash: Option<Mutex<Option<Stats>>>,
+}
 
 impl NormFwd {
     fn run<T: Float>(&self, x: (&[T], &Layout), params: (&[T], &Layout)) -> Result<Vec<T>> {
-        let spec = &self.0;
+        let spec = &self.spec;
         let (x, params) = spec.slices(x, params, "fused-norm")?;
         let mut out = vec![T::default(); x.len()];
         let len = spec.geo.block_len();
+        let mut stats = vec![(0.0, 0.0); if len > 0 { x.len() / len } else { 0 }];
         if len > 0 {
             out.par_chunks_mut(len)
                 .zip(x.par_chunks(len))
+                .zip(stats.par_iter_mut())
                 .enumerate()
                 .with_min_len(spec.geo.min_blocks_per_task())
-                .for_each(|(i, (out, x))| {
+                .for_each(|(i, ((out, x), st))| {
                     let (w, b, shift) = spec.block_params(params, i);
-                    forward_block(spec, x, w, b, shift, out);
+                    *st = forward_block(spec, x, w, b, shift, out);
                 });
+        }
+        if let Some(stash) = &self.stash {
+            *stash.lock().map_err(|_| candle_core::Error::Msg("fused-norm: poisoned stash".into()))? = Some(stats);
         }
         Ok(out)
     }
@@ -309,20 +327,26 @@ impl CustomOp2 for NormFwd {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let packed = x.apply_op3_no_bwd(params, &grad.contiguous()?, &NormBwd(self.0))?;
+        // The kept statistics move to the backward op (a second backward recomputes them).
+        let stats = self.stash.as_ref().and_then(|s| s.lock().ok()?.take());
+        let packed = x.apply_op3_no_bwd(params, &grad.contiguous()?, &NormBwd { spec: self.spec, stats })?;
         let mut grads = unpack(&packed, &[x, params])?.into_iter();
         Ok((grads.next(), grads.next()))
     }
 }
 
 /// The backward custom op: `(x, [weight, bias, shift?], dout)` to the flat
-/// `[dx, dweight, dbias, dshift?]`, laid out as the input followed by the packed parameters.
-#[derive(Clone, Copy, Debug)]
-struct NormBwd(Spec);
+/// `[dx, dweight, dbias, dshift?]`, laid out as the input followed by the packed parameters;
+/// `stats` are the forward's per-block statistics where it kept them.
+#[derive(Debug)]
+struct NormBwd {
+    spec: Spec,
+    stats: Option<Stats>,
+}
 
 impl NormBwd {
     fn run<T: Float>(&self, x: (&[T], &Layout), params: (&[T], &Layout), dout: (&[T], &Layout)) -> Result<Vec<T>> {
-        let spec = &self.0;
+        let spec = &self.spec;
         let geo = &spec.geo;
         let (x, params) = spec.slices(x, params, "fused-norm-backward")?;
         let dout = contiguous(dout.0, dout.1, "fused-norm-backward")?;
@@ -341,6 +365,7 @@ impl NormBwd {
         let shift_len = if spec.shift { per_task * cg } else { 0 };
         let part_len = 2 * c + shift_len;
         let tasks = (geo.rows * geo.groups).div_ceil(per_task);
+        let stats = self.stats.as_deref().filter(|st| st.len() == geo.rows * geo.groups);
         let mut partials = vec![0.0f64; tasks * part_len];
         let (dx, dparams) = out.split_at_mut(x.len());
         dx.par_chunks_mut(per_task * len).zip(partials.par_chunks_mut(part_len)).enumerate().for_each(
@@ -358,7 +383,8 @@ impl NormBwd {
                         shift: if spec.shift { &mut dshift[j * cg..][..cg] } else { &mut [] },
                     };
                     let at = i * len;
-                    backward_block(spec, &x[at..at + len], w, b, shift, &dout[at..at + len], dx, grads, &mut scratch);
+                    let st = stats.map(|st| st[i]);
+                    backward_block(spec, &x[at..at + len], w, b, shift, &dout[at..at + len], dx, grads, &mut scratch, st);
                 }
             },
         );
@@ -399,7 +425,7 @@ impl CustomOp3 for NormBwd {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let _t = crate::profile::scope("norm (backward)");
-        let len = l1.shape().elem_count() + self.0.params_len();
+        let len = l1.shape().elem_count() + self.spec.params_len();
         dispatch!("fused-norm-backward", (s1 => x, s2 => p, s3 => g), self.run((x, l1), (p, l2), (g, l3)).map(|v| (v, Shape::from(len))))
     }
 }
@@ -442,7 +468,8 @@ fn normalize(
     }
     let params = Tensor::cat(&parts, 0)?;
     let spec = Spec { geo, eps, silu, shift: shift.is_some() };
-    x.contiguous()?.apply_op2(&params, NormFwd(spec))
+    let stash = (x.track_op() || params.track_op()).then(|| Mutex::new(None));
+    x.contiguous()?.apply_op2(&params, NormFwd { spec, stash })
 }
 
 /// The same normalisation as a composition of candle ops (in f32 for f16 and bf16 inputs):
@@ -800,6 +827,25 @@ mod tests {
             assert_eq!(y.dtype(), DType::F16);
             let e = err(&values(&y)?, &values(&inp.fused(groups, true, true)?)?);
             assert!(e < 1e-2, "{shape:?} f16: {e}");
+        }
+        Ok(())
+    }
+
+    /// The statistics the forward keeps for the backward are the ones the backward would compute:
+    /// a first backward (kept statistics) and a second backward of the same graph (recomputed)
+    /// agree bit for bit, for blocks of many positions (GroupNorm) and of one (the LayerNorm path).
+    #[test]
+    fn kept_statistics_match_recomputed() -> Result<()> {
+        for (shape, groups) in [([3usize, 8, 5, 4], 4usize), ([6, 16, 1, 1], 1)] {
+            let inp = Inputs::new(&shape, DType::F32, 90)?;
+            let r = randn(&mut Rng::new(91), &shape, DType::F32, &Device::Cpu)?;
+            let vars = inp.vars(true);
+            let loss = inp.fused(groups, true, true)?.mul(&r)?.sum_all()?;
+            let (first, second) = (loss.backward()?, loss.backward()?);
+            for (name, v) in &vars {
+                let (a, b) = (values(first.get(v.as_tensor()).unwrap())?, values(second.get(v.as_tensor()).unwrap())?);
+                assert_eq!(a, b, "{shape:?} {name}: kept and recomputed statistics differ");
+            }
         }
         Ok(())
     }
