@@ -15,7 +15,7 @@
 
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use super::direct;
-use super::kernel::{contiguous, dispatch, matmul, matmul_strided, unpack, Float, Mat};
+use super::kernel::{contiguous, dispatch, matmul, matmul_strided, sum_by, unpack, Float, Mat};
 use rayon::prelude::*;
 
 /// Geometry shared by [`Im2Col`] and [`Col2Im`]: kernel, stride and zero padding (dilation 1).
@@ -395,15 +395,17 @@ impl Conv2dBackward {
         if s.b > 0 && l > 0 {
             let _t = crate::profile::scope("conv (backward): weight gradient");
             let direct_plan = g.direct_plan(&s, self.direct).filter(|plan| direct::weight_grad_supported(plan, s.o));
+            // With the direct kernel each group's weight gradient is laid out `[k, o]` (as the
+            // kernel writes it) and the sum of the groups is transposed once at the end.
             let groups: Vec<Vec<T>> = (0..s.b.div_ceil(IMAGES_PER_GROUP))
                 .into_par_iter()
                 .map(|group| {
                     let mut acc = vec![T::default(); s.o * k + s.o];
                     let mut cols = Vec::new();
                     let images = group * IMAGES_PER_GROUP..s.b.min((group + 1) * IMAGES_PER_GROUP);
-                    let (dw, _) = acc.split_at_mut(s.o * k);
+                    let (dw, db) = acc.split_at_mut(s.o * k);
                     let direct_done = match (direct_plan, T::as_f32(xs), T::as_f32(dys), T::as_f32_mut(dw)) {
-                        (Some(plan), Some(x32), Some(dy32), Some(dw32)) => {
+                        (Some(plan), Some(x32), Some(dy32), Some(dw_t)) => {
                             let mut xps = Vec::new();
                             let mut bufs: Vec<Vec<f32>> = images.clone().map(|_| Vec::new()).collect();
                             let mut dyts = Vec::new();
@@ -413,35 +415,40 @@ impl Conv2dBackward {
                                 xps.push(xp);
                                 dyts.push(direct::transpose(&dy32[i * s.o * l..][..s.o * l], s.o, buf));
                             }
-                            let mut dw_t = vec![0f32; s.o * k];
-                            direct::weight_grad(&plan, &xps, &dyts, s.o, &mut dw_t);
-                            for (oi, row) in dw32.chunks_mut(k).enumerate() {
-                                for (kk, d) in row.iter_mut().enumerate() {
-                                    *d = dw_t[kk * s.o + oi];
-                                }
-                            }
+                            direct::weight_grad(&plan, &xps, &dyts, s.o, dw_t);
                             true
                         }
                         _ => false,
                     };
                     for i in images {
                         let (xb, dyb) = (&xs[i * image..][..image], &dys[i * s.o * l..][..s.o * l]);
-                        let (dw, db) = acc.split_at_mut(s.o * k);
                         if !direct_done {
                             g.weight_grad_image(&s, dyb, xb, dw, &mut cols);
                         }
                         for (d, row) in db.iter_mut().zip(dyb.chunks(l)) {
-                            *d += row.iter().fold(T::default(), |a, &v| a + v);
+                            *d += T::from_f64(sum_by(row, |v| v));
                         }
                     }
                     acc
                 })
                 .collect();
+            let mut sum = vec![T::default(); s.o * k + s.o];
             for acc in groups {
-                for (r, a) in rest.iter_mut().zip(acc) {
+                for (r, a) in sum.iter_mut().zip(acc) {
                     *r += a;
                 }
             }
+            let (dw, db) = rest.split_at_mut(s.o * k);
+            if direct_plan.is_some() && T::as_f32(xs).is_some() {
+                for (oi, row) in dw.chunks_mut(k).enumerate() {
+                    for (kk, d) in row.iter_mut().enumerate() {
+                        *d = sum[kk * s.o + oi];
+                    }
+                }
+            } else {
+                dw.copy_from_slice(&sum[..s.o * k]);
+            }
+            db.copy_from_slice(&sum[s.o * k..]);
         }
         let n = out.len();
         Ok((out, Shape::from(n)))
