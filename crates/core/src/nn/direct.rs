@@ -136,7 +136,10 @@ pub(crate) fn forward_image(plan: &Plan, packed: &[f32], o: usize, bias: Option<
         let out = &mut tmp[ob * OR * stride..][..OR * stride];
         let mut p = 0;
         while p < n {
-            let vectors = (n - p).div_ceil(LANES).min(PV);
+            // Tiles of 3 vectors; 4 left are done as 2 + 2 rather than 3 + 1 (a 1-vector tile
+            // loads as many weights as it does multiply-adds).
+            let left = (n - p).div_ceil(LANES);
+            let vectors = if left == 4 { 2 } else { left.min(PV) };
             // SAFETY: `available()` was checked by the caller; reads stay inside `xp` because
             // `p + vectors * LANES <= stride <= n + LANES - 1` and the last channel's slack covers
             // the largest offset plus one vector; writes stay inside row `r` of `out`.
