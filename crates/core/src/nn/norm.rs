@@ -162,16 +162,14 @@ fn forward_block<T: Float>(spec: &Spec, x: &[T], weight: &[T], bias: &[T], shift
         let d = T::from_f64(shift.map_or(0.0, |sh| sh[c].to_f64()) - mean);
         let a = T::from_f64(rstd * weight[c].to_f64());
         let b = bias[c];
-        if spec.silu {
-            for (o, &v) in oc.iter_mut().zip(xc) {
-                let y = (v + d) * a + b;
-                *o = y * sigmoid(y);
-            }
-        } else {
-            for (o, &v) in oc.iter_mut().zip(xc) {
-                *o = (v + d) * a + b;
-            }
+        for (o, &v) in oc.iter_mut().zip(xc) {
+            *o = (v + d) * a + b;
         }
+    }
+    // SiLU over the whole block at once: per channel, short rows (1-D UNets: 50 to 200
+    // positions) would leave each row's tail to scalar code.
+    if spec.silu {
+        out.iter_mut().for_each(|o| *o = *o * sigmoid(*o));
     }
     (mean, rstd)
 }
@@ -236,17 +234,24 @@ fn backward_block<T: Float>(
     // Pass 1: dy (stored in dx for now) and its per-channel sums; with dxhat = dy * weight,
     // the block means of dxhat and dxhat * xhat follow from them.
     let (mut mean_dxhat, mut mean_dxhat_xhat) = (0.0, 0.0);
-    for c in 0..cg {
-        let (xc, gc, dyc) = (&x[c * s..][..s], &dout[c * s..][..s], &mut dx[c * s..][..s]);
-        let d = offset(c);
-        if spec.silu {
-            let (a, b) = (T::from_f64(rstd * weight[c].to_f64()), bias[c]);
-            for ((dy, &v), &g) in dyc.iter_mut().zip(xc).zip(gc) {
-                *dy = g * silu_grad((v + d) * a + b);
+    if spec.silu {
+        // y per channel, then dy = dout * silu'(y) over the whole block (see forward_block).
+        for c in 0..cg {
+            let (xc, yc) = (&x[c * s..][..s], &mut dx[c * s..][..s]);
+            let (d, a, b) = (offset(c), T::from_f64(rstd * weight[c].to_f64()), bias[c]);
+            for (y, &v) in yc.iter_mut().zip(xc) {
+                *y = (v + d) * a + b;
             }
-        } else {
-            dyc.copy_from_slice(gc);
         }
+        for (dy, &g) in dx.iter_mut().zip(dout) {
+            *dy = g * silu_grad(*dy);
+        }
+    } else {
+        dx.copy_from_slice(dout);
+    }
+    for c in 0..cg {
+        let (xc, dyc) = (&x[c * s..][..s], &dx[c * s..][..s]);
+        let d = offset(c);
         let sum_dy = sum_by(dyc, |v| v);
         let sum_dy_xhat = sum_zip(dyc, xc, |dy, v| dy * (v + d)) * rstd;
         grads.weight[c] += sum_dy_xhat;
