@@ -31,6 +31,17 @@ pub mod schedule;
 pub mod tensor_util;
 pub mod train;
 
+/// Restores the default action of SIGPIPE (Rust ignores it), so that a command whose output is
+/// piped into a reader that stops early (`sugarcube bench | head`) ends quietly, as other
+/// command-line tools do, instead of panicking in `println!`. Call once at start-up. Unix only.
+pub fn quiet_broken_pipe() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to its default, before other threads exist.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// Tunes the C allocator for training: keeps freed memory in the process instead of returning
 /// large blocks to the system, which otherwise page-faults every fresh tensor again (on a
 /// 2-core VM this made the image UNet's training step 1.5x slower). Call once at start-up,
