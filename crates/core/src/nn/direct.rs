@@ -208,7 +208,7 @@ unsafe fn tile<const V: usize>(_: &[f32], _: &Plan, _: &[usize], _: &[f32], _: u
 /// im2col path's weight gradient (one long gemm per image) measured faster than this kernel plus
 /// its transposes (DNA UNet, 1-D convolutions of 64 to 256 channels over 200 positions).
 pub(crate) fn weight_grad_supported(plan: &Plan, o: usize) -> bool {
-    plan.hp > 1 && matches!(plan.taps(), 3 | 9) && o % LANES == 0
+    plan.hp > 1 && matches!(plan.taps(), 3 | 9) && o.is_multiple_of(LANES)
 }
 
 /// A zeroed slice of `len` floats inside `buf` starting on a 64-byte boundary, so that whole
@@ -291,8 +291,8 @@ pub(crate) fn weight_grad(plan: &Plan, xps: &[Vec<f32>], dyts: &[&[f32]], o: usi
     let offsets = plan.offsets();
     // Channels per block and vectors of output channels per block: 18 to 24 accumulators.
     let (channels, vectors) = match plan.taps() {
-        9 => (1, if o % 32 == 0 { 2 } else { 1 }),
-        _ => (2, if o % 64 == 0 { 4 } else if o % 32 == 0 { 2 } else { 1 }),
+        9 => (1, if o.is_multiple_of(32) { 2 } else { 1 }),
+        _ => (2, if o.is_multiple_of(64) { 4 } else if o.is_multiple_of(32) { 2 } else { 1 }),
     };
     let mut c0 = 0;
     while c0 < plan.c {
@@ -333,11 +333,11 @@ unsafe fn wg_block<const CH: usize, const T: usize, const V: usize>(plan: &Plan,
             for ow in 0..wo {
                 let p = oh * wp + ow;
                 let d: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(q.add(v * LANES)));
-                for ci in 0..CH {
-                    for t in 0..T {
+                for (ci, taps) in acc.iter_mut().enumerate() {
+                    for (t, vs) in taps.iter_mut().enumerate() {
                         let xv = _mm512_set1_ps(*xc.add(ci * plane + p + off[t]));
-                        for v in 0..V {
-                            acc[ci][t][v] = _mm512_fmadd_ps(xv, d[v], acc[ci][t][v]);
+                        for (a, &dv) in vs.iter_mut().zip(&d) {
+                            *a = _mm512_fmadd_ps(xv, dv, *a);
                         }
                     }
                 }

@@ -296,7 +296,7 @@ impl NormFwd {
         let (x, params) = spec.slices(x, params, "fused-norm")?;
         let mut out = vec![T::default(); x.len()];
         let len = spec.geo.block_len();
-        let mut stats = vec![(0.0, 0.0); if len > 0 { x.len() / len } else { 0 }];
+        let mut stats = vec![(0.0, 0.0); x.len().checked_div(len).unwrap_or(0)];
         if len > 0 {
             out.par_chunks_mut(len)
                 .zip(x.par_chunks(len))
