@@ -20,13 +20,13 @@
 //!
 //! Other devices and dtypes (and `nn::set_fused_kernels(false)`) run the same math as candle ops.
 
-use super::kernel::{contiguous, dispatch, matmul, matmul_strided, softmax_grad_row, softmax_row, unpack, Float, Mat};
+use super::kernel::{contiguous, dispatch, matmul, matmul_strided, softmax_grad_row, softmax_row, unpack, Float, Mat, Stash};
 use super::ops::add_relative_scores;
 use super::softmax_last;
 use crate::rng::Rng;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// What the forward and backward kernels share besides the tensors.
 #[derive(Clone, Debug)]
@@ -133,7 +133,7 @@ fn per_row_slices<T>(buf: &mut [T], rows: usize, per_row: usize) -> Vec<&mut [T]
 #[derive(Debug)]
 struct AttentionFwd {
     spec: Spec,
-    stash: Option<Mutex<Option<CpuStorage>>>,
+    stash: Stash<CpuStorage>,
 }
 
 impl AttentionFwd {
@@ -143,7 +143,7 @@ impl AttentionFwd {
         let (l, d, hid, heads) = (spec.len, spec.head_dim, spec.hidden(), spec.heads);
         let mut out = vec![T::default(); spec.batch * l * hid];
         // Every batch row's probabilities when they are kept, else one buffer per task.
-        let per_row = if self.stash.is_some() { heads * l * l } else { 0 };
+        let per_row = if self.stash.armed() { heads * l * l } else { 0 };
         let mut probs_all = vec![T::default(); spec.batch * per_row];
         let rows = out.par_chunks_mut(l * hid).zip(qkv.par_chunks(3 * l * hid));
         let kept_rows = per_row_slices(&mut probs_all, spec.batch, per_row);
@@ -159,10 +159,7 @@ impl AttentionFwd {
                 matmul_strided(&mut out[h * d..], hid, Mat::new(probs, l, l), v, false);
             }
         });
-        if let Some(stash) = &self.stash {
-            *stash.lock().map_err(|_| candle_core::Error::Msg("attention: poisoned stash".into()))? =
-                Some(T::into_storage(probs_all));
-        }
+        self.stash.put(T::into_storage(probs_all));
         Ok(out)
     }
 }
@@ -181,7 +178,7 @@ impl CustomOp2 for AttentionFwd {
 
     fn bwd(&self, qkv: &Tensor, table: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         // The kept probabilities move to the backward op (a second backward recomputes them).
-        let probs = self.stash.as_ref().and_then(|s| s.lock().ok()?.take());
+        let probs = self.stash.take();
         let packed = qkv.apply_op3_no_bwd(table, &grad.contiguous()?, &AttentionBwd { spec: self.spec.clone(), probs })?;
         let like: &[&Tensor] = if self.spec.table_rows.is_some() { &[qkv, table] } else { &[qkv] };
         let mut grads = unpack(&packed, like)?.into_iter();
@@ -368,7 +365,7 @@ fn attend(
         None => Tensor::zeros((1, head_dim), qkv.dtype(), qkv.device())?,
     };
     // Keep the probabilities for backward only where there will be one.
-    let stash = (qkv.track_op() || table.track_op()).then(|| Mutex::new(None));
+    let stash = Stash::for_inputs(&[qkv, &table]);
     qkv.contiguous()?.apply_op2(&table, AttentionFwd { spec, stash })
 }
 

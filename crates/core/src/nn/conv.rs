@@ -181,7 +181,7 @@ impl Geometry {
             && self.kh * self.kw > 1
             && s.o >= 8
             && direct::available();
-        applies.then(|| direct::Plan { c: s.c, kh: self.kh, kw: self.kw, hp: s.h + 2 * self.ph, wp: s.w + 2 * self.pw })
+        applies.then(|| direct::Plan::new(s.c, (s.h, s.w), (self.ph, self.pw), (self.kh, self.kw)))
     }
 
     /// A 1x1 kernel with stride 1 and no padding: the image is its own column matrix.
@@ -295,17 +295,8 @@ impl Conv2d {
         let (l, g) = (s.l(), self.g);
         let mut out = vec![T::default(); s.b * s.o * l];
         if let (Some(plan), Some(x32), Some(w32), Some(b32)) = (g.direct_plan(&s, self.direct), T::as_f32(xs), T::as_f32(ws), T::as_f32(bs)) {
-            let packed = direct::pack_weights(w32, s.o, s.k(&g));
             let out32 = T::as_f32_mut(&mut out).expect("f32 output for f32 inputs");
-            if !out32.is_empty() {
-                out32.par_chunks_mut(s.o * l).zip(x32.par_chunks(s.c * s.h * s.w)).for_each_init(
-                    || (Vec::new(), Vec::new()),
-                    |(xp, tmp), (y, xb)| {
-                        plan.pad(xb, s.h, s.w, g.ph, g.pw, xp);
-                        direct::forward_image(&plan, &packed, s.o, Some(b32), xp, y, tmp);
-                    },
-                );
-            }
+            direct::forward(&plan, &direct::pack_weights(w32, s.o, s.k(&g)), s.o, Some(b32), x32, out32);
         } else if !out.is_empty() {
             out.par_chunks_mut(s.o * l).zip(xs.par_chunks(s.c * s.h * s.w)).for_each_init(Vec::new, |cols, (y, xb)| {
                 for (row, &bv) in y.chunks_mut(l).zip(bs) {
@@ -365,18 +356,9 @@ impl Conv2dBackward {
         if !dx.is_empty() && l > 0 {
             let _t = crate::profile::scope("conv (backward): input gradient");
             let transposed = g.transposed(&s, ws);
-            let direct_t = transposed.as_ref().and_then(|(tg, ts, tw)| {
-                let plan = tg.direct_plan(ts, self.direct)?;
-                Some((plan, *tg, direct::pack_weights(T::as_f32(tw)?, s.c, s.o * g.kh * g.kw)))
-            });
-            if let (Some((plan, tg, packed)), Some(dx32), Some(dy32)) = (&direct_t, T::as_f32_mut(dx), T::as_f32(dys)) {
-                dx32.par_chunks_mut(image).zip(dy32.par_chunks(s.o * l)).for_each_init(
-                    || (Vec::new(), Vec::new()),
-                    |(dyp, tmp), (dxb, dyb)| {
-                        plan.pad(dyb, s.ho, s.wo, tg.ph, tg.pw, dyp);
-                        direct::forward_image(plan, packed, s.c, None, dyp, dxb, tmp);
-                    },
-                );
+            let direct_t = transposed.as_ref().and_then(|(tg, ts, tw)| Some((tg.direct_plan(ts, self.direct)?, T::as_f32(tw)?)));
+            if let (Some((plan, tw)), Some(dx32), Some(dy32)) = (direct_t, T::as_f32_mut(dx), T::as_f32(dys)) {
+                direct::forward(&plan, &direct::pack_weights(tw, s.c, s.o * g.kh * g.kw), s.c, None, dy32, dx32);
             } else {
             dx.par_chunks_mut(image).zip(dys.par_chunks(s.o * l)).for_each_init(Vec::new, |cols, (dxb, dyb)| {
                 let wt = Mat::new(ws, s.o, k).t();
@@ -394,7 +376,9 @@ impl Conv2dBackward {
         }
         if s.b > 0 && l > 0 {
             let _t = crate::profile::scope("conv (backward): weight gradient");
-            let direct_plan = g.direct_plan(&s, self.direct).filter(|plan| direct::weight_grad_supported(plan, s.o));
+            let direct_plan = g
+                .direct_plan(&s, self.direct)
+                .filter(|plan| direct::weight_grad_supported(plan, s.o) && T::as_f32(xs).is_some());
             // With the direct kernel each group's weight gradient is laid out `[k, o]` (as the
             // kernel writes it) and the sum of the groups is transposed once at the end.
             let groups: Vec<Vec<T>> = (0..s.b.div_ceil(IMAGES_PER_GROUP))
@@ -404,27 +388,16 @@ impl Conv2dBackward {
                     let mut cols = Vec::new();
                     let images = group * IMAGES_PER_GROUP..s.b.min((group + 1) * IMAGES_PER_GROUP);
                     let (dw, db) = acc.split_at_mut(s.o * k);
-                    let direct_done = match (direct_plan, T::as_f32(xs), T::as_f32(dys), T::as_f32_mut(dw)) {
-                        (Some(plan), Some(x32), Some(dy32), Some(dw_t)) => {
-                            let mut xps = Vec::new();
-                            let mut bufs: Vec<Vec<f32>> = images.clone().map(|_| Vec::new()).collect();
-                            let mut dyts = Vec::new();
-                            for (i, buf) in images.clone().zip(&mut bufs) {
-                                let mut xp = Vec::new();
-                                plan.pad(&x32[i * image..][..image], s.h, s.w, g.ph, g.pw, &mut xp);
-                                xps.push(xp);
-                                dyts.push(direct::transpose(&dy32[i * s.o * l..][..s.o * l], s.o, buf));
+                    let (xg, dyg) = (&xs[images.start * image..images.end * image], &dys[images.start * s.o * l..images.end * s.o * l]);
+                    match (direct_plan, T::as_f32(xg), T::as_f32(dyg), T::as_f32_mut(dw)) {
+                        (Some(plan), Some(x32), Some(dy32), Some(dw_t)) => direct::weight_grad(&plan, x32, dy32, s.o, dw_t),
+                        _ => {
+                            for (xb, dyb) in xg.chunks(image).zip(dyg.chunks(s.o * l)) {
+                                g.weight_grad_image(&s, dyb, xb, dw, &mut cols);
                             }
-                            direct::weight_grad(&plan, &xps, &dyts, s.o, dw_t);
-                            true
                         }
-                        _ => false,
-                    };
-                    for i in images {
-                        let (xb, dyb) = (&xs[i * image..][..image], &dys[i * s.o * l..][..s.o * l]);
-                        if !direct_done {
-                            g.weight_grad_image(&s, dyb, xb, dw, &mut cols);
-                        }
+                    }
+                    for dyb in dyg.chunks(s.o * l) {
                         for (d, row) in db.iter_mut().zip(dyb.chunks(l)) {
                             *d += T::from_f64(sum_by(row, |v| v));
                         }
@@ -439,14 +412,9 @@ impl Conv2dBackward {
                 }
             }
             let (dw, db) = rest.split_at_mut(s.o * k);
-            if direct_plan.is_some() && T::as_f32(xs).is_some() {
-                for (oi, row) in dw.chunks_mut(k).enumerate() {
-                    for (kk, d) in row.iter_mut().enumerate() {
-                        *d = sum[kk * s.o + oi];
-                    }
-                }
-            } else {
-                dw.copy_from_slice(&sum[..s.o * k]);
+            match (direct_plan, T::as_f32(&sum), T::as_f32_mut(dw)) {
+                (Some(_), Some(sum32), Some(dw32)) => dw32.copy_from_slice(direct::transpose(&sum32[..s.o * k], k, &mut Vec::new())),
+                _ => dw.copy_from_slice(&sum[..s.o * k]),
             }
             db.copy_from_slice(&sum[s.o * k..]);
         }

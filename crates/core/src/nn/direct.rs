@@ -15,6 +15,7 @@
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
+use rayon::prelude::*;
 
 /// Output channels per forward micro-tile (one broadcast weight each).
 const OR: usize = 8;
@@ -36,11 +37,15 @@ pub(crate) fn available() -> bool {
     }
 }
 
-/// A kernel's geometry on a padded image: `kh x kw` taps, padded row width `wp`, output
-/// `ho x wo` (with `wo = wp - kw + 1`), `c` input channels.
+/// A kernel's geometry on a padded image: `c` input channels of `h x w`, zero padding `(ph, pw)`
+/// on each side (padded size `hp x wp`), `kh x kw` taps, output `ho x wo` (`wo = wp - kw + 1`).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Plan {
     pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub ph: usize,
+    pub pw: usize,
     pub kh: usize,
     pub kw: usize,
     pub hp: usize,
@@ -48,6 +53,11 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
+    /// The plan of a `kh x kw` kernel over `c` channels of `h x w` padded by `(ph, pw)`.
+    pub fn new(c: usize, (h, w): (usize, usize), (ph, pw): (usize, usize), (kh, kw): (usize, usize)) -> Self {
+        Plan { c, h, w, ph, pw, kh, kw, hp: h + 2 * ph, wp: w + 2 * pw }
+    }
+
     /// Output rows.
     pub fn ho(&self) -> usize {
         self.hp + 1 - self.kh
@@ -84,18 +94,22 @@ impl Plan {
         self.c * self.plane() + self.kw + PV * LANES
     }
 
-    /// Writes image `x` (`[c, h, w]`) into `out` zero-padded by `(ph, pw)` above/left (and
-    /// whatever below/right fills the plan's `hp x wp`). A buffer of the plan's length is taken
-    /// to hold an earlier image padded the same way (the callers reuse one per thread within one
+    /// Elements of one unpadded image.
+    fn image_len(&self) -> usize {
+        self.c * self.h * self.w
+    }
+
+    /// Writes image `x` (`[c, h, w]`) into `out` zero-padded. A buffer of the plan's length is
+    /// taken to hold an earlier image padded the same way (one is reused per thread within one
     /// call): its zero border is kept and only the image is overwritten.
-    pub fn pad(&self, x: &[f32], h: usize, w: usize, ph: usize, pw: usize, out: &mut Vec<f32>) {
+    fn pad(&self, x: &[f32], out: &mut Vec<f32>) {
         if out.len() != self.padded_len() {
             out.clear();
             out.resize(self.padded_len(), 0.0);
         }
-        for (dst, src) in out.chunks_mut(self.plane()).zip(x.chunks(h * w)) {
-            for (r, row) in src.chunks(w).enumerate() {
-                dst[(r + ph) * self.wp + pw..][..w].copy_from_slice(row);
+        for (dst, src) in out.chunks_mut(self.plane()).zip(x.chunks(self.h * self.w)) {
+            for (r, row) in src.chunks(self.w).enumerate() {
+                dst[(r + self.ph) * self.wp + self.pw..][..self.w].copy_from_slice(row);
             }
         }
     }
@@ -115,9 +129,25 @@ pub(crate) fn pack_weights(w: &[f32], o: usize, k: usize) -> Vec<f32> {
     packed
 }
 
-/// One image's convolution: `y[o, oh, ow] = bias[o] + sum w x` for the padded image `xp`
-/// (from [`Plan::pad`]), weights from [`pack_weights`], `y` as `[o, ho, wo]`. `tmp` is scratch.
-pub(crate) fn forward_image(plan: &Plan, packed: &[f32], o: usize, bias: Option<&[f32]>, xp: &[f32], y: &mut [f32], tmp: &mut Vec<f32>) {
+/// The convolution of a batch of images `x` (`[b, c, h, w]`) into `y` (`[b, o, ho, wo]`), an
+/// image per rayon task: `y[o, oh, ow] = bias[o] + sum w x`, weights from [`pack_weights`].
+pub(crate) fn forward(plan: &Plan, packed: &[f32], o: usize, bias: Option<&[f32]>, x: &[f32], y: &mut [f32]) {
+    let out_len = o * plan.ho() * plan.wo();
+    if out_len == 0 || plan.image_len() == 0 {
+        return;
+    }
+    y.par_chunks_mut(out_len).zip(x.par_chunks(plan.image_len())).for_each_init(
+        || (Vec::new(), Vec::new()),
+        |(xp, tmp), (y, x)| {
+            plan.pad(x, xp);
+            forward_image(plan, packed, o, bias, xp, y, tmp);
+        },
+    );
+}
+
+/// One image's convolution, from the padded image `xp` (from [`Plan::pad`]) into `y`
+/// (`[o, ho, wo]`). `tmp` is scratch.
+fn forward_image(plan: &Plan, packed: &[f32], o: usize, bias: Option<&[f32]>, xp: &[f32], y: &mut [f32], tmp: &mut Vec<f32>) {
     let (n, k) = (plan.positions(), plan.c * plan.taps());
     let stride = n.div_ceil(LANES) * LANES;
     assert!(xp.len() >= plan.padded_len() && y.len() == o * plan.ho() * plan.wo() && packed.len() >= o.div_ceil(OR) * k * OR);
@@ -220,8 +250,8 @@ pub(crate) fn aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
     &mut buf[skip..skip + len]
 }
 
-/// Writes one image's output gradient `dy` (`[o, l]`) transposed, as `[l, o]`, into an aligned
-/// slice of `buf`, which it returns.
+/// Writes `dy` (`[o, l]`) transposed, as `[l, o]`, into an aligned slice of `buf`, which it
+/// returns.
 pub(crate) fn transpose<'a>(dy: &[f32], o: usize, buf: &'a mut Vec<f32>) -> &'a [f32] {
     let l = dy.len() / o.max(1);
     let out = aligned(buf, dy.len());
@@ -278,16 +308,29 @@ unsafe fn transpose_block(_: *const f32, _: usize, _: *mut f32, _: usize) {
     unreachable!("direct convolution kernels need x86_64 with AVX-512F")
 }
 
-/// Adds the weight gradient of a group of images to `dw_t`, laid out `[c * taps, o]`:
-/// `dw_t[c, t, o] += sum_images sum_(valid p) x[c, p + off_t] dy[p, o]`, with each image's
-/// padded input from [`Plan::pad`] and its output gradient transposed by [`transpose`]
-/// (`[ho * wo, o]`). Each element is one running sum over the group's images and positions in
-/// order; no position is computed twice and no column is dropped.
-pub(crate) fn weight_grad(plan: &Plan, xps: &[Vec<f32>], dyts: &[&[f32]], o: usize, dw_t: &mut [f32]) {
+/// Adds the weight gradient of a group of images `x` (`[g, c, h, w]`, output gradients `dy`
+/// `[g, o, ho, wo]`) to `dw_t`, laid out `[c * taps, o]`:
+/// `dw_t[c, t, o] += sum_images sum_(valid p) x[c, p + off_t] dy[p, o]`, over each image padded
+/// by [`Plan::pad`] and its output gradient transposed by [`transpose`]. Each element is one
+/// running sum over the group's images and positions in order; no position is computed twice
+/// and no column is dropped.
+pub(crate) fn weight_grad(plan: &Plan, x: &[f32], dy: &[f32], o: usize, dw_t: &mut [f32]) {
     let k = plan.c * plan.taps();
     let l = plan.ho() * plan.wo();
-    assert!(weight_grad_supported(plan, o) && dw_t.len() == o * k && xps.len() == dyts.len());
-    assert!(xps.iter().all(|x| x.len() >= plan.padded_len()) && dyts.iter().all(|d| d.len() == l * o));
+    assert!(weight_grad_supported(plan, o) && dw_t.len() == o * k);
+    let images = x.len() / plan.image_len().max(1);
+    assert!(x.len() == images * plan.image_len() && dy.len() == images * o * l);
+    let xps: Vec<Vec<f32>> = x
+        .chunks(plan.image_len())
+        .map(|image| {
+            let mut xp = Vec::new();
+            plan.pad(image, &mut xp);
+            xp
+        })
+        .collect();
+    let mut bufs: Vec<Vec<f32>> = xps.iter().map(|_| Vec::new()).collect();
+    let dyts: Vec<&[f32]> = dy.chunks(o * l).zip(&mut bufs).map(|(d, buf)| transpose(d, o, buf)).collect();
+    let (xps, dyts) = (&xps[..], &dyts[..]);
     let offsets = plan.offsets();
     // Channels per block and vectors of output channels per block: 18 to 24 accumulators.
     let (channels, vectors) = match plan.taps() {

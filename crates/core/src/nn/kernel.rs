@@ -3,6 +3,7 @@
 
 use candle_core::{bail, CpuStorage, Layout, Result, Tensor};
 use std::ops::{Add, AddAssign, Div, Mul, Neg, Sub};
+use std::sync::Mutex;
 
 /// Runs a kernel generic over [`Float`] on one or more CPU storages that are all f32 or all f64:
 /// `dispatch!("op", (a => x, b => y), body)` binds `x` and `y` to the slices and evaluates
@@ -28,6 +29,36 @@ pub(crate) fn contiguous<'a, T>(data: &'a [T], layout: &Layout, op: &str) -> Res
     match layout.contiguous_offsets() {
         Some((start, end)) => Ok(&data[start..end]),
         None => bail!("{op}: inputs must be contiguous"),
+    }
+}
+
+/// What a forward custom op keeps for its backward: armed only when one of the op's inputs is
+/// tracked (sampling keeps nothing), filled by the forward, and moved out by the first backward,
+/// so that a second backward of the same graph finds it empty and recomputes.
+#[derive(Debug)]
+pub(crate) struct Stash<V>(Option<Mutex<Option<V>>>);
+
+impl<V> Stash<V> {
+    /// A stash armed when any of `inputs` is tracked by autograd.
+    pub(crate) fn for_inputs(inputs: &[&Tensor]) -> Self {
+        Stash(inputs.iter().any(|t| t.track_op()).then(|| Mutex::new(None)))
+    }
+
+    /// Whether the forward should keep its values.
+    pub(crate) fn armed(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Keeps `value` (if armed; a poisoned lock keeps nothing, and the backward recomputes).
+    pub(crate) fn put(&self, value: V) {
+        if let Some(mut slot) = self.0.as_ref().and_then(|m| m.lock().ok()) {
+            *slot = Some(value);
+        }
+    }
+
+    /// The kept value, moved out.
+    pub(crate) fn take(&self) -> Option<V> {
+        self.0.as_ref().and_then(|m| m.lock().ok()?.take())
     }
 }
 

@@ -19,8 +19,7 @@
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use candle_nn::{Init, VarBuilder};
 use rayon::prelude::*;
-use std::sync::Mutex;
-use super::kernel::{contiguous, dispatch, sum_by, sum_zip, unpack, Float};
+use super::kernel::{contiguous, dispatch, sum_by, sum_zip, unpack, Float, Stash};
 
 /// How the kernel reads its input: `[rows, channels, spatial]`, channels in `groups` groups.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -287,7 +286,7 @@ type Stats = Vec<(f64, f64)>;
 #[derive(Debug)]
 struct NormFwd {
     spec: Spec,
-    stash: Option<Mutex<Option<Stats>>>,
+    stash: Stash<Stats>,
 }
 
 impl NormFwd {
@@ -308,9 +307,7 @@ impl NormFwd {
                     *st = forward_block(spec, x, w, b, shift, out);
                 });
         }
-        if let Some(stash) = &self.stash {
-            *stash.lock().map_err(|_| candle_core::Error::Msg("fused-norm: poisoned stash".into()))? = Some(stats);
-        }
+        self.stash.put(stats);
         Ok(out)
     }
 }
@@ -333,7 +330,7 @@ impl CustomOp2 for NormFwd {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         // The kept statistics move to the backward op (a second backward recomputes them).
-        let stats = self.stash.as_ref().and_then(|s| s.lock().ok()?.take());
+        let stats = self.stash.take();
         let packed = x.apply_op3_no_bwd(params, &grad.contiguous()?, &NormBwd { spec: self.spec, stats })?;
         let mut grads = unpack(&packed, &[x, params])?.into_iter();
         Ok((grads.next(), grads.next()))
@@ -473,7 +470,7 @@ fn normalize(
     }
     let params = Tensor::cat(&parts, 0)?;
     let spec = Spec { geo, eps, silu, shift: shift.is_some() };
-    let stash = (x.track_op() || params.track_op()).then(|| Mutex::new(None));
+    let stash = Stash::for_inputs(&[x, &params]);
     x.contiguous()?.apply_op2(&params, NormFwd { spec, stash })
 }
 
