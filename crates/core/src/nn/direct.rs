@@ -7,7 +7,12 @@
 //! no operand is packed except the weights (once per call). The columns `ow >= Wo` of each row
 //! are computed and dropped (the cost of the trick: `Wp / Wo`, 6% at 32 wide).
 //!
-//! [`forward_image`] computes one image's output (also the input gradient, as the convolution of
+//! Sequences (height 1) are short next to a tile (50 positions are 4 vectors of 16, 78% used), so
+//! the forward lays up to [`MAX_STACK`] padded sequences side by side in one row and convolves
+//! them as one: each output still reads only its own sequence's padded slot, so the values are
+//! those of one sequence alone, bit for bit.
+//!
+//! [`forward_padded`] computes one image's output (also the input gradient, as the convolution of
 //! the padded output gradient with the flipped, transposed kernel); [`weight_grad`] sums
 //! `dw[o, c, t] = sum_p dy[o, p] x[c, p + off_t]` over a group of images. Each output element
 //! is summed in a fixed order that depends only on its own image (forward) or on the fixed
@@ -23,6 +28,8 @@ const OR: usize = 8;
 const LANES: usize = 16;
 /// Vectors of output positions per forward micro-tile.
 const PV: usize = 3;
+/// Most sequences laid side by side in one padded row by [`forward`].
+const MAX_STACK: usize = 4;
 
 /// Whether this CPU runs the kernels (AVX-512F, checked once).
 pub(crate) fn available() -> bool {
@@ -38,7 +45,8 @@ pub(crate) fn available() -> bool {
 }
 
 /// A kernel's geometry on a padded image: `c` input channels of `h x w`, zero padding `(ph, pw)`
-/// on each side (padded size `hp x wp`), `kh x kw` taps, output `ho x wo` (`wo = wp - kw + 1`).
+/// on each side (padded size `hp x wp`), `kh x kw` taps, output `ho x wo` (`wo = wp - kw + 1`);
+/// `stack` images of height 1 side by side in one padded row (1 for images).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Plan {
     pub c: usize,
@@ -50,12 +58,34 @@ pub(crate) struct Plan {
     pub kw: usize,
     pub hp: usize,
     pub wp: usize,
+    stack: usize,
 }
 
 impl Plan {
     /// The plan of a `kh x kw` kernel over `c` channels of `h x w` padded by `(ph, pw)`.
     pub fn new(c: usize, (h, w): (usize, usize), (ph, pw): (usize, usize), (kh, kw): (usize, usize)) -> Self {
-        Plan { c, h, w, ph, pw, kh, kw, hp: h + 2 * ph, wp: w + 2 * pw }
+        Plan { c, h, w, ph, pw, kh, kw, hp: h + 2 * ph, wp: w + 2 * pw, stack: 1 }
+    }
+
+    /// This plan for `images` sequences side by side in one row (images of height above 1 are
+    /// never stacked).
+    fn stacked(&self, images: usize) -> Self {
+        assert!(self.hp == 1 || images == 1, "only sequences are laid side by side");
+        Plan { stack: images.max(1), ..*self }
+    }
+
+    /// Sequences to lay side by side for a batch of `batch`: up to [`MAX_STACK`], while every
+    /// rayon thread keeps at least four rows to work on; 1 for images.
+    fn stack_for(&self, batch: usize) -> usize {
+        if self.hp != 1 {
+            return 1;
+        }
+        (batch / (4 * rayon::current_num_threads())).clamp(1, MAX_STACK)
+    }
+
+    /// Elements of one padded row: `stack` padded widths.
+    fn row(&self) -> usize {
+        self.wp * self.stack
     }
 
     /// Output rows.
@@ -73,19 +103,19 @@ impl Plan {
         self.kh * self.kw
     }
 
-    /// Flat output positions computed (whole padded rows): `ho * wp`.
+    /// Flat output positions computed (whole padded rows): `ho * row`.
     fn positions(&self) -> usize {
-        self.ho() * self.wp
+        self.ho() * self.row()
     }
 
     /// Flat elements of one padded channel.
     fn plane(&self) -> usize {
-        self.hp * self.wp
+        self.hp * self.row()
     }
 
     /// The shift of each tap.
     fn offsets(&self) -> Vec<usize> {
-        (0..self.kh).flat_map(|i| (0..self.kw).map(move |j| i * self.wp + j)).collect()
+        (0..self.kh).flat_map(|i| (0..self.kw).map(move |j| i * self.row() + j)).collect()
     }
 
     /// Length of a padded image buffer: every channel's plane, plus the slack the last
@@ -99,23 +129,27 @@ impl Plan {
         self.c * self.h * self.w
     }
 
-    /// Writes image `x` (`[c, h, w]`) into `out` zero-padded. A buffer of the plan's length is
-    /// taken to hold an earlier image padded the same way (one is reused per thread within one
-    /// call): its zero border is kept and only the image is overwritten.
+    /// Writes the plan's `stack` images `x` (`[stack, c, h, w]`) into `out` zero-padded. A
+    /// buffer of the plan's length is taken to hold earlier images padded the same way (one is
+    /// reused per thread within one call): its zero border is kept and only the images are
+    /// overwritten.
     fn pad(&self, x: &[f32], out: &mut Vec<f32>) {
+        assert_eq!(x.len(), self.stack * self.image_len());
         if out.len() != self.padded_len() {
             out.clear();
             out.resize(self.padded_len(), 0.0);
         }
-        for (dst, src) in out.chunks_mut(self.plane()).zip(x.chunks(self.h * self.w)) {
-            for (r, row) in src.chunks(self.w).enumerate() {
-                dst[(r + self.ph) * self.wp + self.pw..][..self.w].copy_from_slice(row);
+        for (s, image) in x.chunks(self.image_len()).enumerate() {
+            for (dst, src) in out.chunks_mut(self.plane()).zip(image.chunks(self.h * self.w)) {
+                for (r, row) in src.chunks(self.w).enumerate() {
+                    dst[(r + self.ph) * self.row() + s * self.wp + self.pw..][..self.w].copy_from_slice(row);
+                }
             }
         }
     }
 }
 
-/// The weights `[o, c, kh * kw]` packed for [`forward_image`]: blocks of [`OR`] output channels,
+/// The weights `[o, c, kh * kw]` packed for [`forward_padded`]: blocks of [`OR`] output channels,
 /// each `[c * taps][OR]`, zero rows past `o`.
 pub(crate) fn pack_weights(w: &[f32], o: usize, k: usize) -> Vec<f32> {
     let blocks = o.div_ceil(OR);
@@ -130,27 +164,30 @@ pub(crate) fn pack_weights(w: &[f32], o: usize, k: usize) -> Vec<f32> {
 }
 
 /// The convolution of a batch of images `x` (`[b, c, h, w]`) into `y` (`[b, o, ho, wo]`), an
-/// image per rayon task: `y[o, oh, ow] = bias[o] + sum w x`, weights from [`pack_weights`].
+/// image (or a row of sequences side by side) per rayon task: `y[o, oh, ow] = bias[o] + sum w x`,
+/// weights from [`pack_weights`].
 pub(crate) fn forward(plan: &Plan, packed: &[f32], o: usize, bias: Option<&[f32]>, x: &[f32], y: &mut [f32]) {
     let out_len = o * plan.ho() * plan.wo();
     if out_len == 0 || plan.image_len() == 0 {
         return;
     }
-    y.par_chunks_mut(out_len).zip(x.par_chunks(plan.image_len())).for_each_init(
+    let stack = plan.stack_for(x.len() / plan.image_len());
+    y.par_chunks_mut(stack * out_len).zip(x.par_chunks(stack * plan.image_len())).for_each_init(
         || (Vec::new(), Vec::new()),
         |(xp, tmp), (y, x)| {
+            let plan = plan.stacked(x.len() / plan.image_len());
             plan.pad(x, xp);
-            forward_image(plan, packed, o, bias, xp, y, tmp);
+            forward_padded(&plan, packed, o, bias, xp, y, tmp);
         },
     );
 }
 
-/// One image's convolution, from the padded image `xp` (from [`Plan::pad`]) into `y`
-/// (`[o, ho, wo]`). `tmp` is scratch.
-fn forward_image(plan: &Plan, packed: &[f32], o: usize, bias: Option<&[f32]>, xp: &[f32], y: &mut [f32], tmp: &mut Vec<f32>) {
+/// The convolution of the plan's `stack` images, from the padded row(s) `xp` (from
+/// [`Plan::pad`]) into `y` (`[stack, o, ho, wo]`). `tmp` is scratch.
+fn forward_padded(plan: &Plan, packed: &[f32], o: usize, bias: Option<&[f32]>, xp: &[f32], y: &mut [f32], tmp: &mut Vec<f32>) {
     let (n, k) = (plan.positions(), plan.c * plan.taps());
     let stride = n.div_ceil(LANES) * LANES;
-    assert!(xp.len() >= plan.padded_len() && y.len() == o * plan.ho() * plan.wo() && packed.len() >= o.div_ceil(OR) * k * OR);
+    assert!(xp.len() >= plan.padded_len() && y.len() == plan.stack * o * plan.ho() * plan.wo() && packed.len() >= o.div_ceil(OR) * k * OR);
     // Every position of `tmp` that is read back is written by a tile first: no need to clear.
     let need = o.div_ceil(OR) * OR * stride;
     if tmp.len() < need {
@@ -183,11 +220,13 @@ fn forward_image(plan: &Plan, packed: &[f32], o: usize, bias: Option<&[f32]>, xp
             p += vectors * LANES;
         }
     }
-    let (ho, wo, wp) = (plan.ho(), plan.wo(), plan.wp);
-    for (oi, dst) in y.chunks_mut(ho * wo).enumerate() {
-        let src = &tmp[oi * stride..][..n];
-        for (d, s) in dst.chunks_mut(wo).zip(src.chunks(wp)) {
-            d.copy_from_slice(&s[..wo]);
+    let (ho, wo, wp, row) = (plan.ho(), plan.wo(), plan.wp, plan.row());
+    for (s, image) in y.chunks_mut(o * ho * wo).enumerate() {
+        for (oi, dst) in image.chunks_mut(ho * wo).enumerate() {
+            let src = &tmp[oi * stride + s * wp..];
+            for (d, r) in dst.chunks_mut(wo).zip(src.chunks(row)) {
+                d.copy_from_slice(&r[..wo]);
+            }
         }
     }
 }
@@ -233,12 +272,10 @@ unsafe fn tile<const V: usize>(_: &[f32], _: &Plan, _: &[usize], _: &[f32], _: u
     unreachable!("direct convolution kernels need x86_64 with AVX-512F")
 }
 
-/// Whether [`weight_grad`] is used for this plan and `o` output channels: images (not 1-D
-/// sequences), a kernel of 3 or 9 taps (1x3, 3x1, 3x3), `o` a multiple of 16. On sequences the
-/// im2col path's weight gradient (one long gemm per image) measured faster than this kernel plus
-/// its transposes (DNA UNet, 1-D convolutions of 64 to 256 channels over 200 positions).
+/// Whether [`weight_grad`] is used for this plan and `o` output channels: a kernel of 3 or 9 taps
+/// (1x3, 3x1, 3x3), `o` a multiple of 16.
 pub(crate) fn weight_grad_supported(plan: &Plan, o: usize) -> bool {
-    plan.hp > 1 && matches!(plan.taps(), 3 | 9) && o.is_multiple_of(LANES)
+    matches!(plan.taps(), 3 | 9) && o.is_multiple_of(LANES)
 }
 
 /// A zeroed slice of `len` floats inside `buf` starting on a 64-byte boundary, so that whole

@@ -298,28 +298,37 @@ pub(crate) fn matmul<T: Float>(dst: &mut [T], a: Mat<T>, b: Mat<T>, accumulate: 
 
 /// [`matmul`] into a destination whose rows are `dst_rs` apart.
 pub(crate) fn matmul_strided<T: Float>(dst: &mut [T], dst_rs: usize, a: Mat<T>, b: Mat<T>, accumulate: bool) {
-    gemm_into(dst, dst_rs, a, b, accumulate, gemm::Parallelism::None)
+    gemm_into(dst, (dst_rs, 1), a, b, accumulate, gemm::Parallelism::None)
+}
+
+/// [`matmul`] into a destination whose rows are `dst_rs` and columns `dst_cs` apart.
+pub(crate) fn matmul_into_strides<T: Float>(dst: &mut [T], (dst_rs, dst_cs): (usize, usize), a: Mat<T>, b: Mat<T>, accumulate: bool) {
+    gemm_into(dst, (dst_rs, dst_cs), a, b, accumulate, gemm::Parallelism::None)
 }
 
 /// [`matmul`] on all of rayon's threads, which split the destination between them (each entry
 /// is still summed by one thread in a fixed order, so the result does not depend on their
 /// number).
 pub(crate) fn matmul_parallel<T: Float>(dst: &mut [T], a: Mat<T>, b: Mat<T>, accumulate: bool) {
-    gemm_into(dst, b.cols, a, b, accumulate, gemm::Parallelism::Rayon(0))
+    gemm_into(dst, (b.cols, 1), a, b, accumulate, gemm::Parallelism::Rayon(0))
 }
 
-/// `dst (+)= a b` by the gemm crate, `dst` row-major with rows `dst_rs` apart.
-fn gemm_into<T: Float>(dst: &mut [T], dst_rs: usize, a: Mat<T>, b: Mat<T>, accumulate: bool, parallelism: gemm::Parallelism) {
+/// `dst (+)= a b` by the gemm crate, `dst[r * dst_rs + c * dst_cs]`; the destination's entries
+/// must not overlap (`n * dst_cs <= dst_rs` or `m * dst_rs <= dst_cs`).
+fn gemm_into<T: Float>(dst: &mut [T], (dst_rs, dst_cs): (usize, usize), a: Mat<T>, b: Mat<T>, accumulate: bool, parallelism: gemm::Parallelism) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(k, b.rows, "matmul: inner sizes differ");
-    assert!(n <= dst_rs && (m == 0 || n == 0 || (m - 1) * dst_rs + n <= dst.len()), "matmul: destination too small");
     if m == 0 || n == 0 {
         return;
     }
+    assert!(n * dst_cs <= dst_rs || m * dst_rs <= dst_cs, "matmul: destination entries overlap");
+    assert!((m - 1) * dst_rs + (n - 1) * dst_cs < dst.len(), "matmul: destination too small");
     if k == 0 {
         if !accumulate {
             for row in 0..m {
-                dst[row * dst_rs..][..n].fill(T::default());
+                for col in 0..n {
+                    dst[row * dst_rs + col * dst_cs] = T::default();
+                }
             }
         }
         return;
@@ -335,7 +344,7 @@ fn gemm_into<T: Float>(dst: &mut [T], dst_rs: usize, a: Mat<T>, b: Mat<T>, accum
             n,
             k,
             dst.as_mut_ptr(),
-            1,
+            dst_cs as isize,
             dst_rs as isize,
             accumulate,
             a.data.as_ptr(),
