@@ -164,6 +164,7 @@ fn run_domain(run_dir: &Path) -> anyhow::Result<String> {
 
 fn main() {
     sugarcube_core::tune_allocator();
+    sugarcube_core::tune_threads();
     sugarcube_core::quiet_broken_pipe();
     let cli = Cli::parse();
     if let Err(e) = real_main(cli) {

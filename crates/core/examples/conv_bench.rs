@@ -11,6 +11,7 @@ use sugarcube_core::nn::conv::conv2d;
 
 fn main() -> candle_core::Result<()> {
     sugarcube_core::tune_allocator();
+    sugarcube_core::tune_threads();
     let args: Vec<usize> = std::env::args().skip(1).map(|a| a.parse().expect("numbers: B C O H W K S")).collect();
     let [b, c, o, h, w, kh, kw, s] = match args.len() {
         0 => [32, 64, 64, 32, 32, 3, 3, 1],
