@@ -33,15 +33,7 @@ const MAX_STACK: usize = 4;
 
 /// Whether this CPU runs the kernels (AVX-512F, checked once).
 pub(crate) fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *AVAILABLE.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    super::kernel::wide::available()
 }
 
 /// A kernel's geometry on a padded image: `c` input channels of `h x w`, zero padding `(ph, pw)`

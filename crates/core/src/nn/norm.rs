@@ -19,7 +19,7 @@
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use candle_nn::{Init, VarBuilder};
 use rayon::prelude::*;
-use super::kernel::{contiguous, dispatch, sum_by, sum_zip, unpack, Float, Stash};
+use super::kernel::{contiguous, dispatch, sum_by, sum_zip, unpack, wide_fn, Float, Stash};
 
 /// How the kernel reads its input: `[rows, channels, spatial]`, channels in `groups` groups.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,6 +93,7 @@ impl Spec {
 
 /// Mean and `1 / sqrt(var + eps)` of a block `x + shift` (one shift per channel of `spatial`
 /// elements), by two passes (sums as in [`sum_zip`]).
+#[inline(always)]
 fn block_stats<T: Float>(x: &[T], shift: Option<&[T]>, spatial: usize, eps: f64) -> (f64, f64) {
     let n = x.len() as f64;
     let (mean, sq) = match shift {
@@ -139,8 +140,20 @@ fn shifted<T: Float>(x: &[T], shift: Option<&[T]>, z: &mut [T]) {
     }
 }
 
+wide_fn! {
+    /// [`forward_block`], 16 lanes wide where the CPU allows.
+    fn forward_block_wide<T: Float>(spec: &Spec, x: &[T], weight: &[T], bias: &[T], shift: Option<&[T]>, out: &mut [T]) -> (f64, f64) = forward_block
+}
+
+wide_fn! {
+    /// [`backward_block`], 16 lanes wide where the CPU allows.
+    #[allow(clippy::too_many_arguments)]
+    fn backward_block_wide<T: Float>(spec: &Spec, x: &[T], weight: &[T], bias: &[T], shift: Option<&[T]>, dout: &[T], dx: &mut [T], grads: ParamGrads, scratch: &mut [T], stats: Option<(f64, f64)>) -> () = backward_block
+}
+
 /// Normalises one block: `out = silu?((x + shift - mean) * rstd * weight + bias)`; returns the
 /// block's `(mean, rstd)`.
+#[inline(always)]
 fn forward_block<T: Float>(spec: &Spec, x: &[T], weight: &[T], bias: &[T], shift: Option<&[T]>, out: &mut [T]) -> (f64, f64) {
     let s = spec.geo.spatial;
     if s == 1 {
@@ -187,6 +200,7 @@ struct ParamGrads<'a> {
 /// `stats` are the block's `(mean, rstd)` as the forward computed them, if it kept them
 /// (otherwise they are computed again, to the same values).
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn backward_block<T: Float>(
     spec: &Spec,
     x: &[T],
@@ -304,7 +318,7 @@ impl NormFwd {
                 .with_min_len(spec.geo.min_blocks_per_task())
                 .for_each(|(i, ((out, x), st))| {
                     let (w, b, shift) = spec.block_params(params, i);
-                    *st = forward_block(spec, x, w, b, shift, out);
+                    *st = forward_block_wide(spec, x, w, b, shift, out);
                 });
         }
         self.stash.put(stats);
@@ -386,7 +400,7 @@ impl NormBwd {
                     };
                     let at = i * len;
                     let st = stats.map(|st| st[i]);
-                    backward_block(spec, &x[at..at + len], w, b, shift, &dout[at..at + len], dx, grads, &mut scratch, st);
+                    backward_block_wide(spec, &x[at..at + len], w, b, shift, &dout[at..at + len], dx, grads, &mut scratch, st);
                 }
             },
         );
