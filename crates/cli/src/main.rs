@@ -84,6 +84,9 @@ enum Command {
         /// One JSON object per line instead of a table.
         #[arg(long)]
         json: bool,
+        /// Multiply in bfloat16 (float32 sums and weights) on CPUs with AVX-512 BF16.
+        #[arg(long)]
+        bf16: bool,
     },
 }
 
@@ -212,7 +215,8 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             println!("wrote {}", run_dir.join("eval.json").display());
         }
         Command::Experiments { dir } => list_experiments(&dir)?,
-        Command::Bench { experiment: None, workload, iters, warmup, json, .. } => {
+        Command::Bench { experiment: None, workload, iters, warmup, json, bf16, .. } => {
+            sugarcube_core::nn::set_bf16_compute(bf16)?;
             bench_workloads(&workload, warmup, iters, json, &dev)?
         }
         Command::Bench { experiment: Some(experiment), steps, n, json, .. } => {
@@ -260,12 +264,13 @@ fn bench_workloads(names: &[String], warmup: usize, iters: usize, json: bool, de
             continue;
         }
         println!(
-            "\n{}: {:.1} items/s (batch {}, {:.1} ms/step, {:.2}M parameters)",
+            "\n{}: {:.1} items/s (batch {}, {:.1} ms/step, {:.2}M parameters, {})",
             r.workload,
             r.items_per_s,
             r.batch_size,
             r.ms_per_step,
-            r.parameters as f64 / 1e6
+            r.parameters as f64 / 1e6,
+            r.precision
         );
         println!("  {:<28} {:>10} {:>7} {:>10}", "region", "ms/step", "share", "calls/step");
         for e in &r.breakdown {

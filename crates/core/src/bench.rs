@@ -129,6 +129,8 @@ pub struct WorkloadResult {
     pub ms_per_step: f64,
     /// Timed steps.
     pub iters: usize,
+    /// Compute precision of the products: "f32", or "bf16" ([`crate::nn::set_bf16_compute`]).
+    pub precision: String,
     /// Where a step's time goes.
     pub breakdown: Vec<BreakdownEntry>,
 }
@@ -281,6 +283,7 @@ pub fn run(w: Workload, device: &Device, warmup: usize, iters: usize) -> anyhow:
         parameters: s.params.count(),
         ms_per_step: 1e3 * med,
         iters,
+        precision: if crate::nn::bf16_compute() { "bf16" } else { "f32" }.to_string(),
         breakdown,
     })
 }

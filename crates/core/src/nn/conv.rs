@@ -324,9 +324,17 @@ struct Conv2d {
     /// Whether the [`direct`] kernels may run where they apply (always, outside tests that
     /// compare them with im2col).
     direct: bool,
+    /// Whether the direct kernels multiply in bfloat16 (forward and input gradient; see
+    /// [`super::set_bf16_compute`]).
+    bf16: bool,
 }
 
 impl Conv2d {
+    /// The op for `g`, with the direct kernels, in bfloat16 where [`super::bf16_compute`] says so.
+    fn new(g: Geometry) -> Self {
+        Conv2d { g, direct: true, bf16: super::bf16_compute() }
+    }
+
     fn run<T: Float>(&self, x: (&[T], &Layout), w: (&[T], &Layout), bias: (&[T], &Layout)) -> Result<(Vec<T>, Shape)> {
         let s = self.g.conv_shape(x.1.shape(), w.1.shape())?;
         let (xs, ws, bs) = (contiguous(x.0, x.1, "conv2d")?, contiguous(w.0, w.1, "conv2d")?, contiguous(bias.0, bias.1, "conv2d")?);
@@ -337,7 +345,7 @@ impl Conv2d {
         let mut out = vec![T::default(); s.b * s.o * l];
         if let (Some(plan), Some(x32), Some(w32), Some(b32)) = (g.direct_plan(&s, self.direct), T::as_f32(xs), T::as_f32(ws), T::as_f32(bs)) {
             let out32 = T::as_f32_mut(&mut out).expect("f32 output for f32 inputs");
-            direct::forward(&plan, &direct::pack_weights(w32, s.o, s.k(&g)), s.o, Some(b32), x32, out32);
+            direct::forward(&plan, &direct::Weights::pack(w32, s.o, s.c, g.kh * g.kw, self.bf16), s.o, Some(b32), x32, out32);
         } else if !out.is_empty() {
             out.par_chunks_mut(s.o * l).zip(xs.par_chunks(s.c * s.h * s.w)).for_each_init(Vec::new, |cols, (y, xb)| {
                 for (row, &bv) in y.chunks_mut(l).zip(bs) {
@@ -361,7 +369,7 @@ impl CustomOp3 for Conv2d {
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, bias: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let packed = grad.contiguous()?.apply_op3_no_bwd(x, w, &Conv2dBackward { g: self.g, direct: self.direct })?;
+        let packed = grad.contiguous()?.apply_op3_no_bwd(x, w, &Conv2dBackward { g: self.g, direct: self.direct, bf16: self.bf16 })?;
         let mut grads = unpack(&packed, &[x, w, bias])?.into_iter();
         Ok((grads.next(), grads.next(), grads.next()))
     }
@@ -386,6 +394,7 @@ const SHORT_SEQUENCE: usize = 128;
 struct Conv2dBackward {
     g: Geometry,
     direct: bool,
+    bf16: bool,
 }
 
 impl Conv2dBackward {
@@ -405,7 +414,7 @@ impl Conv2dBackward {
             let transposed = g.transposed(&s, ws);
             let direct_t = transposed.as_ref().and_then(|(tg, ts, tw)| Some((tg.direct_plan(ts, self.direct)?, T::as_f32(tw)?)));
             if let (Some((plan, tw)), Some(dx32), Some(dy32)) = (direct_t, T::as_f32_mut(dx), T::as_f32(dys)) {
-                direct::forward(&plan, &direct::pack_weights(tw, s.c, s.o * g.kh * g.kw), s.c, None, dy32, dx32);
+                direct::forward(&plan, &direct::Weights::pack(tw, s.c, s.o, g.kh * g.kw, self.bf16), s.c, None, dy32, dx32);
             } else {
             dx.par_chunks_mut(image).zip(dys.par_chunks(s.o * l)).for_each_init(Vec::new, |cols, (dxb, dyb)| {
                 let wt = Mat::new(ws, s.o, k).t();
@@ -494,7 +503,7 @@ impl CustomOp3 for Conv2dBackward {
 pub fn conv2d(x: &Tensor, weight: &Tensor, bias: &Tensor, stride: (usize, usize), padding: (usize, usize)) -> Result<Tensor> {
     let g = Geometry { kh: weight.dim(2)?, kw: weight.dim(3)?, sh: stride.0, sw: stride.1, ph: padding.0, pw: padding.1 };
     if super::use_fused(x) {
-        return x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, Conv2d { g, direct: true });
+        return x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, Conv2d::new(g));
     }
     if stride.0 != stride.1 {
         bail!("conv2d: candle's convolution (used off the CPU) needs equal strides, got {stride:?}");
@@ -517,7 +526,7 @@ pub fn conv1d(x: &Tensor, weight: &Tensor, bias: &Tensor, stride: usize, padding
     let k = weight.dim(2)?;
     if super::use_fused(x) {
         let g = Geometry { kh: 1, kw: k, sh: 1, sw: stride, ph: 0, pw: padding };
-        return x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, Conv2d { g, direct: true });
+        return x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, Conv2d::new(g));
     }
     let l = x.dim(2)?;
     let right = padding - ((l + 2 * padding).saturating_sub(k) % stride.max(1)).min(padding);
@@ -673,7 +682,7 @@ mod tests {
             ([2, 17, 5, 4], 16, (3, 1), (1, 1), (1, 0)),
             ([2, 9, 4, 6], 8, (3, 3), (1, 1), (2, 1)),
         ];
-        let apply = |x: &Tensor, w: &Tensor, b: &Tensor, g: Geometry, direct: bool| x.apply_op3(w, b, Conv2d { g, direct });
+        let apply = |x: &Tensor, w: &Tensor, b: &Tensor, g: Geometry, direct: bool| x.apply_op3(w, b, Conv2d { g, direct, bf16: false });
         for (n, &(shape, cout, k, st, p)) in configs.iter().enumerate() {
             let g = Geometry { kh: k.0, kw: k.1, sh: st.0, sw: st.1, ph: p.0, pw: p.1 };
             let s = g.conv_shape(&Shape::from(shape.to_vec()), &Shape::from((cout, shape[1], k.0, k.1)))?;
@@ -736,13 +745,74 @@ mod tests {
             }
             let (x64, w64, b64) = (Var::from_tensor(&x.to_dtype(DType::F64)?)?, Var::from_tensor(&w.to_dtype(DType::F64)?)?, b.to_dtype(DType::F64)?);
             let g = Geometry { kh: 1, kw: 3, sh: 1, sw: 1, ph: 0, pw: 1 };
-            let want = x64.as_tensor().unsqueeze(2)?.apply_op3(&w64.as_tensor().unsqueeze(2)?, &b64, Conv2d { g, direct: false })?.squeeze(2)?;
+            let want = x64.as_tensor().unsqueeze(2)?.apply_op3(&w64.as_tensor().unsqueeze(2)?, &b64, Conv2d { g, direct: false, bf16: false })?.squeeze(2)?;
             let g64 = want.mul(&r.to_dtype(DType::F64)?)?.sum_all()?.backward()?;
             let (a, e) = (grads.get(w.as_tensor()).unwrap().to_dtype(DType::F64)?, g64.get(w64.as_tensor()).unwrap());
             let scale = values(e)?.iter().fold(1f64, |m, v| m.max(v.abs()));
             assert!(max_abs_diff(&a, e)? < 1e-5 * scale, "weight gradient ({o} channels)");
         }
         Ok(())
+    }
+
+    /// The bfloat16 kernels (forward and input gradient) against the f64 path on inputs rounded
+    /// to bfloat16: only the f32 summation differs (1e-5 relative); the weight and bias
+    /// gradients are the float32 ones, as is the input gradient of fewer than 8 input channels.
+    /// Shapes: odd channel counts (a zero-padded last pair), 2-D, 1-D sequences side by side,
+    /// 1x3 and 3x3 kernels.
+    #[test]
+    fn bf16_kernels_match_rounded_inputs() -> Result<()> {
+        if !direct::bf16_available() {
+            eprintln!("skipped: this CPU has no AVX-512 BF16");
+            return Ok(());
+        }
+        let dev = Device::Cpu;
+        let round = |t: &Tensor| -> Result<Tensor> {
+            let v: Vec<f32> = t.flatten_all()?.to_vec1::<f32>()?.into_iter().map(direct::round_bf16).collect();
+            Tensor::from_vec(v, t.shape(), t.device())
+        };
+        let configs: [Config; 4] = [
+            ([2, 5, 9, 7], 16, (3, 3), (1, 1), (1, 1)),
+            ([3, 8, 6, 6], 24, (3, 3), (1, 1), (1, 1)),
+            ([9, 11, 1, 37], 16, (1, 3), (1, 1), (0, 1)),
+            ([2, 9, 4, 6], 8, (3, 3), (1, 1), (2, 1)),
+        ];
+        // One thread, so that the 9 sequences run side by side in rows of 2.
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().map_err(candle_core::Error::wrap)?;
+        pool.install(|| -> Result<()> {
+            for (n, &(shape, cout, k, st, p)) in configs.iter().enumerate() {
+                let g = Geometry { kh: k.0, kw: k.1, sh: st.0, sw: st.1, ph: p.0, pw: p.1 };
+                let mut rng = Rng::new(700 + n as u64);
+                let x = Var::from_tensor(&randn(&mut rng, &shape, DType::F32, &dev)?)?;
+                let w = Var::from_tensor(&randn(&mut rng, &[cout, shape[1], k.0, k.1], DType::F32, &dev)?)?;
+                let b = Var::from_tensor(&randn(&mut rng, &[cout], DType::F32, &dev)?)?;
+                let ours = x.as_tensor().apply_op3(w.as_tensor(), b.as_tensor(), Conv2d { g, direct: true, bf16: true })?;
+                let f32_op = x.as_tensor().apply_op3(w.as_tensor(), b.as_tensor(), Conv2d { g, direct: true, bf16: false })?;
+                let (xr, wr) = (Var::from_tensor(&round(x.as_tensor())?.to_dtype(DType::F64)?)?, Var::from_tensor(&round(w.as_tensor())?.to_dtype(DType::F64)?)?);
+                let want = xr.as_tensor().apply_op3(wr.as_tensor(), &b.to_dtype(DType::F64)?, Conv2d { g, direct: false, bf16: false })?;
+                let scale = values(&want)?.iter().fold(1f64, |m, v| m.max(v.abs()));
+                assert!(max_abs_diff(&ours.to_dtype(DType::F64)?, &want)? < 1e-5 * scale, "config {n}: forward");
+                let rel = max_abs_diff(&ours.to_dtype(DType::F64)?, &f32_op.to_dtype(DType::F64)?)? / scale;
+                assert!(rel > 0.0 && rel < 3e-2, "config {n}: bfloat16 against float32 off by {rel} (relative)");
+                let r = randn(&mut rng, want.dims(), DType::F32, &dev)?;
+                let g_ours = ours.mul(&r)?.sum_all()?.backward()?;
+                let g_f32 = f32_op.mul(&r)?.sum_all()?.backward()?;
+                let g_want = want.mul(&round(&r)?.to_dtype(DType::F64)?)?.sum_all()?.backward()?;
+                let dx = g_ours.get(x.as_tensor()).unwrap();
+                if shape[1] >= 8 {
+                    let dx_want = g_want.get(xr.as_tensor()).unwrap();
+                    let scale = values(dx_want)?.iter().fold(1f64, |m, v| m.max(v.abs()));
+                    assert!(max_abs_diff(&dx.to_dtype(DType::F64)?, dx_want)? < 1e-5 * scale, "config {n}: input gradient");
+                } else {
+                    // Fewer than 8 input channels: the input gradient (a convolution with that many
+                    // outputs) is not a direct one and stays float32.
+                    assert_eq!(values(dx)?, values(g_f32.get(x.as_tensor()).unwrap())?, "config {n}: float32 input gradient");
+                }
+                for v in [&w, &b] {
+                    assert_eq!(values(g_ours.get(v.as_tensor()).unwrap())?, values(g_f32.get(v.as_tensor()).unwrap())?, "config {n}: float32 parameter gradients");
+                }
+            }
+            Ok(())
+        })
     }
 
     #[test]

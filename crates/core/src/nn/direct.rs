@@ -110,10 +110,11 @@ impl Plan {
         (0..self.kh).flat_map(|i| (0..self.kw).map(move |j| i * self.row() + j)).collect()
     }
 
-    /// Length of a padded image buffer: every channel's plane, plus the slack the last
-    /// channel's shifted reads run past its plane (they feed only dropped positions).
-    pub fn padded_len(&self) -> usize {
-        self.c * self.plane() + self.kw + PV * LANES
+    /// Length of a padded image buffer of `depth` planes (channels, or pairs of them): every
+    /// plane, plus the slack the last plane's shifted reads run past it (they feed only dropped
+    /// positions).
+    fn padded_len(&self, depth: usize) -> usize {
+        depth * self.plane() + self.kw + PV * LANES
     }
 
     /// Elements of one unpadded image.
@@ -127,9 +128,9 @@ impl Plan {
     /// overwritten.
     fn pad(&self, x: &[f32], out: &mut Vec<f32>) {
         assert_eq!(x.len(), self.stack * self.image_len());
-        if out.len() != self.padded_len() {
+        if out.len() != self.padded_len(self.c) {
             out.clear();
-            out.resize(self.padded_len(), 0.0);
+            out.resize(self.padded_len(self.c), 0.0);
         }
         for (s, image) in x.chunks(self.image_len()).enumerate() {
             for (dst, src) in out.chunks_mut(self.plane()).zip(image.chunks(self.h * self.w)) {
@@ -139,26 +140,131 @@ impl Plan {
             }
         }
     }
-}
 
-/// The weights `[o, c, kh * kw]` packed for [`forward_padded`]: blocks of [`OR`] output channels,
-/// each `[c * taps][OR]`, zero rows past `o`.
-pub(crate) fn pack_weights(w: &[f32], o: usize, k: usize) -> Vec<f32> {
-    let blocks = o.div_ceil(OR);
-    let mut packed = vec![0.0; blocks * k * OR];
-    for (oi, row) in w.chunks(k).enumerate() {
-        let block = &mut packed[(oi / OR) * k * OR..];
-        for (kk, &v) in row.iter().enumerate() {
-            block[kk * OR + oi % OR] = v;
+    /// [`Plan::pad`] for the bfloat16 kernel: each plane holds a pair of channels, one
+    /// [`bf16_pair`] per position (the last pair of an odd count has a zero second channel).
+    fn pad_bf16(&self, x: &[f32], out: &mut Vec<u32>) {
+        assert_eq!(x.len(), self.stack * self.image_len());
+        let len = self.padded_len(self.c.div_ceil(2));
+        if out.len() != len {
+            out.clear();
+            out.resize(len, 0);
+        }
+        let hw = self.h * self.w;
+        for (s, image) in x.chunks(self.image_len()).enumerate() {
+            for (pair, dst) in out.chunks_mut(self.plane()).take(self.c.div_ceil(2)).enumerate() {
+                let first = &image[2 * pair * hw..][..hw];
+                let second = image.get((2 * pair + 1) * hw..(2 * pair + 2) * hw);
+                for r in 0..self.h {
+                    let d = &mut dst[(r + self.ph) * self.row() + s * self.wp + self.pw..][..self.w];
+                    let a = &first[r * self.w..][..self.w];
+                    match second {
+                        Some(second) => {
+                            let b = &second[r * self.w..][..self.w];
+                            for i in 0..self.w {
+                                d[i] = bf16_pair(a[i], b[i]);
+                            }
+                        }
+                        None => {
+                            for i in 0..self.w {
+                                d[i] = bf16_pair(a[i], 0.0);
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
-    packed
+}
+
+/// Whether this CPU runs the bfloat16 kernels (AVX-512F and AVX-512 BF16, checked once).
+pub(crate) fn bf16_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AVAILABLE.get_or_init(|| available() && std::arch::is_x86_feature_detected!("avx512bf16"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `x` rounded to bfloat16 (to nearest, ties to even), as the top 16 bits of an f32 (NaN stays
+/// a quiet NaN). The same rounding as AVX-512 BF16's conversions.
+#[inline(always)]
+pub(crate) fn bf16_bits(x: f32) -> u32 {
+    let b = x.to_bits();
+    if b & 0x7fff_ffff > 0x7f80_0000 {
+        return 0x7fc0_0000;
+    }
+    b.wrapping_add(0x7fff + ((b >> 16) & 1)) & 0xffff_0000
+}
+
+/// `x` rounded to bfloat16, as an f32.
+#[inline(always)]
+pub(crate) fn round_bf16(x: f32) -> f32 {
+    f32::from_bits(bf16_bits(x))
+}
+
+/// Two values as one 32-bit pair of bfloat16 for `vdpbf16ps`: `a` in the low half, `b` in the
+/// high half (the dot product multiplies low halves together and high halves together).
+#[inline(always)]
+pub(crate) fn bf16_pair(a: f32, b: f32) -> u32 {
+    (bf16_bits(a) >> 16) | bf16_bits(b)
+}
+
+/// The weights of a [`forward`]: f32, or bfloat16 pairs of input channels.
+pub(crate) enum Weights {
+    F32(Vec<f32>),
+    Bf16(Vec<u32>),
+}
+
+impl Weights {
+    /// `w` (`[o, c, taps]`) packed in blocks of [`OR`] output channels, each `[depth * taps][OR]`
+    /// with `depth` the channels (f32) or pairs of channels (`bf16`, on CPUs with
+    /// [`bf16_available`]); zero rows past `o`.
+    pub(crate) fn pack(w: &[f32], o: usize, c: usize, taps: usize, bf16: bool) -> Self {
+        let k = c * taps;
+        if !bf16 {
+            let mut packed = vec![0.0; o.div_ceil(OR) * k * OR];
+            for (oi, row) in w.chunks(k).enumerate() {
+                let block = &mut packed[(oi / OR) * k * OR..];
+                for (kk, &v) in row.iter().enumerate() {
+                    block[kk * OR + oi % OR] = v;
+                }
+            }
+            return Weights::F32(packed);
+        }
+        let kp = c.div_ceil(2) * taps;
+        let mut packed = vec![0u32; o.div_ceil(OR) * kp * OR];
+        for (oi, row) in w.chunks(k).enumerate() {
+            let block = &mut packed[(oi / OR) * kp * OR..];
+            for pair in 0..c.div_ceil(2) {
+                for t in 0..taps {
+                    let second = if 2 * pair + 1 < c { row[(2 * pair + 1) * taps + t] } else { 0.0 };
+                    block[(pair * taps + t) * OR + oi % OR] = bf16_pair(row[2 * pair * taps + t], second);
+                }
+            }
+        }
+        Weights::Bf16(packed)
+    }
 }
 
 /// The convolution of a batch of images `x` (`[b, c, h, w]`) into `y` (`[b, o, ho, wo]`), an
 /// image (or a row of sequences side by side) per rayon task: `y[o, oh, ow] = bias[o] + sum w x`,
-/// weights from [`pack_weights`].
-pub(crate) fn forward(plan: &Plan, packed: &[f32], o: usize, bias: Option<&[f32]>, x: &[f32], y: &mut [f32]) {
+/// weights from [`Weights::pack`] (in bfloat16, each image is rounded to bfloat16 as it is
+/// padded, and the products are summed in f32).
+pub(crate) fn forward(plan: &Plan, weights: &Weights, o: usize, bias: Option<&[f32]>, x: &[f32], y: &mut [f32]) {
+    match weights {
+        Weights::F32(packed) => forward_with(plan, packed, plan.c, o, bias, x, y, Plan::pad),
+        Weights::Bf16(packed) => forward_with(plan, packed, plan.c.div_ceil(2), o, bias, x, y, Plan::pad_bf16),
+    }
+}
+
+/// [`forward`] with weights packed as `E`, `depth` planes per image, padded by `pad`.
+#[allow(clippy::too_many_arguments)]
+fn forward_with<E: Operand>(plan: &Plan, packed: &[E], depth: usize, o: usize, bias: Option<&[f32]>, x: &[f32], y: &mut [f32], pad: fn(&Plan, &[f32], &mut Vec<E>)) {
     let out_len = o * plan.ho() * plan.wo();
     if out_len == 0 || plan.image_len() == 0 {
         return;
@@ -168,18 +274,44 @@ pub(crate) fn forward(plan: &Plan, packed: &[f32], o: usize, bias: Option<&[f32]
         || (Vec::new(), Vec::new()),
         |(xp, tmp), (y, x)| {
             let plan = plan.stacked(x.len() / plan.image_len());
-            plan.pad(x, xp);
-            forward_padded(&plan, packed, o, bias, xp, y, tmp);
+            pad(&plan, x, xp);
+            forward_padded(&plan, packed, depth, o, bias, xp, y, tmp);
         },
     );
 }
 
-/// The convolution of the plan's `stack` images, from the padded row(s) `xp` (from
-/// [`Plan::pad`]) into `y` (`[stack, o, ho, wo]`). `tmp` is scratch.
-fn forward_padded(plan: &Plan, packed: &[f32], o: usize, bias: Option<&[f32]>, xp: &[f32], y: &mut [f32], tmp: &mut Vec<f32>) {
-    let (n, k) = (plan.positions(), plan.c * plan.taps());
+/// The element of packed weights and padded images: f32, or a pair of bfloat16 (`u32`), with
+/// the micro-tile that multiplies them.
+trait Operand: Copy + Send + Sync {
+    /// `OR x (V * 16)` outputs at flat positions `p..`, accumulated over every plane and tap.
+    ///
+    /// # Safety
+    /// The CPU has the kernel's instructions; `a` holds `depth * taps` rows of [`OR`], `xp`
+    /// `depth` planes plus the slack of [`Plan::padded_len`], and `out` [`OR`] rows of `stride`
+    /// with `p + V * 16 <= stride`.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile<const V: usize>(a: &[Self], depth: usize, plane: usize, offsets: &[usize], xp: &[Self], p: usize, bias: &[f32; OR], out: &mut [f32], stride: usize);
+}
+
+impl Operand for f32 {
+    unsafe fn tile<const V: usize>(a: &[f32], depth: usize, plane: usize, offsets: &[usize], xp: &[f32], p: usize, bias: &[f32; OR], out: &mut [f32], stride: usize) {
+        tile::<V>(a, depth, plane, offsets, xp, p, bias, out, stride)
+    }
+}
+
+impl Operand for u32 {
+    unsafe fn tile<const V: usize>(a: &[u32], depth: usize, plane: usize, offsets: &[usize], xp: &[u32], p: usize, bias: &[f32; OR], out: &mut [f32], stride: usize) {
+        tile_bf16::<V>(a, depth, plane, offsets, xp, p, bias, out, stride)
+    }
+}
+
+/// The convolution of the plan's `stack` images, from the padded row(s) `xp` (`depth` planes,
+/// from [`Plan::pad`] or [`Plan::pad_bf16`]) into `y` (`[stack, o, ho, wo]`). `tmp` is scratch.
+#[allow(clippy::too_many_arguments)]
+fn forward_padded<E: Operand>(plan: &Plan, packed: &[E], depth: usize, o: usize, bias: Option<&[f32]>, xp: &[E], y: &mut [f32], tmp: &mut Vec<f32>) {
+    let (n, k) = (plan.positions(), depth * plan.taps());
     let stride = n.div_ceil(LANES) * LANES;
-    assert!(xp.len() >= plan.padded_len() && y.len() == plan.stack * o * plan.ho() * plan.wo() && packed.len() >= o.div_ceil(OR) * k * OR);
+    assert!(xp.len() >= plan.padded_len(depth) && y.len() == plan.stack * o * plan.ho() * plan.wo() && packed.len() >= o.div_ceil(OR) * k * OR);
     // Every position of `tmp` that is read back is written by a tile first: no need to clear.
     let need = o.div_ceil(OR) * OR * stride;
     if tmp.len() < need {
@@ -203,10 +335,11 @@ fn forward_padded(plan: &Plan, packed: &[f32], o: usize, bias: Option<&[f32]>, x
             // `p + vectors * LANES <= stride <= n + LANES - 1` and the last channel's slack covers
             // the largest offset plus one vector; writes stay inside row `r` of `out`.
             unsafe {
+                let plane = plan.plane();
                 match vectors {
-                    3 => tile::<3>(a, plan, &offsets, xp, p, &bias_block, out, stride),
-                    2 => tile::<2>(a, plan, &offsets, xp, p, &bias_block, out, stride),
-                    _ => tile::<1>(a, plan, &offsets, xp, p, &bias_block, out, stride),
+                    3 => E::tile::<3>(a, depth, plane, &offsets, xp, p, &bias_block, out, stride),
+                    2 => E::tile::<2>(a, depth, plane, &offsets, xp, p, &bias_block, out, stride),
+                    _ => E::tile::<1>(a, depth, plane, &offsets, xp, p, &bias_block, out, stride),
                 }
             }
             p += vectors * LANES;
@@ -227,15 +360,15 @@ fn forward_padded(plan: &Plan, packed: &[f32], o: usize, bias: Option<&[f32]>, x
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile<const V: usize>(a: &[f32], plan: &Plan, offsets: &[usize], xp: &[f32], p: usize, bias: &[f32; OR], out: &mut [f32], stride: usize) {
+unsafe fn tile<const V: usize>(a: &[f32], depth: usize, plane: usize, offsets: &[usize], xp: &[f32], p: usize, bias: &[f32; OR], out: &mut [f32], stride: usize) {
     let mut acc = [[_mm512_setzero_ps(); V]; OR];
     for (r, row) in acc.iter_mut().enumerate() {
         *row = [_mm512_set1_ps(bias[r]); V];
     }
     let taps = offsets.len();
     let (xs, ws) = (xp.as_ptr(), a.as_ptr());
-    for ci in 0..plan.c {
-        let xc = xs.add(ci * plan.plane() + p);
+    for ci in 0..depth {
+        let xc = xs.add(ci * plane + p);
         for (t, &off) in offsets.iter().enumerate() {
             let xt = xc.add(off);
             let mut xv = [_mm512_setzero_ps(); V];
@@ -260,8 +393,47 @@ unsafe fn tile<const V: usize>(a: &[f32], plan: &Plan, offsets: &[usize], xp: &[
 
 #[cfg(not(target_arch = "x86_64"))]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile<const V: usize>(_: &[f32], _: &Plan, _: &[usize], _: &[f32], _: usize, _: &[f32; OR], _: &mut [f32], _: usize) {
+unsafe fn tile<const V: usize>(_: &[f32], _: usize, _: usize, _: &[usize], _: &[f32], _: usize, _: &[f32; OR], _: &mut [f32], _: usize) {
     unreachable!("direct convolution kernels need x86_64 with AVX-512F")
+}
+
+/// [`tile`] in bfloat16: each plane of `xp` and each row of `a` holds pairs of input channels,
+/// and one `vdpbf16ps` adds both channels' products to the f32 sums.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_bf16<const V: usize>(a: &[u32], depth: usize, plane: usize, offsets: &[usize], xp: &[u32], p: usize, bias: &[f32; OR], out: &mut [f32], stride: usize) {
+    let mut acc = [[_mm512_setzero_ps(); V]; OR];
+    for (r, row) in acc.iter_mut().enumerate() {
+        *row = [_mm512_set1_ps(bias[r]); V];
+    }
+    let taps = offsets.len();
+    let (xs, ws) = (xp.as_ptr(), a.as_ptr());
+    for ci in 0..depth {
+        let xc = xs.add(ci * plane + p);
+        for (t, &off) in offsets.iter().enumerate() {
+            let xt = xc.add(off);
+            let xv: [__m512bh; V] = std::array::from_fn(|v| std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(xt.add(v * LANES).cast())));
+            let wr = ws.add((ci * taps + t) * OR);
+            for (r, row) in acc.iter_mut().enumerate() {
+                let wv = std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(*wr.add(r) as i32));
+                for v in 0..V {
+                    row[v] = _mm512_dpbf16_ps(row[v], wv, xv[v]);
+                }
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate() {
+        for (v, &val) in row.iter().enumerate() {
+            _mm512_storeu_ps(out.as_mut_ptr().add(r * stride + p + v * LANES), val);
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_bf16<const V: usize>(_: &[u32], _: usize, _: usize, _: &[usize], _: &[u32], _: usize, _: &[f32; OR], _: &mut [f32], _: usize) {
+    unreachable!("bfloat16 convolution kernels need x86_64 with AVX-512 BF16")
 }
 
 /// Whether [`weight_grad`] is used for this plan and `o` output channels: a kernel of 3 or 9 taps

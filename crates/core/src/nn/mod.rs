@@ -29,6 +29,33 @@ pub fn set_fused_kernels(on: bool) {
     FUSED_KERNELS.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Whether products run in bfloat16 where the CPU allows; off by default.
+static BF16_COMPUTE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Turns bfloat16 compute on or off, process-wide: the stride-1 convolutions' forward and input
+/// gradient (the direct kernels) then round both operands to bfloat16 and sum the products in
+/// float32 (`vdpbf16ps`), as PyTorch's CPU autocast does for convolutions; weights, activations,
+/// gradients, norms and the optimiser stay float32 (the weights are their own float32 master
+/// copy). Takes effect for ops built afterwards. Returns an error on a CPU without AVX-512 BF16
+/// ([`bf16_supported`]).
+pub fn set_bf16_compute(on: bool) -> Result<()> {
+    if on && !bf16_supported() {
+        candle_core::bail!("bfloat16 compute needs a CPU with AVX-512 BF16 (avx512_bf16 in /proc/cpuinfo); this one has none, use float32");
+    }
+    BF16_COMPUTE.store(on, std::sync::atomic::Ordering::Relaxed);
+    Ok(())
+}
+
+/// Whether this CPU can compute in bfloat16 (AVX-512F and AVX-512 BF16).
+pub fn bf16_supported() -> bool {
+    direct::bf16_available()
+}
+
+/// Whether bfloat16 compute is on ([`set_bf16_compute`]).
+pub(crate) fn bf16_compute() -> bool {
+    BF16_COMPUTE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Whether the fused kernels apply to `x`: switched on, on the CPU, in f32 or f64.
 pub(crate) fn use_fused(x: &Tensor) -> bool {
     FUSED_KERNELS.load(std::sync::atomic::Ordering::Relaxed)
