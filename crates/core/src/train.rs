@@ -56,6 +56,20 @@ pub struct TrainConfig {
     pub log_every: usize,
     /// Exponential moving average of the weights.
     pub ema: EmaConfig,
+    /// Precision of the convolutions' products: "f32" (default) or "bf16" (see
+    /// [`crate::nn::set_bf16_compute`]; needs a CPU with AVX-512 BF16).
+    pub precision: Precision,
+}
+
+/// Precision of the products during training.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    /// float32 throughout.
+    #[default]
+    F32,
+    /// bfloat16 operands, float32 sums, float32 weights and everything else.
+    Bf16,
 }
 
 impl Default for TrainConfig {
@@ -76,6 +90,7 @@ impl Default for TrainConfig {
             keep_checkpoints: 3,
             log_every: 10,
             ema: EmaConfig::default(),
+            precision: Precision::F32,
         }
     }
 }
@@ -203,6 +218,7 @@ impl Trainer<'_> {
     pub fn run(&self, resume: bool) -> anyhow::Result<TrainReport> {
         let cfg = self.cfg;
         cfg.validate()?;
+        let _precision = crate::nn::Bf16Compute::set(cfg.precision == Precision::Bf16).context("train.precision = \"bf16\"")?;
         anyhow::ensure!(!self.dataset.is_empty(), "the training data is empty");
         let vars = self.params.vars();
         anyhow::ensure!(!vars.is_empty(), "the model has no parameters");

@@ -202,7 +202,7 @@ pub(crate) fn bf16_bits(x: f32) -> u32 {
 }
 
 /// `x` rounded to bfloat16, as an f32.
-#[inline(always)]
+#[cfg(test)]
 pub(crate) fn round_bf16(x: f32) -> f32 {
     f32::from_bits(bf16_bits(x))
 }

@@ -46,6 +46,25 @@ pub fn set_bf16_compute(on: bool) -> Result<()> {
     Ok(())
 }
 
+/// bfloat16 compute switched on or off for a scope: [`set_bf16_compute`] on creation, the
+/// previous setting restored on drop (a training run's `precision` does not outlive it).
+pub struct Bf16Compute(bool);
+
+impl Bf16Compute {
+    /// Switches bfloat16 compute to `on` until the returned value is dropped.
+    pub fn set(on: bool) -> Result<Self> {
+        let previous = bf16_compute();
+        set_bf16_compute(on)?;
+        Ok(Bf16Compute(previous))
+    }
+}
+
+impl Drop for Bf16Compute {
+    fn drop(&mut self) {
+        BF16_COMPUTE.store(self.0, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Whether this CPU can compute in bfloat16 (AVX-512F and AVX-512 BF16).
 pub fn bf16_supported() -> bool {
     direct::bf16_available()
