@@ -12,12 +12,14 @@ use sugarcube_core::nn::conv::conv2d;
 fn main() -> candle_core::Result<()> {
     sugarcube_core::tune_allocator();
     sugarcube_core::tune_threads();
-    let args: Vec<usize> = std::env::args().skip(1).map(|a| a.parse().expect("numbers: B C O H W K S")).collect();
+    let bf16 = std::env::args().any(|a| a == "--bf16");
+    sugarcube_core::nn::set_bf16_compute(bf16)?;
+    let args: Vec<usize> = std::env::args().skip(1).filter(|a| a != "--bf16").map(|a| a.parse().expect("numbers: B C O H W K S")).collect();
     let [b, c, o, h, w, kh, kw, s] = match args.len() {
         0 => [32, 64, 64, 32, 32, 3, 3, 1],
         7 => [args[0], args[1], args[2], args[3], args[4], args[5], args[5], args[6]],
         8 => [args[0], args[1], args[2], args[3], args[4], args[5], args[6], args[7]],
-        _ => panic!("expected no arguments, B C O H W K S or B C O H W KH KW S"),
+        _ => panic!("expected no arguments, B C O H W K S or B C O H W KH KW S (and --bf16)"),
     };
     let dev = Device::Cpu;
     let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (b, c, h, w), &dev)?)?;
@@ -36,7 +38,8 @@ fn main() -> candle_core::Result<()> {
     let (ho, wo) = ((h + 2 * (kh / 2) - kh) / s + 1, (w + 2 * (kw / 2) - kw) / s + 1);
     let flops = 2.0 * (o * c * kh * kw * ho * wo * b) as f64;
     println!(
-        "conv2d {kh}x{kw}/{s} {c}->{o} {h}x{w} batch {b} f32: forward {fwd:.2} ms ({:.0} GFLOP/s), forward+backward {both:.2} ms",
+        "conv2d {kh}x{kw}/{s} {c}->{o} {h}x{w} batch {b} {}: forward {fwd:.2} ms ({:.0} GFLOP/s), forward+backward {both:.2} ms",
+        if bf16 { "bf16" } else { "f32" },
         flops / fwd / 1e6
     );
     Ok(())

@@ -151,38 +151,27 @@ impl Plan {
             out.resize(len, 0);
         }
         let hw = self.h * self.w;
+        let zeros = vec![0f32; hw];
         for (s, image) in x.chunks(self.image_len()).enumerate() {
             for (pair, dst) in out.chunks_mut(self.plane()).take(self.c.div_ceil(2)).enumerate() {
                 let first = &image[2 * pair * hw..][..hw];
-                let second = image.get((2 * pair + 1) * hw..(2 * pair + 2) * hw);
+                let second = image.get((2 * pair + 1) * hw..(2 * pair + 2) * hw).unwrap_or(&zeros);
                 for r in 0..self.h {
                     let d = &mut dst[(r + self.ph) * self.row() + s * self.wp + self.pw..][..self.w];
-                    let a = &first[r * self.w..][..self.w];
-                    match second {
-                        Some(second) => {
-                            let b = &second[r * self.w..][..self.w];
-                            for i in 0..self.w {
-                                d[i] = bf16_pair(a[i], b[i]);
-                            }
-                        }
-                        None => {
-                            for i in 0..self.w {
-                                d[i] = bf16_pair(a[i], 0.0);
-                            }
-                        }
-                    }
+                    // SAFETY: the caller checked `bf16_available()` (it packed bfloat16 weights).
+                    unsafe { pair_rows(&first[r * self.w..][..self.w], &second[r * self.w..][..self.w], d) };
                 }
             }
         }
     }
 }
 
-/// Whether this CPU runs the bfloat16 kernels (AVX-512F and AVX-512 BF16, checked once).
+/// Whether this CPU runs the bfloat16 kernels (AVX-512F, BW and BF16, checked once).
 pub(crate) fn bf16_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *AVAILABLE.get_or_init(|| available() && std::arch::is_x86_feature_detected!("avx512bf16"))
+        *AVAILABLE.get_or_init(|| available() && std::arch::is_x86_feature_detected!("avx512bf16") && std::arch::is_x86_feature_detected!("avx512bw"))
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -515,12 +504,18 @@ unsafe fn transpose_block(_: *const f32, _: usize, _: *mut f32, _: usize) {
 /// by [`Plan::pad`] and its output gradient transposed by [`transpose`]. Each element is one
 /// running sum over the group's images and positions in order; no position is computed twice
 /// and no column is dropped.
-pub(crate) fn weight_grad(plan: &Plan, x: &[f32], dy: &[f32], o: usize, dw_t: &mut [f32]) {
+///
+/// With `bf16` (on CPUs with [`bf16_available`]) both operands are rounded to bfloat16 and
+/// pairs of neighbouring positions go into each `vdpbf16ps` ([`weight_grad_bf16`]).
+pub(crate) fn weight_grad(plan: &Plan, x: &[f32], dy: &[f32], o: usize, dw_t: &mut [f32], bf16: bool) {
     let k = plan.c * plan.taps();
     let l = plan.ho() * plan.wo();
     assert!(weight_grad_supported(plan, o) && dw_t.len() == o * k);
     let images = x.len() / plan.image_len().max(1);
     assert!(x.len() == images * plan.image_len() && dy.len() == images * o * l);
+    if bf16 {
+        return weight_grad_bf16(plan, x, dy, o, dw_t);
+    }
     let xps: Vec<Vec<f32>> = x
         .chunks(plan.image_len())
         .map(|image| {
@@ -604,6 +599,161 @@ unsafe fn wg_block<const CH: usize, const T: usize, const V: usize>(plan: &Plan,
 #[allow(clippy::too_many_arguments)]
 unsafe fn wg_block<const CH: usize, const T: usize, const V: usize>(_: &Plan, _: &[usize], _: &[Vec<f32>], _: &[&[f32]], _: usize, _: usize, _: usize, _: &mut [f32]) {
     unreachable!("direct convolution kernels need x86_64 with AVX-512F")
+}
+
+/// [`weight_grad`] in bfloat16. Each image is padded and rounded to bfloat16 plane by plane
+/// (`u16`), so that two neighbouring flat positions of a channel are one 32-bit word; its output
+/// gradient is laid out `[positions / 2][o]` in pairs of neighbouring flat positions (zero at
+/// the dropped columns and past the end). One `vdpbf16ps` then adds
+/// `x[c, q + off] dy[q, o] + x[c, q + 1 + off] dy[q + 1, o]` for 16 output channels.
+fn weight_grad_bf16(plan: &Plan, x: &[f32], dy: &[f32], o: usize, dw_t: &mut [f32]) {
+    let l = plan.ho() * plan.wo();
+    let pairs = plan.positions().div_ceil(2);
+    let mut xp = Vec::new();
+    let xps: Vec<Vec<u16>> = x
+        .chunks(plan.image_len())
+        .map(|image| {
+            plan.pad(image, &mut xp);
+            let mut out = vec![0u16; xp.len()];
+            // SAFETY: `bf16_available()` was checked by the caller.
+            unsafe { to_bf16(&xp, &mut out) };
+            out
+        })
+        .collect();
+    let mut buf = Vec::new();
+    let dyps: Vec<Vec<u32>> = dy
+        .chunks(o * l)
+        .map(|d| {
+            let dyt = transpose(d, o, &mut buf);
+            let (wo, wp) = (plan.wo(), plan.wp);
+            // The transposed row of flat position q, or None at a dropped column or past the end.
+            let row = |q: usize| (q < plan.positions() && q % wp < wo).then(|| &dyt[((q / wp) * wo + q % wp) * o..][..o]);
+            let zeros = vec![0f32; o];
+            let mut out = vec![0u32; pairs * o];
+            for (qp, dst) in out.chunks_mut(o).enumerate() {
+                match (row(2 * qp), row(2 * qp + 1)) {
+                    (None, None) => {}
+                    // SAFETY: `bf16_available()` was checked by the caller.
+                    (a, b) => unsafe { pair_rows(a.unwrap_or(&zeros), b.unwrap_or(&zeros), dst) },
+                }
+            }
+            out
+        })
+        .collect();
+    let offsets = plan.offsets();
+    let (channels, vectors) = match plan.taps() {
+        9 => (1, if o.is_multiple_of(32) { 2 } else { 1 }),
+        _ => (2, if o.is_multiple_of(64) { 4 } else if o.is_multiple_of(32) { 2 } else { 1 }),
+    };
+    let mut c0 = 0;
+    while c0 < plan.c {
+        let chans = (plan.c - c0).min(channels);
+        for o0 in (0..o).step_by(vectors * LANES) {
+            // SAFETY: `bf16_available()` was checked by the caller; 32-bit reads of `xps` start
+            // at most at flat position `2 * pairs - 1 + offset` of a plane, inside the padded
+            // length's slack; reads of `dyps` are whole vectors of output channels below `o`.
+            unsafe {
+                macro_rules! run {
+                    ($(($ch:literal, $t:literal, $v:literal)),+) => {
+                        match (chans, plan.taps(), vectors) {
+                            $(($ch, $t, $v) => wg_block_bf16::<$ch, $t, $v>(plan, &offsets, &xps, &dyps, pairs, o, o0, c0, dw_t),)+
+                            _ => unreachable!(),
+                        }
+                    };
+                }
+                run!((1, 9, 1), (1, 9, 2), (1, 3, 1), (1, 3, 2), (1, 3, 4), (2, 3, 1), (2, 3, 2), (2, 3, 4))
+            }
+        }
+        c0 += chans;
+    }
+}
+
+/// `out[i] = bf16(x[i])` (nearest, ties to even), 16 at a time.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn to_bf16(x: &[f32], out: &mut [u16]) {
+    let n = x.len().min(out.len());
+    let whole = n / LANES * LANES;
+    for i in (0..whole).step_by(LANES) {
+        let h = _mm512_cvtneps_pbh(_mm512_loadu_ps(x.as_ptr().add(i)));
+        _mm256_storeu_si256(out.as_mut_ptr().add(i).cast(), std::mem::transmute::<__m256bh, __m256i>(h));
+    }
+    for i in whole..n {
+        out[i] = (bf16_bits(x[i]) >> 16) as u16;
+    }
+}
+
+/// `out[i] = bf16_pair(a[i], b[i])`: 16 of each row converted at once, then their halves
+/// interleaved.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16,avx512bw")]
+unsafe fn pair_rows(a: &[f32], b: &[f32], out: &mut [u32]) {
+    let (a, b) = (&a[..out.len()], &b[..out.len()]);
+    let whole = out.len() / LANES * LANES;
+    // Element 2i of the result is a[i] (in the low 256 bits), 2i + 1 is b[i] (the high ones).
+    let interleave = _mm512_set_epi16(
+        31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0,
+    );
+    for i in (0..whole).step_by(LANES) {
+        let h = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(b.as_ptr().add(i)), _mm512_loadu_ps(a.as_ptr().add(i)));
+        let pairs = _mm512_permutexvar_epi16(interleave, std::mem::transmute::<__m512bh, __m512i>(h));
+        _mm512_storeu_si512(out.as_mut_ptr().add(i).cast(), pairs);
+    }
+    for i in whole..out.len() {
+        out[i] = bf16_pair(a[i], b[i]);
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn to_bf16(_: &[f32], _: &mut [u16]) {
+    unreachable!("bfloat16 convolution kernels need x86_64 with AVX-512 BF16")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn pair_rows(_: &[f32], _: &[f32], _: &mut [u32]) {
+    unreachable!("bfloat16 convolution kernels need x86_64 with AVX-512 BF16")
+}
+
+/// [`wg_block`] in bfloat16 over pairs of positions (see [`weight_grad_bf16`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn wg_block_bf16<const CH: usize, const T: usize, const V: usize>(plan: &Plan, offsets: &[usize], xps: &[Vec<u16>], dyps: &[Vec<u32>], pairs: usize, o: usize, o0: usize, c0: usize, dw_t: &mut [f32]) {
+    let mut acc = [[[_mm512_setzero_ps(); V]; T]; CH];
+    let off: [usize; T] = std::array::from_fn(|t| offsets[t]);
+    let plane = plan.plane();
+    for (xp, dyp) in xps.iter().zip(dyps) {
+        let xc = xp.as_ptr().add(c0 * plane);
+        let mut q = dyp.as_ptr().add(o0);
+        for qp in 0..pairs {
+            let d: [__m512bh; V] = std::array::from_fn(|v| std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(q.add(v * LANES).cast())));
+            for (ci, taps) in acc.iter_mut().enumerate() {
+                for (t, vs) in taps.iter_mut().enumerate() {
+                    let word = xc.add(ci * plane + 2 * qp + off[t]).cast::<u32>().read_unaligned();
+                    let xv = std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(word as i32));
+                    for (a, &dv) in vs.iter_mut().zip(&d) {
+                        *a = _mm512_dpbf16_ps(*a, xv, dv);
+                    }
+                }
+            }
+            q = q.add(o);
+        }
+    }
+    for (ci, taps) in acc.iter().enumerate() {
+        for (t, vs) in taps.iter().enumerate() {
+            let row = dw_t.as_mut_ptr().add(((c0 + ci) * T + t) * o + o0);
+            for (v, &val) in vs.iter().enumerate() {
+                let dst = row.add(v * LANES);
+                _mm512_storeu_ps(dst, _mm512_add_ps(_mm512_loadu_ps(dst), val));
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+unsafe fn wg_block_bf16<const CH: usize, const T: usize, const V: usize>(_: &Plan, _: &[usize], _: &[Vec<u16>], _: &[Vec<u32>], _: usize, _: usize, _: usize, _: usize, _: &mut [f32]) {
+    unreachable!("bfloat16 convolution kernels need x86_64 with AVX-512 BF16")
 }
 
 #[cfg(test)]
