@@ -763,13 +763,13 @@ mod tests {
     /// 1x3 and 3x3 kernels.
     #[test]
     fn bf16_kernels_match_rounded_inputs() -> Result<()> {
-        if !direct::bf16_available() {
+        if !crate::nn::bf16::available() {
             eprintln!("skipped: this CPU has no AVX-512 BF16");
             return Ok(());
         }
         let dev = Device::Cpu;
         let round = |t: &Tensor| -> Result<Tensor> {
-            let v: Vec<f32> = t.flatten_all()?.to_vec1::<f32>()?.into_iter().map(direct::round_bf16).collect();
+            let v: Vec<f32> = t.flatten_all()?.to_vec1::<f32>()?.into_iter().map(crate::nn::bf16::round_bf16).collect();
             Tensor::from_vec(v, t.shape(), t.device())
         };
         let configs: [Config; 5] = [

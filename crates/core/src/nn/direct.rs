@@ -20,6 +20,7 @@
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
+use super::bf16::{bf16_pair, pair_rows, to_bf16};
 use rayon::prelude::*;
 
 /// Output channels per forward micro-tile (one broadcast weight each).
@@ -158,49 +159,11 @@ impl Plan {
                 let second = image.get((2 * pair + 1) * hw..(2 * pair + 2) * hw).unwrap_or(&zeros);
                 for r in 0..self.h {
                     let d = &mut dst[(r + self.ph) * self.row() + s * self.wp + self.pw..][..self.w];
-                    // SAFETY: the caller checked `bf16_available()` (it packed bfloat16 weights).
-                    unsafe { pair_rows(&first[r * self.w..][..self.w], &second[r * self.w..][..self.w], d) };
+                    pair_rows(&first[r * self.w..][..self.w], &second[r * self.w..][..self.w], d);
                 }
             }
         }
     }
-}
-
-/// Whether this CPU runs the bfloat16 kernels (AVX-512F, BW and BF16, checked once).
-pub(crate) fn bf16_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *AVAILABLE.get_or_init(|| available() && std::arch::is_x86_feature_detected!("avx512bf16") && std::arch::is_x86_feature_detected!("avx512bw"))
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
-/// `x` rounded to bfloat16 (to nearest, ties to even), as the top 16 bits of an f32 (NaN stays
-/// a quiet NaN). The same rounding as AVX-512 BF16's conversions.
-#[inline(always)]
-pub(crate) fn bf16_bits(x: f32) -> u32 {
-    let b = x.to_bits();
-    if b & 0x7fff_ffff > 0x7f80_0000 {
-        return 0x7fc0_0000;
-    }
-    b.wrapping_add(0x7fff + ((b >> 16) & 1)) & 0xffff_0000
-}
-
-/// `x` rounded to bfloat16, as an f32.
-#[cfg(test)]
-pub(crate) fn round_bf16(x: f32) -> f32 {
-    f32::from_bits(bf16_bits(x))
-}
-
-/// Two values as one 32-bit pair of bfloat16 for `vdpbf16ps`: `a` in the low half, `b` in the
-/// high half (the dot product multiplies low halves together and high halves together).
-#[inline(always)]
-pub(crate) fn bf16_pair(a: f32, b: f32) -> u32 {
-    (bf16_bits(a) >> 16) | bf16_bits(b)
 }
 
 /// The weights of a [`forward`]: f32, or bfloat16 pairs of input channels.
@@ -212,7 +175,7 @@ pub(crate) enum Weights {
 impl Weights {
     /// `w` (`[o, c, taps]`) packed in blocks of [`OR`] output channels, each `[depth * taps][OR]`
     /// with `depth` the channels (f32) or pairs of channels (`bf16`, on CPUs with
-    /// [`bf16_available`]); zero rows past `o`.
+    /// [`super::bf16::available`]); zero rows past `o`.
     pub(crate) fn pack(w: &[f32], o: usize, c: usize, taps: usize, bf16: bool) -> Self {
         let k = c * taps;
         if !bf16 {
@@ -505,7 +468,7 @@ unsafe fn transpose_block(_: *const f32, _: usize, _: *mut f32, _: usize) {
 /// running sum over the group's images and positions in order; no position is computed twice
 /// and no column is dropped.
 ///
-/// With `bf16` (on CPUs with [`bf16_available`]) both operands are rounded to bfloat16 and
+/// With `bf16` (on CPUs with [`super::bf16::available`]) both operands are rounded to bfloat16 and
 /// pairs of neighbouring positions go into each `vdpbf16ps` ([`weight_grad_bf16`]).
 pub(crate) fn weight_grad(plan: &Plan, x: &[f32], dy: &[f32], o: usize, dw_t: &mut [f32], bf16: bool) {
     let k = plan.c * plan.taps();
@@ -615,8 +578,7 @@ fn weight_grad_bf16(plan: &Plan, x: &[f32], dy: &[f32], o: usize, dw_t: &mut [f3
         .map(|image| {
             plan.pad(image, &mut xp);
             let mut out = vec![0u16; xp.len()];
-            // SAFETY: `bf16_available()` was checked by the caller.
-            unsafe { to_bf16(&xp, &mut out) };
+            to_bf16(&xp, &mut out);
             out
         })
         .collect();
@@ -633,8 +595,7 @@ fn weight_grad_bf16(plan: &Plan, x: &[f32], dy: &[f32], o: usize, dw_t: &mut [f3
             for (qp, dst) in out.chunks_mut(o).enumerate() {
                 match (row(2 * qp), row(2 * qp + 1)) {
                     (None, None) => {}
-                    // SAFETY: `bf16_available()` was checked by the caller.
-                    (a, b) => unsafe { pair_rows(a.unwrap_or(&zeros), b.unwrap_or(&zeros), dst) },
+                    (a, b) => pair_rows(a.unwrap_or(&zeros), b.unwrap_or(&zeros), dst),
                 }
             }
             out
@@ -649,7 +610,7 @@ fn weight_grad_bf16(plan: &Plan, x: &[f32], dy: &[f32], o: usize, dw_t: &mut [f3
     while c0 < plan.c {
         let chans = (plan.c - c0).min(channels);
         for o0 in (0..o).step_by(vectors * LANES) {
-            // SAFETY: `bf16_available()` was checked by the caller; 32-bit reads of `xps` start
+            // SAFETY: `super::bf16::available()` was checked by the caller; 32-bit reads of `xps` start
             // at most at flat position `2 * pairs - 1 + offset` of a plane, inside the padded
             // length's slack; reads of `dyps` are whole vectors of output channels below `o`.
             unsafe {
@@ -666,52 +627,6 @@ fn weight_grad_bf16(plan: &Plan, x: &[f32], dy: &[f32], o: usize, dw_t: &mut [f3
         }
         c0 += chans;
     }
-}
-
-/// `out[i] = bf16(x[i])` (nearest, ties to even), 16 at a time.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn to_bf16(x: &[f32], out: &mut [u16]) {
-    let n = x.len().min(out.len());
-    let whole = n / LANES * LANES;
-    for i in (0..whole).step_by(LANES) {
-        let h = _mm512_cvtneps_pbh(_mm512_loadu_ps(x.as_ptr().add(i)));
-        _mm256_storeu_si256(out.as_mut_ptr().add(i).cast(), std::mem::transmute::<__m256bh, __m256i>(h));
-    }
-    for i in whole..n {
-        out[i] = (bf16_bits(x[i]) >> 16) as u16;
-    }
-}
-
-/// `out[i] = bf16_pair(a[i], b[i])`: 16 of each row converted at once, then their halves
-/// interleaved.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bf16,avx512bw")]
-unsafe fn pair_rows(a: &[f32], b: &[f32], out: &mut [u32]) {
-    let (a, b) = (&a[..out.len()], &b[..out.len()]);
-    let whole = out.len() / LANES * LANES;
-    // Element 2i of the result is a[i] (in the low 256 bits), 2i + 1 is b[i] (the high ones).
-    let interleave = _mm512_set_epi16(
-        31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0,
-    );
-    for i in (0..whole).step_by(LANES) {
-        let h = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(b.as_ptr().add(i)), _mm512_loadu_ps(a.as_ptr().add(i)));
-        let pairs = _mm512_permutexvar_epi16(interleave, std::mem::transmute::<__m512bh, __m512i>(h));
-        _mm512_storeu_si512(out.as_mut_ptr().add(i).cast(), pairs);
-    }
-    for i in whole..out.len() {
-        out[i] = bf16_pair(a[i], b[i]);
-    }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn to_bf16(_: &[f32], _: &mut [u16]) {
-    unreachable!("bfloat16 convolution kernels need x86_64 with AVX-512 BF16")
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn pair_rows(_: &[f32], _: &[f32], _: &mut [u32]) {
-    unreachable!("bfloat16 convolution kernels need x86_64 with AVX-512 BF16")
 }
 
 /// [`wg_block`] in bfloat16 over pairs of positions (see [`weight_grad_bf16`]).

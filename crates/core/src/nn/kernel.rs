@@ -352,6 +352,13 @@ impl<'a, T> Mat<'a, T> {
     }
 }
 
+impl<'a, T: Float> Mat<'a, T> {
+    /// The same view of f32 data, where `T` is f32.
+    pub(crate) fn as_f32(self) -> Option<Mat<'a, f32>> {
+        T::as_f32(self.data).map(|data| Mat { data, rows: self.rows, cols: self.cols, rs: self.rs, cs: self.cs })
+    }
+}
+
 /// `dst = a b`, or `dst += a b` with `accumulate`, for a row-major `dst` of `a.rows x b.cols`;
 /// single-threaded (callers parallelise over images).
 pub(crate) fn matmul<T: Float>(dst: &mut [T], a: Mat<T>, b: Mat<T>, accumulate: bool) {

@@ -8,6 +8,7 @@ use candle_core::{DType, Result, Tensor, D};
 use candle_nn::{Embedding, Module, VarBuilder};
 
 pub mod attention;
+mod bf16;
 pub mod conv;
 mod direct;
 mod kernel;
@@ -67,7 +68,7 @@ impl Drop for Bf16Compute {
 
 /// Whether this CPU can compute in bfloat16 (AVX-512F and AVX-512 BF16).
 pub fn bf16_supported() -> bool {
-    direct::bf16_available()
+    bf16::available()
 }
 
 /// Whether bfloat16 compute is on ([`set_bf16_compute`]).
