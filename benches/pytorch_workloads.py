@@ -18,7 +18,8 @@ Workloads (shapes as in `sugarcube bench`, crates/core/src/bench.rs):
   hidden 192, 6 heads, FFN 384, length 128, 6 angles), batch 64, dropout 0, written out below.
 
 Each workload: warm-up steps, then the median of --iters timed steps. Threads: all cores unless
---threads is given (torch.set_num_threads).
+--threads is given (torch.set_num_threads). --bf16 runs every step under CPU autocast to
+bfloat16 (the counterpart of `sugarcube bench --bf16`).
 """
 import argparse
 import json
@@ -227,8 +228,17 @@ def make(name):
     raise SystemExit(f"unknown workload {name}; expected one of {', '.join(WORKLOADS)}")
 
 
-def run(name, warmup, iters):
+def run(name, warmup, iters, bf16=False):
     model, step, batch = make(name)
+    if bf16:
+        # CPU autocast: convolutions and matrix products in bfloat16, float32 weights (the
+        # counterpart of `sugarcube bench --bf16`).
+        plain = step
+
+        def step():
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                plain()
+
     for _ in range(warmup):
         step()
     times = []
@@ -244,6 +254,7 @@ def run(name, warmup, iters):
         "parameters": sum(p.numel() for p in model.parameters()),
         "ms_per_step": 1e3 * med,
         "iters": iters,
+        "precision": "bf16" if bf16 else "f32",
         "framework": f"pytorch {torch.__version__}",
         "threads": torch.get_num_threads(),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} threads",
@@ -256,6 +267,7 @@ def main():
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, help="torch.set_num_threads (default: all cores)")
+    ap.add_argument("--bf16", action="store_true", help="run under torch.autocast('cpu', dtype=torch.bfloat16)")
     ap.add_argument("--compare", metavar="JSONL", help="`sugarcube bench --json` output: print both and the ratios")
     args = ap.parse_args()
     if args.threads:
@@ -268,7 +280,7 @@ def main():
     if ours:
         print(f"{'workload':<26} {'sugarcube/s':>12} {'pytorch/s':>10} {'ratio':>6}  parameters (sugarcube / pytorch)")
     for name in names:
-        r = run(name, args.warmup, args.iters)
+        r = run(name, args.warmup, args.iters, args.bf16)
         if not ours:
             print(json.dumps(r), flush=True)
             continue
