@@ -370,7 +370,14 @@ impl CustomOp3 for Conv2d {
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, bias: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let packed = grad.contiguous()?.apply_op3_no_bwd(x, w, &Conv2dBackward { g: self.g, direct: self.direct, bf16: self.bf16 })?;
+        // An input that is neither a variable nor computed from one (a network's first
+        // convolution reads the noisy data) gets no gradient: it is not computed at all.
+        let input_grad = x.track_op();
+        let packed = grad.contiguous()?.apply_op3_no_bwd(x, w, &Conv2dBackward { g: self.g, direct: self.direct, bf16: self.bf16, input_grad })?;
+        if !input_grad {
+            let mut grads = unpack(&packed, &[w, bias])?.into_iter();
+            return Ok((None, grads.next(), grads.next()));
+        }
         let mut grads = unpack(&packed, &[x, w, bias])?.into_iter();
         Ok((grads.next(), grads.next(), grads.next()))
     }
@@ -390,12 +397,14 @@ const SEQUENCES_PER_GROUP: usize = 8;
 const SHORT_SEQUENCE: usize = 128;
 
 /// The gradients of [`Conv2d`] from the output gradient, input and weight, packed into one
-/// vector `[dx (B*C*H*W), dW (O*C*kh*kw), db (O)]`.
+/// vector `[dx (B*C*H*W), dW (O*C*kh*kw), db (O)]` (without `dx` where the input needs no gradient).
 #[derive(Clone, Copy, Debug)]
 struct Conv2dBackward {
     g: Geometry,
     direct: bool,
     bf16: bool,
+    /// Whether to compute the input gradient (else the output holds only `[dW, db]`).
+    input_grad: bool,
 }
 
 impl Conv2dBackward {
@@ -408,8 +417,9 @@ impl Conv2dBackward {
             bail!("conv2d backward: gradient {:?} does not match the output {:?}", dy.1.shape().dims(), out_shape.dims());
         }
         let image = s.c * s.h * s.w;
-        let mut out = vec![T::default(); s.b * image + s.o * k + s.o];
-        let (dx, rest) = out.split_at_mut(s.b * image);
+        let dx_len = if self.input_grad { s.b * image } else { 0 };
+        let mut out = vec![T::default(); dx_len + s.o * k + s.o];
+        let (dx, rest) = out.split_at_mut(dx_len);
         if !dx.is_empty() && l > 0 {
             let _t = crate::profile::scope("conv (backward): input gradient");
             let transposed = g.transposed(&s, ws);
@@ -824,6 +834,26 @@ mod tests {
             }
             Ok(())
         })
+    }
+
+    /// An input that tracks no gradient (data, not a variable) gets none, and the parameters'
+    /// gradients are those they get when it does.
+    #[test]
+    fn untracked_inputs_get_no_gradient() -> Result<()> {
+        let dev = Device::Cpu;
+        let mut rng = Rng::new(77);
+        let x = randn(&mut rng, &[2, 3, 6, 5], DType::F32, &dev)?;
+        let w = Var::from_tensor(&randn(&mut rng, &[16, 3, 3, 3], DType::F32, &dev)?)?;
+        let b = Var::from_tensor(&randn(&mut rng, &[16], DType::F32, &dev)?)?;
+        let r = randn(&mut rng, &[2, 16, 6, 5], DType::F32, &dev)?;
+        let xv = Var::from_tensor(&x)?;
+        let plain = conv2d(&x, w.as_tensor(), b.as_tensor(), (1, 1), (1, 1))?.mul(&r)?.sum_all()?.backward()?;
+        let tracked = conv2d(xv.as_tensor(), w.as_tensor(), b.as_tensor(), (1, 1), (1, 1))?.mul(&r)?.sum_all()?.backward()?;
+        assert!(plain.get(&x).is_none() && tracked.get(xv.as_tensor()).is_some());
+        for v in [&w, &b] {
+            assert_eq!(values(plain.get(v.as_tensor()).unwrap())?, values(tracked.get(v.as_tensor()).unwrap())?);
+        }
+        Ok(())
     }
 
     #[test]
