@@ -4,13 +4,11 @@
 //! Used where [`super::set_bf16_compute`] is on: by the direct convolution kernels
 //! ([`super::direct`]) and by linear layers ([`matmul`]).
 
+use super::direct::LANES;
 use super::kernel::Mat;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 use rayon::prelude::*;
-
-/// Lanes of one AVX-512 f32 vector.
-const LANES: usize = 16;
 /// Rows per micro-tile of [`matmul`] (one broadcast pair each).
 const MR: usize = 8;
 /// Vectors of 16 columns per micro-tile of [`matmul`].

@@ -26,7 +26,7 @@ use rayon::prelude::*;
 /// Output channels per forward micro-tile (one broadcast weight each).
 const OR: usize = 8;
 /// Lanes of one AVX-512 f32 vector.
-const LANES: usize = 16;
+pub(crate) const LANES: usize = 16;
 /// Vectors of output positions per forward micro-tile.
 const PV: usize = 3;
 /// Most sequences laid side by side in one padded row by [`forward`].
@@ -235,7 +235,8 @@ fn forward_with<E: Operand>(plan: &Plan, packed: &[E], depth: usize, o: usize, b
 /// The element of packed weights and padded images: f32, or a pair of bfloat16 (`u32`), with
 /// the micro-tile that multiplies them.
 trait Operand: Copy + Send + Sync {
-    /// `OR x (V * 16)` outputs at flat positions `p..`, accumulated over every plane and tap.
+    /// `OR x (V * 16)` outputs at flat positions `p..`, accumulated over every plane and tap
+    /// ([`tile_body`] compiled for the instructions it needs).
     ///
     /// # Safety
     /// The CPU has the kernel's instructions; `a` holds `depth * taps` rows of [`OR`], `xp`
@@ -243,17 +244,43 @@ trait Operand: Copy + Send + Sync {
     /// with `p + V * 16 <= stride`.
     #[allow(clippy::too_many_arguments)]
     unsafe fn tile<const V: usize>(a: &[Self], depth: usize, plane: usize, offsets: &[usize], xp: &[Self], p: usize, bias: &[f32; OR], out: &mut [f32], stride: usize);
+    /// 16 lanes from `ptr` (16 floats, or 16 pairs of bfloat16).
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load(ptr: *const Self) -> __m512i;
+    /// `acc + a * b` lane by lane (a pair of bfloat16 products per lane in bfloat16).
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn madd(acc: __m512, a: __m512i, b: __m512i) -> __m512;
 }
 
 impl Operand for f32 {
     unsafe fn tile<const V: usize>(a: &[f32], depth: usize, plane: usize, offsets: &[usize], xp: &[f32], p: usize, bias: &[f32; OR], out: &mut [f32], stride: usize) {
-        tile::<V>(a, depth, plane, offsets, xp, p, bias, out, stride)
+        tile_f32::<V>(a, depth, plane, offsets, xp, p, bias, out, stride)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load(ptr: *const f32) -> __m512i {
+        _mm512_castps_si512(_mm512_loadu_ps(ptr))
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn madd(acc: __m512, a: __m512i, b: __m512i) -> __m512 {
+        _mm512_fmadd_ps(_mm512_castsi512_ps(a), _mm512_castsi512_ps(b), acc)
     }
 }
 
 impl Operand for u32 {
     unsafe fn tile<const V: usize>(a: &[u32], depth: usize, plane: usize, offsets: &[usize], xp: &[u32], p: usize, bias: &[f32; OR], out: &mut [f32], stride: usize) {
         tile_bf16::<V>(a, depth, plane, offsets, xp, p, bias, out, stride)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load(ptr: *const u32) -> __m512i {
+        _mm512_loadu_si512(ptr.cast())
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn madd(acc: __m512, a: __m512i, b: __m512i) -> __m512 {
+        _mm512_dpbf16_ps(acc, std::mem::transmute::<__m512i, __m512bh>(a), std::mem::transmute::<__m512i, __m512bh>(b))
     }
 }
 
@@ -308,11 +335,30 @@ fn forward_padded<E: Operand>(plan: &Plan, packed: &[E], depth: usize, o: usize,
     }
 }
 
-/// `OR x (V * 16)` outputs at flat positions `p..`, accumulated over every channel and tap.
+/// [`tile_body`] in f32.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile<const V: usize>(a: &[f32], depth: usize, plane: usize, offsets: &[usize], xp: &[f32], p: usize, bias: &[f32; OR], out: &mut [f32], stride: usize) {
+unsafe fn tile_f32<const V: usize>(a: &[f32], depth: usize, plane: usize, offsets: &[usize], xp: &[f32], p: usize, bias: &[f32; OR], out: &mut [f32], stride: usize) {
+    tile_body::<f32, V>(a, depth, plane, offsets, xp, p, bias, out, stride)
+}
+
+/// [`tile_body`] in bfloat16: each plane of `xp` and each row of `a` holds pairs of input
+/// channels, and one `vdpbf16ps` adds both channels' products to the f32 sums.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_bf16<const V: usize>(a: &[u32], depth: usize, plane: usize, offsets: &[usize], xp: &[u32], p: usize, bias: &[f32; OR], out: &mut [f32], stride: usize) {
+    tile_body::<u32, V>(a, depth, plane, offsets, xp, p, bias, out, stride)
+}
+
+/// `OR x (V * 16)` outputs at flat positions `p..`, accumulated over every plane and tap: per
+/// plane and tap, `V` vectors of the shifted input times one broadcast weight (or pair) per
+/// output channel.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_body<E: Operand, const V: usize>(a: &[E], depth: usize, plane: usize, offsets: &[usize], xp: &[E], p: usize, bias: &[f32; OR], out: &mut [f32], stride: usize) {
     let mut acc = [[_mm512_setzero_ps(); V]; OR];
     for (r, row) in acc.iter_mut().enumerate() {
         *row = [_mm512_set1_ps(bias[r]); V];
@@ -323,15 +369,12 @@ unsafe fn tile<const V: usize>(a: &[f32], depth: usize, plane: usize, offsets: &
         let xc = xs.add(ci * plane + p);
         for (t, &off) in offsets.iter().enumerate() {
             let xt = xc.add(off);
-            let mut xv = [_mm512_setzero_ps(); V];
-            for (v, x) in xv.iter_mut().enumerate() {
-                *x = _mm512_loadu_ps(xt.add(v * LANES));
-            }
-            let wr = ws.add((ci * taps + t) * OR);
+            let xv: [__m512i; V] = std::array::from_fn(|v| E::load(xt.add(v * LANES)));
+            let wr = ws.add((ci * taps + t) * OR).cast::<i32>();
             for (r, row) in acc.iter_mut().enumerate() {
-                let wv = _mm512_set1_ps(*wr.add(r));
+                let wv = _mm512_set1_epi32(*wr.add(r));
                 for v in 0..V {
-                    row[v] = _mm512_fmadd_ps(wv, xv[v], row[v]);
+                    row[v] = E::madd(row[v], wv, xv[v]);
                 }
             }
         }
@@ -345,41 +388,8 @@ unsafe fn tile<const V: usize>(a: &[f32], depth: usize, plane: usize, offsets: &
 
 #[cfg(not(target_arch = "x86_64"))]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile<const V: usize>(_: &[f32], _: usize, _: usize, _: &[usize], _: &[f32], _: usize, _: &[f32; OR], _: &mut [f32], _: usize) {
+unsafe fn tile_f32<const V: usize>(_: &[f32], _: usize, _: usize, _: &[usize], _: &[f32], _: usize, _: &[f32; OR], _: &mut [f32], _: usize) {
     unreachable!("direct convolution kernels need x86_64 with AVX-512F")
-}
-
-/// [`tile`] in bfloat16: each plane of `xp` and each row of `a` holds pairs of input channels,
-/// and one `vdpbf16ps` adds both channels' products to the f32 sums.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bf16")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile_bf16<const V: usize>(a: &[u32], depth: usize, plane: usize, offsets: &[usize], xp: &[u32], p: usize, bias: &[f32; OR], out: &mut [f32], stride: usize) {
-    let mut acc = [[_mm512_setzero_ps(); V]; OR];
-    for (r, row) in acc.iter_mut().enumerate() {
-        *row = [_mm512_set1_ps(bias[r]); V];
-    }
-    let taps = offsets.len();
-    let (xs, ws) = (xp.as_ptr(), a.as_ptr());
-    for ci in 0..depth {
-        let xc = xs.add(ci * plane + p);
-        for (t, &off) in offsets.iter().enumerate() {
-            let xt = xc.add(off);
-            let xv: [__m512bh; V] = std::array::from_fn(|v| std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(xt.add(v * LANES).cast())));
-            let wr = ws.add((ci * taps + t) * OR);
-            for (r, row) in acc.iter_mut().enumerate() {
-                let wv = std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(*wr.add(r) as i32));
-                for v in 0..V {
-                    row[v] = _mm512_dpbf16_ps(row[v], wv, xv[v]);
-                }
-            }
-        }
-    }
-    for (r, row) in acc.iter().enumerate() {
-        for (v, &val) in row.iter().enumerate() {
-            _mm512_storeu_ps(out.as_mut_ptr().add(r * stride + p + v * LANES), val);
-        }
-    }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -489,9 +499,20 @@ pub(crate) fn weight_grad(plan: &Plan, x: &[f32], dy: &[f32], o: usize, dw_t: &m
         .collect();
     let mut bufs: Vec<Vec<f32>> = xps.iter().map(|_| Vec::new()).collect();
     let dyts: Vec<&[f32]> = dy.chunks(o * l).zip(&mut bufs).map(|(d, buf)| transpose(d, o, buf)).collect();
-    let (xps, dyts) = (&xps[..], &dyts[..]);
+    weight_grad_blocks(plan, &WgOperands::F32 { xps: &xps, dyts: &dyts }, o, dw_t);
+}
+
+/// A weight-gradient group's images as a kernel reads them: padded f32 planes and transposed
+/// output gradients, or bfloat16 planes and output gradients paired by neighbouring positions.
+enum WgOperands<'a> {
+    F32 { xps: &'a [Vec<f32>], dyts: &'a [&'a [f32]] },
+    Bf16 { xps: &'a [Vec<u16>], dyps: &'a [Vec<u32>], pairs: usize },
+}
+
+/// Runs the weight-gradient kernel over blocks of channels (times their taps) by vectors of
+/// output channels, 18 to 24 accumulators each, adding each block into `dw_t`.
+fn weight_grad_blocks(plan: &Plan, ops: &WgOperands, o: usize, dw_t: &mut [f32]) {
     let offsets = plan.offsets();
-    // Channels per block and vectors of output channels per block: 18 to 24 accumulators.
     let (channels, vectors) = match plan.taps() {
         9 => (1, if o.is_multiple_of(32) { 2 } else { 1 }),
         _ => (2, if o.is_multiple_of(64) { 4 } else if o.is_multiple_of(32) { 2 } else { 1 }),
@@ -500,14 +521,18 @@ pub(crate) fn weight_grad(plan: &Plan, x: &[f32], dy: &[f32], o: usize, dw_t: &m
     while c0 < plan.c {
         let chans = (plan.c - c0).min(channels);
         for o0 in (0..o).step_by(vectors * LANES) {
-            // SAFETY: `available()` was checked by the caller; reads of `x` are the valid
-            // positions' taps inside channel planes `c0..c0 + chans`, those of `dy` the whole
-            // vectors `o0..o0 + vectors * 16 <= o` of each position.
+            // SAFETY: the caller checked the CPU (`available()`, and `bf16::available()` for
+            // bfloat16 operands); reads of the planes are the taps of the positions inside
+            // channel planes `c0..c0 + chans` (plus the padded length's slack), those of the
+            // output gradients whole vectors `o0..o0 + vectors * 16 <= o` of each position.
             unsafe {
                 macro_rules! run {
                     ($(($ch:literal, $t:literal, $v:literal)),+) => {
                         match (chans, plan.taps(), vectors) {
-                            $(($ch, $t, $v) => wg_block::<$ch, $t, $v>(plan, &offsets, xps, dyts, o, o0, c0, dw_t),)+
+                            $(($ch, $t, $v) => match ops {
+                                WgOperands::F32 { xps, dyts } => wg_block::<$ch, $t, $v>(plan, &offsets, xps, dyts, o, o0, c0, dw_t),
+                                WgOperands::Bf16 { xps, dyps, pairs } => wg_block_bf16::<$ch, $t, $v>(plan, &offsets, xps, dyps, *pairs, o, o0, c0, dw_t),
+                            },)+
                             _ => unreachable!(),
                         }
                     };
@@ -516,6 +541,22 @@ pub(crate) fn weight_grad(plan: &Plan, x: &[f32], dy: &[f32], o: usize, dw_t: &m
             }
         }
         c0 += chans;
+    }
+}
+
+/// Adds a block's sums (`CH` channels x `T` taps x `V` vectors) to rows `(c0 + ci) * T + t`,
+/// output channels `o0..`, of `dw_t` (`[c * taps, o]`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn add_block<const CH: usize, const T: usize, const V: usize>(acc: &[[[__m512; V]; T]; CH], dw_t: &mut [f32], c0: usize, o: usize, o0: usize) {
+    for (ci, taps) in acc.iter().enumerate() {
+        for (t, vs) in taps.iter().enumerate() {
+            let row = dw_t.as_mut_ptr().add(((c0 + ci) * T + t) * o + o0);
+            for (v, &val) in vs.iter().enumerate() {
+                let dst = row.add(v * LANES);
+                _mm512_storeu_ps(dst, _mm512_add_ps(_mm512_loadu_ps(dst), val));
+            }
+        }
     }
 }
 
@@ -547,15 +588,7 @@ unsafe fn wg_block<const CH: usize, const T: usize, const V: usize>(plan: &Plan,
             }
         }
     }
-    for (ci, taps) in acc.iter().enumerate() {
-        for (t, vs) in taps.iter().enumerate() {
-            let row = dw_t.as_mut_ptr().add(((c0 + ci) * T + t) * o + o0);
-            for (v, &val) in vs.iter().enumerate() {
-                let dst = row.add(v * LANES);
-                _mm512_storeu_ps(dst, _mm512_add_ps(_mm512_loadu_ps(dst), val));
-            }
-        }
-    }
+    add_block(&acc, dw_t, c0, o, o0);
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -601,32 +634,7 @@ fn weight_grad_bf16(plan: &Plan, x: &[f32], dy: &[f32], o: usize, dw_t: &mut [f3
             out
         })
         .collect();
-    let offsets = plan.offsets();
-    let (channels, vectors) = match plan.taps() {
-        9 => (1, if o.is_multiple_of(32) { 2 } else { 1 }),
-        _ => (2, if o.is_multiple_of(64) { 4 } else if o.is_multiple_of(32) { 2 } else { 1 }),
-    };
-    let mut c0 = 0;
-    while c0 < plan.c {
-        let chans = (plan.c - c0).min(channels);
-        for o0 in (0..o).step_by(vectors * LANES) {
-            // SAFETY: `super::bf16::available()` was checked by the caller; 32-bit reads of `xps` start
-            // at most at flat position `2 * pairs - 1 + offset` of a plane, inside the padded
-            // length's slack; reads of `dyps` are whole vectors of output channels below `o`.
-            unsafe {
-                macro_rules! run {
-                    ($(($ch:literal, $t:literal, $v:literal)),+) => {
-                        match (chans, plan.taps(), vectors) {
-                            $(($ch, $t, $v) => wg_block_bf16::<$ch, $t, $v>(plan, &offsets, &xps, &dyps, pairs, o, o0, c0, dw_t),)+
-                            _ => unreachable!(),
-                        }
-                    };
-                }
-                run!((1, 9, 1), (1, 9, 2), (1, 3, 1), (1, 3, 2), (1, 3, 4), (2, 3, 1), (2, 3, 2), (2, 3, 4))
-            }
-        }
-        c0 += chans;
-    }
+    weight_grad_blocks(plan, &WgOperands::Bf16 { xps: &xps, dyps: &dyps, pairs }, o, dw_t);
 }
 
 /// [`wg_block`] in bfloat16 over pairs of positions (see [`weight_grad_bf16`]).
@@ -654,15 +662,7 @@ unsafe fn wg_block_bf16<const CH: usize, const T: usize, const V: usize>(plan: &
             q = q.add(o);
         }
     }
-    for (ci, taps) in acc.iter().enumerate() {
-        for (t, vs) in taps.iter().enumerate() {
-            let row = dw_t.as_mut_ptr().add(((c0 + ci) * T + t) * o + o0);
-            for (v, &val) in vs.iter().enumerate() {
-                let dst = row.add(v * LANES);
-                _mm512_storeu_ps(dst, _mm512_add_ps(_mm512_loadu_ps(dst), val));
-            }
-        }
-    }
+    add_block(&acc, dw_t, c0, o, o0);
 }
 
 #[cfg(not(target_arch = "x86_64"))]
