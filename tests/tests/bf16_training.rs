@@ -74,12 +74,16 @@ fn train(net: Net, bf16: bool, steps: usize) -> anyhow::Result<Vec<f64>> {
     Ok(losses)
 }
 
+/// The precision switch is process-wide: the tests take turns.
+static SWITCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn mean(xs: &[f64]) -> f64 {
     xs.iter().sum::<f64>() / xs.len() as f64
 }
 
 #[test]
 fn bf16_trains_like_f32() -> anyhow::Result<()> {
+    let _turn = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
     if !nn::bf16_supported() {
         let err = nn::set_bf16_compute(true).unwrap_err().to_string();
         assert!(err.contains("AVX-512 BF16"), "{err}");
@@ -94,6 +98,41 @@ fn bf16_trains_like_f32() -> anyhow::Result<()> {
         println!("{net:?} loss: first 10 steps {first:.4}; last 30 steps f32 {last_f32:.4}, bf16 {last_bf16:.4}");
         assert!(last_bf16 < 0.5 * first, "{net:?}: bfloat16 training must learn: {first:.4} -> {last_bf16:.4}");
         assert!((last_bf16 - last_f32).abs() < 0.1 * last_f32, "{net:?}: bfloat16 {last_bf16:.4} vs float32 {last_f32:.4}");
+    }
+    Ok(())
+}
+
+/// In bfloat16 too, a sample's network output does not depend on the batch it is in (what makes
+/// `sample --bf16` give the same samples whatever the batch size), for the image UNet, the 1-D
+/// UNet (sequences laid side by side) and the transformer.
+#[test]
+fn bf16_outputs_do_not_depend_on_the_batch() -> anyhow::Result<()> {
+    let _turn = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    if !nn::bf16_supported() {
+        eprintln!("skipped: this CPU has no AVX-512 BF16");
+        return Ok(());
+    }
+    let _precision = nn::Bf16Compute::set(true)?;
+    let dev = Device::Cpu;
+    let params = Params::new(21);
+    let unet = UNetConfig { channels: 16, channel_mults: vec![1, 2], layers_per_block: 1, attention_levels: vec![1], head_dim: 8, groups: 4, ..UNetConfig::default() };
+    let seq = UNetConfig { mid_attention: false, attention_levels: vec![], ..unet.clone() };
+    let tf = TransformerConfig { hidden: 32, layers: 2, heads: 2, intermediate: 64, max_len: 16, dropout: 0.0, ..TransformerConfig::default() };
+    let cases: Vec<(Box<dyn Denoiser>, Vec<usize>)> = vec![
+        (Box::new(UNet::new(params.var_builder(DType::F32, &dev).pp("a"), &unet, Dims::Two, 1, 1, None)?), vec![20, 1, 8, 8]),
+        (Box::new(UNet::new(params.var_builder(DType::F32, &dev).pp("b"), &seq, Dims::One, 4, 4, None)?), vec![20, 4, 24]),
+        (Box::new(SequenceTransformer::new(params.var_builder(DType::F32, &dev).pp("c"), &tf, 3)?), vec![20, 16, 3]),
+    ];
+    let mut rng = Rng::new(22);
+    for (model, shape) in cases {
+        let x = sugarcube_core::tensor_util::randn(&mut rng, &shape, DType::F32, &dev)?;
+        let t = Tensor::full(500f32, shape[0], &dev)?;
+        let all = model.forward(&x, &t, None)?;
+        for i in [0, 7, 19] {
+            let one = model.forward(&x.narrow(0, i, 1)?, &t.narrow(0, i, 1)?, None)?;
+            let (a, b) = (one.flatten_all()?.to_vec1::<f32>()?, all.narrow(0, i, 1)?.flatten_all()?.to_vec1::<f32>()?);
+            assert_eq!(a, b, "{shape:?}: sample {i} alone differs from the batch");
+        }
     }
     Ok(())
 }

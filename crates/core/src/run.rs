@@ -230,8 +230,9 @@ impl<Dm: Domain> LoadedRun<Dm> {
     }
 }
 
-/// Samples from a run and writes them under `RUN/samples/SAMPLER-STEPS-gW-seedS-nN/`: the
-/// domain's files plus `samples.safetensors` (`samples`, and `labels` when conditional).
+/// Samples from a run and writes them under `RUN/samples/SAMPLER-STEPS-gW-seedS-nN/` (with
+/// `-bf16` appended when drawn with bfloat16 compute, [`crate::nn::Bf16Compute`]): the domain's
+/// files plus `samples.safetensors` (`samples`, and `labels` when conditional).
 pub fn sample<Dm: Domain>(dir: &Path, req: &SampleRequest, device: &Device) -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
     let run = load_run::<Dm>(dir, device)?;
     let g = run.generate(req)?;
@@ -241,12 +242,13 @@ pub fn sample<Dm: Domain>(dir: &Path, req: &SampleRequest, device: &Device) -> a
 /// Writes generated samples into the run's samples folder; returns the folder and its files.
 fn write_generated<Dm: Domain>(run: &LoadedRun<Dm>, g: &Generated) -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
     let out = run.dir.join("samples").join(format!(
-        "{}-{}steps-g{}-seed{}-n{}",
+        "{}-{}steps-g{}-seed{}-n{}{}",
         g.sampler.sampler.name(),
         g.sampler.steps,
         g.sampler.guidance,
         g.seed,
-        g.sampler.n
+        g.sampler.n,
+        if crate::nn::bf16_compute() { "-bf16" } else { "" }
     ));
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut t = HashMap::new();

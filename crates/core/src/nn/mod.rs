@@ -72,7 +72,7 @@ pub fn bf16_supported() -> bool {
 }
 
 /// Whether bfloat16 compute is on ([`set_bf16_compute`]).
-pub(crate) fn bf16_compute() -> bool {
+pub fn bf16_compute() -> bool {
     BF16_COMPUTE.load(std::sync::atomic::Ordering::Relaxed)
 }
 
