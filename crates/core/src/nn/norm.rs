@@ -103,15 +103,19 @@ fn block_stats<T: Float>(x: &[T], shift: Option<&[T]>, spatial: usize, eps: f64)
             (mean, sum_by(x, |v| (v - m) * (v - m)))
         }
         Some(shift) => {
-            let per_channel = || x.chunks_exact(spatial).zip(shift);
-            let sum: f64 = per_channel().map(|(xc, &s)| sum_by(xc, |v| v) + s.to_f64() * spatial as f64).sum();
+            // Plain loops over the channels (an iterator chain's `fold` would not be inlined
+            // into the AVX-512 copy of the block functions).
+            let channels = x.len() / spatial;
+            let mut sum = 0.0;
+            for c in 0..channels {
+                sum += sum_by(&x[c * spatial..][..spatial], |v| v) + shift[c].to_f64() * spatial as f64;
+            }
             let mean = sum / n;
-            let sq = per_channel()
-                .map(|(xc, &s)| {
-                    let d = T::from_f64(s.to_f64() - mean);
-                    sum_by(xc, |v| (v + d) * (v + d))
-                })
-                .sum();
+            let mut sq = 0.0;
+            for c in 0..channels {
+                let d = T::from_f64(shift[c].to_f64() - mean);
+                sq += sum_by(&x[c * spatial..][..spatial], |v| (v + d) * (v + d));
+            }
             (mean, sq)
         }
     };
@@ -133,9 +137,15 @@ fn silu_grad<T: Float>(y: T) -> T {
 }
 
 /// `z = x + shift` (or `x`) into `z`, for blocks of one element per channel.
+#[inline(always)]
 fn shifted<T: Float>(x: &[T], shift: Option<&[T]>, z: &mut [T]) {
     match shift {
-        Some(shift) => z.iter_mut().zip(x).zip(shift).for_each(|((z, &x), &s)| *z = x + s),
+        Some(shift) => {
+            let (x, shift) = (&x[..z.len()], &shift[..z.len()]);
+            for i in 0..z.len() {
+                z[i] = x[i] + shift[i];
+            }
+        }
         None => z.copy_from_slice(x),
     }
 }
@@ -157,12 +167,14 @@ wide_fn! {
 fn forward_block<T: Float>(spec: &Spec, x: &[T], weight: &[T], bias: &[T], shift: Option<&[T]>, out: &mut [T]) -> (f64, f64) {
     let s = spec.geo.spatial;
     if s == 1 {
-        // One element per channel (LayerNorm): vectorise over the channels.
+        // One element per channel (LayerNorm): vectorise over the channels. (Index loops: an
+        // iterator zip's `fold` is not inlined into the AVX-512 copy of this function.)
         shifted(x, shift, out);
         let (mean, rstd) = block_stats(out, None, 1, spec.eps);
         let (m, r) = (T::from_f64(mean), T::from_f64(rstd));
-        for ((o, &w), &b) in out.iter_mut().zip(weight).zip(bias) {
-            *o = (*o - m) * r * w + b;
+        let (weight, bias) = (&weight[..out.len()], &bias[..out.len()]);
+        for c in 0..out.len() {
+            out[c] = (out[c] - m) * r * weight[c] + bias[c];
         }
         if spec.silu {
             out.iter_mut().for_each(|o| *o = *o * sigmoid(*o));
@@ -221,22 +233,28 @@ fn backward_block<T: Float>(
         shifted(x, shift, xhat);
         let (mean, rstd) = stats.unwrap_or_else(|| block_stats(xhat, None, 1, spec.eps));
         let (m, r) = (T::from_f64(mean), T::from_f64(rstd));
+        let len = dx.len();
+        let (xhat, dout, weight, bias) = (&mut xhat[..len], &dout[..len], &weight[..len], &bias[..len]);
+        let (gw, gb) = (&mut grads.weight[..len], &mut grads.bias[..len]);
         xhat.iter_mut().for_each(|v| *v = (*v - m) * r);
         // dx holds dxhat = dy * weight for now.
-        for (c, (dxc, &g)) in dx.iter_mut().zip(dout).enumerate() {
-            let (xh, w) = (xhat[c], weight[c]);
+        for c in 0..len {
+            let (xh, w, g) = (xhat[c], weight[c], dout[c]);
             let dy = if spec.silu { g * silu_grad(xh * w + bias[c]) } else { g };
-            grads.weight[c] += (dy * xh).to_f64();
-            grads.bias[c] += dy.to_f64();
-            *dxc = dy * w;
+            gw[c] += (dy * xh).to_f64();
+            gb[c] += dy.to_f64();
+            dx[c] = dy * w;
         }
         let mean_dxhat = T::from_f64(sum_by(dx, |v| v) / n);
         let mean_dxhat_xhat = T::from_f64(sum_zip(dx, xhat, |d, xh| d * xh) / n);
-        for (d, &xh) in dx.iter_mut().zip(xhat.iter()) {
-            *d = r * (*d - mean_dxhat - xh * mean_dxhat_xhat);
+        for c in 0..len {
+            dx[c] = r * (dx[c] - mean_dxhat - xhat[c] * mean_dxhat_xhat);
         }
         if spec.shift {
-            grads.shift.iter_mut().zip(dx.iter()).for_each(|(s, &d)| *s = d.to_f64());
+            let gs = &mut grads.shift[..len];
+            for c in 0..len {
+                gs[c] = dx[c].to_f64();
+            }
         }
         return;
     }
