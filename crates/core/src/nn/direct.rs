@@ -1,4 +1,7 @@
-//! Stride-1 f32 convolutions without im2col, on CPUs with AVX-512F.
+//! Stride-1 convolutions without im2col, on CPUs with AVX-512F: float32 products, or bfloat16
+//! ones summed in float32 on CPUs with AVX-512 BF16 ([`Weights::Bf16`], [`weight_grad`]'s
+//! `bf16`), the same loops over pairs of input channels (forward) or of positions (weight
+//! gradient).
 //!
 //! Pad one image with zeros to `[C, Hp, Wp]` and flatten each channel: the output at flat
 //! position `p = oh * Wp + ow` is then `y[o, p] = sum_c sum_t w[o, c, t] x[c, p + off_t]` with
