@@ -88,7 +88,8 @@ enum Command {
         /// One JSON object per line instead of a table.
         #[arg(long)]
         json: bool,
-        /// Multiply in bfloat16 (float32 sums and weights) on CPUs with AVX-512 BF16.
+        /// Standard workloads: multiply in bfloat16 (float32 sums and weights) on CPUs with
+        /// AVX-512 BF16. (An experiment trains with its own `[train] precision`.)
         #[arg(long)]
         bf16: bool,
     },
@@ -224,7 +225,8 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             sugarcube_core::nn::set_bf16_compute(bf16)?;
             bench_workloads(&workload, warmup, iters, json, &dev)?
         }
-        Command::Bench { experiment: Some(experiment), steps, n, json, .. } => {
+        Command::Bench { experiment: Some(experiment), steps, n, json, bf16, .. } => {
+            anyhow::ensure!(!bf16, "--bf16 is for the standard workloads; for {}, set precision = \"bf16\" under [train]", experiment.display());
             let domain = sugarcube_core::config::domain_of(&experiment)?;
             let origin = experiment.display().to_string();
             let results = with_domain!(domain, origin, bench(&experiment, steps, n, &dev))?;
