@@ -76,8 +76,8 @@ impl AdamW {
         self.steps += 1;
         let k = StepConstants::new(&self.cfg, self.steps, lr);
         for (i, ((_, var), g)) in self.vars.iter().zip(grads).enumerate() {
-            let (p, m, v) = match fused_update(var.as_tensor(), g, &self.m[i], &self.v[i], &k) {
-                Some(values) => values?,
+            let (p, m, v) = match fused_update(var.as_tensor(), g, &self.m[i], &self.v[i], &k)? {
+                Some(values) => values,
                 None => update_by_ops(var.as_tensor(), g, &self.m[i], &self.v[i], &k)?,
             };
             var.set(&p)?;
@@ -157,7 +157,7 @@ fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
 /// the CPU (None otherwise): the same f32 operations in the same order (each `affine` is
 /// `x * mul + add`, its constants rounded to f32), so the same values bit for bit, in one read
 /// of the four inputs instead of a dozen full passes.
-fn fused_update(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, k: &StepConstants) -> Option<Result<(Tensor, Tensor, Tensor)>> {
+fn fused_update(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, k: &StepConstants) -> Result<Option<(Tensor, Tensor, Tensor)>> {
     use rayon::prelude::*;
     const CHUNK: usize = 16_384;
     let c = |x: f64| x as f32;
@@ -192,9 +192,10 @@ fn fused_update(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, k: &StepConstant
     .flatten()
     .flatten()
     .flatten()
-    .flatten()?;
+    .flatten();
+    let Some((np, nm, nv)) = values else { return Ok(None) };
     let tensor = |data: Vec<f32>| Tensor::from_vec(data, p.shape(), p.device());
-    Some((|| Ok((tensor(values.0)?, tensor(values.1)?, tensor(values.2)?)))())
+    Ok(Some((tensor(np)?, tensor(nm)?, tensor(nv)?)))
 }
 
 /// The gradients of `vars` in a backward pass's store, in the same order; a variable the loss
@@ -338,7 +339,7 @@ mod tests {
         for step in 1..=3 {
             let g = Tensor::from_vec(rng.normal_vec(n), n, &dev)?;
             let k = StepConstants::new(&cfg, step, 1e-3);
-            let fused = fused_update(&p, &g, &m, &v, &k).expect("contiguous f32")?;
+            let fused = fused_update(&p, &g, &m, &v, &k)?.expect("contiguous f32");
             let ops = update_by_ops(&p, &g, &m, &v, &k)?;
             for (a, b) in [(&fused.0, &ops.0), (&fused.1, &ops.1), (&fused.2, &ops.2)] {
                 assert_eq!(a.to_vec1::<f32>()?, b.to_vec1::<f32>()?, "step {step}");

@@ -143,17 +143,8 @@ fn pack_left(a: &Mat<f32>) -> Vec<u32> {
                 }
             },
         );
-    } else if a.rs == 1 {
-        // Columns contiguous (a transposed view): pairs of columns, cut into the panels.
-        let (zeros, mut pairs) = (vec![0f32; m], vec![0u32; m]);
-        for p in 0..kp {
-            let col = |j: usize| if j < k { &a.data[j * a.cs..][..m] } else { &zeros[..] };
-            pair_rows(col(2 * p), col(2 * p + 1), &mut pairs);
-            for (panel, words) in pairs.chunks(MR).enumerate() {
-                data[(panel * kp + p) * MR..][..words.len()].copy_from_slice(words);
-            }
-        }
     } else {
+        // Any other view (the callers' left operands all have contiguous rows).
         let at = |i: usize, j: usize| if j < k { a.data[i * a.rs + j * a.cs] } else { 0.0 };
         for i in 0..m {
             for p in 0..kp {
@@ -303,9 +294,9 @@ mod tests {
     use super::*;
 
     /// The product against f64 sums of the bfloat16-rounded operands (only the f32 summation
-    /// differs), for every packing of the left operand (rows contiguous, columns contiguous,
-    /// neither), odd inner sizes, ragged rows and columns, and accumulation; and the same
-    /// result on one thread as on several.
+    /// differs), for both packings of the left operand (rows contiguous; any other view: a
+    /// transposed one, every other element), odd inner sizes, ragged rows and columns, and
+    /// accumulation; and the same result on one thread as on several.
     #[test]
     fn matmul_matches_rounded_f64() {
         if !available() {

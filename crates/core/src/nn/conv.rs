@@ -325,8 +325,7 @@ struct Conv2d {
     /// Whether the [`direct`] kernels may run where they apply (always, outside tests that
     /// compare them with im2col).
     direct: bool,
-    /// Whether the direct kernels multiply in bfloat16 (forward and input gradient; see
-    /// [`super::set_bf16_compute`]).
+    /// Whether the direct kernels multiply in bfloat16 (see [`super::set_bf16_compute`]).
     bf16: bool,
 }
 
@@ -427,18 +426,18 @@ impl Conv2dBackward {
             if let (Some((plan, tw)), Some(dx32), Some(dy32)) = (direct_t, T::as_f32_mut(dx), T::as_f32(dys)) {
                 direct::forward(&plan, &direct::Weights::pack(tw, s.c, s.o, g.kh * g.kw, self.bf16), s.c, None, dy32, dx32);
             } else {
-            dx.par_chunks_mut(image).zip(dys.par_chunks(s.o * l)).for_each_init(Vec::new, |cols, (dxb, dyb)| {
-                let wt = Mat::new(ws, s.o, k).t();
-                if g.pointwise() {
-                    matmul(dxb, wt, Mat::new(dyb, s.o, l), false);
-                } else if let Some((tg, ts, tw)) = &transposed {
-                    tg.conv_image(ts, tw, dyb, dxb, false, cols);
-                } else {
-                    cols.resize(k * l, T::default());
-                    matmul(cols, wt, Mat::new(dyb, s.o, l), false);
-                    g.fold_image(&s, cols, dxb);
-                }
-            });
+                dx.par_chunks_mut(image).zip(dys.par_chunks(s.o * l)).for_each_init(Vec::new, |cols, (dxb, dyb)| {
+                    let wt = Mat::new(ws, s.o, k).t();
+                    if g.pointwise() {
+                        matmul(dxb, wt, Mat::new(dyb, s.o, l), false);
+                    } else if let Some((tg, ts, tw)) = &transposed {
+                        tg.conv_image(ts, tw, dyb, dxb, false, cols);
+                    } else {
+                        cols.resize(k * l, T::default());
+                        matmul(cols, wt, Mat::new(dyb, s.o, l), false);
+                        g.fold_image(&s, cols, dxb);
+                    }
+                });
             }
         }
         if s.b > 0 && l > 0 {

@@ -45,21 +45,21 @@ pub(crate) fn available() -> bool {
 /// `stack` images of height 1 side by side in one padded row (1 for images).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Plan {
-    pub c: usize,
-    pub h: usize,
-    pub w: usize,
-    pub ph: usize,
-    pub pw: usize,
-    pub kh: usize,
-    pub kw: usize,
-    pub hp: usize,
-    pub wp: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    ph: usize,
+    pw: usize,
+    kh: usize,
+    kw: usize,
+    hp: usize,
+    wp: usize,
     stack: usize,
 }
 
 impl Plan {
     /// The plan of a `kh x kw` kernel over `c` channels of `h x w` padded by `(ph, pw)`.
-    pub fn new(c: usize, (h, w): (usize, usize), (ph, pw): (usize, usize), (kh, kw): (usize, usize)) -> Self {
+    pub(crate) fn new(c: usize, (h, w): (usize, usize), (ph, pw): (usize, usize), (kh, kw): (usize, usize)) -> Self {
         Plan { c, h, w, ph, pw, kh, kw, hp: h + 2 * ph, wp: w + 2 * pw, stack: 1 }
     }
 
@@ -85,12 +85,12 @@ impl Plan {
     }
 
     /// Output rows.
-    pub fn ho(&self) -> usize {
+    fn ho(&self) -> usize {
         self.hp + 1 - self.kh
     }
 
     /// Output columns.
-    pub fn wo(&self) -> usize {
+    fn wo(&self) -> usize {
         self.wp + 1 - self.kw
     }
 
@@ -155,7 +155,8 @@ impl Plan {
             out.resize(len, 0);
         }
         let hw = self.h * self.w;
-        let zeros = vec![0f32; hw];
+        // The partner of an odd count's last channel.
+        let zeros = if self.c % 2 == 1 { vec![0f32; hw] } else { Vec::new() };
         for (s, image) in x.chunks(self.image_len()).enumerate() {
             for (pair, dst) in out.chunks_mut(self.plane()).take(self.c.div_ceil(2)).enumerate() {
                 let first = &image[2 * pair * hw..][..hw];
@@ -212,14 +213,13 @@ impl Weights {
 /// padded, and the products are summed in f32).
 pub(crate) fn forward(plan: &Plan, weights: &Weights, o: usize, bias: Option<&[f32]>, x: &[f32], y: &mut [f32]) {
     match weights {
-        Weights::F32(packed) => forward_with(plan, packed, plan.c, o, bias, x, y, Plan::pad),
-        Weights::Bf16(packed) => forward_with(plan, packed, plan.c.div_ceil(2), o, bias, x, y, Plan::pad_bf16),
+        Weights::F32(packed) => forward_with(plan, packed, o, bias, x, y),
+        Weights::Bf16(packed) => forward_with(plan, packed, o, bias, x, y),
     }
 }
 
-/// [`forward`] with weights packed as `E`, `depth` planes per image, padded by `pad`.
-#[allow(clippy::too_many_arguments)]
-fn forward_with<E: Operand>(plan: &Plan, packed: &[E], depth: usize, o: usize, bias: Option<&[f32]>, x: &[f32], y: &mut [f32], pad: fn(&Plan, &[f32], &mut Vec<E>)) {
+/// [`forward`] with weights packed as `E`.
+fn forward_with<E: Operand>(plan: &Plan, packed: &[E], o: usize, bias: Option<&[f32]>, x: &[f32], y: &mut [f32]) {
     let out_len = o * plan.ho() * plan.wo();
     if out_len == 0 || plan.image_len() == 0 {
         return;
@@ -229,15 +229,19 @@ fn forward_with<E: Operand>(plan: &Plan, packed: &[E], depth: usize, o: usize, b
         || (Vec::new(), Vec::new()),
         |(xp, tmp), (y, x)| {
             let plan = plan.stacked(x.len() / plan.image_len());
-            pad(&plan, x, xp);
-            forward_padded(&plan, packed, depth, o, bias, xp, y, tmp);
+            E::pad(&plan, x, xp);
+            forward_padded(&plan, packed, o, bias, xp, y, tmp);
         },
     );
 }
 
 /// The element of packed weights and padded images: f32, or a pair of bfloat16 (`u32`), with
-/// the micro-tile that multiplies them.
+/// how an image is padded into it and the micro-tile that multiplies them.
 trait Operand: Copy + Send + Sync {
+    /// Planes of a padded image of `c` channels (channels, or pairs of them).
+    fn depth(c: usize) -> usize;
+    /// Pads the plan's images into `out` ([`Plan::pad`] or [`Plan::pad_bf16`]).
+    fn pad(plan: &Plan, x: &[f32], out: &mut Vec<Self>);
     /// `OR x (V * 16)` outputs at flat positions `p..`, accumulated over every plane and tap
     /// ([`tile_body`] compiled for the instructions it needs).
     ///
@@ -256,6 +260,12 @@ trait Operand: Copy + Send + Sync {
 }
 
 impl Operand for f32 {
+    fn depth(c: usize) -> usize {
+        c
+    }
+    fn pad(plan: &Plan, x: &[f32], out: &mut Vec<f32>) {
+        plan.pad(x, out)
+    }
     unsafe fn tile<const V: usize>(a: &[f32], depth: usize, plane: usize, offsets: &[usize], xp: &[f32], p: usize, bias: &[f32; OR], out: &mut [f32], stride: usize) {
         tile_f32::<V>(a, depth, plane, offsets, xp, p, bias, out, stride)
     }
@@ -272,6 +282,12 @@ impl Operand for f32 {
 }
 
 impl Operand for u32 {
+    fn depth(c: usize) -> usize {
+        c.div_ceil(2)
+    }
+    fn pad(plan: &Plan, x: &[f32], out: &mut Vec<u32>) {
+        plan.pad_bf16(x, out)
+    }
     unsafe fn tile<const V: usize>(a: &[u32], depth: usize, plane: usize, offsets: &[usize], xp: &[u32], p: usize, bias: &[f32; OR], out: &mut [f32], stride: usize) {
         tile_bf16::<V>(a, depth, plane, offsets, xp, p, bias, out, stride)
     }
@@ -287,10 +303,10 @@ impl Operand for u32 {
     }
 }
 
-/// The convolution of the plan's `stack` images, from the padded row(s) `xp` (`depth` planes,
-/// from [`Plan::pad`] or [`Plan::pad_bf16`]) into `y` (`[stack, o, ho, wo]`). `tmp` is scratch.
-#[allow(clippy::too_many_arguments)]
-fn forward_padded<E: Operand>(plan: &Plan, packed: &[E], depth: usize, o: usize, bias: Option<&[f32]>, xp: &[E], y: &mut [f32], tmp: &mut Vec<f32>) {
+/// The convolution of the plan's `stack` images, from the padded row(s) `xp` (from
+/// [`Operand::pad`]) into `y` (`[stack, o, ho, wo]`). `tmp` is scratch.
+fn forward_padded<E: Operand>(plan: &Plan, packed: &[E], o: usize, bias: Option<&[f32]>, xp: &[E], y: &mut [f32], tmp: &mut Vec<f32>) {
+    let depth = E::depth(plan.c);
     let (n, k) = (plan.positions(), depth * plan.taps());
     let stride = n.div_ceil(LANES) * LANES;
     assert!(xp.len() >= plan.padded_len(depth) && y.len() == plan.stack * o * plan.ho() * plan.wo() && packed.len() >= o.div_ceil(OR) * k * OR);
@@ -409,7 +425,7 @@ pub(crate) fn weight_grad_supported(plan: &Plan, o: usize) -> bool {
 
 /// A zeroed slice of `len` floats inside `buf` starting on a 64-byte boundary, so that whole
 /// vector loads from it never straddle two cache lines.
-pub(crate) fn aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+fn aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
     buf.clear();
     buf.resize(len + LANES, 0.0);
     let skip = buf.as_ptr().align_offset(64).min(LANES);
@@ -618,15 +634,14 @@ fn weight_grad_bf16(plan: &Plan, x: &[f32], dy: &[f32], o: usize, dw_t: &mut [f3
             out
         })
         .collect();
-    let mut buf = Vec::new();
+    let (mut buf, zeros) = (Vec::new(), vec![0f32; o]);
+    let (wo, wp) = (plan.wo(), plan.wp);
     let dyps: Vec<Vec<u32>> = dy
         .chunks(o * l)
         .map(|d| {
             let dyt = transpose(d, o, &mut buf);
-            let (wo, wp) = (plan.wo(), plan.wp);
             // The transposed row of flat position q, or None at a dropped column or past the end.
             let row = |q: usize| (q < plan.positions() && q % wp < wo).then(|| &dyt[((q / wp) * wo + q % wp) * o..][..o]);
-            let zeros = vec![0f32; o];
             let mut out = vec![0u32; pairs * o];
             for (qp, dst) in out.chunks_mut(o).enumerate() {
                 match (row(2 * qp), row(2 * qp + 1)) {

@@ -33,11 +33,12 @@ pub fn set_fused_kernels(on: bool) {
 /// Whether products run in bfloat16 where the CPU allows; off by default.
 static BF16_COMPUTE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Turns bfloat16 compute on or off, process-wide: the stride-1 convolutions' forward and input
-/// gradient (the direct kernels) then round both operands to bfloat16 and sum the products in
-/// float32 (`vdpbf16ps`), as PyTorch's CPU autocast does for convolutions; weights, activations,
-/// gradients, norms and the optimiser stay float32 (the weights are their own float32 master
-/// copy). Takes effect for ops built afterwards. Returns an error on a CPU without AVX-512 BF16
+/// Turns bfloat16 compute on or off, process-wide: the direct convolution kernels (stride-1
+/// convolutions' forward, input and weight gradients) and linear layers' forward and input
+/// gradient then round both operands to bfloat16 and sum the products in float32
+/// (`vdpbf16ps`), as PyTorch's CPU autocast does; weights, activations, gradients, norms,
+/// attention and the optimiser stay float32 (the weights are their own float32 master copy).
+/// Takes effect for ops built afterwards. Returns an error on a CPU without AVX-512 BF16
 /// ([`bf16_supported`]).
 pub fn set_bf16_compute(on: bool) -> Result<()> {
     if on && !bf16_supported() {
