@@ -3,6 +3,7 @@
 
 use candle_core::{Result, Tensor, Var};
 use serde::{Deserialize, Serialize};
+use crate::nn::output_vec;
 use std::collections::HashMap;
 
 /// Learning-rate shape after the linear warmup.
@@ -171,7 +172,8 @@ fn fused_update(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, k: &StepConstant
                     if g.len() != n || m.len() != n || v.len() != n {
                         return None;
                     }
-                    let (mut np, mut nm, mut nv) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+                    // Every element is written below.
+                    let (mut np, mut nm, mut nv) = (output_vec(n), output_vec(n), output_vec(n));
                     np.par_chunks_mut(CHUNK).zip(nm.par_chunks_mut(CHUNK)).zip(nv.par_chunks_mut(CHUNK)).enumerate().for_each(|(chunk, ((np, nm), nv))| {
                         let at = chunk * CHUNK;
                         for i in 0..np.len() {

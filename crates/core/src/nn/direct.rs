@@ -183,28 +183,33 @@ impl Weights {
     pub(crate) fn pack(w: &[f32], o: usize, c: usize, taps: usize, bf16: bool) -> Self {
         let k = c * taps;
         if !bf16 {
-            let mut packed = vec![0.0; o.div_ceil(OR) * k * OR];
-            for (oi, row) in w.chunks(k).enumerate() {
-                let block = &mut packed[(oi / OR) * k * OR..];
-                for (kk, &v) in row.iter().enumerate() {
-                    block[kk * OR + oi % OR] = v;
-                }
-            }
-            return Weights::F32(packed);
+            return Weights::F32(pack_blocks(w, o, k, k, |row, kk| row[kk]));
         }
-        let kp = c.div_ceil(2) * taps;
-        let mut packed = vec![0u32; o.div_ceil(OR) * kp * OR];
-        for (oi, row) in w.chunks(k).enumerate() {
-            let block = &mut packed[(oi / OR) * kp * OR..];
-            for pair in 0..c.div_ceil(2) {
-                for t in 0..taps {
-                    let second = if 2 * pair + 1 < c { row[(2 * pair + 1) * taps + t] } else { 0.0 };
-                    block[(pair * taps + t) * OR + oi % OR] = bf16_pair(row[2 * pair * taps + t], second);
-                }
-            }
-        }
-        Weights::Bf16(packed)
+        let pairs = c.div_ceil(2);
+        Weights::Bf16(pack_blocks(w, o, k, pairs * taps, |row, j| {
+            let (pair, t) = (j / taps, j % taps);
+            let second = if 2 * pair + 1 < c { row[(2 * pair + 1) * taps + t] } else { 0.0 };
+            bf16_pair(row[2 * pair * taps + t], second)
+        }))
     }
+}
+
+/// Packs the rows of `w` (`o` rows of `k`) in blocks of [`OR`] rows, each `depth` entries deep,
+/// interleaved (`block[j * OR + r] = entry(row r, j)`); rows past `o` are zero. One block per
+/// rayon task.
+fn pack_blocks<E: Copy + Default + Send>(w: &[f32], o: usize, k: usize, depth: usize, entry: impl Fn(&[f32], usize) -> E + Sync) -> Vec<E> {
+    let mut packed = vec![E::default(); o.div_ceil(OR) * depth * OR];
+    if depth > 0 {
+        packed.par_chunks_mut(depth * OR).enumerate().for_each(|(ob, block)| {
+            for r in 0..OR.min(o - ob * OR) {
+                let row = &w[(ob * OR + r) * k..][..k];
+                for j in 0..depth {
+                    block[j * OR + r] = entry(row, j);
+                }
+            }
+        });
+    }
+    packed
 }
 
 /// The convolution of a batch of images `x` (`[b, c, h, w]`) into `y` (`[b, o, ho, wo]`), an

@@ -12,6 +12,7 @@ mod bf16;
 pub mod conv;
 mod direct;
 mod kernel;
+pub(crate) use kernel::output_vec;
 pub mod norm;
 pub mod ops;
 #[cfg(test)]

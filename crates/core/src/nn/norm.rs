@@ -19,7 +19,7 @@
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use candle_nn::{Init, VarBuilder};
 use rayon::prelude::*;
-use super::kernel::{contiguous, dispatch, sum_by, sum_zip, unpack, wide_fn, Float, Stash};
+use super::kernel::{contiguous, dispatch, output_vec, sum_by, sum_zip, unpack, wide_fn, Float, Stash};
 
 /// How the kernel reads its input: `[rows, channels, spatial]`, channels in `groups` groups.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -325,7 +325,8 @@ impl NormFwd {
     fn run<T: Float>(&self, x: (&[T], &Layout), params: (&[T], &Layout)) -> Result<Vec<T>> {
         let spec = &self.spec;
         let (x, params) = spec.slices(x, params, "fused-norm")?;
-        let mut out = vec![T::default(); x.len()];
+        // Every block of the output is written by its forward_block.
+        let mut out = output_vec(x.len());
         let len = spec.geo.block_len();
         let mut stats = vec![(0.0, 0.0); x.len().checked_div(len).unwrap_or(0)];
         if len > 0 {
@@ -388,10 +389,11 @@ impl NormBwd {
             bail!("fused-norm-backward: gradient of {} elements for an input of {}", dout.len(), x.len());
         }
         let (len, cg, c) = (geo.block_len(), geo.group_channels(), geo.channels);
-        let mut out = vec![T::default(); x.len() + spec.params_len()];
         if len == 0 || cg == 0 {
-            return Ok(out);
+            return Ok(vec![T::default(); x.len() + spec.params_len()]);
         }
+        // Every element is written: dx block by block, the parameter gradients from the partials.
+        let mut out = output_vec(x.len() + spec.params_len());
         // Blocks go to tasks in fixed groups (a function of the shape only), each task adds its
         // blocks' weight and bias gradients into partial sums of its own, and the partials are
         // added in task order: the result does not depend on the threads' schedule.

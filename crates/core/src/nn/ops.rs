@@ -26,7 +26,7 @@
 //! with the same result.
 
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, D};
-use super::kernel::{contiguous, dispatch, matmul_parallel, softmax_grad_row, softmax_row, unpack, wide_fn, Float, Mat};
+use super::kernel::{contiguous, dispatch, matmul_parallel, output_vec, softmax_grad_row, softmax_row, unpack, wide_fn, Float, Mat};
 use rayon::prelude::*;
 
 /// Nearest x2 upsampling of `[N, H, W]` planes to `[N, H * sh, W * 2]` (`sh` is 1 or 2).
@@ -57,7 +57,7 @@ impl Upsample {
         let x = contiguous(x, layout, "upsample")?;
         let (n, h, w) = planes(layout.shape(), self.sh)?;
         let (oh, ow) = (h * self.sh, w * 2);
-        let mut out = vec![T::default(); n * oh * ow];
+        let mut out = output_vec(n * oh * ow); // every element written below
         if !out.is_empty() {
             out.par_chunks_mut(oh * ow).zip(x.par_chunks(h * w)).for_each(|(dst, src)| {
                 for (i, row) in src.chunks(w).enumerate() {
@@ -186,7 +186,7 @@ impl Softmax {
     fn run<T: Float>(&self, x: &[T], layout: &Layout) -> Result<(Vec<T>, Shape)> {
         let x = contiguous(x, layout, "softmax")?;
         let n = layout.shape().dims().last().copied().unwrap_or(1);
-        let mut out = vec![T::default(); x.len()];
+        let mut out = if n > 0 { output_vec(x.len()) } else { Vec::new() }; // rows written below
         if n > 0 && !x.is_empty() {
             let chunk = n * rows_per_task(n);
             out.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(dst, src)| {
@@ -207,7 +207,7 @@ impl SoftmaxBackward {
             bail!("softmax backward: output {:?} and gradient {:?} differ", yl.shape(), gl.shape());
         }
         let n = yl.shape().dims().last().copied().unwrap_or(1);
-        let mut out = vec![T::default(); y.len()];
+        let mut out = if n > 0 { output_vec(y.len()) } else { Vec::new() }; // rows written below
         if n > 0 && !y.is_empty() {
             let chunk = n * rows_per_task(n);
             out.par_chunks_mut(chunk).zip(y.par_chunks(chunk).zip(g.par_chunks(chunk))).for_each(|(dst, (ys, gs))| {
@@ -268,7 +268,7 @@ struct GeluBackward;
 /// Applies `chunk(out, a, b)` over matching chunks of two equally shaped contiguous inputs (or
 /// `a` twice), in parallel.
 fn map_par<T: Float>(a: &[T], b: Option<&[T]>, chunk: impl Fn(&mut [T], &[T], &[T]) + Sync) -> Vec<T> {
-    let mut out = vec![T::default(); a.len()];
+    let mut out = output_vec(a.len()); // `chunk` writes its whole output
     const CHUNK: usize = 16_384;
     let b = b.unwrap_or(a);
     out.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK))).for_each(|(o, (x, y))| chunk(o, x, y));
@@ -634,7 +634,7 @@ impl LinearOp {
     fn run<T: Float>(&self, x: (&[T], &Layout), w: (&[T], &Layout), b: (&[T], &Layout)) -> Result<(Vec<T>, Shape)> {
         let (rows, inp, out) = linear_dims(x.1.shape(), w.1.shape(), b.1.shape())?;
         let (xs, ws, bs) = (contiguous(x.0, x.1, "linear")?, contiguous(w.0, w.1, "linear")?, contiguous(b.0, b.1, "linear")?);
-        let mut y = vec![T::default(); rows * out];
+        let mut y = output_vec(rows * out); // the bias rows, then the product adds
         if out > 0 {
             y.par_chunks_mut(out * rows_per_task(out)).for_each(|chunk| {
                 chunk.chunks_mut(out).for_each(|row| row.copy_from_slice(bs));
@@ -679,7 +679,8 @@ impl LinearBackward {
         if gs.len() != rows * out || xs.len() != rows * inp {
             bail!("linear backward: gradient {:?} does not fit input {:?} and weight [{out}, {inp}]", g.1.shape().dims(), x.1.shape().dims());
         }
-        let mut packed = vec![T::default(); rows * inp + out * inp + out];
+        // Written whole: the products overwrite dx and dW (zeros for an empty batch), db is copied.
+        let mut packed = output_vec(rows * inp + out * inp + out);
         let (dx, rest) = packed.split_at_mut(rows * inp);
         let (dw, db) = rest.split_at_mut(out * inp);
         product(dx, Mat::new(gs, rows, out), Mat::new(ws, out, inp), false, self.bf16);
