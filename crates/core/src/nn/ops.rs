@@ -21,8 +21,11 @@
 //!   gradients. As one node of the autograd graph instead of five (reshape, transpose, matmul,
 //!   bias, reshape) it also spares candle's backward pass a zero-filled gradient buffer and an
 //!   add per node.
+//! - [`add`] and [`cat_channels`]: residual sums and a UNet's skip concatenation on all threads
+//!   (candle's element-wise ops and copies run on the calling thread here, while the worker
+//!   threads wait); the concatenation's gradient is split into two contiguous parts in one pass.
 //!
-//! Off the CPU (or for dtypes other than f32/f64) both fall back to compositions of candle ops
+//! Off the CPU (or for dtypes other than f32/f64) they fall back to compositions of candle ops
 //! with the same result.
 
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, D};
@@ -770,6 +773,143 @@ impl candle_nn::Module for Linear {
     }
 }
 
+/// `a + b` of equally shaped tensors (residual connections) in parallel chunks; its backward
+/// passes the gradient on to both unchanged.
+#[derive(Clone, Copy, Debug)]
+struct Sum;
+
+fn add_chunk<T: Float>(out: &mut [T], a: &[T], b: &[T]) {
+    let (a, b) = (&a[..out.len()], &b[..out.len()]);
+    for i in 0..out.len() {
+        out[i] = a[i] + b[i];
+    }
+}
+
+impl CustomOp2 for Sum {
+    fn name(&self) -> &'static str {
+        "add"
+    }
+
+    fn cpu_fwd(&self, a: &CpuStorage, al: &Layout, b: &CpuStorage, bl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _t = crate::profile::scope("add");
+        if al.shape() != bl.shape() {
+            bail!("add: shapes {:?} and {:?} differ", al.shape(), bl.shape());
+        }
+        dispatch!("add", (a => a, b => b), contiguous(a, al, "add").and_then(|a| Ok((map_par(a, Some(contiguous(b, bl, "add")?), add_chunk), al.shape().clone()))))
+    }
+
+    fn bwd(&self, _a: &Tensor, _b: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((Some(grad.clone()), Some(grad.clone())))
+    }
+}
+
+/// `a + b` for tensors of one shape (a residual connection), differentiable. On the CPU in
+/// f32/f64 it runs on all threads (candle's element-wise ops run on the calling thread here,
+/// see `tune_threads`); otherwise it is candle's `add`.
+pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if super::use_fused(a) && a.shape() == b.shape() && a.dtype() == b.dtype() && a.device().same_device(b.device()) {
+        return a.contiguous()?.apply_op2(&b.contiguous()?, Sum);
+    }
+    a.add(b)
+}
+
+/// Concatenation of `[B, C1, ...]` and `[B, C2, ...]` along axis 1 (a UNet's skip connection),
+/// one batch item per parallel task.
+#[derive(Clone, Copy, Debug)]
+struct CatChannels;
+
+/// The adjoint of [`CatChannels`]: splits `[B, C1 + C2, ...]` into the two parts, packed as
+/// `[B * C1 * rest, B * C2 * rest]`.
+#[derive(Clone, Copy, Debug)]
+struct SplitChannels {
+    first: usize,
+}
+
+/// `(batch, channels, rest)` of a tensor of rank 2 or more.
+fn batch_channels_rest(shape: &Shape, op: &str) -> Result<(usize, usize, usize)> {
+    let dims = shape.dims();
+    if dims.len() < 2 {
+        bail!("{op}: expected [B, C, ...], got {dims:?}");
+    }
+    Ok((dims[0], dims[1], dims[2..].iter().product()))
+}
+
+impl CustomOp2 for CatChannels {
+    fn name(&self) -> &'static str {
+        "cat-channels"
+    }
+
+    fn cpu_fwd(&self, a: &CpuStorage, al: &Layout, b: &CpuStorage, bl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _t = crate::profile::scope("concat");
+        let ((n, c1, rest), (nb, c2, rest_b)) = (batch_channels_rest(al.shape(), "cat")?, batch_channels_rest(bl.shape(), "cat")?);
+        if (n, &al.shape().dims()[2..]) != (nb, &bl.shape().dims()[2..]) {
+            bail!("cat: {:?} and {:?} differ outside axis 1", al.shape(), bl.shape());
+        }
+        debug_assert_eq!(rest, rest_b);
+        let mut dims = al.shape().dims().to_vec();
+        dims[1] = c1 + c2;
+        dispatch!("cat", (a => a, b => b), {
+            let (a, b) = (contiguous(a, al, "cat")?, contiguous(b, bl, "cat")?);
+            let (la, lb) = (c1 * rest, c2 * rest);
+            let mut out = output_vec(n * (la + lb)); // every item's two parts copied below
+            if la + lb > 0 {
+                out.par_chunks_mut(la + lb).enumerate().for_each(|(i, o)| {
+                    o[..la].copy_from_slice(&a[i * la..][..la]);
+                    o[la..].copy_from_slice(&b[i * lb..][..lb]);
+                });
+            }
+            Ok::<_, candle_core::Error>((out, Shape::from(dims.clone())))
+        })
+    }
+
+    fn bwd(&self, a: &Tensor, b: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let packed = grad.contiguous()?.apply_op1_no_bwd(&SplitChannels { first: a.dim(1)? })?;
+        let mut grads = unpack(&packed, &[a, b])?.into_iter();
+        Ok((grads.next(), grads.next()))
+    }
+}
+
+impl CustomOp1 for SplitChannels {
+    fn name(&self) -> &'static str {
+        "cat-channels-backward"
+    }
+
+    fn cpu_fwd(&self, g: &CpuStorage, gl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _t = crate::profile::scope("concat");
+        let (n, c, rest) = batch_channels_rest(gl.shape(), "cat backward")?;
+        if self.first > c {
+            bail!("cat backward: {} channels for the first part of {c}", self.first);
+        }
+        let (la, lb) = (self.first * rest, (c - self.first) * rest);
+        dispatch!("cat backward", (g => g), {
+            let g = contiguous(g, gl, "cat backward")?;
+            let mut out = output_vec(n * (la + lb)); // both parts of every item copied below
+            let (da, db) = out.split_at_mut(n * la);
+            if la > 0 && lb > 0 {
+                da.par_chunks_mut(la).zip(db.par_chunks_mut(lb)).zip(g.par_chunks(la + lb)).for_each(|((da, db), g)| {
+                    da.copy_from_slice(&g[..la]);
+                    db.copy_from_slice(&g[la..]);
+                });
+            } else {
+                // One part is empty: the other is the whole gradient.
+                da.copy_from_slice(&g[..da.len()]);
+                db.copy_from_slice(&g[..db.len()]);
+            }
+            Ok::<_, candle_core::Error>((out, Shape::from(n * (la + lb))))
+        })
+    }
+}
+
+/// Concatenation of `a: [B, C1, ...]` and `b: [B, C2, ...]` along the channel axis,
+/// differentiable: on the CPU in f32/f64 both ways (copy and split) run on all threads;
+/// otherwise it is candle's `Tensor::cat`.
+pub fn cat_channels(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if super::use_fused(a) && a.rank() >= 2 && a.dtype() == b.dtype() && a.device().same_device(b.device()) {
+        return a.contiguous()?.apply_op2(&b.contiguous()?, CatChannels);
+    }
+    Tensor::cat(&[a, b], 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -843,6 +983,34 @@ mod tests {
                 assert!(max_diff(&a, &b) < gtol, "{which} {dtype:?} gradient: {}", max_diff(&a, &b));
             }
         }
+        Ok(())
+    }
+
+    #[test]
+    fn add_and_cat_channels_match_candle() -> Result<()> {
+        let dev = Device::Cpu;
+        for dtype in [DType::F32, DType::F64] {
+            let mut rng = Rng::new(11);
+            let a = Var::from_tensor(&randn(&mut rng, &[3, 2, 5], dtype, &dev)?)?;
+            let b = Var::from_tensor(&randn(&mut rng, &[3, 4, 5], dtype, &dev)?)?;
+            // A strided operand: [3, 5, 4] transposed to [3, 4, 5].
+            let c = Var::from_tensor(&randn(&mut rng, &[3, 5, 4], dtype, &dev)?)?;
+            let ct = c.transpose(1, 2)?;
+            let fused = |a: &Tensor, b: &Tensor, ct: &Tensor| -> Result<Tensor> { cat_channels(a, &add(b, ct)?) };
+            let plain = |a: &Tensor, b: &Tensor, ct: &Tensor| -> Result<Tensor> { Tensor::cat(&[a, &b.add(ct)?], 1) };
+            let (y, want) = (fused(&a, &b, &ct)?, plain(&a, &b, &ct)?);
+            assert_eq!(y.dims(), &[3, 6, 5]);
+            assert_eq!(values(&y), values(&want), "{dtype:?} forward");
+            let r = randn(&mut rng, y.dims(), dtype, &dev)?;
+            // `a` is used twice: in the concatenation and, through b + a's channels, in a sum.
+            let twice = |y: &Tensor| -> Result<Tensor> { y.mul(&r)?.sum_all()?.add(&a.sqr()?.sum_all()?) };
+            let (g, g_ref) = (twice(&y)?.backward()?, twice(&want)?.backward()?);
+            for v in [&a, &b, &c] {
+                assert_eq!(values(g.get(v).unwrap()), values(g_ref.get(v).unwrap()), "{dtype:?} gradient");
+            }
+        }
+        assert!(add(&Tensor::zeros((2, 3), DType::F32, &dev)?, &Tensor::zeros((3, 2), DType::F32, &dev)?).is_err());
+        assert!(cat_channels(&Tensor::zeros((2, 3, 4), DType::F32, &dev)?, &Tensor::zeros((2, 3, 5), DType::F32, &dev)?).is_err());
         Ok(())
     }
 

@@ -295,9 +295,9 @@ impl Layer {
         rng: &mut Option<&mut Rng>,
     ) -> Result<Tensor> {
         let a = self.attn_out.forward(&self.context(x, key_bias, rng)?)?;
-        let x = self.attn_norm.forward(&x.add(&train_dropout(a, self.dropout, rng)?)?)?;
+        let x = self.attn_norm.forward(&super::ops::add(x, &train_dropout(a, self.dropout, rng)?)?)?;
         let f = self.output.forward(&super::ops::gelu_erf(&self.intermediate.forward(&x)?)?)?;
-        self.out_norm.forward(&x.add(&train_dropout(f, self.dropout, rng)?)?)
+        self.out_norm.forward(&super::ops::add(&x, &train_dropout(f, self.dropout, rng)?)?)
     }
 }
 

@@ -272,8 +272,8 @@ impl ResBlock {
         }
         let h = self.conv2.forward(&h)?;
         match &self.skip {
-            Some(skip) => skip.forward(x)?.add(&h),
-            None => x.add(&h),
+            Some(skip) => super::ops::add(&skip.forward(x)?, &h),
+            None => super::ops::add(x, &h),
         }
     }
 }
@@ -315,7 +315,7 @@ impl SelfAttention {
         let h = self.norm.forward(x, None, false)?.reshape((b, c, n))?.transpose(1, 2)?.contiguous()?;
         let o = super::attention::self_attention(&self.qkv.forward(&h)?, heads, None, None, None)?;
         let o = self.out.forward(&o)?.transpose(1, 2)?.reshape(x.shape())?;
-        x.add(&o)
+        super::ops::add(x, &o)
     }
 }
 
@@ -584,7 +584,7 @@ impl UNet {
         for level in &self.up {
             for (block, attn) in &level.blocks {
                 let skip = skips.pop().expect("one skip tensor per up block by construction");
-                h = block.forward(&Tensor::cat(&[&h, &skip], 1)?, &emb, rng.as_deref_mut())?;
+                h = block.forward(&super::ops::cat_channels(&h, &skip)?, &emb, rng.as_deref_mut())?;
                 if let Some(attn) = attn {
                     h = attn.forward(&h)?;
                 }
