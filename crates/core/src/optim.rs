@@ -172,7 +172,6 @@ fn fused_update(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, k: &StepConstant
                     if g.len() != n || m.len() != n || v.len() != n {
                         return None;
                     }
-                    // Every element is written below.
                     let (mut np, mut nm, mut nv) = (output_vec(n), output_vec(n), output_vec(n));
                     np.par_chunks_mut(CHUNK).zip(nm.par_chunks_mut(CHUNK)).zip(nv.par_chunks_mut(CHUNK)).enumerate().for_each(|(chunk, ((np, nm), nv))| {
                         let at = chunk * CHUNK;

@@ -346,7 +346,6 @@ impl Conv2d {
             bail!("conv2d: bias has {} entries for {} output channels", bs.len(), s.o);
         }
         let (l, g) = (s.l(), self.g);
-        // Every element is written: by the direct kernel, or by the bias fill below.
         let mut out = output_vec(s.b * s.o * l);
         if let (Some(plan), Some(x32), Some(w32), Some(b32)) = (g.direct_plan(&s, self.direct, self.bf16), T::as_f32(xs), T::as_f32(ws), T::as_f32(bs)) {
             let out32 = T::as_f32_mut(&mut out).expect("f32 output for f32 inputs");
@@ -424,10 +423,7 @@ impl Conv2dBackward {
         }
         let image = s.c * s.h * s.w;
         let dx_len = if self.input_grad { s.b * image } else { 0 };
-        // With a non-empty batch and output every element is written: dx by one of the paths
-        // below (the col2im one clears its image first), dW and db by the copies at the end.
-        let len = dx_len + s.o * k + s.o;
-        let mut out = if s.b > 0 && l > 0 { output_vec(len) } else { vec![T::default(); len] };
+        let mut out = output_vec(dx_len + s.o * k + s.o);
         let (dx, rest) = out.split_at_mut(dx_len);
         if !dx.is_empty() && l > 0 {
             let _t = crate::profile::scope("conv (backward): input gradient");
@@ -445,7 +441,6 @@ impl Conv2dBackward {
                     } else {
                         cols.resize(k * l, T::default());
                         matmul(cols, wt, Mat::new(dyb, s.o, l), false);
-                        dxb.fill(T::default());
                         g.fold_image(&s, cols, dxb);
                     }
                 });

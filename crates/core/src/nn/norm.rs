@@ -325,7 +325,6 @@ impl NormFwd {
     fn run<T: Float>(&self, x: (&[T], &Layout), params: (&[T], &Layout)) -> Result<Vec<T>> {
         let spec = &self.spec;
         let (x, params) = spec.slices(x, params, "fused-norm")?;
-        // Every block of the output is written by its forward_block.
         let mut out = output_vec(x.len());
         let len = spec.geo.block_len();
         let mut stats = vec![(0.0, 0.0); x.len().checked_div(len).unwrap_or(0)];
@@ -389,11 +388,10 @@ impl NormBwd {
             bail!("fused-norm-backward: gradient of {} elements for an input of {}", dout.len(), x.len());
         }
         let (len, cg, c) = (geo.block_len(), geo.group_channels(), geo.channels);
-        if len == 0 || cg == 0 {
-            return Ok(vec![T::default(); x.len() + spec.params_len()]);
-        }
-        // Every element is written: dx block by block, the parameter gradients from the partials.
         let mut out = output_vec(x.len() + spec.params_len());
+        if len == 0 || cg == 0 {
+            return Ok(out);
+        }
         // Blocks go to tasks in fixed groups (a function of the shape only), each task adds its
         // blocks' weight and bias gradients into partial sums of its own, and the partials are
         // added in task order: the result does not depend on the threads' schedule.

@@ -60,7 +60,7 @@ impl Upsample {
         let x = contiguous(x, layout, "upsample")?;
         let (n, h, w) = planes(layout.shape(), self.sh)?;
         let (oh, ow) = (h * self.sh, w * 2);
-        let mut out = output_vec(n * oh * ow); // every element written below
+        let mut out = output_vec(n * oh * ow);
         if !out.is_empty() {
             out.par_chunks_mut(oh * ow).zip(x.par_chunks(h * w)).for_each(|(dst, src)| {
                 for (i, row) in src.chunks(w).enumerate() {
@@ -189,7 +189,7 @@ impl Softmax {
     fn run<T: Float>(&self, x: &[T], layout: &Layout) -> Result<(Vec<T>, Shape)> {
         let x = contiguous(x, layout, "softmax")?;
         let n = layout.shape().dims().last().copied().unwrap_or(1);
-        let mut out = if n > 0 { output_vec(x.len()) } else { Vec::new() }; // rows written below
+        let mut out = output_vec(x.len());
         if n > 0 && !x.is_empty() {
             let chunk = n * rows_per_task(n);
             out.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(dst, src)| {
@@ -210,7 +210,7 @@ impl SoftmaxBackward {
             bail!("softmax backward: output {:?} and gradient {:?} differ", yl.shape(), gl.shape());
         }
         let n = yl.shape().dims().last().copied().unwrap_or(1);
-        let mut out = if n > 0 { output_vec(y.len()) } else { Vec::new() }; // rows written below
+        let mut out = output_vec(y.len());
         if n > 0 && !y.is_empty() {
             let chunk = n * rows_per_task(n);
             out.par_chunks_mut(chunk).zip(y.par_chunks(chunk).zip(g.par_chunks(chunk))).for_each(|(dst, (ys, gs))| {
@@ -271,7 +271,7 @@ struct GeluBackward;
 /// Applies `chunk(out, a, b)` over matching chunks of two equally shaped contiguous inputs (or
 /// `a` twice), in parallel.
 fn map_par<T: Float>(a: &[T], b: Option<&[T]>, chunk: impl Fn(&mut [T], &[T], &[T]) + Sync) -> Vec<T> {
-    let mut out = output_vec(a.len()); // `chunk` writes its whole output
+    let mut out = output_vec(a.len());
     const CHUNK: usize = 16_384;
     let b = b.unwrap_or(a);
     out.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK))).for_each(|(o, (x, y))| chunk(o, x, y));
@@ -637,7 +637,7 @@ impl LinearOp {
     fn run<T: Float>(&self, x: (&[T], &Layout), w: (&[T], &Layout), b: (&[T], &Layout)) -> Result<(Vec<T>, Shape)> {
         let (rows, inp, out) = linear_dims(x.1.shape(), w.1.shape(), b.1.shape())?;
         let (xs, ws, bs) = (contiguous(x.0, x.1, "linear")?, contiguous(w.0, w.1, "linear")?, contiguous(b.0, b.1, "linear")?);
-        let mut y = output_vec(rows * out); // the bias rows, then the product adds
+        let mut y = output_vec(rows * out);
         if out > 0 {
             y.par_chunks_mut(out * rows_per_task(out)).for_each(|chunk| {
                 chunk.chunks_mut(out).for_each(|row| row.copy_from_slice(bs));
@@ -682,7 +682,6 @@ impl LinearBackward {
         if gs.len() != rows * out || xs.len() != rows * inp {
             bail!("linear backward: gradient {:?} does not fit input {:?} and weight [{out}, {inp}]", g.1.shape().dims(), x.1.shape().dims());
         }
-        // Written whole: the products overwrite dx and dW (zeros for an empty batch), db is copied.
         let mut packed = output_vec(rows * inp + out * inp + out);
         let (dx, rest) = packed.split_at_mut(rows * inp);
         let (dw, db) = rest.split_at_mut(out * inp);
@@ -851,7 +850,7 @@ impl CustomOp2 for CatChannels {
         dispatch!("cat", (a => a, b => b), {
             let (a, b) = (contiguous(a, al, "cat")?, contiguous(b, bl, "cat")?);
             let (la, lb) = (c1 * rest, c2 * rest);
-            let mut out = output_vec(n * (la + lb)); // every item's two parts copied below
+            let mut out = output_vec(n * (la + lb));
             if la + lb > 0 {
                 out.par_chunks_mut(la + lb).enumerate().for_each(|(i, o)| {
                     o[..la].copy_from_slice(&a[i * la..][..la]);
@@ -883,7 +882,7 @@ impl CustomOp1 for SplitChannels {
         let (la, lb) = (self.first * rest, (c - self.first) * rest);
         dispatch!("cat backward", (g => g), {
             let g = contiguous(g, gl, "cat backward")?;
-            let mut out = output_vec(n * (la + lb)); // both parts of every item copied below
+            let mut out = output_vec(n * (la + lb));
             let (da, db) = out.split_at_mut(n * la);
             if la > 0 && lb > 0 {
                 da.par_chunks_mut(la).zip(db.par_chunks_mut(lb)).zip(g.par_chunks(la + lb)).for_each(|((da, db), g)| {
