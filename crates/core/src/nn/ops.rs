@@ -268,6 +268,14 @@ struct Gelu;
 #[derive(Clone, Copy, Debug)]
 struct GeluBackward;
 
+/// The contiguous data of two inputs of one shape, or an error naming the op and both shapes.
+fn same_shape<'a, T>(a: (&'a [T], &Layout), b: (&'a [T], &Layout), op: &str) -> Result<(&'a [T], &'a [T])> {
+    if a.1.shape() != b.1.shape() {
+        bail!("{op}: shapes {:?} and {:?} differ", a.1.shape(), b.1.shape());
+    }
+    Ok((contiguous(a.0, a.1, op)?, contiguous(b.0, b.1, op)?))
+}
+
 /// Applies `chunk(out, a, b)` over matching chunks of two equally shaped contiguous inputs (or
 /// `a` twice), in parallel.
 fn map_par<T: Float>(a: &[T], b: Option<&[T]>, chunk: impl Fn(&mut [T], &[T], &[T]) + Sync) -> Vec<T> {
@@ -344,14 +352,10 @@ impl CustomOp2 for GeluBackward {
 
     fn cpu_fwd(&self, x: &CpuStorage, xl: &Layout, g: &CpuStorage, gl: &Layout) -> Result<(CpuStorage, Shape)> {
         let _t = crate::profile::scope("gelu");
-        if xl.shape() != gl.shape() {
-            bail!("gelu backward: input {:?} and gradient {:?} differ", xl.shape(), gl.shape());
-        }
         dispatch!(
             "gelu backward",
             (x => x, g => g),
-            contiguous(x, xl, "gelu backward")
-                .and_then(|x| Ok((map_par(x, Some(contiguous(g, gl, "gelu backward")?), gelu_grad_chunk_wide), xl.shape().clone())))
+            same_shape((x, xl), (g, gl), "gelu backward").map(|(x, g)| (map_par(x, Some(g), gelu_grad_chunk_wide), xl.shape().clone()))
         )
     }
 }
@@ -791,10 +795,7 @@ impl CustomOp2 for Sum {
 
     fn cpu_fwd(&self, a: &CpuStorage, al: &Layout, b: &CpuStorage, bl: &Layout) -> Result<(CpuStorage, Shape)> {
         let _t = crate::profile::scope("add");
-        if al.shape() != bl.shape() {
-            bail!("add: shapes {:?} and {:?} differ", al.shape(), bl.shape());
-        }
-        dispatch!("add", (a => a, b => b), contiguous(a, al, "add").and_then(|a| Ok((map_par(a, Some(contiguous(b, bl, "add")?), add_chunk), al.shape().clone()))))
+        dispatch!("add", (a => a, b => b), same_shape((a, al), (b, bl), "add").map(|(a, b)| (map_par(a, Some(b), add_chunk), al.shape().clone())))
     }
 
     fn bwd(&self, _a: &Tensor, _b: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
@@ -840,11 +841,10 @@ impl CustomOp2 for CatChannels {
 
     fn cpu_fwd(&self, a: &CpuStorage, al: &Layout, b: &CpuStorage, bl: &Layout) -> Result<(CpuStorage, Shape)> {
         let _t = crate::profile::scope("concat");
-        let ((n, c1, rest), (nb, c2, rest_b)) = (batch_channels_rest(al.shape(), "cat")?, batch_channels_rest(bl.shape(), "cat")?);
+        let ((n, c1, rest), (nb, c2, _)) = (batch_channels_rest(al.shape(), "cat")?, batch_channels_rest(bl.shape(), "cat")?);
         if (n, &al.shape().dims()[2..]) != (nb, &bl.shape().dims()[2..]) {
             bail!("cat: {:?} and {:?} differ outside axis 1", al.shape(), bl.shape());
         }
-        debug_assert_eq!(rest, rest_b);
         let mut dims = al.shape().dims().to_vec();
         dims[1] = c1 + c2;
         dispatch!("cat", (a => a, b => b), {
