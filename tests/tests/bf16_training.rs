@@ -5,12 +5,15 @@
 //! process-wide.
 
 use candle_core::{DType, Device, Tensor};
-use sugarcube_core::denoiser::Denoiser;
+use sugarcube_core::cond::{CondDrop, CondSpec};
+use sugarcube_core::denoiser::{Denoiser, Inputs};
+use sugarcube_core::domain::{Batch, DataInfo};
 use sugarcube_core::nn::{self, Dims, SequenceTransformer, TransformerConfig, UNet, UNetConfig};
 use sugarcube_core::optim::{gradients, AdamW, AdamWConfig};
 use sugarcube_core::params::Params;
-use sugarcube_core::process::{GaussianConfig, GaussianProcess, Process};
-use sugarcube_core::rng::Rng;
+use sugarcube_core::process::{GaussianConfig, GaussianProcess};
+use sugarcube_core::rng::{Rng, Rows};
+use sugarcube_core::train::StepContext;
 
 /// 16 images of 8x8 in {-1, 1}: a bright bar, horizontal or vertical, at each row or column.
 fn bars(dev: &Device) -> candle_core::Result<Tensor> {
@@ -52,22 +55,23 @@ fn train(net: Net, bf16: bool, steps: usize) -> anyhow::Result<Vec<f64>> {
     let (model, x0): (Box<dyn Denoiser>, Tensor) = match net {
         Net::UNet => {
             let cfg = UNetConfig { channels: 16, channel_mults: vec![1, 2], layers_per_block: 1, attention_levels: vec![], mid_attention: false, groups: 4, ..UNetConfig::default() };
-            (Box::new(UNet::new(vb, &cfg, Dims::Two, 1, 1, None)?), bars(&dev)?)
+            (Box::new(UNet::new(vb, &cfg, Dims::Two, 1, 1, &CondSpec::default())?), bars(&dev)?)
         }
         Net::Transformer => {
             let cfg = TransformerConfig { hidden: 32, layers: 2, heads: 2, intermediate: 64, max_len: 16, dropout: 0.0, ..TransformerConfig::default() };
-            (Box::new(SequenceTransformer::new(vb, &cfg, 3)?), waves(&dev)?)
+            (Box::new(SequenceTransformer::new(vb, &cfg, 3, &CondSpec::default())?), waves(&dev)?)
         }
     };
     let process = GaussianProcess::new(GaussianConfig::default())?;
     let vars = params.vars();
     let mut opt = AdamW::new(vars.clone(), AdamWConfig { weight_decay: 0.0, ..AdamWConfig::default() })?;
-    let mut rng = Rng::new(12);
+    let info = DataInfo::new(x0.dims()[1..].to_vec());
+    let b = x0.dim(0)?;
+    let batch = Batch { x0, cond: vec![], lengths: None };
+    let ctx = StepContext { process: &process, model: model.as_ref(), info: &info, cond_drop: 0.0, cond_drop_mode: CondDrop::Each };
     let mut losses = vec![];
-    for _ in 0..steps {
-        let batch = process.corrupt(&x0, &mut rng)?;
-        let out = model.forward_train(&batch.x_t, &batch.t, None, &mut rng)?;
-        let loss = process.loss(&out, &batch)?;
+    for step in 0..steps {
+        let loss = ctx.loss(&batch, &Rows::training(12, step, 0, b))?;
         losses.push(loss.to_scalar::<f32>()? as f64);
         opt.step(&gradients(&loss.backward()?, &vars)?, 3e-3)?;
     }
@@ -119,17 +123,17 @@ fn bf16_outputs_do_not_depend_on_the_batch() -> anyhow::Result<()> {
     let seq = UNetConfig { mid_attention: false, attention_levels: vec![], ..unet.clone() };
     let tf = TransformerConfig { hidden: 32, layers: 2, heads: 2, intermediate: 64, max_len: 16, dropout: 0.0, ..TransformerConfig::default() };
     let cases: Vec<(Box<dyn Denoiser>, Vec<usize>)> = vec![
-        (Box::new(UNet::new(params.var_builder(DType::F32, &dev).pp("a"), &unet, Dims::Two, 1, 1, None)?), vec![20, 1, 8, 8]),
-        (Box::new(UNet::new(params.var_builder(DType::F32, &dev).pp("b"), &seq, Dims::One, 4, 4, None)?), vec![20, 4, 24]),
-        (Box::new(SequenceTransformer::new(params.var_builder(DType::F32, &dev).pp("c"), &tf, 3)?), vec![20, 16, 3]),
+        (Box::new(UNet::new(params.var_builder(DType::F32, &dev).pp("a"), &unet, Dims::Two, 1, 1, &CondSpec::default())?), vec![20, 1, 8, 8]),
+        (Box::new(UNet::new(params.var_builder(DType::F32, &dev).pp("b"), &seq, Dims::One, 4, 4, &CondSpec::default())?), vec![20, 4, 24]),
+        (Box::new(SequenceTransformer::new(params.var_builder(DType::F32, &dev).pp("c"), &tf, 3, &CondSpec::default())?), vec![20, 16, 3]),
     ];
     let mut rng = Rng::new(22);
     for (model, shape) in cases {
         let x = sugarcube_core::tensor_util::randn(&mut rng, &shape, DType::F32, &dev)?;
         let t = Tensor::full(500f32, shape[0], &dev)?;
-        let all = model.forward(&x, &t, None)?;
+        let all = model.forward(&Inputs::new(&x, &t))?;
         for i in [0, 7, 19] {
-            let one = model.forward(&x.narrow(0, i, 1)?, &t.narrow(0, i, 1)?, None)?;
+            let one = model.forward(&Inputs::new(&x.narrow(0, i, 1)?, &t.narrow(0, i, 1)?))?;
             let (a, b) = (one.flatten_all()?.to_vec1::<f32>()?, all.narrow(0, i, 1)?.flatten_all()?.to_vec1::<f32>()?);
             assert_eq!(a, b, "{shape:?}: sample {i} alone differs from the batch");
         }

@@ -4,13 +4,16 @@
 //! Its own test binary, because the switch is process-wide.
 
 use candle_core::{DType, Device, Tensor};
+use sugarcube_core::cond::{CondDrop, CondSpec, Condition, Value};
 use sugarcube_core::denoiser::Denoiser;
+use sugarcube_core::domain::{Batch, DataInfo};
 use sugarcube_core::nn::{self, Dims, SequenceTransformer, TransformerConfig, UNet, UNetConfig};
 use sugarcube_core::optim::gradients;
 use sugarcube_core::params::Params;
-use sugarcube_core::process::{GaussianConfig, GaussianProcess, Process};
-use sugarcube_core::rng::Rng;
+use sugarcube_core::process::{GaussianConfig, GaussianProcess};
+use sugarcube_core::rng::{Rng, Rows};
 use sugarcube_core::tensor_util::randn;
+use sugarcube_core::train::StepContext;
 
 /// Which network to train.
 #[derive(Clone, Copy, Debug)]
@@ -30,7 +33,9 @@ fn train(net: Net, fused: bool, steps: usize) -> anyhow::Result<(Vec<f64>, Vec<f
     let params = Params::new(5);
     let vb = params.var_builder(DType::F32, &dev);
     let mut rng = Rng::new(6);
-    let (model, x0, cond): (Box<dyn Denoiser>, Tensor, Option<Tensor>) = match net {
+    let none = CondSpec::default();
+    let classes = CondSpec::classes("class", vec!["a".into(), "b".into(), "c".into()]);
+    let (model, x0, spec): (Box<dyn Denoiser>, Tensor, &CondSpec) = match net {
         Net::UNet2d => {
             let cfg = UNetConfig {
                 channels: 8,
@@ -41,8 +46,7 @@ fn train(net: Net, fused: bool, steps: usize) -> anyhow::Result<(Vec<f64>, Vec<f
                 groups: 4,
                 ..UNetConfig::default()
             };
-            let labels = Tensor::new(&[0u32, 1, 2, 3], &dev)?;
-            (Box::new(UNet::new(vb, &cfg, Dims::Two, 1, 1, Some(3))?), randn(&mut rng, &[4, 1, 8, 8], DType::F32, &dev)?, Some(labels))
+            (Box::new(UNet::new(vb, &cfg, Dims::Two, 1, 1, &classes)?), randn(&mut rng, &[4, 1, 8, 8], DType::F32, &dev)?, &classes)
         }
         Net::UNet1d => {
             let cfg = UNetConfig {
@@ -54,20 +58,23 @@ fn train(net: Net, fused: bool, steps: usize) -> anyhow::Result<(Vec<f64>, Vec<f
                 groups: 4,
                 ..UNetConfig::default()
             };
-            (Box::new(UNet::new(vb, &cfg, Dims::One, 4, 4, None)?), randn(&mut rng, &[4, 4, 12], DType::F32, &dev)?, None)
+            (Box::new(UNet::new(vb, &cfg, Dims::One, 4, 4, &none)?), randn(&mut rng, &[4, 4, 12], DType::F32, &dev)?, &none)
         }
         Net::Transformer => {
             let cfg = TransformerConfig { hidden: 16, layers: 2, heads: 2, intermediate: 32, max_len: 10, dropout: 0.0, ..TransformerConfig::default() };
-            (Box::new(SequenceTransformer::new(vb, &cfg, 3)?), randn(&mut rng, &[4, 10, 3], DType::F32, &dev)?, None)
+            (Box::new(SequenceTransformer::new(vb, &cfg, 3, &none)?), randn(&mut rng, &[4, 10, 3], DType::F32, &dev)?, &none)
         }
     };
     let process = GaussianProcess::new(GaussianConfig::default())?;
+    // the trainer's own step, on one fixed batch (classes 0, 1, 2 and the null)
+    let cond: Vec<Condition> = if spec.is_empty() { vec![] } else { (0..4).map(|i| if i < 3 { Condition(vec![Value::Class(i)]) } else { spec.null() }).collect() };
+    let info = DataInfo::new(x0.dims()[1..].to_vec()).with_cond(spec.clone());
+    let batch = Batch { x0, cond, lengths: None };
+    let ctx = StepContext { process: &process, model: model.as_ref(), info: &info, cond_drop: 0.0, cond_drop_mode: CondDrop::Each };
     let vars = params.vars();
     let mut losses = vec![];
-    for _ in 0..steps {
-        let batch = process.corrupt(&x0, &mut rng)?;
-        let out = model.forward_train(&batch.x_t, &batch.t, cond.as_ref(), &mut rng)?;
-        let loss = process.loss(&out, &batch)?;
+    for step in 0..steps {
+        let loss = ctx.loss(&batch, &Rows::training(6, step, 0, 4))?;
         losses.push(loss.to_scalar::<f32>()? as f64);
         for ((_, v), g) in vars.iter().zip(gradients(&loss.backward()?, &vars)?) {
             v.set(&v.as_tensor().sub(&g.affine(0.05, 0.0)?)?)?;

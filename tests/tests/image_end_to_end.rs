@@ -69,8 +69,8 @@ flip = false
     assert!(out.join("sample-00003-3.png").exists(), "per-sample files carry their class");
 
     let metrics = run::eval::<Image>(&run_dir, &SampleRequest { quiet: true, ..Default::default() }, &dev)?;
-    let get = |k: &str| metrics.iter().find(|(n, _)| n == k).map(|(_, v)| *v).unwrap_or_else(|| panic!("no {k}"));
-    eprintln!("{metrics:?}");
+    let get = |k: &str| metrics.get(k).unwrap_or_else(|| panic!("no {k}"));
+    eprintln!("{:?}", metrics.metrics);
     assert!(get("classifier_accuracy") > 0.8, "the evaluation classifier is too weak");
     assert!(get("fd_floor") < get("fd"), "20 training steps cannot beat real data");
     assert!((0.0..=1.0).contains(&get("cond_accuracy")));

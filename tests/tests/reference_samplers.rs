@@ -16,10 +16,12 @@
 use candle_core::{DType, Device, Result, Tensor};
 use serde_json::Value;
 use sugarcube_core::process::Prediction;
-use sugarcube_core::sampler::{
-    ddim, ddpm, ddpm_posterior, dpmpp_2m, euler, heun, init_noise_sigma, sigma_grid, timesteps, RowNoise,
-    SamplerKind, Spacing, StepInfo, VpOptions,
+use sugarcube_core::rng::Rows as RowNoise;
+use sugarcube_core::sampler::gaussian::{
+    ddim, ddpm, ddpm_posterior, dpmpp_2m, euler, heun, init_noise_sigma, sigma_grid, timesteps, GaussianDenoiser,
+    SamplerKind, Spacing, VpOptions,
 };
+use sugarcube_core::sampler::StepInfo;
 use sugarcube_core::schedule::{BetaSchedule, Schedule};
 use sugarcube_tests::{flatten, load_reference, max_rel_err, num, scaled_err, shape_of};
 
@@ -182,11 +184,11 @@ fn run(g: &Grid, x_t: &[f64], dtype: DType) -> Recorded {
         SamplerKind::Ddim => {
             let opts = VpOptions { clip: g.clip, wrap: false };
             let mut noise = RowNoise::new(0, 0, SHAPE[0]);
-            ddim(&model, &s, g.prediction, x, &g.ts, 0.0, opts, &mut noise, &mut obs)
+            ddim(&GaussianDenoiser::new(&model, g.prediction), &s, x, &g.ts, 0.0, opts, &mut noise, &mut obs)
         }
-        SamplerKind::Euler => euler(&model, g.prediction, x, &g.sigmas, &g.ts, &mut obs),
-        SamplerKind::Heun => heun(&model, g.prediction, x, &g.sigmas, &g.ts, &mut obs),
-        SamplerKind::Dpmpp2m => dpmpp_2m(&model, g.prediction, x, &g.sigmas, &g.ts, &mut obs),
+        SamplerKind::Euler => euler(&GaussianDenoiser::new(&model, g.prediction), x, &g.sigmas, &g.ts, &mut obs),
+        SamplerKind::Heun => heun(&GaussianDenoiser::new(&model, g.prediction), x, &g.sigmas, &g.ts, &mut obs),
+        SamplerKind::Dpmpp2m => dpmpp_2m(&GaussianDenoiser::new(&model, g.prediction), x, &g.sigmas, &g.ts, &mut obs),
         SamplerKind::Ddpm => unreachable!(),
     }
     .unwrap();
@@ -481,9 +483,8 @@ fn ddpm_last_step_is_the_posterior_mean() {
         let mut noise = RowNoise::new(0, 0, SHAPE[0]);
         let mut x0_seen = vec![];
         let x = ddpm(
-            &model,
+            &GaussianDenoiser::new(&model, pred),
             &s,
-            pred,
             tensor(&x_t, &SHAPE, DType::F64),
             &[0.0],
             VpOptions { clip, wrap: false },
@@ -512,9 +513,8 @@ fn ddpm_previous_timestep_is_the_next_grid_entry() {
         let mut noise = RowNoise::new(7, 0, SHAPE[0]);
         let mut got = vec![];
         ddpm(
-            &fake_model,
+            &GaussianDenoiser::new(&fake_model, Prediction::Epsilon),
             &s,
-            Prediction::Epsilon,
             tensor(&x_start, &SHAPE, DType::F64),
             &ts,
             VpOptions { clip: Some(1.0), wrap: false },
@@ -534,7 +534,7 @@ fn ddpm_previous_timestep_is_the_next_grid_entry() {
             let (c0, ct, var) = ddpm_posterior(&s, t, prev);
             let mut next = x0.affine(c0, 0.0).unwrap().add(&x.affine(ct, 0.0).unwrap()).unwrap();
             if t > 0 {
-                let z = replay.draw(&SHAPE, DType::F64, &Device::Cpu).unwrap();
+                let z = replay.normal(&SHAPE, DType::F64, &Device::Cpu).unwrap();
                 next = next.add(&z.affine(var.sqrt(), 0.0).unwrap()).unwrap();
             }
             x = next;

@@ -34,7 +34,7 @@ fn fixture() -> Fixture {
 
 fn process() -> GaussianProcess {
     let cfg = GaussianConfig::default();
-    assert_eq!((cfg.timesteps, cfg.beta_start, cfg.beta_end), (1000, 1e-4, 0.02));
+    assert_eq!((cfg.schedule.timesteps, cfg.schedule.beta_start, cfg.schedule.beta_end), (1000, 1e-4, 0.02));
     GaussianProcess::new(cfg).unwrap()
 }
 

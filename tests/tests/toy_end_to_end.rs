@@ -19,8 +19,8 @@ fn tmp(name: &str) -> PathBuf {
     d
 }
 
-fn metric(m: &[(String, f64)], k: &str) -> f64 {
-    m.iter().find(|(n, _)| n == k).unwrap_or_else(|| panic!("no metric {k}")).1
+fn metric(m: &sugarcube_core::domain::Evaluation, k: &str) -> f64 {
+    m.get(k).unwrap_or_else(|| panic!("no metric {k}"))
 }
 
 #[test]

@@ -2,11 +2,13 @@
 //! described by experiment files.
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::{Path, PathBuf};
-use sugarcube_core::domain::Domain;
-use sugarcube_core::run::{self, SampleRequest, TrainOptions};
-use sugarcube_core::sampler::SamplerKind;
+use sugarcube_core::registry::{self, DomainEntry, Entry};
+use sugarcube_core::run::{Lengths, SampleRequest, TrainOptions};
+
+/// Every domain the binary knows: adding a domain is one line here.
+static DOMAINS: &[&dyn DomainEntry] = &[&Entry::<sugarcube_toy::Toy>::NEW, &Entry::<sugarcube_image::Image>::NEW];
 
 #[derive(Parser)]
 #[command(name = "sugarcube", version, about = "Diffusion models for images, audio, DNA and protein backbones")]
@@ -100,15 +102,31 @@ struct SampleArgs {
     /// Number of samples (default: the experiment's [sample] n; for eval, [eval] n).
     #[arg(long)]
     n: Option<usize>,
-    /// Sampler: ddpm, ddim, euler, heun, dpmpp_2m.
-    #[arg(long, value_parser = parse_sampler)]
-    sampler: Option<SamplerKind>,
+    /// Sampler: for the Gaussian process ddpm, ddim, euler, heun, dpmpp_2m; for the masked
+    /// process ancestral.
+    #[arg(long)]
+    sampler: Option<String>,
     /// Sampling steps.
     #[arg(long)]
     steps: Option<usize>,
-    /// Classifier-free guidance scale (1 = plain conditional).
+    /// Classifier-free guidance: the weight of each --cond term (1 = plain conditional).
     #[arg(long)]
     guidance: Option<f64>,
+    /// A condition to generate from, `field=value,field=value` (a multi-label value joins labels
+    /// with +, e.g. celltype=HepG2+K562). Repeat to compose several positive terms. Without it,
+    /// sample i takes the model's default condition i mod K (every class in turn).
+    #[arg(long = "cond", value_name = "FIELD=VALUE,...")]
+    cond: Vec<String>,
+    /// A condition to steer away from (a negative term, e.g. celltype=GM12878). Repeatable.
+    #[arg(long = "not", value_name = "FIELD=VALUE,...")]
+    not: Vec<String>,
+    /// The weight of each --not term (default: the --guidance weight).
+    #[arg(long)]
+    not_guidance: Option<f64>,
+    /// Per-sample lengths for variable-length data: N, or A..B (each sample's length drawn
+    /// from the seed and its index).
+    #[arg(long, value_parser = parse_lengths)]
+    lengths: Option<Lengths>,
     /// Seed (default: the experiment's).
     #[arg(long)]
     seed: Option<u64>,
@@ -117,17 +135,21 @@ struct SampleArgs {
     batch_size: Option<usize>,
 }
 
-fn parse_sampler(s: &str) -> Result<SamplerKind, String> {
-    SamplerKind::parse(s).map_err(|e| e.to_string())
+fn parse_lengths(s: &str) -> Result<Lengths, String> {
+    Lengths::parse(s).map_err(|e| e.to_string())
 }
 
 impl SampleArgs {
     fn request(&self, quiet: bool) -> SampleRequest {
         SampleRequest {
             n: self.n,
-            sampler: self.sampler,
+            sampler: self.sampler.clone(),
             steps: self.steps,
             guidance: self.guidance,
+            not_guidance: self.not_guidance,
+            cond: self.cond.clone(),
+            not: self.not.clone(),
+            lengths: self.lengths.clone(),
             seed: self.seed,
             batch_size: self.batch_size,
             quiet,
@@ -147,22 +169,17 @@ fn device(name: &str) -> anyhow::Result<candle_core::Device> {
     }
 }
 
-/// Calls `$f::<Domain>($args)` for the domain named `$name`.
-macro_rules! with_domain {
-    ($name:expr, $origin:expr, $f:ident ( $($arg:expr),* )) => {
-        match $name.as_str() {
-            n if n == sugarcube_toy::Toy::NAME => run::$f::<sugarcube_toy::Toy>($($arg),*),
-            n if n == sugarcube_image::Image::NAME => run::$f::<sugarcube_image::Image>($($arg),*),
-            other => Err(anyhow::anyhow!(
-                "{}: unknown domain `{other}`: expected one of {}",
-                $origin,
-                DOMAINS.join(", ")
-            )),
-        }
-    };
+/// The registry entry of the domain an experiment file names.
+fn experiment_domain(experiment: &Path) -> anyhow::Result<&'static dyn DomainEntry> {
+    let name = sugarcube_core::config::domain_of(experiment)?;
+    registry::find(DOMAINS, &name, &experiment.display().to_string())
 }
 
-const DOMAINS: &[&str] = &[sugarcube_toy::Toy::NAME, sugarcube_image::Image::NAME];
+/// The registry entry of a run directory's domain.
+fn run_entry(run_dir: &Path) -> anyhow::Result<&'static dyn DomainEntry> {
+    let name = run_domain(run_dir)?;
+    registry::find(DOMAINS, &name, &run_dir.display().to_string())
+}
 
 fn run_domain(run_dir: &Path) -> anyhow::Result<String> {
     let cfg = run_dir.join("config.toml");
@@ -174,8 +191,22 @@ fn main() {
     sugarcube_core::tune_allocator();
     sugarcube_core::tune_threads();
     sugarcube_core::quiet_broken_pipe();
-    let cli = Cli::parse();
-    if let Err(e) = real_main(cli) {
+    // the domains' own subcommands (`sugarcube NAME ...`) mount beside the shared ones
+    let mut command = Cli::command();
+    for d in DOMAINS {
+        if let Some(c) = d.command() {
+            command = command.subcommand(c);
+        }
+    }
+    let matches = command.get_matches();
+    let result = match matches.subcommand() {
+        Some((name, sub)) if DOMAINS.iter().any(|d| d.name() == name && d.command().is_some()) => {
+            let d = registry::find(DOMAINS, name, "command line").expect("found above");
+            d.run_command(sub)
+        }
+        _ => Cli::from_arg_matches(&matches).map_err(anyhow::Error::from).and_then(real_main),
+    };
+    if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
@@ -186,10 +217,8 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
     let quiet = cli.quiet;
     match cli.command {
         Command::Train { experiment, out, resume, seed, until } => {
-            let domain = sugarcube_core::config::domain_of(&experiment)?;
             let opts = TrainOptions { out, resume, seed, quiet, stop_at: until };
-            let origin = experiment.display().to_string();
-            let (dir, report) = with_domain!(domain, origin, train(&experiment, &opts, &dev))?;
+            let (dir, report) = experiment_domain(&experiment)?.train(&experiment, &opts, &dev)?;
             println!(
                 "trained {} steps ({} this call, {:.0} examples/s), final loss {:.4}; run directory {}",
                 report.steps,
@@ -201,18 +230,14 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Sample { run_dir, req, bf16 } => {
             let _precision = sugarcube_core::nn::Bf16Compute::set(bf16)?;
-            let domain = run_domain(&run_dir)?;
-            let origin = run_dir.display().to_string();
-            let (out, files) = with_domain!(domain, origin, sample(&run_dir, &req.request(quiet), &dev))?;
+            let (out, files) = run_entry(&run_dir)?.sample(&run_dir, &req.request(quiet), &dev)?;
             println!("wrote {} files to {}", files.len(), out.display());
             for f in files {
                 println!("  {}", f.display());
             }
         }
         Command::Eval { run_dir, req } => {
-            let domain = run_domain(&run_dir)?;
-            let origin = run_dir.display().to_string();
-            let metrics = with_domain!(domain, origin, eval(&run_dir, &req.request(quiet), &dev))?;
+            let metrics = run_entry(&run_dir)?.eval(&run_dir, &req.request(quiet), &dev)?.metrics;
             let width = metrics.iter().map(|(k, _)| k.len()).max().unwrap_or(6).max(6);
             println!("{:<width$}  value", "metric");
             for (k, v) in &metrics {
@@ -227,9 +252,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench { experiment: Some(experiment), steps, n, json, bf16, .. } => {
             anyhow::ensure!(!bf16, "--bf16 is for the standard workloads; for {}, set precision = \"bf16\" under [train]", experiment.display());
-            let domain = sugarcube_core::config::domain_of(&experiment)?;
-            let origin = experiment.display().to_string();
-            let results = with_domain!(domain, origin, bench(&experiment, steps, n, &dev))?;
+            let results = experiment_domain(&experiment)?.bench(&experiment, steps, n, &dev)?;
             let machine = machine_description();
             if json {
                 for r in &results {

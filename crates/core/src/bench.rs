@@ -14,14 +14,17 @@
 //! timed steps, and reports the median; the per-operation breakdown comes from
 //! [`crate::profile`] scopes, averaged over the timed steps.
 
+use crate::cond::{CondDrop, CondSpec, Condition, Value};
+use crate::denoiser::{Denoiser, Inputs};
+use crate::domain::{Batch, DataInfo};
 use crate::nn::{Dims, SequenceTransformer, TransformerConfig, UNet, UNetConfig};
-use crate::optim::{gradients, AdamW, AdamWConfig};
+use crate::optim::{AdamW, AdamWConfig};
 use crate::params::Params;
-use crate::process::{GaussianConfig, GaussianProcess, Process};
+use crate::process::{GaussianConfig, GaussianProcess};
 use crate::profile;
-use crate::rng::Rng;
+use crate::rng::{Rng, Rows};
 use crate::tensor_util::randn;
-use crate::denoiser::Denoiser;
+use crate::train::StepContext;
 use candle_core::{DType, Device, Result, Tensor};
 use serde::Serialize;
 use std::time::Instant;
@@ -139,8 +142,8 @@ pub struct WorkloadResult {
 struct Setup {
     params: Params,
     model: Box<dyn Denoiser>,
-    x0: Tensor,
-    cond: Option<Tensor>,
+    batch: Batch,
+    info: DataInfo,
     process: GaussianProcess,
 }
 
@@ -150,12 +153,13 @@ fn setup(w: Workload, device: &Device) -> anyhow::Result<Setup> {
     let mut rng = Rng::new(1);
     let b = w.batch_size();
     let epsilon = GaussianProcess::new(GaussianConfig::default())?;
+    let unconditional = |x0: Tensor| Batch { x0, cond: vec![], lengths: None };
     Ok(match w {
         Workload::Unet2dTrain | Workload::Unet2dSampleForward => Setup {
-            model: Box::new(UNet::new(vb, &unet2d_config(), Dims::Two, 1, 1, None)?),
+            model: Box::new(UNet::new(vb, &unet2d_config(), Dims::Two, 1, 1, &CondSpec::default())?),
             params,
-            x0: randn(&mut rng, &[b, 1, 32, 32], DType::F32, device)?.clamp(-1f32, 1f32)?,
-            cond: None,
+            batch: unconditional(randn(&mut rng, &[b, 1, 32, 32], DType::F32, device)?.clamp(-1f32, 1f32)?),
+            info: DataInfo::new(vec![1, 32, 32]),
             process: epsilon,
         },
         Workload::Unet1dDnaTrain => {
@@ -168,12 +172,13 @@ fn setup(w: Workload, device: &Device) -> anyhow::Result<Setup> {
                     onehot[(row * 4 + base) * len + pos] = 1.0;
                 }
             }
-            let labels: Vec<u32> = (0..b).map(|_| rng.below(classes as u64) as u32).collect();
+            let cond: Vec<Condition> = (0..b).map(|_| Condition(vec![Value::Class(rng.below(classes as u64) as u32)])).collect();
+            let spec = CondSpec::classes("cell_type", (0..classes).map(|i| i.to_string()).collect());
             Setup {
-                model: Box::new(UNet::new(vb, &unet1d_dna_config(), Dims::One, 4, 4, Some(classes))?),
+                model: Box::new(UNet::new(vb, &unet1d_dna_config(), Dims::One, 4, 4, &spec)?),
                 params,
-                x0: Tensor::from_vec(onehot, (b, 4, len), device)?,
-                cond: Some(Tensor::from_vec(labels, b, device)?),
+                batch: Batch { x0: Tensor::from_vec(onehot, (b, 4, len), device)?, cond, lengths: None },
+                info: DataInfo::new(vec![4, len]).with_cond(spec),
                 process: epsilon,
             }
         }
@@ -183,10 +188,10 @@ fn setup(w: Workload, device: &Device) -> anyhow::Result<Setup> {
             let angles: Vec<f32> =
                 (0..b * len * features).map(|_| ((2.0 * rng.uniform() - 1.0) * std::f64::consts::PI) as f32).collect();
             Setup {
-                model: Box::new(SequenceTransformer::new(vb, &cfg, features)?),
+                model: Box::new(SequenceTransformer::new(vb, &cfg, features, &CondSpec::default())?),
                 params,
-                x0: Tensor::from_vec(angles, (b, len, features), device)?,
-                cond: None,
+                batch: unconditional(Tensor::from_vec(angles, (b, len, features), device)?),
+                info: DataInfo::new(vec![len, features]),
                 process: epsilon,
             }
         }
@@ -225,35 +230,24 @@ pub fn run(w: Workload, device: &Device, warmup: usize, iters: usize) -> anyhow:
     let s = setup(w, device)?;
     let vars = s.params.vars();
     let mut opt = AdamW::new(vars.clone(), AdamWConfig::default())?;
-    let mut rng = Rng::new(2);
-    let mut step = |rng: &mut Rng| -> Result<()> {
+    // the trainer's own micro-batch step (label dropout as the trainer's default)
+    let ctx = StepContext { process: &s.process, model: s.model.as_ref(), info: &s.info, cond_drop: 0.1, cond_drop_mode: CondDrop::Each };
+    let mut iteration = 0usize;
+    let mut step = || -> Result<()> {
+        iteration += 1;
         if w == Workload::Unet2dSampleForward {
             let t = Tensor::full(500f32, w.batch_size(), device)?;
             let _f = profile::scope("forward");
-            s.model.forward(&s.x0, &t, None)?.detach();
+            s.model.forward(&Inputs::new(&s.batch.x0, &t))?.detach();
             return Ok(());
         }
-        let batch = {
-            let _t = profile::scope("noise");
-            s.process.corrupt(&s.x0, rng)?
-        };
-        let out = {
-            let _t = profile::scope("forward");
-            s.model.forward_train(&batch.x_t, &batch.t, s.cond.as_ref(), rng)?
-        };
-        let loss = {
-            let _t = profile::scope("loss");
-            s.process.loss(&out, &batch)?
-        };
-        let grads = {
-            let _t = profile::scope("backward");
-            gradients(&loss.backward()?, &vars)?
-        };
+        let rows = Rows::training(2, iteration, 0, w.batch_size());
+        let (_, grads) = ctx.gradients(&s.batch, &rows, 1.0, &vars)?;
         let _t = profile::scope("optimizer");
         opt.step(&grads, 2e-4)
     };
     for _ in 0..warmup {
-        step(&mut rng)?;
+        step()?;
     }
     let was = profile::enabled();
     profile::take();
@@ -261,7 +255,7 @@ pub fn run(w: Workload, device: &Device, warmup: usize, iters: usize) -> anyhow:
     let mut times = Vec::with_capacity(iters);
     for _ in 0..iters {
         let began = Instant::now();
-        step(&mut rng)?;
+        step()?;
         times.push(began.elapsed().as_secs_f64());
     }
     profile::enable(was);

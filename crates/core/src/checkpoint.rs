@@ -2,7 +2,6 @@
 //! one JSON file of training state per saved step, each written to a temporary file and renamed,
 //! safetensors first, so a checkpoint whose JSON exists is complete. Loading runs no code.
 
-use crate::rng::Rng;
 use anyhow::Context;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -15,8 +14,6 @@ use std::path::{Path, PathBuf};
 pub struct TrainState {
     /// Optimiser steps completed.
     pub step: usize,
-    /// The trainer's random generator after that step.
-    pub rng: Rng,
     /// Hash of the training configuration (see `Experiment::train_hash`).
     pub config_hash: String,
     /// Mean loss over the last logging window.
@@ -141,7 +138,7 @@ mod tests {
         for step in [10, 20, 30] {
             let mut t = HashMap::new();
             t.insert("model.w".to_string(), Tensor::new(&[step as f32], &Device::Cpu)?);
-            let st = TrainState { step, rng: Rng::new(1), config_hash: "h".into(), loss: 0.5, seconds: 1.0 };
+            let st = TrainState { step, config_hash: "h".into(), loss: 0.5, seconds: 1.0 };
             save(&dir, &t, &st)?;
         }
         assert_eq!(latest(&dir).unwrap().step, 30);

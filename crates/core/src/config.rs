@@ -5,8 +5,8 @@
 //! key, and say what was expected.
 
 use crate::domain::Domain;
-use crate::process::GaussianConfig;
-use crate::sampler::SamplerConfig;
+use crate::process::ProcessConfig;
+use crate::sampler::SampleConfig;
 use crate::train::TrainConfig;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -31,15 +31,15 @@ pub struct Experiment<D, M, E> {
     pub data: D,
     /// The network.
     pub model: M,
-    /// The forward process.
+    /// The forward process (`kind` = gaussian, masked; default gaussian).
     #[serde(default)]
-    pub process: GaussianConfig,
+    pub process: ProcessConfig,
     /// Training settings.
     #[serde(default)]
     pub train: TrainConfig,
     /// Sampling settings.
     #[serde(default)]
-    pub sample: SamplerConfig,
+    pub sample: SampleConfig,
     /// Evaluation settings.
     #[serde(default)]
     pub eval: E,
@@ -96,7 +96,7 @@ where
             seed: u64,
             data: &'a D,
             model: &'a M,
-            process: &'a GaussianConfig,
+            process: &'a ProcessConfig,
             train: &'a TrainConfig,
         }
         let part = TrainPart {

@@ -3,9 +3,13 @@
 //!
 //! - [`schedule`]: discrete noise schedules (linear, scaled-linear, cosine, sigmoid, zero-SNR)
 //!   and Karras sigmas.
-//! - [`process`]: the Gaussian forward process (epsilon / x0 / v, min-SNR weighting, torus wrap).
-//! - [`sampler`]: DDPM, DDIM, Euler, Heun, DPM-Solver++(2M) as stateless functions.
-//! - [`denoiser`]: the network trait and classifier-free guidance.
+//! - [`process`]: forward processes that own both directions: the Gaussian process (epsilon /
+//!   x0 / v, min-SNR weighting, torus wrap) and MDLM's masked process over tokens.
+//! - [`sampler`]: samplers grouped by process, stateless functions in the style of k-diffusion.
+//! - [`cond`]: conditions as data (categorical, multi-label, scalar fields) and guidance terms.
+//! - [`denoiser`]: the network trait (one inputs struct: data, time, condition, padding mask),
+//!   composable classifier-free guidance, scorers for classifier guidance.
+//! - [`domain`], [`registry`]: how a domain plugs in, and how the CLI finds it.
 //! - [`train`], [`optim`], [`checkpoint`]: the trainer, AdamW with saveable state, checkpoints.
 //! - [`config`]: experiment files.
 //! - [`params`]: seeded parameter initialisation.
@@ -15,6 +19,7 @@
 
 pub mod bench;
 pub mod checkpoint;
+pub mod cond;
 pub mod config;
 pub mod denoiser;
 pub mod domain;
@@ -24,6 +29,7 @@ pub mod params;
 pub mod process;
 pub mod profile;
 pub mod progress;
+pub mod registry;
 pub mod rng;
 pub mod run;
 pub mod sampler;

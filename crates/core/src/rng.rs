@@ -105,6 +105,146 @@ impl Rng {
     }
 }
 
+/// Per-row random streams: one [`Rng`] per batch row, each keyed by what the row is (a sample's
+/// index in a sampling run, an example's position in a training step), so the numbers a row
+/// draws never depend on the batch it sits in or on how a batch is split.
+///
+/// With lengths set ([`Rows::with_lengths`]), item-shaped draws ([`Rows::normal`]) fill only a
+/// row's real positions (those below its length along the item's length axis) and leave
+/// padded ones at zero, so a row's draws do not depend on the padding around it either.
+#[derive(Clone, Debug)]
+pub struct Rows {
+    keys: Vec<(u64, u64)>,
+    rngs: Vec<Rng>,
+    lengths: Option<(Vec<usize>, usize)>,
+}
+
+impl Rows {
+    /// Streams `Rng::stream(seed, first + i)` for rows `i = 0 .. rows` (sample `first + i` of a
+    /// sampling run).
+    pub fn new(seed: u64, first: usize, rows: usize) -> Self {
+        let keys: Vec<(u64, u64)> = (first..first + rows).map(|i| (seed, i as u64)).collect();
+        let rngs = keys.iter().map(|&(s, i)| Rng::stream(s, i)).collect();
+        Self { keys, rngs, lengths: None }
+    }
+
+    /// Streams for the examples at positions `first .. first + rows` of training step `step`:
+    /// keyed by (seed, step, position), so any split of a step's examples into micro-batches (or
+    /// ranks) draws the same numbers per example.
+    pub fn training(seed: u64, step: usize, first: usize, rows: usize) -> Self {
+        let step_seed = Rng::stream(seed ^ 0x7EA1_0000, step as u64).next_u64();
+        Self::new(step_seed, first, rows)
+    }
+
+    /// Independent streams for another purpose (`tag`) of the same rows: each row's stream is
+    /// derived from its key and the tag, so purposes do not share or shift each other's draws.
+    pub fn purpose(&self, tag: u64) -> Self {
+        let rngs = self.keys.iter().map(|&(s, i)| Rng::stream(Rng::stream(s, i).next_u64(), tag)).collect();
+        Self { keys: self.keys.clone(), rngs, lengths: self.lengths.clone() }
+    }
+
+    /// Marks row `i` as having `lengths[i]` real positions along axis `axis` of an item (the
+    /// axis after the batch axis is 0).
+    pub fn with_lengths(mut self, lengths: Vec<usize>, axis: usize) -> Self {
+        assert_eq!(lengths.len(), self.rngs.len(), "Rows: one length per row");
+        self.lengths = Some((lengths, axis));
+        self
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.rngs.len()
+    }
+
+    /// True without rows.
+    pub fn is_empty(&self) -> bool {
+        self.rngs.is_empty()
+    }
+
+    /// Row `i`'s generator.
+    pub fn row(&mut self, i: usize) -> &mut Rng {
+        &mut self.rngs[i]
+    }
+
+    /// All rows' generators.
+    pub fn rngs(&mut self) -> &mut [Rng] {
+        &mut self.rngs
+    }
+
+    /// One uniform draw in [0, 1) per row.
+    pub fn uniform(&mut self) -> Vec<f64> {
+        self.rngs.iter_mut().map(|r| r.uniform()).collect()
+    }
+
+    /// The number of elements of each row of an item-shaped tensor `shape` (`[rows, ...]`) that
+    /// are real: all of them without lengths. Errors on a batch-size mismatch.
+    fn check(&self, shape: &[usize]) -> candle_core::Result<()> {
+        if shape.first() != Some(&self.rngs.len()) {
+            candle_core::bail!("Rows: a draw of shape {shape:?} for {} rows", self.rngs.len());
+        }
+        Ok(())
+    }
+
+    /// For each element of one row of `item` shape, whether it is a real position of row `row`.
+    fn real(&self, item: &[usize], row: usize) -> Option<Vec<bool>> {
+        let (lengths, axis) = self.lengths.as_ref()?;
+        let len = lengths[row];
+        let inner: usize = item[axis + 1..].iter().product();
+        let n: usize = item.iter().product();
+        Some((0..n).map(|e| (e / inner) % item[*axis] < len).collect())
+    }
+
+    /// `f` applied per element of each row, from that row's generator, for real positions only
+    /// (padded positions get `pad`), as a `[rows, ...]` float32 tensor.
+    fn per_element(
+        &mut self,
+        shape: &[usize],
+        pad: f32,
+        device: &candle_core::Device,
+        mut f: impl FnMut(&mut Rng) -> f32,
+    ) -> candle_core::Result<candle_core::Tensor> {
+        self.check(shape)?;
+        let item = &shape[1..];
+        let per: usize = item.iter().product();
+        let mut data = Vec::with_capacity(per * self.rngs.len());
+        for row in 0..self.rngs.len() {
+            match self.real(item, row) {
+                None => data.extend((0..per).map(|_| f(&mut self.rngs[row]))),
+                Some(real) => data.extend(real.iter().map(|&r| if r { f(&mut self.rngs[row]) } else { pad })),
+            }
+        }
+        candle_core::Tensor::from_vec(data, shape, device)
+    }
+
+    /// A standard-normal tensor of `shape` (`[rows, ...]`), each row from its own stream (zero at
+    /// padded positions), cast to `dtype`.
+    pub fn normal(&mut self, shape: &[usize], dtype: candle_core::DType, device: &candle_core::Device) -> candle_core::Result<candle_core::Tensor> {
+        self.per_element(shape, 0.0, device, |r| r.normal() as f32)?.to_dtype(dtype)
+    }
+
+    /// A uniform [0, 1) tensor of `shape` (`[rows, ...]`), each row from its own stream (1 at
+    /// padded positions), as float32.
+    pub fn uniform_like(&mut self, shape: &[usize], device: &candle_core::Device) -> candle_core::Result<candle_core::Tensor> {
+        self.per_element(shape, 1.0, device, |r| r.uniform() as f32)
+    }
+
+    /// Dropout multipliers for a `[rows, ...]` activation: 0 with probability `p`, else
+    /// `1 / (1 - p)`, each row's from its own stream (one uniform per element).
+    pub fn dropout_mask(&mut self, shape: &[usize], p: f64) -> candle_core::Result<Vec<f32>> {
+        self.check(shape)?;
+        if !(0.0..1.0).contains(&p) {
+            candle_core::bail!("dropout probability must be in [0, 1), got {p}");
+        }
+        let scale = (1.0 / (1.0 - p)) as f32;
+        let per: usize = shape[1..].iter().product();
+        let mut out = Vec::with_capacity(per * self.rngs.len());
+        for r in self.rngs.iter_mut() {
+            out.extend((0..per).map(|_| if r.uniform() < p { 0.0 } else { scale }));
+        }
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,6 +268,34 @@ mod tests {
         let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64;
         assert!(mean.abs() < 0.01, "mean {mean}");
         assert!((var - 1.0).abs() < 0.01, "var {var}");
+    }
+
+    #[test]
+    fn rows_are_keyed_by_row_not_batch() -> candle_core::Result<()> {
+        let dev = candle_core::Device::Cpu;
+        let all = Rows::training(3, 7, 0, 4).purpose(2).normal(&[4, 3], candle_core::DType::F32, &dev)?;
+        let tail = Rows::training(3, 7, 2, 2).purpose(2).normal(&[2, 3], candle_core::DType::F32, &dev)?;
+        assert_eq!(all.narrow(0, 2, 2)?.to_vec2::<f32>()?, tail.to_vec2::<f32>()?);
+        let other = Rows::training(3, 7, 0, 4).purpose(3).normal(&[4, 3], candle_core::DType::F32, &dev)?;
+        assert_ne!(all.to_vec2::<f32>()?, other.to_vec2::<f32>()?);
+        let next_step = Rows::training(3, 8, 0, 4).purpose(2).normal(&[4, 3], candle_core::DType::F32, &dev)?;
+        assert_ne!(all.to_vec2::<f32>()?, next_step.to_vec2::<f32>()?);
+        Ok(())
+    }
+
+    #[test]
+    fn padded_draws_do_not_depend_on_the_padding() -> candle_core::Result<()> {
+        let dev = candle_core::Device::Cpu;
+        // items [L, 2] with the length on axis 0: row 0 has 2 real positions
+        let short = Rows::new(1, 0, 1).with_lengths(vec![2], 0).normal(&[1, 2, 2], candle_core::DType::F32, &dev)?;
+        let long = Rows::new(1, 0, 1).with_lengths(vec![2], 0).normal(&[1, 5, 2], candle_core::DType::F32, &dev)?;
+        assert_eq!(short.flatten_all()?.to_vec1::<f32>()?, long.narrow(1, 0, 2)?.flatten_all()?.to_vec1::<f32>()?);
+        assert!(long.narrow(1, 2, 3)?.flatten_all()?.to_vec1::<f32>()?.iter().all(|v| *v == 0.0));
+        // channels first, [C, L] with the length on axis 1
+        let a = Rows::new(1, 0, 1).with_lengths(vec![3], 1).normal(&[1, 2, 3], candle_core::DType::F32, &dev)?;
+        let b = Rows::new(1, 0, 1).with_lengths(vec![3], 1).normal(&[1, 2, 8], candle_core::DType::F32, &dev)?;
+        assert_eq!(a.to_vec3::<f32>()?, b.narrow(2, 0, 3)?.to_vec3::<f32>()?);
+        Ok(())
     }
 
     #[test]

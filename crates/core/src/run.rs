@@ -5,17 +5,20 @@
 //! `checkpoints/`, `metrics.jsonl`, `samples/` and `eval.json`.
 
 use crate::checkpoint::{self, write_atomic};
+use crate::cond::{Condition, Guidance};
 use crate::config::ExperimentOf;
-use crate::denoiser::{Denoiser, Guided};
-use crate::domain::{DataInfo, Domain, Metric, Split};
+use crate::denoiser::{Denoiser, Guided, Inputs};
+use crate::domain::{DataInfo, Domain, Evaluation, Samples, Split};
 use crate::params::Params;
-use crate::process::GaussianProcess;
+use crate::process::{Process, SampleJob};
 use crate::progress::Progress;
-use crate::sampler::{self, RowNoise, SamplerConfig, SamplerKind};
+use crate::rng::{Rng, Rows};
+use crate::sampler::{self, SampleConfig};
 use crate::train::{strip_prefix, TrainReport, Trainer};
 use anyhow::Context;
 use candle_core::{DType, Device, Tensor};
 use serde::Serialize;
+use sha2::Digest;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -60,9 +63,11 @@ pub fn train_experiment<Dm: Domain>(
         );
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create run directory {}", dir.display()))?;
-    let process = GaussianProcess::new(exp.process.clone())?;
     let dataset = Dm::dataset(&exp.data, Split::Train, exp.seed)?;
     let info = dataset.info();
+    let process = exp.process.build(&info)?;
+    // the [sample] table is checked now, not after training
+    process.model_calls(&exp.sample).context("in the [sample] table")?;
     let params = Params::new(exp.seed);
     let model = Dm::denoiser(&exp.model, &info, params.var_builder(DType::F32, device))?;
     write_atomic(&dir.join("config.toml"), exp.to_toml()?.as_bytes())?;
@@ -78,7 +83,7 @@ pub fn train_experiment<Dm: Domain>(
     }
     let trainer = Trainer {
         cfg: &exp.train,
-        process: &process,
+        process: process.as_ref(),
         dataset: dataset.as_ref(),
         model: model.as_ref(),
         params: &params,
@@ -88,22 +93,31 @@ pub fn train_experiment<Dm: Domain>(
         run_dir: dir.clone(),
         quiet: opts.quiet,
         stop_at: opts.stop_at,
+        after_step: None,
     };
     let report = trainer.run(opts.resume)?;
     Ok((dir, report))
 }
 
-/// Overrides of the experiment's `[sample]` settings.
+/// Overrides of the experiment's `[sample]` settings, and what to generate.
 #[derive(Clone, Debug, Default)]
 pub struct SampleRequest {
     /// How many samples.
     pub n: Option<usize>,
-    /// Which sampler.
-    pub sampler: Option<SamplerKind>,
+    /// Which sampler (a name the process knows).
+    pub sampler: Option<String>,
     /// Sampling steps.
     pub steps: Option<usize>,
-    /// Guidance scale.
+    /// Weight of each positive condition.
     pub guidance: Option<f64>,
+    /// Weight of each negative condition (default: the positive weight).
+    pub not_guidance: Option<f64>,
+    /// Positive conditions, each `field=value,...` (`--cond`); none: the domain's defaults.
+    pub cond: Vec<String>,
+    /// Negative conditions (`--not`).
+    pub not: Vec<String>,
+    /// Per-sample lengths for variable-length data (`--lengths 50..128` or `64`).
+    pub lengths: Option<Lengths>,
     /// Seed (default: the experiment's).
     pub seed: Option<u64>,
     /// Samples per batch.
@@ -112,18 +126,55 @@ pub struct SampleRequest {
     pub quiet: bool,
 }
 
+/// The lengths of generated samples along the data's length axis.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lengths {
+    /// Every sample this long.
+    Fixed(usize),
+    /// Sample `i` draws its length uniformly from `lo..=hi` (from a stream keyed by the seed and
+    /// `i`, so lengths do not depend on the batch size).
+    Range(usize, usize),
+}
+
+impl Lengths {
+    /// Parses `N` or `A..B` (inclusive).
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let bad = || anyhow::anyhow!("--lengths: expected N or A..B (for example 64 or 50..128), got `{text}`");
+        match text.split_once("..") {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) = (a.trim().parse().map_err(|_| bad())?, b.trim().trim_start_matches('=').parse().map_err(|_| bad())?);
+                anyhow::ensure!(a >= 1 && a <= b, "--lengths {text}: expected 1 <= A <= B");
+                Ok(Lengths::Range(a, b))
+            }
+            None => {
+                let n: usize = text.trim().parse().map_err(|_| bad())?;
+                anyhow::ensure!(n >= 1, "--lengths must be at least 1");
+                Ok(Lengths::Fixed(n))
+            }
+        }
+    }
+
+    /// The length of sample `i`.
+    pub fn of(&self, seed: u64, i: usize) -> usize {
+        match *self {
+            Lengths::Fixed(n) => n,
+            Lengths::Range(a, b) => a + Rng::stream(seed ^ 0x1E46_7A5, i as u64).below((b - a + 1) as u64) as usize,
+        }
+    }
+}
+
 /// A trained run, loaded for sampling.
 pub struct LoadedRun<Dm: Domain> {
     /// The run directory.
     pub dir: PathBuf,
     /// Its experiment.
     pub exp: ExperimentOf<Dm>,
-    /// Data shapes and classes.
+    /// Data shapes and conditions.
     pub info: DataInfo,
     /// The network, holding the EMA weights when the run kept them.
     pub model: Box<dyn Denoiser>,
     /// The process it was trained with.
-    pub process: GaussianProcess,
+    pub process: Box<dyn Process>,
     /// The checkpoint step loaded.
     pub step: usize,
     device: Device,
@@ -147,33 +198,49 @@ pub fn load_run<Dm: Domain>(dir: &Path, device: &Device) -> anyhow::Result<Loade
     // activations are freed as soon as they are used
     let vb = candle_nn::VarBuilder::from_tensors(strip_prefix(&t, prefix), DType::F32, device);
     let model = Dm::denoiser(&exp.model, &info, vb).with_context(|| format!("loading {}", c.tensors.display()))?;
-    let process = GaussianProcess::new(exp.process.clone())?;
+    let process = exp.process.build(&info)?;
     Ok(LoadedRun { dir: dir.to_path_buf(), exp, info, model, process, step: c.step, device: device.clone() })
 }
 
 /// Generated samples with their settings.
 pub struct Generated {
-    /// `[N, ...]` samples.
+    /// `[N, ...]` samples (padded to the longest for variable lengths).
     pub samples: Tensor,
-    /// Class ids when the model is conditional (sample i has class i mod K).
-    pub labels: Option<Vec<u32>>,
-    /// The sampler settings used.
-    pub sampler: SamplerConfig,
+    /// Each sample's first positive condition (sample i takes default i mod K without
+    /// `--cond`); empty for an unconditional model.
+    pub conditions: Vec<Condition>,
+    /// The guidance used.
+    pub guidance: Guidance,
+    /// Each sample's length, for variable-length data.
+    pub lengths: Option<Vec<usize>>,
+    /// The sampler settings used (with the sampler's name resolved).
+    pub sampler: SampleConfig,
     /// The seed used.
     pub seed: u64,
     /// Wall-clock seconds.
     pub seconds: f64,
 }
 
+impl Generated {
+    /// The view a domain's writer and evaluation take.
+    pub fn view(&self) -> Samples<'_> {
+        Samples { x: &self.samples, conditions: &self.conditions, lengths: self.lengths.as_deref() }
+    }
+}
+
 impl<Dm: Domain> LoadedRun<Dm> {
-    /// The experiment's sampler settings with the request's overrides.
-    pub fn sampler_config(&self, req: &SampleRequest) -> SamplerConfig {
+    /// The experiment's sampler settings with the request's overrides, the sampler's name
+    /// resolved to the process's default when none is given.
+    pub fn sampler_config(&self, req: &SampleRequest) -> SampleConfig {
         let mut c = self.exp.sample.clone();
         if let Some(v) = req.n {
             c.n = v;
         }
-        if let Some(v) = req.sampler {
-            c.sampler = v;
+        if let Some(v) = &req.sampler {
+            c.sampler = Some(v.clone());
+        }
+        if c.sampler.is_none() {
+            c.sampler = Some(self.process.samplers()[0].to_string());
         }
         if let Some(v) = req.steps {
             c.steps = v;
@@ -181,58 +248,164 @@ impl<Dm: Domain> LoadedRun<Dm> {
         if let Some(v) = req.guidance {
             c.guidance = v;
         }
+        if let Some(v) = req.not_guidance {
+            c.not_guidance = Some(v);
+        }
         if let Some(v) = req.batch_size {
             c.batch_size = v;
         }
         c
     }
 
-    /// Draws samples. Sample i uses noise stream i of the seed and class i mod K, so the result
-    /// does not depend on the batch size.
+    /// The conditions a request asks for, parsed against the model's condition fields.
+    pub fn guidance(&self, req: &SampleRequest, cfg: &SampleConfig) -> anyhow::Result<Guidance> {
+        let spec = &self.info.cond;
+        let parse = |texts: &[String], flag: &str| -> anyhow::Result<Vec<Condition>> {
+            texts.iter().map(|t| spec.parse(t).with_context(|| format!("{flag} {t}"))).collect()
+        };
+        if spec.is_empty() {
+            anyhow::ensure!(
+                req.cond.is_empty() && req.not.is_empty(),
+                "{} is unconditional: it takes no --cond or --not",
+                self.dir.display()
+            );
+        }
+        let positive = parse(&req.cond, "--cond")?;
+        let negative = parse(&req.not, "--not")?;
+        anyhow::ensure!(negative.is_empty() || !spec.is_empty(), "--not needs a conditional model");
+        Ok(Guidance { positive, negative, scale: cfg.guidance, negative_scale: cfg.not_guidance.unwrap_or(cfg.guidance) })
+    }
+
+    /// Draws samples. Sample i uses random stream i of the seed, its length from a stream of
+    /// its own, and (without `--cond`) default condition i mod K, so the result does not depend
+    /// on the batch size.
     pub fn generate(&self, req: &SampleRequest) -> anyhow::Result<Generated> {
         let cfg = self.sampler_config(req);
         anyhow::ensure!(cfg.n >= 1, "the number of samples must be at least 1");
         anyhow::ensure!(cfg.batch_size >= 1, "sample.batch_size must be at least 1");
         let seed = req.seed.unwrap_or(self.exp.seed);
-        let classes = self.info.num_classes;
-        let labels: Option<Vec<u32>> = classes.map(|k| (0..cfg.n).map(|i| (i % k) as u32).collect());
-        let calls_per_batch = cfg.sampler.model_calls(cfg.steps) as u64;
+        let guidance = self.guidance(req, &cfg)?;
+        let spec = &self.info.cond;
+        let defaults = spec.defaults();
+        let lengths: Option<Vec<usize>> = match (&req.lengths, self.info.length_axis) {
+            (Some(l), Some(axis)) => {
+                let max = self.info.item_shape[axis];
+                let v: Vec<usize> = (0..cfg.n).map(|i| l.of(seed, i)).collect();
+                if let Some(&too_long) = v.iter().find(|&&n| n > max) {
+                    anyhow::bail!("--lengths: {too_long} is longer than the model's longest length {max}");
+                }
+                Some(v)
+            }
+            (Some(_), None) => anyhow::bail!("--lengths: this data has one fixed shape {:?}", self.info.item_shape),
+            (None, _) => None,
+        };
+        let calls_per_batch = self.process.model_calls(&cfg)? as u64;
         let batches = cfg.n.div_ceil(cfg.batch_size);
         let mut progress = Progress::new("sample", "call", calls_per_batch * batches as u64, 0, req.quiet);
         let began = Instant::now();
         let mut parts = vec![];
+        let mut conditions = vec![];
         let mut done_calls = 0u64;
         for first in (0..cfg.n).step_by(cfg.batch_size) {
             let b = cfg.batch_size.min(cfg.n - first);
-            let cond = match &labels {
-                Some(l) => Some(Tensor::from_vec(l[first..first + b].to_vec(), b, &self.device)?),
-                None => None,
-            };
-            let guided = Guided {
-                denoiser: self.model.as_ref(),
-                cond,
-                null_class: classes.unwrap_or(0) as u32,
-                scale: cfg.guidance,
-            };
-            let mut noise = RowNoise::new(seed, first, b);
+            let per_row: Vec<Vec<Condition>> = (first..first + b).map(|i| guidance.positive_for(spec, &defaults, i)).collect();
+            let terms = per_row.first().map_or(0, |p| p.len());
+            let positive: Vec<(Vec<Condition>, f64)> =
+                (0..terms).map(|k| (per_row.iter().map(|p| p[k].clone()).collect(), guidance.scale)).collect();
+            let negative: Vec<(Vec<Condition>, f64)> =
+                guidance.negative.iter().map(|n| (vec![n.clone(); b], guidance.negative_scale)).collect();
+            conditions.extend(per_row.iter().filter_map(|p| p.first().cloned()));
             let mut shape = vec![b];
             shape.extend(&self.info.item_shape);
+            let mut rows = Rows::new(seed, first, b);
+            let mut mask = None;
+            if let (Some(all), Some(axis)) = (&lengths, self.info.length_axis) {
+                let own = all[first..first + b].to_vec();
+                shape[axis + 1] = *own.iter().max().expect("a batch has rows");
+                mask = Some(crate::tensor_util::position_mask(&own, &shape[1..], axis, &self.device)?.reshape((b, ()))?);
+                rows = rows.with_lengths(own, axis);
+            }
+            let guided = Guided::new(self.model.as_ref(), spec, &positive, &negative, b, mask, &self.device)?;
             let mut obs = |_: &sampler::StepInfo| {
                 done_calls += 1;
                 progress.set(done_calls, "");
             };
-            let x = sampler::sample(&cfg, &self.process, &guided, &mut noise, &shape, &self.device, &mut obs)?;
-            parts.push(x);
+            let job = SampleJob {
+                cfg: &cfg,
+                model: &guided,
+                rows: &mut rows,
+                shape: &shape,
+                device: &self.device,
+                scorer: None,
+                edit: None,
+                obs: &mut obs,
+            };
+            parts.push(self.process.sample(job)?);
         }
         let seconds = began.elapsed().as_secs_f64();
         progress.finish(&format!("{} samples in {seconds:.1}s", cfg.n));
-        Ok(Generated { samples: Tensor::cat(&parts, 0)?, labels, sampler: cfg, seed, seconds })
+        let samples = match (&lengths, self.info.length_axis) {
+            (Some(_), Some(axis)) => pad_cat(&parts, axis + 1)?,
+            _ => Tensor::cat(&parts, 0)?,
+        };
+        Ok(Generated { samples, conditions, guidance, lengths, sampler: cfg, seed, seconds })
+    }
+
+    /// The model's bound on the negative log-likelihood of held-out data, in bits per real
+    /// position (None for processes without one): over the first `n` held-out examples, with
+    /// the examples' own conditions, 16 stratified times per example.
+    pub fn nll_bound_bits(&self, n: usize) -> anyhow::Result<Option<f64>> {
+        let held = Dm::dataset(&self.exp.data, Split::Heldout, self.exp.seed)?;
+        let n = n.min(held.len());
+        let (mut total, mut count) = (0.0, 0usize);
+        for first in (0..n).step_by(256) {
+            let idx: Vec<usize> = (first..n.min(first + 256)).collect();
+            let batch = held.batch(&idx, &self.device)?;
+            let cond = if self.info.cond.is_empty() { None } else { Some(self.info.cond.encode(&batch.cond, &self.device)?) };
+            let mask = match (&batch.lengths, self.info.length_axis) {
+                (Some(l), Some(axis)) => Some(crate::tensor_util::position_mask(l, &batch.x0.dims()[1..], axis, &self.device)?.reshape((idx.len(), ()))?),
+                _ => None,
+            };
+            let net = |x: &Tensor, time: &Tensor| {
+                self.model.forward(&Inputs { x, time, cond: cond.as_ref(), mask: mask.as_ref() }).map(|t| t.detach())
+            };
+            let mut rows = Rows::new(self.exp.seed ^ 0xE1B0, first, idx.len());
+            match self.process.nll_bound(&net, &batch.x0, mask.as_ref(), &mut rows, 16)? {
+                None => return Ok(None),
+                Some(v) => {
+                    total += v.iter().sum::<f64>();
+                    count += v.len();
+                }
+            }
+        }
+        Ok(Some(total / count.max(1) as f64 / std::f64::consts::LN_2))
     }
 }
 
-/// Samples from a run and writes them under `RUN/samples/SAMPLER-STEPS-gW-seedS-nN/` (with
-/// `-bf16` appended when drawn with bfloat16 compute, [`crate::nn::Bf16Compute`]): the domain's
-/// files plus `samples.safetensors` (`samples`, and `labels` when conditional).
+/// Concatenates batches along the rows, padding each with zeros along `axis` to the longest.
+fn pad_cat(parts: &[Tensor], axis: usize) -> anyhow::Result<Tensor> {
+    let max = parts.iter().map(|p| p.dim(axis)).collect::<candle_core::Result<Vec<_>>>()?.into_iter().max().unwrap_or(0);
+    let padded = parts
+        .iter()
+        .map(|p| {
+            let l = p.dim(axis)?;
+            if l == max {
+                Ok(p.clone())
+            } else {
+                let mut shape = p.dims().to_vec();
+                shape[axis] = max - l;
+                Tensor::cat(&[p, &Tensor::zeros(shape, p.dtype(), p.device())?], axis)
+            }
+        })
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Ok(Tensor::cat(&padded, 0)?)
+}
+
+/// Samples from a run and writes them under
+/// `RUN/samples/SAMPLER-STEPSsteps-gW-seedS-nN[-cHASH][-bf16]/` (`-cHASH` names the conditions
+/// asked for with `--cond`/`--not`; `-bf16` when drawn with bfloat16 compute,
+/// [`crate::nn::Bf16Compute`]): the domain's files plus `samples.safetensors` (`samples`, and
+/// `lengths` for variable-length data) and `conditions.json` (each sample's condition).
 pub fn sample<Dm: Domain>(dir: &Path, req: &SampleRequest, device: &Device) -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
     let run = load_run::<Dm>(dir, device)?;
     let g = run.generate(req)?;
@@ -241,32 +414,61 @@ pub fn sample<Dm: Domain>(dir: &Path, req: &SampleRequest, device: &Device) -> a
 
 /// Writes generated samples into the run's samples folder; returns the folder and its files.
 fn write_generated<Dm: Domain>(run: &LoadedRun<Dm>, g: &Generated) -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
+    let spec = &run.info.cond;
+    let conds = if g.guidance.positive.is_empty() && g.guidance.negative.is_empty() {
+        String::new()
+    } else {
+        let text: Vec<String> = g
+            .guidance
+            .positive
+            .iter()
+            .map(|c| spec.format(c))
+            .chain(g.guidance.negative.iter().map(|c| format!("not {}", spec.format(c))))
+            .collect();
+        let h = sha2::Sha256::digest(format!("{text:?}{}", g.guidance.negative_scale).as_bytes());
+        format!("-c{:x}", h)[..10].to_string()
+    };
     let out = run.dir.join("samples").join(format!(
-        "{}-{}steps-g{}-seed{}-n{}{}",
-        g.sampler.sampler.name(),
+        "{}-{}steps-g{}-seed{}-n{}{}{}",
+        g.sampler.sampler_name(),
         g.sampler.steps,
         g.sampler.guidance,
         g.seed,
         g.sampler.n,
+        conds,
         if crate::nn::bf16_compute() { "-bf16" } else { "" }
     ));
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut t = HashMap::new();
     t.insert("samples".to_string(), g.samples.clone());
-    if let Some(l) = &g.labels {
-        t.insert("labels".to_string(), Tensor::from_vec(l.clone(), l.len(), &Device::Cpu)?);
+    if let Some(l) = &g.lengths {
+        t.insert("lengths".to_string(), Tensor::from_vec(l.iter().map(|&v| v as u32).collect::<Vec<_>>(), l.len(), &Device::Cpu)?);
     }
     let raw = out.join("samples.safetensors");
     checkpoint::save_tensors(&raw, &t)?;
-    let mut files = Dm::write_samples(&run.exp.data, &run.info, &g.samples, g.labels.as_deref(), &out)?;
-    files.insert(0, raw);
+    let mut files = vec![raw];
+    if !spec.is_empty() {
+        let listing = serde_json::json!({
+            "positive": g.guidance.positive.iter().map(|c| spec.format(c)).collect::<Vec<_>>(),
+            "negative": g.guidance.negative.iter().map(|c| spec.format(c)).collect::<Vec<_>>(),
+            "guidance": g.guidance.scale,
+            "not_guidance": g.guidance.negative_scale,
+            "samples": g.conditions.iter().map(|c| spec.format(c)).collect::<Vec<_>>(),
+        });
+        let path = out.join("conditions.json");
+        write_atomic(&path, serde_json::to_string_pretty(&listing)?.as_bytes())?;
+        files.push(path);
+    }
+    files.extend(Dm::write_samples(&run.exp.data, &run.info, &g.view(), &out)?);
     Ok((out, files))
 }
 
 /// Samples `n` from a run (default: the domain's evaluation size), keeps the samples in the
-/// run's samples folder, scores them, writes `RUN/eval.json` (a flat object of named metrics)
-/// and returns the metrics.
-pub fn eval<Dm: Domain>(dir: &Path, req: &SampleRequest, device: &Device) -> anyhow::Result<Vec<Metric>> {
+/// run's samples folder, scores them, writes `RUN/eval.json` (a flat object of named figures,
+/// each with its floor beside it where one exists) and `RUN/eval-details.json` (tables and
+/// matrices), and returns the evaluation. For processes with a likelihood bound it adds
+/// `nll_bound_bits`, the bound in bits per position on held-out data.
+pub fn eval<Dm: Domain>(dir: &Path, req: &SampleRequest, device: &Device) -> anyhow::Result<Evaluation> {
     let run = load_run::<Dm>(dir, device)?;
     let mut req = req.clone();
     if req.n.is_none() {
@@ -274,16 +476,21 @@ pub fn eval<Dm: Domain>(dir: &Path, req: &SampleRequest, device: &Device) -> any
     }
     let g = run.generate(&req)?;
     write_generated(&run, &g)?;
-    let mut metrics =
-        Dm::evaluate(&run.exp.data, &run.exp.eval, run.exp.seed, &g.samples, g.labels.as_deref())?;
-    metrics.push(("samples".into(), g.sampler.n as f64));
-    metrics.push(("sampling_steps".into(), g.sampler.steps as f64));
-    metrics.push(("guidance".into(), g.sampler.guidance));
-    metrics.push(("checkpoint_step".into(), run.step as f64));
+    let mut ev = Dm::evaluate(&run.exp.data, &run.exp.eval, run.exp.seed, &g.view())?;
+    if let Some(bits) = run.nll_bound_bits(g.sampler.n)? {
+        ev.metrics.push(("nll_bound_bits".into(), bits));
+    }
+    ev.metrics.push(("samples".into(), g.sampler.n as f64));
+    ev.metrics.push(("sampling_steps".into(), g.sampler.steps as f64));
+    ev.metrics.push(("guidance".into(), g.sampler.guidance));
+    ev.metrics.push(("checkpoint_step".into(), run.step as f64));
     let obj: serde_json::Map<String, serde_json::Value> =
-        metrics.iter().map(|(k, v)| (k.clone(), serde_json::json!(v))).collect();
+        ev.metrics.iter().map(|(k, v)| (k.clone(), serde_json::json!(v))).collect();
     write_atomic(&dir.join("eval.json"), serde_json::to_string_pretty(&obj)?.as_bytes())?;
-    Ok(metrics)
+    if !ev.details.is_empty() {
+        write_atomic(&dir.join("eval-details.json"), serde_json::to_string_pretty(&ev.details)?.as_bytes())?;
+    }
+    Ok(ev)
 }
 
 /// One benchmark figure.
@@ -325,9 +532,9 @@ pub fn bench<Dm: Domain>(experiment: &Path, steps: usize, n: usize, device: &Dev
     let run = load_run::<Dm>(&dir, device)?;
     let req = SampleRequest { n: Some(n), quiet: true, ..Default::default() };
     let g = run.generate(&req)?;
-    let calls = g.sampler.sampler.model_calls(g.sampler.steps) * n.div_ceil(g.sampler.batch_size);
+    let calls = run.process.model_calls(&g.sampler)? * n.div_ceil(g.sampler.batch_size);
     out.push(BenchResult {
-        workload: format!("{}_sample_{}{}", exp.name, g.sampler.sampler.name(), g.sampler.steps),
+        workload: format!("{}_sample_{}{}", exp.name, g.sampler.sampler_name(), g.sampler.steps),
         items_per_s: n as f64 / g.seconds,
         steps_per_s: calls as f64 / g.seconds,
         batch_size: g.sampler.batch_size.min(n),

@@ -45,3 +45,34 @@ pub fn randn(
 pub fn scalar_f64(t: &Tensor) -> Result<f64> {
     t.to_dtype(DType::F64)?.to_scalar::<f64>()
 }
+
+/// One-hot encoding of `[...]` u32 ids as `[..., classes]` float32 (ids at or above `classes`
+/// give an all-zero row).
+pub fn one_hot(ids: &Tensor, classes: usize) -> Result<Tensor> {
+    let mut shape = ids.dims().to_vec();
+    let flat = ids.flatten_all()?.to_dtype(DType::U32)?.to_vec1::<u32>()?;
+    let mut data = vec![0f32; flat.len() * classes];
+    for (i, &id) in flat.iter().enumerate() {
+        if (id as usize) < classes {
+            data[i * classes + id as usize] = 1.0;
+        }
+    }
+    shape.push(classes);
+    Tensor::from_vec(data, shape, ids.device())
+}
+
+/// The `[B, ...]` float32 padding mask of a batch whose items have shape `item` and whose rows
+/// have `lengths[i]` real positions along item axis `axis`: 1 at real positions, 0 at padding,
+/// with size-1 axes everywhere but the batch and length axes (so it broadcasts against the
+/// batch).
+pub fn position_mask(lengths: &[usize], item: &[usize], axis: usize, device: &Device) -> Result<Tensor> {
+    let l = item[axis];
+    let mut data = Vec::with_capacity(lengths.len() * l);
+    for &n in lengths {
+        data.extend((0..l).map(|p| if p < n { 1f32 } else { 0.0 }));
+    }
+    let mut shape = vec![1usize; item.len() + 1];
+    shape[0] = lengths.len();
+    shape[axis + 1] = l;
+    Tensor::from_vec(data, shape, device)
+}

@@ -2,20 +2,28 @@
 //! accumulation, EMA with warmup, label dropout for classifier-free guidance, periodic atomic
 //! checkpoints, exact resume, a NaN guard, a progress bar and a metrics log.
 //!
-//! Exact resume: the data order is a function of (seed, example counter), and the trainer's
-//! random state, optimiser moments, EMA and step are all in the checkpoint, so N steps + resume
-//! + N steps gives the same weights as 2N steps.
+//! Randomness per example: each example's label dropout, timestep, noise and dropout masks come
+//! from its own stream keyed by (seed, step, position in the step) ([`Rows::training`]), so any
+//! split of a step's examples (gradient accumulation now, data-parallel ranks later) draws the
+//! same numbers.
+//!
+//! Exact resume: the data order is a function of (seed, example counter), the random streams of
+//! (seed, step, position), and the optimiser moments, EMA and step are in the checkpoint, so
+//! N steps + resume + N steps gives the same weights as 2N steps.
 
 use crate::checkpoint::{self, TrainState};
-use crate::denoiser::Denoiser;
-use crate::domain::Dataset;
+use crate::cond::{drop_condition, CondDrop};
+use crate::denoiser::{Denoiser, Inputs};
+use crate::domain::{Batch, DataInfo, Dataset};
 use crate::optim::{clip_grad_norm, grad_norm, gradients, lr_at, AdamW, AdamWConfig, Ema, EmaConfig, LrSchedule};
 use crate::params::Params;
 use crate::process::Process;
+use crate::profile;
 use crate::progress::Progress;
-use crate::rng::Rng;
+use crate::rng::{Rng, Rows};
+use crate::tensor_util::position_mask;
 use anyhow::Context;
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::Write;
@@ -46,8 +54,12 @@ pub struct TrainConfig {
     pub weight_decay: f64,
     /// Clip the global gradient norm to this value (0 disables).
     pub grad_clip: f64,
-    /// Probability of replacing a class label by the null class (classifier-free guidance).
+    /// Probability of label dropout: replacing a condition by the learned null (classifier-free
+    /// guidance).
     pub cond_drop: f64,
+    /// Label dropout per field ("each", independently: the model learns partial conditions)
+    /// or of the whole condition ("all").
+    pub cond_drop_mode: CondDrop,
     /// Save a checkpoint every this many steps (and always at the end).
     pub checkpoint_every: usize,
     /// Keep this many newest checkpoints (0 keeps all).
@@ -86,6 +98,7 @@ impl Default for TrainConfig {
             weight_decay: 0.0,
             grad_clip: 1.0,
             cond_drop: 0.1,
+            cond_drop_mode: CondDrop::Each,
             checkpoint_every: 500,
             keep_checkpoints: 3,
             log_every: 10,
@@ -200,6 +213,9 @@ pub struct Trainer<'a> {
     /// Stop after this step (with a checkpoint) even if `cfg.steps` is larger; `--resume`
     /// continues the same run later.
     pub stop_at: Option<usize>,
+    /// Called after every step with the steps done and the run directory (after that step's
+    /// checkpoint, if any): periodic sampling and tests hook in here.
+    pub after_step: Option<&'a dyn Fn(usize, &Path) -> anyhow::Result<()>>,
 }
 
 /// The tensors under `prefix`, with the prefix removed.
@@ -209,9 +225,208 @@ pub fn strip_prefix(t: &HashMap<String, Tensor>, prefix: &str) -> HashMap<String
         .collect()
 }
 
+/// The stream tags of a training example's draws: label dropout, corruption (time and noise),
+/// dropout masks. Each comes from the example's own stream, keyed by (seed, step, position).
+const COND_STREAM: u64 = 1;
+const CORRUPT_STREAM: u64 = 2;
+const DROPOUT_STREAM: u64 = 3;
+
+/// What one micro-batch of a training step needs besides its examples: shared by the trainer
+/// and the benchmark, so both run the same step.
+pub struct StepContext<'a> {
+    /// The forward process.
+    pub process: &'a dyn Process,
+    /// The network.
+    pub model: &'a dyn Denoiser,
+    /// The data's shapes and condition fields.
+    pub info: &'a DataInfo,
+    /// Probability of label dropout.
+    pub cond_drop: f64,
+    /// Per field or all at once.
+    pub cond_drop_mode: CondDrop,
+}
+
+impl StepContext<'_> {
+    /// The loss of one micro-batch, its examples' randomness drawn from `rows` (one stream per
+    /// example): label dropout, corruption, the training-mode forward pass, the masked loss.
+    pub fn loss(&self, batch: &Batch, rows: &Rows) -> candle_core::Result<Tensor> {
+        let b = batch.x0.dim(0)?;
+        let device = batch.x0.device();
+        let cond = if self.info.cond.is_empty() {
+            None
+        } else {
+            let mut drop_rows = rows.purpose(COND_STREAM);
+            let conds: Vec<_> = batch
+                .cond
+                .iter()
+                .enumerate()
+                .map(|(i, c)| drop_condition(c, self.cond_drop, self.cond_drop_mode, drop_rows.row(i)))
+                .collect();
+            if conds.len() != b {
+                candle_core::bail!("a batch of {b} examples came with {} conditions", conds.len());
+            }
+            Some(self.info.cond.encode(&conds, device)?)
+        };
+        let (loss_mask, input_mask) = match (&batch.lengths, self.info.length_axis) {
+            (Some(lengths), Some(axis)) => {
+                let m = position_mask(lengths, &batch.x0.dims()[1..], axis, device)?;
+                let flat = m.reshape((b, ()))?;
+                (Some(m), Some(flat))
+            }
+            _ => (None, None),
+        };
+        let mut corrupt_rows = rows.purpose(CORRUPT_STREAM);
+        if let (Some(lengths), Some(axis)) = (&batch.lengths, self.info.length_axis) {
+            corrupt_rows = corrupt_rows.with_lengths(lengths.clone(), axis);
+        }
+        let corrupted = {
+            let _t = profile::scope("noise");
+            self.process.corrupt(&batch.x0, &mut corrupt_rows)?
+        };
+        let out = {
+            let _t = profile::scope("forward");
+            let inputs = Inputs { x: &corrupted.x_t, time: &corrupted.time, cond: cond.as_ref(), mask: input_mask.as_ref() };
+            self.model.forward_train(&inputs, &mut rows.purpose(DROPOUT_STREAM))?
+        };
+        let _t = profile::scope("loss");
+        self.process.loss(&out, &corrupted, loss_mask.as_ref())
+    }
+
+    /// The loss (as a number) and the gradients of `vars` for one micro-batch, the loss scaled
+    /// by `scale` before the backward pass (1 / grad_accum).
+    pub fn gradients(&self, batch: &Batch, rows: &Rows, scale: f64, vars: &[(String, Var)]) -> candle_core::Result<(f64, Vec<Tensor>)> {
+        let loss = self.loss(batch, rows)?;
+        let value = crate::tensor_util::scalar_f64(&loss)?;
+        let scaled = if scale != 1.0 { loss.affine(scale, 0.0)? } else { loss };
+        let _t = profile::scope("backward");
+        Ok((value, gradients(&scaled.backward()?, vars)?))
+    }
+}
+
+/// The optimiser, EMA and position of a training run: what a checkpoint holds.
+struct RunState {
+    opt: AdamW,
+    ema: Option<Ema>,
+    step: usize,
+    seconds: f64,
+}
+
 impl Trainer<'_> {
     fn checkpoint_dir(&self) -> PathBuf {
         self.run_dir.join("checkpoints")
+    }
+
+    /// A fresh optimiser and EMA, or (with `resume`) those of the newest checkpoint.
+    fn start(&self, vars: &[(String, Var)], resume: bool) -> anyhow::Result<RunState> {
+        let cfg = self.cfg;
+        let adam = AdamWConfig { betas: cfg.betas, eps: cfg.eps, weight_decay: cfg.weight_decay };
+        let mut st = RunState {
+            opt: AdamW::new(vars.to_vec(), adam)?,
+            ema: if cfg.ema.enabled { Some(Ema::new(vars, cfg.ema.clone())?) } else { None },
+            step: 0,
+            seconds: 0.0,
+        };
+        if !resume {
+            return Ok(st);
+        }
+        let ckpt_dir = self.checkpoint_dir();
+        let Some(c) = checkpoint::latest(&ckpt_dir) else {
+            if !self.quiet {
+                eprintln!("no checkpoint in {}: starting from step 0", ckpt_dir.display());
+            }
+            return Ok(st);
+        };
+        let state = c.read_state()?;
+        anyhow::ensure!(
+            state.config_hash == self.config_hash,
+            "cannot resume from {}: it was trained with a different configuration \
+             (hash {} vs {}); start a new run with --out",
+            c.state.display(),
+            &state.config_hash[..12.min(state.config_hash.len())],
+            &self.config_hash[..12.min(self.config_hash.len())]
+        );
+        let t = checkpoint::load_tensors(&c.tensors, &self.device)?;
+        self.params.load(&t, "model.").with_context(|| format!("in {}", c.tensors.display()))?;
+        st.opt.load_state(&t, "opt.", state.step).with_context(|| format!("in {}", c.tensors.display()))?;
+        if let Some(e) = st.ema.as_mut() {
+            let shadow = strip_prefix(&t, "ema.");
+            for (i, (name, _)) in vars.iter().enumerate() {
+                e.shadow[i] = shadow
+                    .get(name)
+                    .ok_or_else(|| anyhow::anyhow!("{}: tensor `ema.{name}` is missing", c.tensors.display()))?
+                    .clone();
+            }
+        }
+        st.step = state.step;
+        st.seconds = state.seconds;
+        truncate_metrics(&self.run_dir.join("metrics.jsonl"), st.step)?;
+        if !self.quiet {
+            eprintln!("resuming from {} (step {})", c.state.display(), st.step);
+        }
+        Ok(st)
+    }
+
+    /// One optimiser step: the micro-batches' gradients summed, clipped, applied, the EMA
+    /// updated. Returns the step's mean loss and its gradient norm before clipping.
+    fn step(&self, st: &mut RunState, order: &mut DataOrder, ctx: &StepContext, vars: &[(String, Var)]) -> anyhow::Result<(f64, f64, f64)> {
+        let cfg = self.cfg;
+        let step = st.step;
+        let lr = lr_at(cfg.lr_schedule, cfg.lr, cfg.warmup_steps, cfg.steps, step);
+        let per_step = cfg.batch_size * cfg.grad_accum;
+        let mut grads: Option<Vec<Tensor>> = None;
+        let mut step_loss = 0.0;
+        for micro in 0..cfg.grad_accum {
+            let position = micro * cfg.batch_size;
+            let idx = order.indices((step * per_step + position) as u64, cfg.batch_size);
+            let batch = self.dataset.batch(&idx, &self.device)?;
+            let rows = Rows::training(self.seed, step, position, idx.len());
+            let (loss, g) = ctx.gradients(&batch, &rows, 1.0 / cfg.grad_accum as f64, vars)?;
+            if !loss.is_finite() {
+                return Err(self.diverged(step + 1, "loss", loss));
+            }
+            step_loss += loss / cfg.grad_accum as f64;
+            grads = Some(match grads {
+                None => g,
+                Some(acc) => acc.iter().zip(&g).map(|(a, b)| a.add(b)).collect::<candle_core::Result<_>>()?,
+            });
+        }
+        let mut grads = grads.expect("grad_accum >= 1");
+        let norm = if cfg.grad_clip > 0.0 { clip_grad_norm(&mut grads, cfg.grad_clip)? } else { grad_norm(&grads)? };
+        if !norm.is_finite() {
+            return Err(self.diverged(step + 1, "gradient norm", norm));
+        }
+        st.opt.step(&grads, lr)?;
+        if let Some(e) = st.ema.as_mut() {
+            e.update(vars, step + 1)?;
+        }
+        st.step += 1;
+        Ok((step_loss, lr, norm))
+    }
+
+    /// Writes a checkpoint of the run at its current step (after checking the weights are
+    /// finite, so the last good checkpoint stays good) and prunes old ones.
+    fn save(&self, st: &RunState, vars: &[(String, Var)], loss: f64) -> anyhow::Result<PathBuf> {
+        let total = grad_norm(&vars.iter().map(|(_, v)| v.as_tensor().clone()).collect::<Vec<_>>())?;
+        if !total.is_finite() {
+            return Err(self.diverged(st.step, "weight norm", total));
+        }
+        let mut t: HashMap<String, Tensor> = HashMap::new();
+        for (name, v) in vars {
+            t.insert(format!("model.{name}"), v.as_tensor().clone());
+        }
+        if let Some(e) = &st.ema {
+            for ((name, _), s) in vars.iter().zip(&e.shadow) {
+                t.insert(format!("ema.{name}"), s.clone());
+            }
+        }
+        for (k, v) in st.opt.state() {
+            t.insert(format!("opt.{k}"), v);
+        }
+        let state = TrainState { step: st.step, config_hash: self.config_hash.clone(), loss, seconds: st.seconds };
+        let ckpt_dir = self.checkpoint_dir();
+        let c = checkpoint::save(&ckpt_dir, &t, &state)?;
+        checkpoint::prune(&ckpt_dir, self.cfg.keep_checkpoints)?;
+        Ok(c.tensors)
     }
 
     /// Trains to `cfg.steps`, from scratch or (with `resume`) from the newest checkpoint.
@@ -222,47 +437,8 @@ impl Trainer<'_> {
         anyhow::ensure!(!self.dataset.is_empty(), "the training data is empty");
         let vars = self.params.vars();
         anyhow::ensure!(!vars.is_empty(), "the model has no parameters");
-        let adam = AdamWConfig { betas: cfg.betas, eps: cfg.eps, weight_decay: cfg.weight_decay };
-        let mut opt = AdamW::new(vars.clone(), adam)?;
-        let mut ema = if cfg.ema.enabled { Some(Ema::new(&vars, cfg.ema.clone())?) } else { None };
-        let mut rng = Rng::stream(self.seed, 0x7EA1_0000);
-        let mut start = 0usize;
-        let mut seconds = 0.0;
-        let ckpt_dir = self.checkpoint_dir();
-        if resume {
-            if let Some(c) = checkpoint::latest(&ckpt_dir) {
-                let state = c.read_state()?;
-                anyhow::ensure!(
-                    state.config_hash == self.config_hash,
-                    "cannot resume from {}: it was trained with a different configuration \
-                     (hash {} vs {}); start a new run with --out",
-                    c.state.display(),
-                    &state.config_hash[..12.min(state.config_hash.len())],
-                    &self.config_hash[..12.min(self.config_hash.len())]
-                );
-                let t = checkpoint::load_tensors(&c.tensors, &self.device)?;
-                self.params.load(&t, "model.").with_context(|| format!("in {}", c.tensors.display()))?;
-                opt.load_state(&t, "opt.", state.step).with_context(|| format!("in {}", c.tensors.display()))?;
-                if let Some(e) = ema.as_mut() {
-                    let shadow = strip_prefix(&t, "ema.");
-                    for (i, (name, _)) in vars.iter().enumerate() {
-                        e.shadow[i] = shadow
-                            .get(name)
-                            .ok_or_else(|| anyhow::anyhow!("{}: tensor `ema.{name}` is missing", c.tensors.display()))?
-                            .clone();
-                    }
-                }
-                rng = state.rng;
-                start = state.step;
-                seconds = state.seconds;
-                truncate_metrics(&self.run_dir.join("metrics.jsonl"), start)?;
-                if !self.quiet {
-                    eprintln!("resuming from {} (step {start})", c.state.display());
-                }
-            } else if !self.quiet {
-                eprintln!("no checkpoint in {}: starting from step 0", ckpt_dir.display());
-            }
-        }
+        let mut st = self.start(&vars, resume)?;
+        let start = st.step;
         let end = self.stop_at.map_or(cfg.steps, |s| s.min(cfg.steps));
         if start >= end {
             if !self.quiet {
@@ -273,12 +449,12 @@ impl Trainer<'_> {
                 steps_run: 0,
                 final_loss: f64::NAN,
                 items_per_s: 0.0,
-                checkpoint: checkpoint::latest(&ckpt_dir).map(|c| c.tensors),
+                checkpoint: checkpoint::latest(&self.checkpoint_dir()).map(|c| c.tensors),
             });
         }
 
         let info = self.dataset.info();
-        let null_class = info.num_classes.map(|n| n as u32);
+        let ctx = StepContext { process: self.process, model: self.model, info: &info, cond_drop: cfg.cond_drop, cond_drop_mode: cfg.cond_drop_mode };
         let mut order = DataOrder::new(self.seed, self.dataset.len());
         let metrics_path = self.run_dir.join("metrics.jsonl");
         let mut metrics = std::fs::OpenOptions::new()
@@ -288,101 +464,36 @@ impl Trainer<'_> {
             .with_context(|| format!("cannot open {}", metrics_path.display()))?;
         let mut progress = Progress::new("train", "step", cfg.steps as u64, start as u64, self.quiet);
         let began = Instant::now();
+        let seconds_before = st.seconds;
         let (mut window_loss, mut window_n) = (0.0, 0usize);
         let mut last_loss = f64::NAN;
         let mut last_ckpt = None;
-        let per_step = cfg.batch_size * cfg.grad_accum;
-
-        for step in start..end {
-            let lr = lr_at(cfg.lr_schedule, cfg.lr, cfg.warmup_steps, cfg.steps, step);
-            let mut grads: Option<Vec<Tensor>> = None;
-            let mut step_loss = 0.0;
-            for micro in 0..cfg.grad_accum {
-                let first = (step * per_step + micro * cfg.batch_size) as u64;
-                let idx = order.indices(first, cfg.batch_size);
-                let batch = self.dataset.batch(&idx, &self.device)?;
-                let cond = match (&batch.cond, null_class) {
-                    (Some(c), Some(null)) if cfg.cond_drop > 0.0 => {
-                        let ids: Vec<u32> = c
-                            .to_vec1::<u32>()?
-                            .into_iter()
-                            .map(|id| if rng.uniform() < cfg.cond_drop { null } else { id })
-                            .collect();
-                        Some(Tensor::from_vec(ids, idx.len(), &self.device)?)
-                    }
-                    (c, _) => c.clone(),
-                };
-                let corrupted = self.process.corrupt(&batch.x0, &mut rng)?;
-                let out = self.model.forward_train(&corrupted.x_t, &corrupted.t, cond.as_ref(), &mut rng)?;
-                let loss = self.process.loss(&out, &corrupted)?;
-                let loss_value = crate::tensor_util::scalar_f64(&loss)?;
-                if !loss_value.is_finite() {
-                    return Err(self.diverged(step + 1, "loss", loss_value));
-                }
-                step_loss += loss_value / cfg.grad_accum as f64;
-                let scaled = if cfg.grad_accum > 1 { loss.affine(1.0 / cfg.grad_accum as f64, 0.0)? } else { loss };
-                let store = scaled.backward()?;
-                let g = gradients(&store, &vars)?;
-                grads = Some(match grads {
-                    None => g,
-                    Some(acc) => acc.iter().zip(&g).map(|(a, b)| a.add(b)).collect::<candle_core::Result<_>>()?,
-                });
-            }
-            let mut grads = grads.expect("grad_accum >= 1");
-            let norm = if cfg.grad_clip > 0.0 { clip_grad_norm(&mut grads, cfg.grad_clip)? } else { grad_norm(&grads)? };
-            if !norm.is_finite() {
-                return Err(self.diverged(step + 1, "gradient norm", norm));
-            }
-            opt.step(&grads, lr)?;
-            if let Some(e) = ema.as_mut() {
-                e.update(&vars, step + 1)?;
-            }
+        while st.step < end {
+            let (step_loss, lr, norm) = self.step(&mut st, &mut order, &ctx, &vars)?;
+            let done = st.step;
+            st.seconds = seconds_before + began.elapsed().as_secs_f64();
             window_loss += step_loss;
             window_n += 1;
-            let done = step + 1;
             progress.set(done as u64, &format!("loss {step_loss:.4}"));
-            let elapsed = seconds + began.elapsed().as_secs_f64();
             if done % cfg.log_every == 0 || done == end {
                 last_loss = window_loss / window_n as f64;
-                let line = MetricsLine { step: done, loss: last_loss, lr, grad_norm: norm, seconds: elapsed };
+                let line = MetricsLine { step: done, loss: last_loss, lr, grad_norm: norm, seconds: st.seconds };
                 writeln!(metrics, "{}", serde_json::to_string(&line)?)?;
                 (window_loss, window_n) = (0.0, 0);
             }
             if done % cfg.checkpoint_every == 0 || done == end {
-                // never save weights that overflowed: the last good checkpoint must stay good
-                let total = grad_norm(&vars.iter().map(|(_, v)| v.as_tensor().clone()).collect::<Vec<_>>())?;
-                if !total.is_finite() {
-                    return Err(self.diverged(done, "weight norm", total));
-                }
-                let mut t: HashMap<String, Tensor> = HashMap::new();
-                for (name, v) in &vars {
-                    t.insert(format!("model.{name}"), v.as_tensor().clone());
-                }
-                if let Some(e) = &ema {
-                    for ((name, _), s) in vars.iter().zip(&e.shadow) {
-                        t.insert(format!("ema.{name}"), s.clone());
-                    }
-                }
-                for (k, v) in opt.state() {
-                    t.insert(format!("opt.{k}"), v);
-                }
-                let state = TrainState {
-                    step: done,
-                    rng: rng.clone(),
-                    config_hash: self.config_hash.clone(),
-                    loss: if window_n == 0 { last_loss } else { window_loss / window_n as f64 },
-                    seconds: elapsed,
-                };
-                let c = checkpoint::save(&ckpt_dir, &t, &state)?;
-                checkpoint::prune(&ckpt_dir, cfg.keep_checkpoints)?;
-                last_ckpt = Some(c.tensors);
+                let loss = if window_n == 0 { last_loss } else { window_loss / window_n as f64 };
+                last_ckpt = Some(self.save(&st, &vars, loss)?);
+            }
+            if let Some(hook) = self.after_step {
+                hook(done, &self.run_dir)?;
             }
         }
         let secs = began.elapsed().as_secs_f64();
-        let steps_run = end.saturating_sub(start);
-        let items_per_s = (steps_run * per_step) as f64 / secs.max(1e-9);
+        let steps_run = end - start;
+        let items_per_s = (steps_run * cfg.batch_size * cfg.grad_accum) as f64 / secs.max(1e-9);
         progress.finish(&format!("loss {last_loss:.4}, {items_per_s:.0} examples/s"));
-        Ok(TrainReport { steps: end.max(start), steps_run, final_loss: last_loss, items_per_s, checkpoint: last_ckpt })
+        Ok(TrainReport { steps: end, steps_run, final_loss: last_loss, items_per_s, checkpoint: last_ckpt })
     }
 
     fn diverged(&self, step: usize, what: &str, value: f64) -> anyhow::Error {

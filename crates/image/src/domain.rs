@@ -11,8 +11,9 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use std::path::{Path, PathBuf};
+use sugarcube_core::cond::{Condition, Value};
 use sugarcube_core::denoiser::Denoiser;
-use sugarcube_core::domain::{Batch, DataInfo, Dataset, Domain, Metric, Split};
+use sugarcube_core::domain::{Batch, DataInfo, Dataset, Domain, Evaluation, Samples, Split};
 use sugarcube_core::nn::unet::{Dims, UNet, UNetConfig};
 use sugarcube_core::rng::Rng;
 
@@ -155,16 +156,21 @@ impl Dataset for ImageDataset {
     }
 
     fn info(&self) -> DataInfo {
-        let mut info = self.set.data_info();
-        if !self.conditional {
-            info.num_classes = None;
+        let info = self.set.data_info();
+        if self.conditional {
+            info
+        } else {
+            DataInfo::new(info.item_shape)
         }
-        info
     }
 
     fn batch(&self, indices: &[usize], device: &Device) -> candle_core::Result<Batch> {
-        let (x0, labels) = self.set.batch(indices, device)?;
-        Ok(Batch { x0, cond: if self.conditional { labels } else { None } })
+        let (x0, _) = self.set.batch(indices, device)?;
+        let cond = match (&self.set.labels, self.conditional) {
+            (Some(labels), true) => indices.iter().map(|&i| Condition(vec![Value::Class(labels[i])])).collect(),
+            _ => vec![],
+        };
+        Ok(Batch { x0, cond, lengths: None })
     }
 }
 
@@ -214,25 +220,26 @@ impl Domain for Image {
     fn denoiser(model: &UNetConfig, info: &DataInfo, vb: VarBuilder) -> anyhow::Result<Box<dyn Denoiser>> {
         ensure!(info.item_shape.len() == 3, "image data must be [C, H, W], got {:?}", info.item_shape);
         let c = info.item_shape[0];
-        Ok(Box::new(UNet::new(vb, model, Dims::Two, c, c, info.num_classes)?))
+        Ok(Box::new(UNet::new(vb, model, Dims::Two, c, c, &info.cond)?))
     }
 
     /// Writes `sample-NNNNN.png` per sample (`sample-NNNNN-CLASS.png` when conditional) and
     /// `grid.png`: one row per class for conditional models (up to 10 per row), else a square.
-    fn write_samples(
-        _data: &ImageData,
-        info: &DataInfo,
-        samples: &Tensor,
-        labels: Option<&[u32]>,
-        dir: &Path,
-    ) -> anyhow::Result<Vec<PathBuf>> {
-        let samples = samples.to_device(&Device::Cpu)?;
+    fn write_samples(_data: &ImageData, info: &DataInfo, samples: &Samples, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+        let labels = class_labels(samples.conditions);
+        let labels = labels.as_deref();
+        let class_names: Vec<String> = match info.cond.fields.first().map(|f| &f.kind) {
+            Some(sugarcube_core::cond::FieldKind::Categorical { classes }) => classes.clone(),
+            _ => vec![],
+        };
+        let num_classes = (!class_names.is_empty()).then_some(class_names.len());
+        let samples = samples.x.to_device(&Device::Cpu)?;
         let n = samples.dim(0)?;
         let mut files = vec![];
         for i in 0..n {
             let name = match labels {
                 Some(l) => {
-                    let class = info.class_names.get(l[i] as usize).cloned().unwrap_or_else(|| l[i].to_string());
+                    let class = class_names.get(l[i] as usize).cloned().unwrap_or_else(|| l[i].to_string());
                     let safe: String = class.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
                     format!("sample-{i:05}-{safe}.png")
                 }
@@ -243,7 +250,7 @@ impl Domain for Image {
             files.push(path);
         }
         let grid = dir.join("grid.png");
-        match (labels, info.num_classes) {
+        match (labels, num_classes) {
             (Some(l), Some(k)) => {
                 let cols = 10.min(n.div_ceil(k).max(1));
                 let mut rows: Vec<Tensor> = vec![];
@@ -279,13 +286,10 @@ impl Domain for Image {
     /// - `fd_floor`: the same between as many real training images and the held-out images;
     /// - `cond_accuracy` (conditional): fraction of samples classified as their requested class;
     /// - `classifier_accuracy`: the classifier's accuracy on the held-out images.
-    fn evaluate(
-        data: &ImageData,
-        eval: &ImageEval,
-        seed: u64,
-        samples: &Tensor,
-        labels: Option<&[u32]>,
-    ) -> anyhow::Result<Vec<Metric>> {
+    fn evaluate(data: &ImageData, eval: &ImageEval, seed: u64, samples: &Samples) -> anyhow::Result<Evaluation> {
+        let labels = class_labels(samples.conditions);
+        let labels = labels.as_deref();
+        let samples = samples.x;
         let device = Device::Cpu;
         let train = data.load(Split::Train, seed)?;
         let held = data.load(Split::Heldout, seed)?;
@@ -328,6 +332,14 @@ impl Domain for Image {
         } else if let Some(held_labels) = &held_m.labels {
             metrics.push(("classifier_accuracy".to_string(), classifier::accuracy(&p_held, held_labels)));
         }
-        Ok(metrics)
+        Ok(Evaluation::of(metrics))
     }
+}
+
+/// The class of each sample, when every sample's condition names one.
+fn class_labels(conditions: &[Condition]) -> Option<Vec<u32>> {
+    if conditions.is_empty() {
+        return None;
+    }
+    conditions.iter().map(|c| c.class(0)).collect()
 }

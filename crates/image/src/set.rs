@@ -127,17 +127,13 @@ impl ImageSet {
         counts
     }
 
-    /// The description a model needs: item shape, number of classes and their names
-    /// (classes only when the set is labelled).
+    /// The description a model needs: item shape and, when the set is labelled, one
+    /// categorical condition field `class` with the class names.
     pub fn data_info(&self) -> DataInfo {
-        DataInfo {
-            item_shape: self.item_shape(),
-            num_classes: self.num_classes(),
-            class_names: if self.labels.is_some() {
-                self.class_names.clone()
-            } else {
-                vec![]
-            },
+        let info = DataInfo::new(self.item_shape());
+        match &self.labels {
+            Some(_) => info.with_cond(sugarcube_core::cond::CondSpec::classes("class", self.class_names.clone())),
+            None => info,
         }
     }
 
@@ -292,7 +288,7 @@ mod tests {
         assert_eq!(sub.labels, Some(vec![1, 1]));
         assert_eq!(sub.image(1), s.image(3));
         assert_eq!(s.class_counts(), vec![2, 2]);
-        assert_eq!(s.data_info().num_classes, Some(2));
+        assert_eq!(s.data_info().cond.defaults().len(), 2);
         assert!(ImageSet::new(vec![0.0; 7], None, vec![], 1, 2, 3).is_err());
         assert!(ImageSet::new(vec![0.0; 6], Some(vec![2]), vec!["a".into()], 1, 2, 3).is_err());
         Ok(())

@@ -4,6 +4,7 @@
 use candle_core::{Device, Result, Tensor};
 use serde::{Deserialize, Serialize};
 use std::f64::consts::PI;
+use sugarcube_core::cond::{CondSpec, Condition, Field, Value};
 use sugarcube_core::domain::{Batch, DataInfo, Dataset};
 use sugarcube_core::rng::Rng;
 
@@ -20,6 +21,13 @@ pub enum ToyKind {
     EightGaussians,
     /// A 4 x 4 checkerboard with half of the squares filled (as in FFJORD).
     Checkerboard,
+    /// Four Gaussians at (+-2, +-2) whose class is the product of two attributes: `x` (left,
+    /// right) and `y` (bottom, top), two condition fields. For guidance by one attribute, by
+    /// both, and by one but not the other.
+    Quadrants,
+    /// Token sequences from a fixed 4-state Markov chain ([`crate::markov::MarkovChain`]),
+    /// whose entropy is known exactly: for the masked process.
+    Markov,
 }
 
 /// Radius of the circle the eight Gaussians sit on (before standardisation).
@@ -27,11 +35,13 @@ const GAUSSIANS_RADIUS: f64 = 4.0;
 /// The swiss roll's parameter range: t in [1.5 pi, 4.5 pi].
 const ROLL_START: f64 = 1.5 * PI;
 const ROLL_END: f64 = 4.5 * PI;
+/// The quadrant Gaussians sit at (+-2, +-2).
+const QUADRANT_OFFSET: f64 = 2.0;
 
 impl ToyKind {
     /// All kinds, in a fixed order.
-    pub const ALL: [ToyKind; 4] =
-        [ToyKind::Moons, ToyKind::Swissroll, ToyKind::EightGaussians, ToyKind::Checkerboard];
+    pub const ALL: [ToyKind; 5] =
+        [ToyKind::Moons, ToyKind::Swissroll, ToyKind::EightGaussians, ToyKind::Checkerboard, ToyKind::Quadrants];
 
     /// The name used in experiment files.
     pub fn name(self) -> &'static str {
@@ -40,7 +50,14 @@ impl ToyKind {
             ToyKind::Swissroll => "swissroll",
             ToyKind::EightGaussians => "8gaussians",
             ToyKind::Checkerboard => "checkerboard",
+            ToyKind::Quadrants => "quadrants",
+            ToyKind::Markov => "markov",
         }
+    }
+
+    /// Whether the data is token sequences rather than points.
+    pub fn is_tokens(self) -> bool {
+        self == ToyKind::Markov
     }
 
     /// The default Gaussian noise standard deviation, in the generator's raw units (before
@@ -53,15 +70,46 @@ impl ToyKind {
             ToyKind::Swissroll => 0.5,
             ToyKind::EightGaussians => 0.5,
             ToyKind::Checkerboard => 0.0,
+            ToyKind::Quadrants => 0.5,
+            ToyKind::Markov => 0.0,
         }
     }
 
-    /// Class names, empty for kinds without classes.
+    /// Class names (one per label id), empty for kinds without classes.
     pub fn class_names(self) -> &'static [&'static str] {
         match self {
             ToyKind::Moons => &["upper", "lower"],
             ToyKind::EightGaussians => &["E", "NE", "N", "NW", "W", "SW", "S", "SE"],
-            ToyKind::Swissroll | ToyKind::Checkerboard => &[],
+            ToyKind::Quadrants => &["left-bottom", "left-top", "right-bottom", "right-top"],
+            ToyKind::Swissroll | ToyKind::Checkerboard | ToyKind::Markov => &[],
+        }
+    }
+
+    /// The condition fields of conditional data: one categorical `class` field, or for
+    /// quadrants the two fields `x` (left, right) and `y` (bottom, top).
+    pub fn cond_spec(self) -> CondSpec {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        match self {
+            ToyKind::Quadrants => CondSpec {
+                fields: vec![Field::categorical("x", names(&["left", "right"])), Field::categorical("y", names(&["bottom", "top"]))],
+            },
+            _ => CondSpec::classes("class", names(self.class_names())),
+        }
+    }
+
+    /// The condition of a point of class `label`.
+    pub fn condition(self, label: u32) -> Condition {
+        match self {
+            ToyKind::Quadrants => Condition(vec![Value::Class(label / 2), Value::Class(label % 2)]),
+            _ => Condition(vec![Value::Class(label)]),
+        }
+    }
+
+    /// The class of a point given its condition's values, when the condition fixes it.
+    pub fn label_of(self, c: &Condition) -> Option<u32> {
+        match self {
+            ToyKind::Quadrants => Some(c.class(0)? * 2 + c.class(1)?),
+            _ => c.class(0),
         }
     }
 
@@ -97,6 +145,13 @@ impl ToyKind {
                 let x2 = row + x1.floor().rem_euclid(2.0);
                 ([2.0 * x1, 2.0 * x2], 0)
             }
+            ToyKind::Quadrants => {
+                let k = rng.below(4) as u32;
+                let sx = if k / 2 == 1 { 1.0 } else { -1.0 };
+                let sy = if k % 2 == 1 { 1.0 } else { -1.0 };
+                ([QUADRANT_OFFSET * sx, QUADRANT_OFFSET * sy], k)
+            }
+            ToyKind::Markov => panic!("markov data is token sequences, not points: see crate::markov"),
         };
         if noise > 0.0 {
             ([p[0] + noise * rng.normal(), p[1] + noise * rng.normal()], label)
@@ -128,6 +183,8 @@ impl ToyKind {
             }
             // Both coordinates are uniform on [-4, 4].
             ToyKind::Checkerboard => ([0.0, 0.0], [16.0 / 3.0, 16.0 / 3.0]),
+            ToyKind::Quadrants => ([0.0, 0.0], [QUADRANT_OFFSET * QUADRANT_OFFSET; 2]),
+            ToyKind::Markov => ([0.0, 0.0], [1.0, 1.0]),
         };
         (mean, [(var[0] + v).sqrt(), (var[1] + v).sqrt()])
     }
@@ -148,15 +205,16 @@ impl ToyKind {
 
 /// A drawn set of toy points, held in memory.
 pub struct ToyDataset {
+    kind: ToyKind,
     points: Vec<[f32; 2]>,
     labels: Option<Vec<u32>>,
     info: DataInfo,
 }
 
 impl ToyDataset {
-    /// Wraps points and, for conditional data, their labels.
-    pub fn new(points: Vec<[f32; 2]>, labels: Option<Vec<u32>>, info: DataInfo) -> Self {
-        Self { points, labels, info }
+    /// Wraps points of `kind` and, for conditional data, their labels.
+    pub fn new(kind: ToyKind, points: Vec<[f32; 2]>, labels: Option<Vec<u32>>, info: DataInfo) -> Self {
+        Self { kind, points, labels, info }
     }
 
     /// The points, in model (standardised) coordinates.
@@ -189,13 +247,10 @@ impl Dataset for ToyDataset {
         }
         let x0 = Tensor::from_vec(flat, (indices.len(), 2), device)?;
         let cond = match &self.labels {
-            Some(labels) => {
-                let ids: Vec<u32> = indices.iter().map(|&i| labels[i]).collect();
-                Some(Tensor::from_vec(ids, indices.len(), device)?)
-            }
-            None => None,
+            Some(labels) => indices.iter().map(|&i| self.kind.condition(labels[i])).collect(),
+            None => vec![],
         };
-        Ok(Batch { x0, cond })
+        Ok(Batch { x0, cond, lengths: None })
     }
 }
 

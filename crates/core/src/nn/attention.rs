@@ -23,7 +23,7 @@
 use super::kernel::{contiguous, dispatch, matmul, matmul_strided, softmax_grad_row, softmax_row, unpack, Float, Mat, Stash};
 use super::ops::add_relative_scores;
 use super::softmax_last;
-use crate::rng::Rng;
+use crate::rng::Rows;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -300,8 +300,8 @@ impl CustomOp3 for AttentionBwd {
 ///   embeddings (`L <= max_len`), see the [module docs](self);
 /// - `key_bias`: `[B, L]`, added to the scores of every query against each key (0 for real
 ///   keys, -10000 for padding, as BERT's extended attention mask);
-/// - `dropout`: probability and generator of dropout on the attention probabilities (one
-///   uniform draw per probability, as [`super::dropout`]).
+/// - `dropout`: probability and per-row streams of dropout on the attention probabilities (row
+///   `b` draws one uniform per probability of its `[heads, L, L]` block, as [`super::dropout`]).
 ///
 /// Differentiable in `qkv` and `relative`.
 pub fn self_attention(
@@ -309,7 +309,7 @@ pub fn self_attention(
     heads: usize,
     relative: Option<&Tensor>,
     key_bias: Option<&Tensor>,
-    dropout: Option<(f64, &mut Rng)>,
+    dropout: Option<(f64, &mut Rows)>,
 ) -> Result<Tensor> {
     let (batch, len, h3) = qkv.dims3()?;
     if heads == 0 || !h3.is_multiple_of(3 * heads) {
@@ -332,7 +332,7 @@ pub fn self_attention(
         }
     }
     let keep = match dropout {
-        Some((p, rng)) if p > 0.0 => Some(super::dropout_mask(batch * heads * len * len, p, rng)?),
+        Some((p, rows)) if p > 0.0 => Some(rows.dropout_mask(&[batch, heads, len, len], p)?),
         _ => None,
     };
     attend(qkv, heads, relative, key_bias, keep, super::use_fused(qkv))
@@ -405,6 +405,7 @@ fn composite(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rng::Rng;
     use crate::nn::test_util::{numeric_grad, rel_err, values};
     use crate::tensor_util::randn;
     use candle_core::{DType, Device, Var};
@@ -449,7 +450,7 @@ mod tests {
         });
         let keep = case
             .dropout
-            .then(|| super::super::dropout_mask(case.batch * case.heads * case.len * case.len, 0.3, &mut rng))
+            .then(|| Rows::new(seed, 0, case.batch).dropout_mask(&[case.batch, case.heads, case.len, case.len], 0.3))
             .transpose()?;
         Ok((qkv, table, key_bias.transpose()?, keep))
     }

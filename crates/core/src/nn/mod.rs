@@ -1,11 +1,11 @@
 //! Network blocks shared by the domains' denoisers: sinusoidal timestep embeddings, the
-//! time-embedding MLP, class embeddings with a learned null class, seeded dropout, a UNet
+//! time-embedding MLP, condition embeddings with a learned null, per-row seeded dropout, a UNet
 //! generic over 1-D and 2-D data ([`unet`]), and a BERT-style transformer over sequences of
 //! feature vectors in the manner of FoldingDiff ([`transformer`]).
 
-use crate::rng::Rng;
+use crate::rng::Rows;
 use candle_core::{DType, Result, Tensor, D};
-use candle_nn::{Embedding, Module, VarBuilder};
+use candle_nn::{Module, VarBuilder};
 
 pub mod attention;
 mod bf16;
@@ -139,53 +139,74 @@ impl TimeEmbedding {
     }
 }
 
-/// A learned embedding per class, plus one extra row (id `num_classes`) for the null class used
-/// by classifier-free guidance.
+/// Embeds a batch of conditions ([`crate::cond::CondBatch`]): one learned table per field of
+/// the spec, `[width, dim]` (parameter `{field}.weight`), and the embedding is the sum over
+/// fields of `encoding @ table`. A categorical field's row is its class's (or the null's) row
+/// of the table, exactly an embedding lookup; a multi-label field sums the rows of its labels
+/// (the null row alone for the null); a scalar field is `value * row_0` (the null: `row_1`).
+/// Tables start as standard normal draws (as `candle_nn::embedding`).
 #[derive(Clone, Debug)]
-pub struct ClassEmbedding {
-    embedding: Embedding,
-    num_classes: usize,
+pub struct CondEmbedding {
+    tables: Vec<Tensor>,
+    dim: usize,
 }
 
-impl ClassEmbedding {
-    /// Builds a `(num_classes + 1) x dim` table (parameter `weight`).
-    pub fn new(vb: VarBuilder, num_classes: usize, dim: usize) -> Result<Self> {
-        Ok(Self { embedding: candle_nn::embedding(num_classes + 1, dim, vb)?, num_classes })
+impl CondEmbedding {
+    /// Builds the tables of every field of `spec`, each `[width, dim]`, under `vb.pp(name)`.
+    pub fn new(vb: VarBuilder, spec: &crate::cond::CondSpec, dim: usize) -> Result<Self> {
+        let tables = spec
+            .fields
+            .iter()
+            .map(|f| vb.pp(&f.name).get_with_hints((f.width(), dim), "weight", candle_nn::Init::Randn { mean: 0.0, stdev: 1.0 }))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { tables, dim })
     }
 
-    /// The id of the null class (equal to the number of real classes).
-    pub fn null_class(&self) -> u32 {
-        self.num_classes as u32
+    /// Embeds `[B]` conditions as `[B, dim]`; None (or an empty spec) embeds the null
+    /// condition of every row (zero without fields).
+    pub fn forward(&self, cond: Option<&crate::cond::CondBatch>, batch: usize, device: &candle_core::Device) -> Result<Tensor> {
+        let dtype = self.tables.first().map_or(DType::F32, |t| t.dtype());
+        let mut out = Tensor::zeros((batch, self.dim), dtype, device)?;
+        for (i, table) in self.tables.iter().enumerate() {
+            let w = table.dim(0)?;
+            let enc = match cond {
+                Some(c) => c.fields.get(i).cloned().ok_or_else(|| candle_core::Error::Msg(format!("condition batch has no field {i}")))?,
+                None => {
+                    // the null: the last column
+                    let mut v = vec![0f32; batch * w];
+                    for r in 0..batch {
+                        v[r * w + w - 1] = 1.0;
+                    }
+                    Tensor::from_vec(v, (batch, w), device)?
+                }
+            };
+            if enc.dims() != [batch, w] {
+                candle_core::bail!("condition field {i} is encoded as {:?}, expected [{batch}, {w}]", enc.dims());
+            }
+            out = out.add(&enc.to_dtype(dtype)?.matmul(table)?)?;
+        }
+        Ok(out)
     }
 
-    /// Embeds `[B]` u32 class ids as `[B, dim]`.
-    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
-        self.embedding.forward(ids)
+    /// Whether there is any field to embed.
+    pub fn is_empty(&self) -> bool {
+        self.tables.is_empty()
     }
 }
 
 pub(crate) use ops::softmax_last;
 
-/// Inverted dropout with a mask drawn from a seeded generator: each element is zeroed with
-/// probability `p` and the survivors are scaled by `1 / (1 - p)`. Unlike
-/// `candle_nn::ops::dropout` (whose generator cannot be seeded), the same `rng` state gives the
-/// same mask, so training runs are reproducible. `p = 0` returns `x` unchanged.
-pub fn dropout(x: &Tensor, p: f64, rng: &mut Rng) -> Result<Tensor> {
+/// Inverted dropout with masks drawn per row: each element is zeroed with probability `p` and
+/// the survivors are scaled by `1 / (1 - p)`, row `i` of `x` (`[B, ...]`) drawing its mask from
+/// stream `i` of `rows` (one uniform per element). Unlike `candle_nn::ops::dropout` (whose
+/// generator cannot be seeded), the same streams give the same masks, whatever the batch a
+/// row sits in. `p = 0` returns `x` unchanged.
+pub fn dropout(x: &Tensor, p: f64, rows: &mut Rows) -> Result<Tensor> {
     if p == 0.0 {
         return Ok(x.clone());
     }
-    let mask = Tensor::from_vec(dropout_mask(x.elem_count(), p, rng)?, x.shape(), x.device())?;
+    let mask = Tensor::from_vec(rows.dropout_mask(x.dims(), p)?, x.shape(), x.device())?;
     x.mul(&mask.to_dtype(x.dtype())?)
-}
-
-/// The multipliers of [`dropout`] for `n` elements: 0 with probability `p`, else `1 / (1 - p)`,
-/// one uniform draw from `rng` per element; `p` outside [0, 1) is an error.
-pub(crate) fn dropout_mask(n: usize, p: f64, rng: &mut Rng) -> Result<Vec<f32>> {
-    if !(0.0..1.0).contains(&p) {
-        candle_core::bail!("dropout probability must be in [0, 1), got {p}");
-    }
-    let scale = (1.0 / (1.0 - p)) as f32;
-    Ok((0..n).map(|_| if rng.uniform() < p { 0.0 } else { scale }).collect())
 }
 
 #[cfg(test)]
@@ -238,29 +259,36 @@ mod tests {
         let te = TimeEmbedding::new(vb.pp("time"), 32, 64)?;
         let t = Tensor::new(&[0.0f32, 10.5, 999.0], &dev)?;
         assert_eq!(te.forward(&t)?.dims(), &[3, 64]);
-        let ce = ClassEmbedding::new(vb.pp("class"), 4, 64)?;
-        assert_eq!(ce.null_class(), 4);
-        let ids = Tensor::new(&[0u32, 3, 4], &dev)?;
-        assert_eq!(ce.forward(&ids)?.dims(), &[3, 64]);
+        let spec = crate::cond::CondSpec::classes("class", (0..4).map(|i| i.to_string()).collect());
+        let ce = CondEmbedding::new(vb.pp("cond"), &spec, 64)?;
+        let conds: Vec<_> = [0u32, 3].iter().map(|&c| crate::cond::Condition(vec![crate::cond::Value::Class(c)])).chain([spec.null()]).collect();
+        let emb = ce.forward(Some(&spec.encode(&conds, &dev)?), 3, &dev)?;
+        assert_eq!(emb.dims(), &[3, 64]);
+        // a class's embedding is its row of the table; None is the null row
+        let table = params.vars().into_iter().find(|(n, _)| n == "cond.class.weight").unwrap().1;
+        assert_eq!(emb.get(1)?.to_vec1::<f32>()?, table.as_tensor().get(3)?.to_vec1::<f32>()?);
+        assert_eq!(ce.forward(None, 1, &dev)?.get(0)?.to_vec1::<f32>()?, table.as_tensor().get(4)?.to_vec1::<f32>()?);
         let names: Vec<String> = params.vars().into_iter().map(|(n, _)| n).collect();
         assert!(names.contains(&"time.linear_1.weight".to_string()));
-        assert!(names.contains(&"class.weight".to_string()));
         Ok(())
     }
 
     #[test]
     fn seeded_dropout_is_reproducible_and_unbiased() -> Result<()> {
         let x = Tensor::ones((100, 100), DType::F32, &Device::Cpu)?;
-        let a = dropout(&x, 0.3, &mut Rng::new(5))?;
-        let b = dropout(&x, 0.3, &mut Rng::new(5))?;
+        let a = dropout(&x, 0.3, &mut Rows::new(5, 0, 100))?;
+        let b = dropout(&x, 0.3, &mut Rows::new(5, 0, 100))?;
+        // row 40's mask does not depend on the rows before it
+        let tail = dropout(&x.narrow(0, 40, 60)?, 0.3, &mut Rows::new(5, 40, 60))?;
+        assert_eq!(tail.to_vec2::<f32>()?, a.narrow(0, 40, 60)?.to_vec2::<f32>()?);
         assert_eq!(a.flatten_all()?.to_vec1::<f32>()?, b.flatten_all()?.to_vec1::<f32>()?);
         let vals = a.flatten_all()?.to_vec1::<f32>()?;
         let zeros = vals.iter().filter(|v| **v == 0.0).count() as f64 / vals.len() as f64;
         assert!((zeros - 0.3).abs() < 0.02, "dropped fraction {zeros}");
         let mean = vals.iter().map(|v| *v as f64).sum::<f64>() / vals.len() as f64;
         assert!((mean - 1.0).abs() < 0.03, "mean {mean}");
-        assert_eq!(dropout(&x, 0.0, &mut Rng::new(5))?.sum_all()?.to_scalar::<f32>()?, 10_000.0);
-        assert!(dropout(&x, 1.0, &mut Rng::new(5)).is_err());
+        assert_eq!(dropout(&x, 0.0, &mut Rows::new(5, 0, 100))?.sum_all()?.to_scalar::<f32>()?, 10_000.0);
+        assert!(dropout(&x, 1.0, &mut Rows::new(5, 0, 100)).is_err());
         Ok(())
     }
 }

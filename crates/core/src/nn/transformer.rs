@@ -63,7 +63,9 @@
 use super::attention::self_attention;
 use super::dropout;
 use crate::denoiser::Denoiser;
-use crate::rng::Rng;
+use crate::cond::{CondBatch, CondSpec};
+use crate::denoiser::Inputs;
+use crate::rng::{Rng, Rows};
 use candle_core::{bail, DType, Result, Tensor};
 use candle_nn::{Init, Module, VarBuilder};
 use super::ops::Linear;
@@ -215,7 +217,7 @@ fn stacked(parts: &[&Linear]) -> Result<Linear> {
 
 /// The dropout to apply: probability `p` and the generator, in training (when `rng` is given)
 /// with `p > 0`; None otherwise.
-fn active_dropout<'a>(p: f64, rng: &'a mut Option<&mut Rng>) -> Option<(f64, &'a mut Rng)> {
+fn active_dropout<'a>(p: f64, rng: &'a mut Option<&mut Rows>) -> Option<(f64, &'a mut Rows)> {
     match rng {
         Some(rng) if p > 0.0 => Some((p, &mut **rng)),
         _ => None,
@@ -223,7 +225,7 @@ fn active_dropout<'a>(p: f64, rng: &'a mut Option<&mut Rng>) -> Option<(f64, &'a
 }
 
 /// Dropout in training (when `rng` is given), identity otherwise.
-fn train_dropout(x: Tensor, p: f64, rng: &mut Option<&mut Rng>) -> Result<Tensor> {
+fn train_dropout(x: Tensor, p: f64, rng: &mut Option<&mut Rows>) -> Result<Tensor> {
     match active_dropout(p, rng) {
         Some((p, rng)) => dropout(&x, p, rng),
         None => Ok(x),
@@ -281,7 +283,7 @@ impl Layer {
         &self,
         x: &Tensor,
         key_bias: Option<&Tensor>,
-        rng: &mut Option<&mut Rng>,
+        rng: &mut Option<&mut Rows>,
     ) -> Result<Tensor> {
         let _t = crate::profile::scope("attention block (forward)");
         let qkv = stacked(&[&self.query, &self.key, &self.value])?.forward(x)?;
@@ -292,7 +294,7 @@ impl Layer {
         &self,
         x: &Tensor,
         key_bias: Option<&Tensor>,
-        rng: &mut Option<&mut Rng>,
+        rng: &mut Option<&mut Rows>,
     ) -> Result<Tensor> {
         let a = self.attn_out.forward(&self.context(x, key_bias, rng)?)?;
         let x = self.attn_norm.forward(&super::ops::add(x, &train_dropout(a, self.dropout, rng)?)?)?;
@@ -332,6 +334,8 @@ pub struct SequenceTransformer {
     emb_norm: Norm,
     /// The `hidden / 2` angular frequencies of the time encoding, per unit timestep.
     time_freqs: Vec<f64>,
+    /// The condition embedding, added to the time encoding (conditional models only).
+    cond: Option<super::CondEmbedding>,
     layers: Vec<Layer>,
     decoder: Decoder,
 }
@@ -339,7 +343,9 @@ pub struct SequenceTransformer {
 impl SequenceTransformer {
     /// Builds the network for `features` values per position, creating its parameters through
     /// `vb` (whose dtype the network computes in). Invalid configurations are errors.
-    pub fn new(vb: VarBuilder, cfg: &TransformerConfig, features: usize) -> Result<Self> {
+    /// With a non-empty `cond` spec the network is conditional: each field is embedded
+    /// (parameters `cond.{field}.weight`) and added to the time encoding of every position.
+    pub fn new(vb: VarBuilder, cfg: &TransformerConfig, features: usize, cond: &CondSpec) -> Result<Self> {
         cfg.validate()?;
         if features == 0 {
             bail!("the transformer needs at least one feature per position");
@@ -385,6 +391,7 @@ impl SequenceTransformer {
             position,
             emb_norm: Norm::new(emb.pp("LayerNorm"), h, cfg.layer_norm_eps)?,
             time_freqs,
+            cond: if cond.is_empty() { None } else { Some(super::CondEmbedding::new(vb.pp("cond"), cond, h)?) },
             layers,
             decoder,
         })
@@ -448,17 +455,24 @@ impl SequenceTransformer {
         &self,
         x: &Tensor,
         t: &Tensor,
+        cond: Option<&CondBatch>,
         mask: Option<&Tensor>,
-        mut rng: Option<&mut Rng>,
+        mut rng: Option<&mut Rows>,
     ) -> Result<Tensor> {
-        let (_, l) = self.check_input(x, t, mask)?;
+        let (b, l) = self.check_input(x, t, mask)?;
         let p = self.cfg.dropout;
         let mut h = self.inputs_to_hidden.forward(&x.to_dtype(self.dtype)?)?;
         if let Some(pos) = &self.position {
             h = h.broadcast_add(&pos.narrow(0, 0, l)?.unsqueeze(0)?)?;
         }
         h = train_dropout(self.emb_norm.forward(&h)?, p, &mut rng)?;
-        h = h.broadcast_add(&self.time_encoding(t)?.unsqueeze(1)?)?;
+        let mut time = self.time_encoding(t)?;
+        match (&self.cond, cond) {
+            (Some(embed), c) => time = time.add(&embed.forward(c, b, x.device())?)?,
+            (None, Some(_)) => bail!("this transformer is unconditional but was given conditions"),
+            (None, None) => {}
+        }
+        h = h.broadcast_add(&time.unsqueeze(1)?)?;
 
         let key_bias = match mask {
             // 0 for real keys, -10000 for padded ones (FoldingDiff's extended attention mask).
@@ -472,27 +486,15 @@ impl SequenceTransformer {
     }
 }
 
-fn reject_cond(cond: Option<&Tensor>) -> Result<()> {
-    if let Some(c) = cond {
-        bail!("the sequence transformer is unconditional but was given class ids of shape {:?}", c.dims());
-    }
-    Ok(())
-}
-
 impl Denoiser for SequenceTransformer {
-    /// Evaluation-mode pass without a padding mask; `cond` must be None.
-    fn forward(&self, x_t: &Tensor, t: &Tensor, cond: Option<&Tensor>) -> Result<Tensor> {
-        reject_cond(cond)?;
-        self.forward_masked(x_t, t, None, None)
+    /// Evaluation-mode pass, attending only to real positions when the inputs carry a mask.
+    fn forward(&self, inputs: &Inputs) -> Result<Tensor> {
+        self.forward_masked(inputs.x, inputs.time, inputs.cond, inputs.mask, None)
     }
 
-    /// Training-mode pass without a padding mask: dropout masks come from a generator seeded
-    /// by one draw of the trainer's `rng`, so the trainer's stream advances by one value
-    /// whatever the network's size.
-    fn forward_train(&self, x_t: &Tensor, t: &Tensor, cond: Option<&Tensor>, rng: &mut Rng) -> Result<Tensor> {
-        reject_cond(cond)?;
-        let mut masks = Rng::new(rng.next_u64());
-        self.forward_masked(x_t, t, None, Some(&mut masks))
+    /// Training-mode pass: each row's dropout masks come from its own stream.
+    fn forward_train(&self, inputs: &Inputs, rows: &mut Rows) -> Result<Tensor> {
+        self.forward_masked(inputs.x, inputs.time, inputs.cond, inputs.mask, Some(rows))
     }
 }
 
@@ -519,7 +521,7 @@ mod tests {
     }
 
     fn build(params: &Params, cfg: &TransformerConfig, features: usize, dtype: DType) -> Result<SequenceTransformer> {
-        SequenceTransformer::new(params.var_builder(dtype, &Device::Cpu), cfg, features)
+        SequenceTransformer::new(params.var_builder(dtype, &Device::Cpu), cfg, features, &CondSpec::default())
     }
 
     fn tensor_of(params: &Params, name: &str) -> Tensor {
@@ -536,12 +538,12 @@ mod tests {
                 for decoder in [DecoderHead::Mlp, DecoderHead::Linear] {
                     let cfg = TransformerConfig { position_embedding, time_encoding, decoder, ..tiny() };
                     let net = build(&Params::new(2), &cfg, 3, DType::F32)?;
-                    let out = net.forward(&x, &t, None)?;
+                    let out = net.forward(&Inputs::new(&x, &t))?;
                     assert_eq!(out.dims(), &[2, 5, 3], "{cfg:?}");
                     assert!(values(&out)?.iter().all(|v| v.is_finite()), "{cfg:?}");
                     // The full length fits too.
                     let full = randn(&mut Rng::new(3), &[1, 7, 3], DType::F32, &dev)?;
-                    assert_eq!(net.forward(&full, &Tensor::new(&[4.0f32], &dev)?, None)?.dims(), &[1, 7, 3]);
+                    assert_eq!(net.forward(&Inputs::new(&full, &Tensor::new(&[4.0f32], &dev)?))?.dims(), &[1, 7, 3]);
                 }
             }
         }
@@ -711,8 +713,8 @@ mod tests {
         let t = Tensor::new(&[3.0f32, 600.0], &dev)?;
         let mask = Tensor::new(&[[1f32, 1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 1.0, 1.0, 1.0]], &dev)?;
         let loss_t = || {
-            let mut rng = Rng::new(14);
-            net.forward_masked(x.as_tensor(), &t, Some(&mask), Some(&mut rng))?.mul(&w)?.sum_all()
+            let mut rows = Rows::new(14, 0, 2);
+            net.forward_masked(x.as_tensor(), &t, None, Some(&mask), Some(&mut rows))?.mul(&w)?.sum_all()
         };
         let loss = || loss_t()?.to_scalar::<f64>();
         let grads = loss_t()?.backward()?;
@@ -772,10 +774,10 @@ mod tests {
             let keep = mask.unsqueeze(2)?.broadcast_as(x.shape())?;
             let x2 = x.mul(&keep)?.add(&noise.mul(&keep.affine(-1.0, 1.0)?)?)?;
             let t = Tensor::new(&[5.0f32, 80.0], &dev)?;
-            let a = net.forward_masked(&x, &t, Some(&mask), None)?.to_vec3::<f32>()?;
-            let b = net.forward_masked(&x2, &t, Some(&mask), None)?.to_vec3::<f32>()?;
-            let unmasked_a = net.forward_masked(&x, &t, None, None)?.to_vec3::<f32>()?;
-            let unmasked_b = net.forward_masked(&x2, &t, None, None)?.to_vec3::<f32>()?;
+            let a = net.forward_masked(&x, &t, None, Some(&mask), None)?.to_vec3::<f32>()?;
+            let b = net.forward_masked(&x2, &t, None, Some(&mask), None)?.to_vec3::<f32>()?;
+            let unmasked_a = net.forward_masked(&x, &t, None, None, None)?.to_vec3::<f32>()?;
+            let unmasked_b = net.forward_masked(&x2, &t, None, None, None)?.to_vec3::<f32>()?;
             for (bi, row) in real.iter().enumerate() {
                 for (li, &r) in row.iter().enumerate() {
                     if r == 1.0 {
@@ -786,7 +788,7 @@ mod tests {
             }
             // An all-ones mask is the same as no mask.
             let ones = Tensor::ones((2, 6), DType::F32, &dev)?;
-            let with_ones = net.forward_masked(&x, &t, Some(&ones), None)?.to_vec3::<f32>()?;
+            let with_ones = net.forward_masked(&x, &t, None, Some(&ones), None)?.to_vec3::<f32>()?;
             assert_eq!(with_ones, unmasked_a);
         }
         Ok(())
@@ -799,27 +801,23 @@ mod tests {
         let net = build(&Params::new(9), &cfg, 3, DType::F32)?;
         let x = randn(&mut Rng::new(10), &[2, 5, 3], DType::F32, &dev)?;
         let t = Tensor::new(&[1.0f32, 50.0], &dev)?;
-        let eval = values(&net.forward(&x, &t, None)?)?;
-        assert_eq!(eval, values(&net.forward(&x, &t, None)?)?);
+        let eval = values(&net.forward(&Inputs::new(&x, &t))?)?;
+        assert_eq!(eval, values(&net.forward(&Inputs::new(&x, &t))?)?);
 
-        let train = |seed: u64| -> Result<(Vec<f64>, Rng)> {
-            let mut rng = Rng::new(seed);
-            let out = values(&net.forward_train(&x, &t, None, &mut rng)?)?;
-            Ok((out, rng))
-        };
-        let (a, rng_after) = train(5)?;
-        assert_eq!(a, train(5)?.0);
-        assert_ne!(a, train(6)?.0);
+        let train = |seed: u64| -> Result<Vec<f64>> { values(&net.forward_train(&Inputs::new(&x, &t), &mut Rows::new(seed, 0, 2))?) };
+        let a = train(5)?;
+        assert_eq!(a, train(5)?);
+        assert_ne!(a, train(6)?);
         assert_ne!(a, eval);
-        // The trainer's generator advances by exactly one draw.
-        let mut expect = Rng::new(5);
-        expect.next_u64();
-        assert_eq!(rng_after, expect);
+        // Each row's masks come from its own stream: row 1 alone gives row 1 of the pair.
+        let t1 = t.narrow(0, 1, 1)?;
+        let alone = values(&net.forward_train(&Inputs::new(&x.narrow(0, 1, 1)?, &t1), &mut Rows::new(5, 1, 1))?)?;
+        assert!(alone.iter().zip(&a[15..]).all(|(p, q)| (p - q).abs() < 1e-5), "row 1 depends on its batch");
 
         // Without dropout, training and evaluation agree.
         let net0 = build(&Params::new(9), &TransformerConfig { dropout: 0.0, ..cfg }, 3, DType::F32)?;
-        let out0 = values(&net0.forward_train(&x, &t, None, &mut Rng::new(5))?)?;
-        assert_eq!(out0, values(&net0.forward(&x, &t, None)?)?);
+        let out0 = values(&net0.forward_train(&Inputs::new(&x, &t), &mut Rows::new(5, 0, 2))?)?;
+        assert_eq!(out0, values(&net0.forward(&Inputs::new(&x, &t))?)?);
         Ok(())
     }
 
@@ -830,14 +828,15 @@ mod tests {
         let t2 = Tensor::new(&[1.0f32, 2.0], &dev)?;
         let x = Tensor::zeros((2, 5, 3), DType::F32, &dev)?;
         let err = |r: Result<Tensor>| r.unwrap_err().to_string();
-        assert!(err(net.forward(&Tensor::zeros((2, 5, 4), DType::F32, &dev)?, &t2, None)).contains("[2, 5, 4]"));
-        assert!(err(net.forward(&Tensor::zeros((2, 15), DType::F32, &dev)?, &t2, None)).contains("[B, L, 3]"));
-        assert!(err(net.forward(&Tensor::zeros((2, 8, 3), DType::F32, &dev)?, &t2, None)).contains("max_len"));
-        assert!(err(net.forward(&x, &Tensor::new(&[1.0f32], &dev)?, None)).contains("timesteps"));
+        assert!(err(net.forward(&Inputs::new(&Tensor::zeros((2, 5, 4), DType::F32, &dev)?, &t2))).contains("[2, 5, 4]"));
+        assert!(err(net.forward(&Inputs::new(&Tensor::zeros((2, 15), DType::F32, &dev)?, &t2))).contains("[B, L, 3]"));
+        assert!(err(net.forward(&Inputs::new(&Tensor::zeros((2, 8, 3), DType::F32, &dev)?, &t2))).contains("max_len"));
+        assert!(err(net.forward(&Inputs::new(&x, &Tensor::new(&[1.0f32], &dev)?))).contains("timesteps"));
         let bad_mask = Tensor::ones((2, 4), DType::F32, &dev)?;
-        assert!(err(net.forward_masked(&x, &t2, Some(&bad_mask), None)).contains("padding mask"));
-        assert!(err(net.forward(&x, &t2, Some(&Tensor::new(&[0u32, 1], &dev)?))).contains("unconditional"));
-        assert!(net.forward_train(&x, &t2, Some(&Tensor::new(&[0u32, 1], &dev)?), &mut Rng::new(0)).is_err());
+        assert!(err(net.forward_masked(&x, &t2, None, Some(&bad_mask), None)).contains("padding mask"));
+        let spec = CondSpec::classes("c", vec!["a".into(), "b".into()]);
+        let cond = spec.encode(&[spec.null(), spec.null()], &dev)?;
+        assert!(err(net.forward(&Inputs { cond: Some(&cond), ..Inputs::new(&x, &t2) })).contains("unconditional"));
 
         let bad = [
             TransformerConfig { heads: 3, ..tiny() },

@@ -35,13 +35,13 @@
 
 use super::norm::Norm;
 use super::ops::Linear;
-use super::{dropout, ClassEmbedding, TimeEmbedding};
-use crate::denoiser::Denoiser;
-use crate::rng::Rng;
+use super::{dropout, CondEmbedding, TimeEmbedding};
+use crate::cond::{CondBatch, CondSpec};
+use crate::denoiser::{Denoiser, Inputs};
+use crate::rng::Rows;
 use candle_core::{Result, Shape, Tensor};
 use candle_nn::{Init, Module, VarBuilder};
 use serde::{Deserialize, Serialize};
-use std::sync::Mutex;
 
 /// How many spatial axes the data has: one (`[B, C, L]`) or two (`[B, C, H, W]`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -261,7 +261,7 @@ impl ResBlock {
 
     /// `x` is `[B, in, ...]`, `emb` is `[B, emb_dim]` (already passed through SiLU). Dropout is
     /// applied only when `rng` is given (training), with masks drawn from it.
-    pub fn forward(&self, x: &Tensor, emb: &Tensor, rng: Option<&mut Rng>) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, emb: &Tensor, rng: Option<&mut Rows>) -> Result<Tensor> {
         let _t = crate::profile::scope("resblock (forward)");
         let h = self.conv1.forward(&self.norm1.forward(x, None, true)?)?;
         // The [B, out] time projection is added to every position as the norm's shift.
@@ -337,22 +337,19 @@ pub struct UNet {
     patch: usize,
     conv_in: Conv,
     time: TimeEmbedding,
-    class: Option<ClassEmbedding>,
+    cond: Option<CondEmbedding>,
     down: Vec<Level>,
     mid: (ResBlock, Option<SelfAttention>, ResBlock),
     up: Vec<Level>,
     norm_out: Norm,
     conv_out: Conv,
-    dropout_rng: Mutex<Rng>,
 }
-
-/// The dropout generator's seed until [`UNet::set_dropout_rng`] replaces it.
-const DROPOUT_SEED: u64 = 0x0D50_0D50;
 
 impl UNet {
     /// Builds the network for `dims`-dimensional data with `in_channels` input and
-    /// `out_channels` output channels; with `num_classes = Some(k)` it is class-conditional
-    /// (ids `0..k`, plus the null class `k`). Parameters are created through `vb`.
+    /// `out_channels` output channels; with a non-empty `cond` spec it is conditional (each
+    /// field embedded, parameters `cond.{field}.weight`, and added to the time embedding).
+    /// Parameters are created through `vb`.
     ///
     /// Invalid configurations (no levels, an attention level out of range, widths not divisible
     /// by `groups` or `head_dim`, dropout outside [0, 1)) are errors.
@@ -362,7 +359,7 @@ impl UNet {
         dims: Dims,
         in_channels: usize,
         out_channels: usize,
-        num_classes: Option<usize>,
+        cond: &CondSpec,
     ) -> Result<Self> {
         let levels = cfg.channel_mults.len();
         if levels == 0 || cfg.channels == 0 || cfg.channel_mults.contains(&0) {
@@ -448,10 +445,7 @@ impl UNet {
         }
         debug_assert!(skips.is_empty());
 
-        let class = match num_classes {
-            Some(k) => Some(ClassEmbedding::new(vb.pp("class"), k, emb_dim)?),
-            None => None,
-        };
+        let cond = if cond.is_empty() { None } else { Some(CondEmbedding::new(vb.pp("cond"), cond, emb_dim)?) };
         Ok(Self {
             dims,
             in_channels,
@@ -460,13 +454,12 @@ impl UNet {
             patch: cfg.patch_size,
             conv_in: Conv::new(vb.pp("conv_in"), dims, in_channels * folded, cfg.channels, 3, 1, false)?,
             time: TimeEmbedding::new(vb.pp("time"), time_dim, emb_dim)?,
-            class,
+            cond,
             down,
             mid,
             up,
             norm_out: Norm::new(vb.pp("norm_out"), groups, cfg.channels, eps)?,
             conv_out: Conv::new(vb.pp("conv_out"), dims, cfg.channels, out_channels * folded, 3, 1, cfg.zero_init_output)?,
-            dropout_rng: Mutex::new(Rng::new(DROPOUT_SEED)),
         })
     }
 
@@ -490,20 +483,9 @@ impl UNet {
         self.size_multiple
     }
 
-    /// The null class id (the number of classes), or None for an unconditional model.
-    pub fn null_class(&self) -> Option<u32> {
-        self.class.as_ref().map(|c| c.null_class())
-    }
-
-    /// A copy of the generator that draws dropout masks (to save it in a checkpoint).
-    pub fn dropout_rng(&self) -> Rng {
-        self.dropout_rng.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Replaces the generator that draws dropout masks (to seed a run or resume one). It starts
-    /// from a fixed seed, so training with dropout is reproducible even if this is never called.
-    pub fn set_dropout_rng(&self, rng: Rng) {
-        *self.dropout_rng.lock().unwrap_or_else(|e| e.into_inner()) = rng;
+    /// Whether the network takes conditions.
+    pub fn is_conditional(&self) -> bool {
+        self.cond.is_some()
     }
 
     /// Checks the input's rank, channels and spatial sizes, and the timesteps' shape.
@@ -534,29 +516,23 @@ impl UNet {
         Ok(())
     }
 
-    /// The time (+ class) embedding after SiLU, `[B, emb_dim]`.
-    fn embedding(&self, t: &Tensor, cond: Option<&Tensor>, batch: usize) -> Result<Tensor> {
+    /// The time (+ condition) embedding after SiLU, `[B, emb_dim]`.
+    fn embedding(&self, t: &Tensor, cond: Option<&CondBatch>, batch: usize) -> Result<Tensor> {
         let emb = self.time.forward(t)?;
-        let emb = match (&self.class, cond) {
-            (Some(class), Some(ids)) => emb.add(&class.forward(ids)?)?,
-            (Some(class), None) => {
-                let null = Tensor::full(class.null_class(), batch, t.device())?;
-                emb.add(&class.forward(&null)?)?
-            }
-            (None, Some(_)) => candle_core::bail!("this UNet is unconditional but was given class ids"),
+        let emb = match (&self.cond, cond) {
+            (Some(embed), c) => emb.add(&embed.forward(c, batch, t.device())?.to_dtype(emb.dtype())?)?,
+            (None, Some(_)) => candle_core::bail!("this UNet is unconditional but was given conditions"),
             (None, None) => emb,
         };
         emb.silu()
     }
 
-    /// The prediction for `x` (`[B, in, ...]`) at timesteps `t` (`[B]` f32) with class ids
-    /// `cond` (`[B]` u32; None means the null class for a conditional model). With
-    /// `train = true`, dropout is applied with masks from the seeded dropout generator.
-    pub fn forward_t(&self, x: &Tensor, t: &Tensor, cond: Option<&Tensor>, train: bool) -> Result<Tensor> {
+    /// The prediction for `x` (`[B, in, ...]`) at timesteps `t` (`[B]` f32) with encoded
+    /// conditions `cond` (None means the null condition for a conditional model). With `rows`
+    /// given the pass is in training mode: dropout on, each row's masks from its own stream.
+    pub fn forward_t(&self, x: &Tensor, t: &Tensor, cond: Option<&CondBatch>, mut rng: Option<&mut Rows>) -> Result<Tensor> {
         self.check_input(x, t)?;
         let emb = self.embedding(t, cond, x.dim(0)?)?;
-        let mut guard = self.dropout_rng.lock().unwrap_or_else(|e| e.into_inner());
-        let mut rng: Option<&mut Rng> = if train { Some(&mut *guard) } else { None };
 
         let mut h = self.conv_in.forward(&patchify(x, self.patch, self.dims)?)?;
         let mut skips = vec![h.clone()];
@@ -599,22 +575,31 @@ impl UNet {
 }
 
 impl Denoiser for UNet {
-    /// Evaluation-mode forward pass (no dropout), see [`UNet::forward_t`].
-    fn forward(&self, x_t: &Tensor, t: &Tensor, cond: Option<&Tensor>) -> Result<Tensor> {
-        self.forward_t(x_t, t, cond, false)
+    /// Evaluation-mode forward pass (no dropout), see [`UNet::forward_t`]. The UNet has no
+    /// padding mask: its inputs' mask must be None.
+    fn forward(&self, inputs: &Inputs) -> Result<Tensor> {
+        reject_mask(inputs)?;
+        self.forward_t(inputs.x, inputs.time, inputs.cond, None)
     }
 
-    /// Training-mode pass: dropout masks come from a stream seeded by one draw of the trainer's
-    /// generator, so they are fixed by the seed and repeat after a resume.
-    fn forward_train(&self, x_t: &Tensor, t: &Tensor, cond: Option<&Tensor>, rng: &mut Rng) -> Result<Tensor> {
-        self.set_dropout_rng(Rng::new(rng.next_u64()));
-        self.forward_t(x_t, t, cond, true)
+    /// Training-mode pass: each row's dropout masks come from its own stream.
+    fn forward_train(&self, inputs: &Inputs, rows: &mut Rows) -> Result<Tensor> {
+        reject_mask(inputs)?;
+        self.forward_t(inputs.x, inputs.time, inputs.cond, Some(rows))
     }
+}
+
+fn reject_mask(inputs: &Inputs) -> Result<()> {
+    if inputs.mask.is_some() {
+        candle_core::bail!("the UNet takes no padding mask: its data must have one fixed size (crop or pad it)");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rng::Rng;
     use crate::nn::test_util::{numeric_grad, rel_err, values};
     use crate::params::Params;
     use crate::tensor_util::randn;
@@ -633,8 +618,30 @@ mod tests {
         }
     }
 
+    fn spec(classes: Option<usize>) -> CondSpec {
+        match classes {
+            Some(k) => CondSpec::classes("class", (0..k).map(|i| i.to_string()).collect()),
+            None => CondSpec::default(),
+        }
+    }
+
     fn build(params: &Params, cfg: &UNetConfig, dims: Dims, classes: Option<usize>, dtype: DType) -> Result<UNet> {
-        UNet::new(params.var_builder(dtype, &Device::Cpu), cfg, dims, 3, 3, classes)
+        UNet::new(params.var_builder(dtype, &Device::Cpu), cfg, dims, 3, 3, &spec(classes))
+    }
+
+    /// Encoded class ids (id k is the null of a k-class spec).
+    fn ids(ids: &[u32], k: usize) -> Result<CondBatch> {
+        let s = spec(Some(k));
+        let conds: Vec<_> = ids
+            .iter()
+            .map(|&i| if i as usize == k { s.null() } else { crate::cond::Condition(vec![crate::cond::Value::Class(i)]) })
+            .collect();
+        s.encode(&conds, &Device::Cpu)
+    }
+
+    /// The evaluation-mode output for `x` at `t` with encoded conditions.
+    fn fwd(net: &UNet, x: &Tensor, t: &Tensor, cond: Option<&CondBatch>) -> Result<Tensor> {
+        net.forward(&Inputs { cond, ..Inputs::new(x, t) })
     }
 
     #[test]
@@ -647,17 +654,17 @@ mod tests {
                 let net = build(&params, &tiny(2), dims, classes, DType::F32)?;
                 assert!(params.count() > 0);
                 let x = randn(&mut Rng::new(2), &shape, DType::F32, &dev)?;
-                let cond = classes.map(|_| Tensor::new(&[0u32, 4], &dev)).transpose()?;
-                let out = net.forward(&x, &t, cond.as_ref())?;
+                let cond = classes.map(|k| ids(&[0, 4], k)).transpose()?;
+                let out = fwd(&net, &x, &t, cond.as_ref())?;
                 assert_eq!(out.dims(), shape.as_slice(), "{dims:?} classes {classes:?}");
                 assert!(values(&out)?.iter().all(|v| v.is_finite()));
                 if classes.is_some() {
                     // No ids means the null class for every row.
-                    let null = Tensor::new(&[4u32, 4], &dev)?;
-                    let a = values(&net.forward(&x, &t, None)?)?;
-                    assert_eq!(a, values(&net.forward(&x, &t, Some(&null))?)?);
+                    let null = ids(&[4, 4], 4)?;
+                    let a = values(&fwd(&net, &x, &t, None)?)?;
+                    assert_eq!(a, values(&fwd(&net, &x, &t, Some(&null))?)?);
                 } else {
-                    assert!(net.forward(&x, &t, Some(&Tensor::new(&[0u32, 1], &dev)?)).is_err());
+                    assert!(fwd(&net, &x, &t, Some(&ids(&[0, 1], 4)?)).is_err());
                 }
             }
         }
@@ -669,16 +676,16 @@ mod tests {
         let dev = Device::Cpu;
         let x = randn(&mut Rng::new(3), &[2, 3, 8, 8], DType::F32, &dev)?;
         let t = Tensor::new(&[10.0f32, 900.0], &dev)?;
-        let c = Tensor::new(&[1u32, 2], &dev)?;
+        let c = ids(&[1, 2], 3)?;
         let run = |seed| -> Result<Vec<f64>> {
             let params = Params::new(seed);
-            values(&build(&params, &tiny(2), Dims::Two, Some(3), DType::F32)?.forward(&x, &t, Some(&c))?)
+            values(&build(&params, &tiny(2), Dims::Two, Some(3), DType::F32)?.forward(&Inputs { cond: Some(&c), ..Inputs::new(&x, &t) })?)
         };
         assert_eq!(run(5)?, run(5)?);
         assert_ne!(run(5)?, run(6)?);
         let params = Params::new(5);
         let net = build(&params, &tiny(2), Dims::Two, Some(3), DType::F32)?;
-        assert_ne!(values(&net.forward(&x, &t, Some(&c))?)?, values(&net.forward(&x, &t, None)?)?);
+        assert_ne!(values(&fwd(&net, &x, &t, Some(&c))?)?, values(&fwd(&net, &x, &t, None)?)?);
         Ok(())
     }
 
@@ -688,7 +695,7 @@ mod tests {
         let cfg = UNetConfig { zero_init_output: true, ..tiny(1) };
         let net = build(&Params::new(0), &cfg, Dims::One, None, DType::F32)?;
         let x = randn(&mut Rng::new(3), &[1, 3, 8], DType::F32, &dev)?;
-        let out = net.forward(&x, &Tensor::new(&[5.0f32], &dev)?, None)?;
+        let out = fwd(&net, &x, &Tensor::new(&[5.0f32], &dev)?, None)?;
         assert!(values(&out)?.iter().all(|v| *v == 0.0));
         Ok(())
     }
@@ -700,13 +707,13 @@ mod tests {
         let net = build(&Params::new(0), &cfg, Dims::Two, None, DType::F32)?;
         assert_eq!(net.size_multiple(), 4);
         let t = Tensor::new(&[1.0f32], &dev)?;
-        let err = net.forward(&Tensor::zeros((1, 3, 8, 6), DType::F32, &dev)?, &t, None).unwrap_err();
+        let err = fwd(&net, &Tensor::zeros((1, 3, 8, 6), DType::F32, &dev)?, &t, None).unwrap_err();
         assert!(err.to_string().contains("multiples of 4"), "{err}");
-        assert!(net.forward(&Tensor::zeros((1, 3, 8), DType::F32, &dev)?, &t, None).is_err());
-        assert!(net.forward(&Tensor::zeros((1, 2, 8, 8), DType::F32, &dev)?, &t, None).is_err());
-        assert!(net.forward(&Tensor::zeros((2, 3, 8, 8), DType::F32, &dev)?, &t, None).is_err());
+        assert!(fwd(&net, &Tensor::zeros((1, 3, 8), DType::F32, &dev)?, &t, None).is_err());
+        assert!(fwd(&net, &Tensor::zeros((1, 2, 8, 8), DType::F32, &dev)?, &t, None).is_err());
+        assert!(fwd(&net, &Tensor::zeros((2, 3, 8, 8), DType::F32, &dev)?, &t, None).is_err());
         let net1 = build(&Params::new(0), &cfg, Dims::One, None, DType::F32)?;
-        assert!(net1.forward(&Tensor::zeros((1, 3, 10), DType::F32, &dev)?, &t, None).is_err());
+        assert!(fwd(&net1, &Tensor::zeros((1, 3, 10), DType::F32, &dev)?, &t, None).is_err());
 
         let bad = [
             UNetConfig { groups: 3, ..tiny(1) },
@@ -739,8 +746,8 @@ mod tests {
         assert_eq!(net.size_multiple(), 4);
         let t = Tensor::new(&[3.0f32], &dev)?;
         let x = randn(&mut Rng::new(2), &[1, 3, 8, 12], DType::F32, &dev)?;
-        assert_eq!(net.forward(&x, &t, None)?.dims(), x.dims());
-        assert!(net.forward(&Tensor::zeros((1, 3, 8, 6), DType::F32, &dev)?, &t, None).is_err());
+        assert_eq!(fwd(&net, &x, &t, None)?.dims(), x.dims());
+        assert!(fwd(&net, &Tensor::zeros((1, 3, 8, 6), DType::F32, &dev)?, &t, None).is_err());
         Ok(())
     }
 
@@ -762,19 +769,18 @@ mod tests {
         let t = Tensor::new(&[10.0f32, 900.0], &dev)?;
         let params = Params::new(1);
         let a = build(&params, &cfg, Dims::One, None, DType::F32)?;
-        let b = build(&params, &cfg, Dims::One, None, DType::F32)?;
-        let eval = values(&a.forward(&x, &t, None)?)?;
-        assert_eq!(eval, values(&a.forward(&x, &t, None)?)?);
-        let train_a = values(&a.forward_t(&x, &t, None, true)?)?;
+        let eval = values(&fwd(&a, &x, &t, None)?)?;
+        assert_eq!(eval, values(&fwd(&a, &x, &t, None)?)?);
+        let train = |seed: u64| -> Result<Vec<f64>> { values(&a.forward_t(&x, &t, None, Some(&mut Rows::new(seed, 0, 2)))?) };
+        let train_a = train(4)?;
         assert_ne!(train_a, eval);
-        // A second training call draws a new mask; a fresh network replays the first one.
-        assert_ne!(train_a, values(&a.forward_t(&x, &t, None, true)?)?);
-        assert_eq!(train_a, values(&b.forward_t(&x, &t, None, true)?)?);
-        // Saving and restoring the generator replays the masks.
-        let saved = a.dropout_rng();
-        let next = values(&a.forward_t(&x, &t, None, true)?)?;
-        a.set_dropout_rng(saved);
-        assert_eq!(next, values(&a.forward_t(&x, &t, None, true)?)?);
+        // The same streams replay the masks; other streams draw others.
+        assert_eq!(train_a, train(4)?);
+        assert_ne!(train_a, train(5)?);
+        // Row 1's masks come from its own stream, whatever its batch.
+        let alone = values(&a.forward_t(&x.narrow(0, 1, 1)?, &t.narrow(0, 1, 1)?, None, Some(&mut Rows::new(4, 1, 1)))?)?;
+        let half = train_a.len() / 2;
+        assert!(alone.iter().zip(&train_a[half..]).all(|(p, q)| (p - q).abs() < 1e-5), "row 1 depends on its batch");
         Ok(())
     }
 
@@ -815,8 +821,8 @@ mod tests {
         let x = Var::from_tensor(&randn(&mut Rng::new(12), shape, DType::F64, &dev)?)?;
         let w = randn(&mut Rng::new(13), shape, DType::F64, &dev)?;
         let t = Tensor::new(&[3.0f32, 600.0], &dev)?;
-        let cond = Tensor::new(&[1u32, 3], &dev)?;
-        let loss_t = || net.forward(x.as_tensor(), &t, Some(&cond))?.mul(&w)?.sum_all();
+        let cond = ids(&[1, 3], 3)?;
+        let loss_t = || fwd(&net, x.as_tensor(), &t, Some(&cond))?.mul(&w)?.sum_all();
         let loss = || loss_t()?.to_scalar::<f64>();
         let grads = loss_t()?.backward()?;
 
@@ -833,7 +839,7 @@ mod tests {
             "up.1.upsample.weight",
             "up.0.res.1.skip.weight",
             "mid.attn.qkv.weight",
-            "class.weight",
+            "cond.class.weight",
             "down.0.res.0.time_proj.weight",
             "up.0.res.1.norm2.weight",
             "mid.attn.norm.bias",

@@ -1,15 +1,17 @@
-//! Forward processes: how clean data is corrupted during training and what the network is
-//! asked to predict.
+//! The variance-preserving Gaussian process of DDPM, with epsilon, x0 or v prediction,
+//! min-SNR-gamma loss weighting, offset noise and an optional wrap onto the torus
+//! (`x_t = wrap(sqrt(ab) x0 + sqrt(1 - ab) eps)`, FoldingDiff's angles). Its samplers are in
+//! [`crate::sampler::gaussian`].
 //!
-//! [`GaussianProcess`] is the variance-preserving process of DDPM, with epsilon, x0 or v
-//! prediction, min-SNR-gamma loss weighting, and an optional wrap onto the torus
-//! (`x_t = wrap(sqrt(ab) x0 + sqrt(1 - ab) eps)`, FoldingDiff's angles). Discrete processes for
-//! token data implement the same [`Process`] trait.
+//! Time coordinate: the training timestep `t` in `0..T` (fractional between training steps for
+//! the sigma-space samplers), as diffusers' models receive it.
 
-use crate::rng::Rng;
-use crate::schedule::{BetaSchedule, Schedule, ScheduleConfig};
-use crate::tensor_util::{combine, per_row, randn, timesteps_tensor, wrap_angles};
-use candle_core::{Result, Tensor, D};
+use super::{weighted_mean, Corrupted, Process, SampleJob};
+use crate::rng::Rows;
+use crate::sampler::{gaussian::SamplerKind, SampleConfig};
+use crate::schedule::{Schedule, ScheduleConfig};
+use crate::tensor_util::{combine, timesteps_tensor, wrap_angles};
+use candle_core::{Result, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// What the network outputs.
@@ -110,130 +112,110 @@ pub enum LossKind {
     SmoothL1,
 }
 
-/// A Gaussian process's settings, as in an experiment's `[process]` table.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A Gaussian process's settings, as in an experiment's `[process]` table: the schedule's keys
+/// ([`ScheduleConfig`]: `schedule`, `timesteps`, `beta_start`, `beta_end`,
+/// `zero_terminal_snr`) beside the process's own, in one flat table.
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct GaussianConfig {
-    /// Beta layout: linear, scaled_linear, cosine, sigmoid.
-    #[serde(default = "default_schedule")]
-    pub schedule: BetaSchedule,
-    /// Number of training timesteps T.
-    #[serde(default = "default_timesteps")]
-    pub timesteps: usize,
-    /// First beta (linear, scaled_linear, sigmoid).
-    #[serde(default = "default_beta_start")]
-    pub beta_start: f64,
-    /// Last beta (linear, scaled_linear, sigmoid).
-    #[serde(default = "default_beta_end")]
-    pub beta_end: f64,
-    /// Rescale the schedule to zero terminal SNR (pair it with v prediction).
-    #[serde(default)]
-    pub zero_terminal_snr: bool,
+    /// The noise schedule.
+    #[serde(flatten)]
+    pub schedule: ScheduleConfig,
     /// What the network predicts.
-    #[serde(default = "default_prediction")]
     pub prediction: Prediction,
     /// Per-timestep loss weighting.
-    #[serde(default = "default_weighting")]
     pub weighting: LossWeighting,
     /// Gamma of min-SNR weighting.
-    #[serde(default = "default_gamma")]
     pub min_snr_gamma: f64,
     /// Element-wise loss.
-    #[serde(default = "default_loss")]
     pub loss: LossKind,
     /// Transition point of the smooth L1 loss.
-    #[serde(default = "default_beta")]
     pub smooth_l1_beta: f64,
-    /// Treat the data as angles: wrap to [-pi, pi) after noising and compare wrapped differences.
-    #[serde(default)]
+    /// Treat the data as angles: wrap to [-pi, pi) after noising and every sampling step, and
+    /// compare wrapped differences in the loss.
     pub wrap: bool,
     /// Offset noise strength (Guttenberg 2023): adds `offset * N(0,1)` per row and channel.
-    #[serde(default)]
     pub offset_noise: f64,
 }
 
-fn default_schedule() -> BetaSchedule {
-    ScheduleConfig::default().schedule
-}
-fn default_timesteps() -> usize {
-    ScheduleConfig::default().timesteps
-}
-fn default_beta_start() -> f64 {
-    ScheduleConfig::default().beta_start
-}
-fn default_beta_end() -> f64 {
-    ScheduleConfig::default().beta_end
+/// The keys of the schedule part of the `[process]` table.
+const SCHEDULE_KEYS: [&str; 5] = ["schedule", "timesteps", "beta_start", "beta_end", "zero_terminal_snr"];
+/// The keys of the Gaussian process's own part.
+const OWN_KEYS: [&str; 7] = ["prediction", "weighting", "min_snr_gamma", "loss", "smooth_l1_beta", "wrap", "offset_noise"];
+
+/// The process's own keys, read apart from the schedule's.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct Own {
+    prediction: Prediction,
+    weighting: LossWeighting,
+    min_snr_gamma: f64,
+    loss: LossKind,
+    smooth_l1_beta: f64,
+    wrap: bool,
+    offset_noise: f64,
 }
 
-impl GaussianConfig {
-    /// The schedule part of these settings.
-    pub fn schedule_config(&self) -> ScheduleConfig {
-        ScheduleConfig {
-            schedule: self.schedule,
-            timesteps: self.timesteps,
-            beta_start: self.beta_start,
-            beta_end: self.beta_end,
-            zero_terminal_snr: self.zero_terminal_snr,
+impl Default for Own {
+    fn default() -> Self {
+        let d = GaussianConfig::default();
+        Self {
+            prediction: d.prediction,
+            weighting: d.weighting,
+            min_snr_gamma: d.min_snr_gamma,
+            loss: d.loss,
+            smooth_l1_beta: d.smooth_l1_beta,
+            wrap: d.wrap,
+            offset_noise: d.offset_noise,
         }
     }
 }
 
-fn default_prediction() -> Prediction {
-    Prediction::Epsilon
-}
-fn default_weighting() -> LossWeighting {
-    LossWeighting::None
-}
-fn default_gamma() -> f64 {
-    5.0
-}
-fn default_beta() -> f64 {
-    1.0
-}
-fn default_loss() -> LossKind {
-    LossKind::Mse
+impl GaussianConfig {
+    /// Reads the settings from a `[process]` table (without its `kind`): the schedule's keys
+    /// and the process's own; any other key is an error that lists the accepted ones.
+    pub fn from_table(table: toml::Table) -> std::result::Result<Self, String> {
+        let (mut sched, mut own) = (toml::Table::new(), toml::Table::new());
+        for (k, v) in table {
+            if SCHEDULE_KEYS.contains(&k.as_str()) {
+                sched.insert(k, v);
+            } else if OWN_KEYS.contains(&k.as_str()) {
+                own.insert(k, v);
+            } else {
+                return Err(format!(
+                    "unknown key `process.{k}`: the Gaussian process takes kind, {}, {}",
+                    SCHEDULE_KEYS.join(", "),
+                    OWN_KEYS.join(", ")
+                ));
+            }
+        }
+        let schedule = ScheduleConfig::deserialize(toml::Value::Table(sched)).map_err(|e| format!("[process]: {e}"))?;
+        let own = Own::deserialize(toml::Value::Table(own)).map_err(|e| format!("[process]: {e}"))?;
+        Ok(Self {
+            schedule,
+            prediction: own.prediction,
+            weighting: own.weighting,
+            min_snr_gamma: own.min_snr_gamma,
+            loss: own.loss,
+            smooth_l1_beta: own.smooth_l1_beta,
+            wrap: own.wrap,
+            offset_noise: own.offset_noise,
+        })
+    }
 }
 
 impl Default for GaussianConfig {
     fn default() -> Self {
         Self {
-            schedule: default_schedule(),
-            timesteps: default_timesteps(),
-            beta_start: default_beta_start(),
-            beta_end: default_beta_end(),
-            zero_terminal_snr: false,
-            prediction: default_prediction(),
-            weighting: default_weighting(),
-            min_snr_gamma: default_gamma(),
-            loss: default_loss(),
-            smooth_l1_beta: default_beta(),
+            schedule: ScheduleConfig::default(),
+            prediction: Prediction::Epsilon,
+            weighting: LossWeighting::None,
+            min_snr_gamma: 5.0,
+            loss: LossKind::Mse,
+            smooth_l1_beta: 1.0,
             wrap: false,
             offset_noise: 0.0,
         }
     }
-}
-
-/// One corrupted training batch.
-#[derive(Debug, Clone)]
-pub struct Corrupted {
-    /// The noised input x_t, shaped like x0.
-    pub x_t: Tensor,
-    /// Integer timesteps, one per row.
-    pub timesteps: Vec<usize>,
-    /// The same timesteps as a `[B]` float32 tensor, the network's time input.
-    pub t: Tensor,
-    /// What the network should output.
-    pub target: Tensor,
-    /// Per-row loss weights.
-    pub weights: Vec<f64>,
-}
-
-/// A forward process used in training.
-pub trait Process {
-    /// Draws a timestep and noise per row and corrupts `x0` (`[B, ...]`).
-    fn corrupt(&self, x0: &Tensor, rng: &mut Rng) -> Result<Corrupted>;
-    /// The scalar training loss of a network output against a corrupted batch.
-    fn loss(&self, output: &Tensor, batch: &Corrupted) -> Result<Tensor>;
 }
 
 /// The variance-preserving Gaussian process.
@@ -248,7 +230,13 @@ pub struct GaussianProcess {
 impl GaussianProcess {
     /// Builds the process a config describes.
     pub fn new(config: GaussianConfig) -> anyhow::Result<Self> {
-        Ok(Self { schedule: Schedule::from_config(&config.schedule_config())?, config })
+        anyhow::ensure!(
+            config.smooth_l1_beta > 0.0,
+            "process.smooth_l1_beta must be positive, got {}",
+            config.smooth_l1_beta
+        );
+        anyhow::ensure!(config.offset_noise >= 0.0, "process.offset_noise must be >= 0, got {}", config.offset_noise);
+        Ok(Self { schedule: Schedule::from_config(&config.schedule)?, config })
     }
 
     fn abar(&self, t: &[usize]) -> Vec<f64> {
@@ -297,33 +285,43 @@ impl GaussianProcess {
     }
 
     /// Corrupts `x0` at given timesteps with given noise (the deterministic half of `corrupt`).
-    pub fn corrupt_with(&self, x0: &Tensor, noise: &Tensor, t: Vec<usize>) -> Result<Corrupted> {
+    pub fn corrupt_with(&self, x0: &Tensor, noise: &Tensor, t: &[usize]) -> Result<Corrupted> {
         Ok(Corrupted {
-            x_t: self.add_noise(x0, noise, &t)?,
-            t: timesteps_tensor(&t.iter().map(|&v| v as f64).collect::<Vec<_>>(), x0.device())?,
-            target: self.target(x0, noise, &t)?,
-            weights: self.loss_weights(&t),
-            timesteps: t,
+            x_t: self.add_noise(x0, noise, t)?,
+            time: timesteps_tensor(&t.iter().map(|&v| v as f64).collect::<Vec<_>>(), x0.device())?,
+            target: self.target(x0, noise, t)?,
+            weights: self.loss_weights(t),
         })
     }
 }
 
 impl Process for GaussianProcess {
-    fn corrupt(&self, x0: &Tensor, rng: &mut Rng) -> Result<Corrupted> {
+    fn kind(&self) -> &'static str {
+        "gaussian"
+    }
+
+    fn time_coordinate(&self) -> &'static str {
+        "the training timestep t in 0..T (fractional between steps for sigma-space samplers)"
+    }
+
+    /// Row `i` draws its timestep, then its noise, from its own stream; offset noise comes from
+    /// another stream of the same row.
+    fn corrupt(&self, x0: &Tensor, rows: &mut Rows) -> Result<Corrupted> {
         let b = x0.dim(0)?;
-        let t: Vec<usize> = (0..b).map(|_| rng.below(self.schedule.len() as u64) as usize).collect();
-        let mut noise = randn(rng, x0.dims(), x0.dtype(), x0.device())?;
+        let t_max = self.schedule.len() as u64;
+        let t: Vec<usize> = (0..b).map(|i| rows.row(i).below(t_max) as usize).collect();
+        let mut noise = rows.normal(x0.dims(), x0.dtype(), x0.device())?;
         if self.config.offset_noise > 0.0 && x0.rank() >= 2 {
             let mut shape = vec![1usize; x0.rank()];
             shape[0] = b;
             shape[1] = x0.dim(1)?;
-            let offset = randn(rng, &shape, x0.dtype(), x0.device())?;
+            let offset = rows.purpose(OFFSET_STREAM).normal(&shape, x0.dtype(), x0.device())?;
             noise = noise.broadcast_add(&offset.affine(self.config.offset_noise, 0.0)?)?;
         }
-        self.corrupt_with(x0, &noise, t)
+        self.corrupt_with(x0, &noise, &t)
     }
 
-    fn loss(&self, output: &Tensor, batch: &Corrupted) -> Result<Tensor> {
+    fn loss(&self, output: &Tensor, batch: &Corrupted, mask: Option<&Tensor>) -> Result<Tensor> {
         let mut diff = output.sub(&batch.target)?;
         if self.config.wrap {
             diff = wrap_angles(&diff)?;
@@ -332,10 +330,34 @@ impl Process for GaussianProcess {
             LossKind::Mse => diff.sqr()?,
             LossKind::SmoothL1 => smooth_l1(&diff, self.config.smooth_l1_beta)?,
         };
-        let b = elementwise.dim(0)?;
-        let per_row_loss = elementwise.reshape((b, ()))?.mean(D::Minus1)?;
-        let w = per_row(&batch.weights, &per_row_loss)?;
-        per_row_loss.mul(&w)?.mean_all()
+        weighted_mean(&elementwise, mask, &batch.weights)
+    }
+
+    fn samplers(&self) -> &'static [&'static str] {
+        &["dpmpp_2m", "ddpm", "ddim", "euler", "heun"]
+    }
+
+    fn model_calls(&self, cfg: &SampleConfig) -> anyhow::Result<usize> {
+        Ok(self.sampler_kind(cfg)?.model_calls(cfg.steps))
+    }
+
+    fn sample(&self, job: SampleJob) -> anyhow::Result<Tensor> {
+        crate::sampler::gaussian::sample(self, job)
+    }
+}
+
+/// The stream tag of offset noise (apart from the main noise, so turning it on does not move
+/// the other draws).
+const OFFSET_STREAM: u64 = 0x0FF5_E7;
+
+impl GaussianProcess {
+    /// The sampler a `[sample]` table names (the process's default, DPM-Solver++(2M), when it
+    /// names none).
+    pub fn sampler_kind(&self, cfg: &SampleConfig) -> anyhow::Result<SamplerKind> {
+        match &cfg.sampler {
+            None => Ok(SamplerKind::Dpmpp2m),
+            Some(name) => SamplerKind::parse(name),
+        }
     }
 }
 
@@ -359,7 +381,7 @@ mod tests {
         let x0 = Tensor::new(&[[0.3f64, -1.2], [2.0, 0.1]], &dev)?;
         let eps = Tensor::new(&[[1.0f64, 0.5], [-0.7, 0.2]], &dev)?;
         let p = GaussianProcess::new(GaussianConfig::default()).unwrap();
-        let t = vec![10usize, 700];
+        let t = [10usize, 700];
         let xt = p.add_noise(&x0, &eps, &t)?;
         let ab = p.abar(&t);
         let v = p.velocity(&x0, &eps, &t)?;
@@ -380,16 +402,24 @@ mod tests {
         let p = GaussianProcess::new(cfg).unwrap();
         let target = Tensor::new(&[[3.1f32]], &dev)?;
         let out = Tensor::new(&[[-3.1f32]], &dev)?;
-        let batch = Corrupted {
-            x_t: out.clone(),
-            timesteps: vec![0],
-            t: Tensor::new(&[0f32], &dev)?,
-            target,
-            weights: vec![1.0],
-        };
-        let l = p.loss(&out, &batch)?.to_scalar::<f32>()?;
+        let batch = Corrupted { x_t: out.clone(), time: Tensor::new(&[0f32], &dev)?, target, weights: vec![1.0] };
+        let l = p.loss(&out, &batch, None)?.to_scalar::<f32>()?;
         let short = (2.0 * std::f32::consts::PI - 6.2).powi(2);
         assert!((l - short).abs() < 1e-4, "{l} vs {short}");
+        Ok(())
+    }
+
+    #[test]
+    fn padded_positions_do_not_count_in_the_loss() -> Result<()> {
+        let dev = Device::Cpu;
+        let p = GaussianProcess::new(GaussianConfig::default()).unwrap();
+        // rows [L = 3, F = 1]; row 0 has 2 real positions, row 1 all 3
+        let target = Tensor::new(&[[[1f32], [2.0], [100.0]], [[1.0], [1.0], [1.0]]], &dev)?;
+        let out = Tensor::zeros((2, 3, 1), candle_core::DType::F32, &dev)?;
+        let batch = Corrupted { x_t: out.clone(), time: Tensor::new(&[0f32, 0.0], &dev)?, target, weights: vec![1.0, 1.0] };
+        let mask = Tensor::new(&[[[1f32], [1.0], [0.0]], [[1.0], [1.0], [1.0]]], &dev)?;
+        let l = p.loss(&out, &batch, Some(&mask))?.to_scalar::<f32>()?;
+        assert!((l - (2.5 + 1.0) / 2.0).abs() < 1e-6, "{l}");
         Ok(())
     }
 

@@ -1,21 +1,24 @@
-//! Samplers: short stateless functions that walk a time grid over a [`Model`], in the style of
-//! k-diffusion's sampling module, each reproducing the matching diffusers scheduler.
+//! The Gaussian family of samplers: short stateless functions that walk a time grid, in the
+//! style of k-diffusion's sampling module, each reproducing the matching diffusers scheduler.
 //!
 //! - [`ddpm`]: ancestral sampling with the "fixed small" posterior variance.
 //! - [`ddim`]: DDIM with eta (eta = 0 is deterministic).
 //! - [`euler`] and [`heun`]: Karras et al.'s ODE solvers in sigma space, optionally on Karras sigmas.
 //! - [`dpmpp_2m`]: DPM-Solver++(2M), multistep second order in lambda = -log sigma.
 //!
-//! Time grids are spelled out by [`Spacing`] (leading, trailing, linspace), as in diffusers.
-//! [`sample`] picks a sampler from a [`SamplerConfig`] and draws the starting noise per row
-//! from [`RowNoise`], so a sample depends on its index and the seed, never on the batch size.
+//! Every sampler sees the network through one wrapper, [`GaussianDenoiser`], that turns its
+//! output (epsilon, x0 or v) into a clean-sample estimate and a noise estimate once
+//! ([`Denoised`]), with classifier guidance applied there; the sigma-space samplers see any
+//! [`SigmaDenoiser`]. Time grids are spelled out by [`Spacing`] (leading, trailing, linspace),
+//! as in diffusers. [`sample`] is the Gaussian process's sampling entry point.
 
-use crate::denoiser::Model;
-use crate::process::{GaussianProcess, Prediction};
-use crate::rng::Rng;
+use super::{Observer, StepInfo};
+use crate::denoiser::{Model, Scorer};
+use crate::process::{GaussianProcess, Prediction, SampleJob};
+use crate::rng::Rows;
 use crate::schedule::{interp, karras_sigmas, linspace, sigma_to_t, Schedule};
 use crate::tensor_util::wrap_angles;
-use candle_core::{DType, Device, Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// Which sampler to run.
@@ -61,8 +64,9 @@ impl SamplerKind {
     /// Parses a sampler name.
     pub fn parse(name: &str) -> anyhow::Result<Self> {
         let v = toml::Value::String(name.to_string());
-        v.try_into()
-            .map_err(|_| anyhow::anyhow!("unknown sampler `{name}`: expected one of {}", Self::NAMES))
+        v.try_into().map_err(|_| {
+            anyhow::anyhow!("unknown sampler `{name}` for the Gaussian process: expected one of {}", Self::NAMES)
+        })
     }
 
     /// The spacing diffusers uses by default for this scheduler.
@@ -84,112 +88,6 @@ pub enum Spacing {
     Trailing,
     /// `linspace(0, T - 1, N)` reversed.
     Linspace,
-}
-
-/// A sampling run's settings, as in an experiment's `[sample]` table.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SamplerConfig {
-    /// Which sampler.
-    #[serde(default = "default_sampler")]
-    pub sampler: SamplerKind,
-    /// Number of sampling steps (Heun makes about twice as many model calls).
-    #[serde(default = "default_steps")]
-    pub steps: usize,
-    /// Timestep spacing; None takes the sampler's diffusers default.
-    #[serde(default)]
-    pub spacing: Option<Spacing>,
-    /// DDIM's eta (0 deterministic, 1 DDPM-like).
-    #[serde(default)]
-    pub eta: f64,
-    /// Use Karras sigmas (rho 7) with euler, heun and dpmpp_2m.
-    #[serde(default)]
-    pub karras: bool,
-    /// Clamp the predicted x0 to [-clip, clip] (ddpm, ddim); None leaves it unclipped.
-    #[serde(default)]
-    pub clip: Option<f64>,
-    /// Classifier-free guidance scale (1 = plain conditional).
-    #[serde(default = "default_guidance")]
-    pub guidance: f64,
-    /// Samples per batch (memory only: results do not depend on it).
-    #[serde(default = "default_batch")]
-    pub batch_size: usize,
-    /// Samples to draw by default.
-    #[serde(default = "default_n")]
-    pub n: usize,
-}
-
-fn default_sampler() -> SamplerKind {
-    SamplerKind::Dpmpp2m
-}
-fn default_steps() -> usize {
-    50
-}
-fn default_guidance() -> f64 {
-    1.0
-}
-fn default_batch() -> usize {
-    256
-}
-fn default_n() -> usize {
-    1000
-}
-
-impl Default for SamplerConfig {
-    fn default() -> Self {
-        Self {
-            sampler: default_sampler(),
-            steps: default_steps(),
-            spacing: None,
-            eta: 0.0,
-            karras: false,
-            clip: None,
-            guidance: default_guidance(),
-            batch_size: default_batch(),
-            n: default_n(),
-        }
-    }
-}
-
-/// What a sampler reports after each step (for progress bars, tests and trajectories).
-pub struct StepInfo<'a> {
-    /// Model-call index, from 0.
-    pub index: usize,
-    /// The timestep the model was called at.
-    pub t: f64,
-    /// The sample after this step.
-    pub x: &'a Tensor,
-    /// The model's clean-sample estimate at this step (after any clipping).
-    pub x0: &'a Tensor,
-    /// The input the model saw (sigma-space samplers scale it).
-    pub model_input: &'a Tensor,
-}
-
-/// A callback after each model call.
-pub type Observer<'a> = &'a mut dyn FnMut(&StepInfo);
-
-/// Per-row random streams: row `i` of a batch draws from `Rng::stream(seed, first + i)`, so the
-/// noise a sample sees depends only on its index and the seed.
-pub struct RowNoise {
-    rngs: Vec<Rng>,
-}
-
-impl RowNoise {
-    /// Streams for samples `first .. first + rows`.
-    pub fn new(seed: u64, first: usize, rows: usize) -> Self {
-        Self { rngs: (first..first + rows).map(|i| Rng::stream(seed, i as u64)).collect() }
-    }
-
-    /// A standard-normal tensor of `shape` (`[rows, ...]`), each row from its own stream.
-    pub fn draw(&mut self, shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
-        assert_eq!(shape[0], self.rngs.len(), "RowNoise: batch size differs from its streams");
-        let per: usize = shape[1..].iter().product();
-        let mut data = Vec::with_capacity(per * self.rngs.len());
-        for r in self.rngs.iter_mut() {
-            data.extend(r.normal_vec(per));
-        }
-        Tensor::from_vec(data, shape, device)?.to_dtype(dtype)
-    }
 }
 
 /// numpy's `round` (half to even).
@@ -227,10 +125,6 @@ pub fn timesteps(spacing: Spacing, t_max: usize, n: usize, round: bool) -> Vec<f
     ts
 }
 
-fn scalar_rows(v: f64, x: &Tensor) -> Result<Vec<f64>> {
-    Ok(vec![v; x.dim(0)?])
-}
-
 fn maybe_clip(x0: Tensor, clip: Option<f64>) -> Result<Tensor> {
     match clip {
         Some(c) => x0.clamp(-c, c),
@@ -243,6 +137,86 @@ fn maybe_wrap(x: Tensor, wrap: bool) -> Result<Tensor> {
         wrap_angles(&x)
     } else {
         Ok(x)
+    }
+}
+
+/// A network output at one noise level, read as the Gaussian process's estimates of the clean
+/// sample and of the noise. With classifier guidance the scorer's gradient `g` (already
+/// scaled) shifts both: `eps' = eps - sqrt(1 - ab) g`, `x0' = x0 + (1 - ab) / sqrt(ab) g`
+/// (Dhariwal and Nichol 2021, Algorithm 2).
+pub struct Denoised {
+    out: Tensor,
+    x_t: Tensor,
+    abar: f64,
+    prediction: Prediction,
+    grad: Option<Tensor>,
+}
+
+impl Denoised {
+    /// The clean-sample estimate.
+    pub fn x0(&self) -> Result<Tensor> {
+        let x0 = self.prediction.to_x0(&self.out, &self.x_t, &vec![self.abar; self.x_t.dim(0)?])?;
+        match &self.grad {
+            Some(g) => x0.add(&g.affine((1.0 - self.abar) / self.abar.sqrt(), 0.0)?),
+            None => Ok(x0),
+        }
+    }
+
+    /// The noise estimate.
+    pub fn eps(&self) -> Result<Tensor> {
+        let eps = self.prediction.to_eps(&self.out, &self.x_t, &vec![self.abar; self.x_t.dim(0)?])?;
+        match &self.grad {
+            Some(g) => eps.sub(&g.affine((1.0 - self.abar).sqrt(), 0.0)?),
+            None => Ok(eps),
+        }
+    }
+}
+
+/// The network as the Gaussian samplers see it: a [`Model`] whose output is the configured
+/// prediction, optionally steered by a scorer.
+pub struct GaussianDenoiser<'a> {
+    model: &'a dyn Model,
+    prediction: Prediction,
+    scorer: Option<(&'a dyn Scorer, f64)>,
+}
+
+impl<'a> GaussianDenoiser<'a> {
+    /// A network that outputs `prediction`.
+    pub fn new(model: &'a dyn Model, prediction: Prediction) -> Self {
+        Self { model, prediction, scorer: None }
+    }
+
+    /// The same, steered by `scorer` at `scale` (classifier guidance).
+    pub fn with_scorer(mut self, scorer: Option<(&'a dyn Scorer, f64)>) -> Self {
+        self.scorer = scorer;
+        self
+    }
+
+    /// The estimates at the VP input `x_t` (what the network sees) at training time `t` with
+    /// cumulative alpha `abar`.
+    pub fn denoise(&self, x_t: &Tensor, t: f64, abar: f64) -> Result<Denoised> {
+        let out = self.model.predict(x_t, t)?;
+        let grad = match self.scorer {
+            Some((scorer, scale)) if scale != 0.0 => Some(scorer.grad_log_prob(x_t, t)?.affine(scale, 0.0)?),
+            _ => None,
+        };
+        Ok(Denoised { out, x_t: x_t.clone(), abar, prediction: self.prediction, grad })
+    }
+}
+
+/// What the sigma-space samplers ([`euler`], [`heun`]) call: the clean-sample estimate of a
+/// VE-scaled `x` at noise level `sigma` (grid time `t`), with the input the network saw.
+pub trait SigmaDenoiser {
+    /// `(x0, model_input)` at `(sigma, t)`.
+    fn x0_at(&self, x: &Tensor, sigma: f64, t: f64) -> Result<(Tensor, Tensor)>;
+}
+
+impl SigmaDenoiser for GaussianDenoiser<'_> {
+    /// A discrete-time model sees `x / sqrt(sigma^2 + 1)` (diffusers' `scale_model_input`).
+    fn x0_at(&self, x: &Tensor, sigma: f64, t: f64) -> Result<(Tensor, Tensor)> {
+        let x_in = x.affine(1.0 / (sigma * sigma + 1.0).sqrt(), 0.0)?;
+        let d = self.denoise(&x_in, t, 1.0 / (sigma * sigma + 1.0))?;
+        Ok((d.x0()?, x_in))
     }
 }
 
@@ -270,27 +244,24 @@ pub struct VpOptions {
 
 /// DDPM ancestral sampling over descending integer `timesteps`; the previous timestep of each
 /// step is the next entry (-1 after the last), as in diffusers.
-#[allow(clippy::too_many_arguments)]
 pub fn ddpm(
-    model: &dyn Model,
+    model: &GaussianDenoiser,
     s: &Schedule,
-    prediction: Prediction,
     mut x: Tensor,
     timesteps: &[f64],
     opts: VpOptions,
-    noise: &mut RowNoise,
+    noise: &mut Rows,
     obs: Observer,
 ) -> Result<Tensor> {
     for (i, &tf) in timesteps.iter().enumerate() {
         let t = tf as usize;
         let prev = timesteps.get(i + 1).map(|p| *p as i64).unwrap_or(-1);
-        let out = model.predict(&x, tf)?;
-        let ab = scalar_rows(s.alphas_cumprod[t], &x)?;
-        let x0 = maybe_clip(prediction.to_x0(&out, &x, &ab)?, opts.clip)?;
+        let d = model.denoise(&x, tf, s.alphas_cumprod[t])?;
+        let x0 = maybe_clip(d.x0()?, opts.clip)?;
         let (c0, ct, var) = ddpm_posterior(s, t, prev);
         let mean = x0.affine(c0, 0.0)?.add(&x.affine(ct, 0.0)?)?;
         let next = if t > 0 {
-            let z = noise.draw(x.dims(), x.dtype(), x.device())?;
+            let z = noise.normal(x.dims(), x.dtype(), x.device())?;
             mean.add(&z.affine(var.sqrt(), 0.0)?)?
         } else {
             mean
@@ -306,32 +277,30 @@ pub fn ddpm(
 /// timestep is always `t - T // N`, and the direction term uses the unclipped epsilon.
 #[allow(clippy::too_many_arguments)]
 pub fn ddim(
-    model: &dyn Model,
+    model: &GaussianDenoiser,
     s: &Schedule,
-    prediction: Prediction,
     mut x: Tensor,
     timesteps: &[f64],
     eta: f64,
     opts: VpOptions,
-    noise: &mut RowNoise,
+    noise: &mut Rows,
     obs: Observer,
 ) -> Result<Tensor> {
     let stride = (s.len() / timesteps.len()) as i64;
     for (i, &tf) in timesteps.iter().enumerate() {
         let t = tf as usize;
         let prev = t as i64 - stride;
-        let out = model.predict(&x, tf)?;
         let a_t = s.alphas_cumprod[t];
         let a_prev = s.alpha_bar(prev);
-        let ab = scalar_rows(a_t, &x)?;
-        let x0 = maybe_clip(prediction.to_x0(&out, &x, &ab)?, opts.clip)?;
-        let eps = prediction.to_eps(&out, &x, &ab)?;
+        let d = model.denoise(&x, tf, a_t)?;
+        let x0 = maybe_clip(d.x0()?, opts.clip)?;
+        let eps = d.eps()?;
         let variance = (1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev);
         let std = eta * variance.sqrt();
         let dir = (1.0 - a_prev - std * std).max(0.0).sqrt();
         let mut next = x0.affine(a_prev.sqrt(), 0.0)?.add(&eps.affine(dir, 0.0)?)?;
         if eta > 0.0 {
-            let z = noise.draw(x.dims(), x.dtype(), x.device())?;
+            let z = noise.normal(x.dims(), x.dtype(), x.device())?;
             next = next.add(&z.affine(std, 0.0)?)?;
         }
         let model_input = x;
@@ -341,34 +310,12 @@ pub fn ddim(
     Ok(x)
 }
 
-/// The x0 estimate of a discrete-time model at VE noise level `sigma`: the model sees
-/// `x / sqrt(sigma^2 + 1)` (diffusers' `scale_model_input`). Returns `(x0, model_input)`.
-fn sigma_denoise(
-    model: &dyn Model,
-    prediction: Prediction,
-    x: &Tensor,
-    sigma: f64,
-    t: f64,
-) -> Result<(Tensor, Tensor)> {
-    let x_in = x.affine(1.0 / (sigma * sigma + 1.0).sqrt(), 0.0)?;
-    let out = model.predict(&x_in, t)?;
-    let ab = scalar_rows(1.0 / (sigma * sigma + 1.0), x)?;
-    Ok((prediction.to_x0(&out, &x_in, &ab)?, x_in))
-}
-
 /// Euler's method in sigma space (diffusers' `EulerDiscreteScheduler`, no churn).
 /// `sigmas` has one more entry than `timesteps` (the final 0).
-pub fn euler(
-    model: &dyn Model,
-    prediction: Prediction,
-    mut x: Tensor,
-    sigmas: &[f64],
-    timesteps: &[f64],
-    obs: Observer,
-) -> Result<Tensor> {
+pub fn euler(model: &dyn SigmaDenoiser, mut x: Tensor, sigmas: &[f64], timesteps: &[f64], obs: Observer) -> Result<Tensor> {
     for (i, &t) in timesteps.iter().enumerate() {
         let (s, s_next) = (sigmas[i], sigmas[i + 1]);
-        let (x0, x_in) = sigma_denoise(model, prediction, &x, s, t)?;
+        let (x0, x_in) = model.x0_at(&x, s, t)?;
         let d = x.sub(&x0)?.affine(1.0 / s, 0.0)?;
         x = x.add(&d.affine(s_next - s, 0.0)?)?;
         obs(&StepInfo { index: i, t, x: &x, x0: &x0, model_input: &x_in });
@@ -379,18 +326,11 @@ pub fn euler(
 /// Heun's method in sigma space (diffusers' `HeunDiscreteScheduler`): an Euler predictor, then a
 /// corrector at the next sigma that averages the two slopes; the last step, to sigma 0, is plain
 /// Euler. Reports every model call (predictors and correctors).
-pub fn heun(
-    model: &dyn Model,
-    prediction: Prediction,
-    mut x: Tensor,
-    sigmas: &[f64],
-    timesteps: &[f64],
-    obs: Observer,
-) -> Result<Tensor> {
+pub fn heun(model: &dyn SigmaDenoiser, mut x: Tensor, sigmas: &[f64], timesteps: &[f64], obs: Observer) -> Result<Tensor> {
     let mut call = 0;
     for (i, &t) in timesteps.iter().enumerate() {
         let (s, s_next) = (sigmas[i], sigmas[i + 1]);
-        let (x0, x_in) = sigma_denoise(model, prediction, &x, s, t)?;
+        let (x0, x_in) = model.x0_at(&x, s, t)?;
         let d = x.sub(&x0)?.affine(1.0 / s, 0.0)?;
         let x_pred = x.add(&d.affine(s_next - s, 0.0)?)?;
         obs(&StepInfo { index: call, t, x: &x_pred, x0: &x0, model_input: &x_in });
@@ -400,7 +340,7 @@ pub fn heun(
             continue;
         }
         let t_next = timesteps[i + 1];
-        let (x0c, x_inc) = sigma_denoise(model, prediction, &x_pred, s_next, t_next)?;
+        let (x0c, x_inc) = model.x0_at(&x_pred, s_next, t_next)?;
         let d2 = x_pred.sub(&x0c)?.affine(1.0 / s_next, 0.0)?;
         let slope = d.add(&d2)?.affine(0.5, 0.0)?;
         x = x.add(&slope.affine(s_next - s, 0.0)?)?;
@@ -413,14 +353,7 @@ pub fn heun(
 /// DPM-Solver++(2M) (Lu et al. 2022) as diffusers' `DPMSolverMultistepScheduler` with
 /// `solver_order=2`, midpoint, `final_sigmas_type="zero"`: the first and last steps are first
 /// order; the model sees the unscaled x at integer timesteps.
-pub fn dpmpp_2m(
-    model: &dyn Model,
-    prediction: Prediction,
-    mut x: Tensor,
-    sigmas: &[f64],
-    timesteps: &[f64],
-    obs: Observer,
-) -> Result<Tensor> {
+pub fn dpmpp_2m(model: &GaussianDenoiser, mut x: Tensor, sigmas: &[f64], timesteps: &[f64], obs: Observer) -> Result<Tensor> {
     let alpha_sigma = |s: f64| {
         let a = 1.0 / (s * s + 1.0).sqrt();
         (a, s * a)
@@ -428,10 +361,8 @@ pub fn dpmpp_2m(
     let mut prev: Option<(Tensor, f64)> = None; // (x0, lambda) of the previous step
     for (i, &t) in timesteps.iter().enumerate() {
         let (s, s_next) = (sigmas[i], sigmas[i + 1]);
-        let out = model.predict(&x, t)?;
         let (alpha_s, sigma_s) = alpha_sigma(s);
-        let ab = scalar_rows(alpha_s * alpha_s, &x)?;
-        let x0 = prediction.to_x0(&out, &x, &ab)?;
+        let x0 = model.denoise(&x, t, alpha_s * alpha_s)?.x0()?;
         let lambda_s = alpha_s.ln() - sigma_s.ln();
         let model_input = x.clone();
         x = if s_next == 0.0 {
@@ -513,17 +444,11 @@ pub fn init_noise_sigma(kind: SamplerKind, spacing: Spacing, sigmas: &[f64]) -> 
     }
 }
 
-/// Draws a batch with the configured sampler. `noise` supplies the rows' streams (the starting
-/// noise, then any per-step noise); `shape` is `[rows, ...]`.
-pub fn sample(
-    cfg: &SamplerConfig,
-    process: &GaussianProcess,
-    model: &dyn Model,
-    noise: &mut RowNoise,
-    shape: &[usize],
-    device: &Device,
-    obs: Observer,
-) -> anyhow::Result<Tensor> {
+/// Draws a batch with the Gaussian process's configured sampler, starting from standard
+/// normal noise drawn per row (scaled to the sampler's initial sigma).
+pub fn sample(process: &GaussianProcess, job: SampleJob) -> anyhow::Result<Tensor> {
+    let cfg = job.cfg;
+    let kind = process.sampler_kind(cfg)?;
     anyhow::ensure!(cfg.steps >= 1, "sample.steps must be at least 1");
     let s = &process.schedule;
     anyhow::ensure!(
@@ -532,19 +457,23 @@ pub fn sample(
         cfg.steps,
         s.len()
     );
-    let spacing = cfg.spacing.unwrap_or(cfg.sampler.default_spacing());
+    anyhow::ensure!(
+        job.edit.is_none(),
+        "starting from data (editing) is not implemented yet for the Gaussian process's samplers"
+    );
+    let spacing = cfg.spacing.unwrap_or(kind.default_spacing());
     let wrap = process.config.wrap;
-    let prediction = process.config.prediction;
-    let z = noise.draw(shape, DType::F32, device)?;
+    let model = GaussianDenoiser::new(job.model, process.config.prediction).with_scorer(job.scorer);
+    let z = job.rows.normal(job.shape, DType::F32, job.device)?;
     let vp = VpOptions { clip: cfg.clip, wrap };
-    let x = match cfg.sampler {
+    let x = match kind {
         SamplerKind::Ddpm | SamplerKind::Ddim => {
             let ts = timesteps(spacing, s.len(), cfg.steps, true);
             let x = maybe_wrap(z, wrap)?;
-            if cfg.sampler == SamplerKind::Ddpm {
-                ddpm(model, s, prediction, x, &ts, vp, noise, obs)?
+            if kind == SamplerKind::Ddpm {
+                ddpm(&model, s, x, &ts, vp, job.rows, job.obs)?
             } else {
-                ddim(model, s, prediction, x, &ts, cfg.eta, vp, noise, obs)?
+                ddim(&model, s, x, &ts, cfg.eta, vp, job.rows, job.obs)?
             }
         }
         kind => {
@@ -556,9 +485,9 @@ pub fn sample(
             let (sigmas, ts) = sigma_grid(s, kind, spacing, cfg.steps, cfg.karras);
             let x = z.affine(init_noise_sigma(kind, spacing, &sigmas), 0.0)?;
             match kind {
-                SamplerKind::Euler => euler(model, prediction, x, &sigmas, &ts, obs)?,
-                SamplerKind::Heun => heun(model, prediction, x, &sigmas, &ts, obs)?,
-                _ => dpmpp_2m(model, prediction, x, &sigmas, &ts, obs)?,
+                SamplerKind::Euler => euler(&model, x, &sigmas, &ts, job.obs)?,
+                SamplerKind::Heun => heun(&model, x, &sigmas, &ts, job.obs)?,
+                _ => dpmpp_2m(&model, x, &sigmas, &ts, job.obs)?,
             }
         }
     };
@@ -602,9 +531,9 @@ mod tests {
 
     #[test]
     fn row_noise_ignores_batch_size() -> Result<()> {
-        let dev = Device::Cpu;
-        let all = RowNoise::new(5, 0, 4).draw(&[4, 3], DType::F32, &dev)?;
-        let tail = RowNoise::new(5, 2, 2).draw(&[2, 3], DType::F32, &dev)?;
+        let dev = candle_core::Device::Cpu;
+        let all = Rows::new(5, 0, 4).normal(&[4, 3], DType::F32, &dev)?;
+        let tail = Rows::new(5, 2, 2).normal(&[2, 3], DType::F32, &dev)?;
         assert_eq!(all.narrow(0, 2, 2)?.to_vec2::<f32>()?, tail.to_vec2::<f32>()?);
         Ok(())
     }
