@@ -18,6 +18,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod denoiser;
 pub mod domain;
+pub mod edm;
 pub mod nn;
 pub mod optim;
 pub mod params;
