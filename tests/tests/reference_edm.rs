@@ -14,10 +14,11 @@
 
 use candle_core::{DType, Device, Result, Tensor};
 use serde_json::Value;
-use sugarcube_core::edm::{
+use sugarcube_core::process::edm::{
     ancestral_step, denoised_rows, heun, loss_weight, precondition, training_pair, Churn, EdmConfig,
 };
-use sugarcube_core::sampler::{RowNoise, StepInfo};
+use sugarcube_core::rng::Rows;
+use sugarcube_core::sampler::StepInfo;
 use sugarcube_tests::{flatten, load_reference, max_rel_err, num, scaled_err, shape_of};
 
 const SCALAR_TOL: f64 = 1e-12;
@@ -153,7 +154,7 @@ fn deterministic_heun_trajectory() {
         move |x: &Tensor, sigma: f64| -> Result<Tensor> { x.affine(s * s / (s * s + sigma * sigma), 0.0) };
     let sigmas = EdmConfig::default().sigmas(10);
     let mut calls: Vec<Call> = vec![];
-    let mut noise = RowNoise::new(0, 0, shape[0]);
+    let mut noise = Rows::new(0, 0, shape[0]);
     let out =
         heun(&gaussian, tensor(&x_start, &shape), &sigmas, &Churn::NONE, &mut noise, &mut |i: &StepInfo| {
             assert_eq!(i.index, calls.len());

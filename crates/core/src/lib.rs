@@ -23,7 +23,6 @@ pub mod cond;
 pub mod config;
 pub mod denoiser;
 pub mod domain;
-pub mod edm;
 pub mod nn;
 pub mod optim;
 pub mod params;

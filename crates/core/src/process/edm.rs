@@ -39,7 +39,8 @@
 
 use crate::denoiser::Model;
 use crate::rng::Rng;
-use crate::sampler::{Observer, RowNoise, StepInfo};
+use crate::rng::Rows;
+use crate::sampler::{Observer, StepInfo};
 use crate::schedule::karras_sigmas;
 use crate::tensor_util::{combine, per_row};
 use candle_core::{DType, Device, Result, Tensor};
@@ -293,7 +294,7 @@ pub struct Preconditioned<M> {
     pub sigma_data: f64,
 }
 
-impl<M: Model> SigmaDenoiser for Preconditioned<M> {
+impl<M: Model + ?Sized> SigmaDenoiser for Preconditioned<&M> {
     fn denoise(&self, x: &Tensor, sigma: f64) -> Result<Tensor> {
         let p = precondition(sigma, self.sigma_data);
         let raw = self.network.predict(&x.affine(p.c_in, 0.0)?, p.c_noise)?;
@@ -304,13 +305,13 @@ impl<M: Model> SigmaDenoiser for Preconditioned<M> {
 /// The starting point of sampling: `sigma_max z` with `z ~ N(0, I)` of `shape` (`[rows, ...]`)
 /// drawn per row from `noise` (so a sample depends only on its index and the seed).
 pub fn initial_sample(
-    noise: &mut RowNoise,
+    noise: &mut Rows,
     shape: &[usize],
     sigma_max: f64,
     dtype: DType,
     device: &Device,
 ) -> Result<Tensor> {
-    noise.draw(shape, dtype, device)?.affine(sigma_max, 0.0)
+    noise.normal(shape, dtype, device)?.affine(sigma_max, 0.0)
 }
 
 /// The stochasticity of [`heun`] (the paper's Algorithm 2): on steps with
@@ -365,7 +366,7 @@ pub fn heun(
     mut x: Tensor,
     sigmas: &[f64],
     churn: &Churn,
-    noise: &mut RowNoise,
+    noise: &mut Rows,
     obs: Observer,
 ) -> Result<Tensor> {
     let steps = sigmas.len().saturating_sub(1);
@@ -377,7 +378,7 @@ pub fn heun(
         if gamma > 0.0 {
             // sqrt(sigma_hat^2 - sigma^2) without the cancellation
             let scale = sigma * (gamma * (2.0 + gamma)).sqrt() * churn.s_noise;
-            let z = noise.draw(x.dims(), x.dtype(), x.device())?;
+            let z = noise.normal(x.dims(), x.dtype(), x.device())?;
             x = x.add(&z.affine(scale, 0.0)?)?;
         }
         let dt = sigma_next - sigma_hat;
@@ -427,7 +428,7 @@ pub fn euler_ancestral(
     sigmas: &[f64],
     eta: f64,
     s_noise: f64,
-    noise: &mut RowNoise,
+    noise: &mut Rows,
     obs: Observer,
 ) -> Result<Tensor> {
     for i in 0..sigmas.len().saturating_sub(1) {
@@ -437,13 +438,96 @@ pub fn euler_ancestral(
         let d = slope(&x, &den, sigma)?;
         let mut next = x.add(&d.affine(down - sigma, 0.0)?)?;
         if sigma_next > 0.0 && up > 0.0 {
-            let z = noise.draw(x.dims(), x.dtype(), x.device())?;
+            let z = noise.normal(x.dims(), x.dtype(), x.device())?;
             next = next.add(&z.affine(s_noise * up, 0.0)?)?;
         }
         obs(&StepInfo { index: i, t: sigma, x: &next, x0: &den, model_input: &x });
         x = next;
     }
     Ok(x)
+}
+
+/// EDM as a forward process (`[process] kind = "edm"`): training draws `ln sigma ~
+/// N(p_mean, p_std^2)` per row, feeds the network `c_in x` at time `c_noise`, and regresses its
+/// output onto `(x0 - c_skip x) / c_out` with unit weight (EDM's `lambda(sigma) c_out^2 = 1`);
+/// sampling runs [`heun`] (default) or [`euler_ancestral`] (`sample.eta`, default 1 when set to
+/// 0 is deterministic Euler) on the rho-spaced grid of `sample.steps` sigmas.
+///
+/// Time coordinate: `c_noise = ln(sigma) / 4`.
+#[derive(Clone, Debug)]
+pub struct EdmProcess {
+    /// Its settings.
+    pub config: EdmConfig,
+}
+
+impl EdmProcess {
+    /// The process a config describes (validated).
+    pub fn new(config: EdmConfig) -> anyhow::Result<Self> {
+        config.validate()?;
+        Ok(Self { config })
+    }
+
+    fn sampler(&self, cfg: &crate::sampler::SampleConfig) -> anyhow::Result<&'static str> {
+        match cfg.sampler.as_deref() {
+            None | Some("heun") => Ok("heun"),
+            Some("euler_ancestral") => Ok("euler_ancestral"),
+            Some(other) => anyhow::bail!("unknown sampler `{other}` for the EDM process: expected heun or euler_ancestral"),
+        }
+    }
+}
+
+impl super::Process for EdmProcess {
+    fn kind(&self) -> &'static str {
+        "edm"
+    }
+
+    fn time_coordinate(&self) -> &'static str {
+        "c_noise = ln(sigma) / 4, EDM's noise conditioning"
+    }
+
+    /// Row `i` draws its training sigma (one normal), then its noise, from its own stream.
+    fn corrupt(&self, x0: &Tensor, rows: &mut Rows) -> Result<super::Corrupted> {
+        let b = x0.dim(0)?;
+        let sigmas: Vec<f64> = (0..b).map(|i| self.config.training_sigma(rows.row(i).normal())).collect();
+        let noise = rows.normal(x0.dims(), x0.dtype(), x0.device())?;
+        let pair = training_pair(x0, &noise, &sigmas, self.config.sigma_data)?;
+        Ok(super::Corrupted {
+            x_t: pair.input,
+            time: crate::tensor_util::timesteps_tensor(&pair.c_noise, x0.device())?,
+            target: pair.target,
+            weights: vec![1.0; b],
+        })
+    }
+
+    fn loss(&self, output: &Tensor, batch: &super::Corrupted, mask: Option<&Tensor>) -> Result<Tensor> {
+        super::weighted_mean(&output.sub(&batch.target)?.sqr()?, mask, &batch.weights)
+    }
+
+    fn samplers(&self) -> &'static [&'static str] {
+        &["heun", "euler_ancestral"]
+    }
+
+    fn model_calls(&self, cfg: &crate::sampler::SampleConfig) -> anyhow::Result<usize> {
+        anyhow::ensure!(cfg.steps >= 1, "sample.steps must be at least 1");
+        Ok(match self.sampler(cfg)? {
+            "heun" => 2 * cfg.steps - 1,
+            _ => cfg.steps,
+        })
+    }
+
+    fn sample(&self, job: super::SampleJob) -> anyhow::Result<Tensor> {
+        let kind = self.sampler(job.cfg)?;
+        anyhow::ensure!(job.cfg.steps >= 1, "sample.steps must be at least 1");
+        anyhow::ensure!(job.scorer.is_none(), "classifier guidance by a scorer is implemented for the Gaussian process only");
+        anyhow::ensure!(job.edit.is_none(), "starting from data (editing) is not implemented yet for the EDM process");
+        let sigmas = self.config.sigmas(job.cfg.steps);
+        let x = initial_sample(job.rows, job.shape, self.config.sigma_max, DType::F32, job.device)?;
+        let d = Preconditioned { network: job.model, sigma_data: self.config.sigma_data };
+        Ok(match kind {
+            "heun" => heun(&d, x, &sigmas, &self.config.churn(), job.rows, job.obs)?,
+            _ => euler_ancestral(&d, x, &sigmas, 1.0, self.config.s_noise, job.rows, job.obs)?,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -461,7 +545,7 @@ mod tests {
     }
 
     fn randn(seed: u64, shape: &[usize]) -> Tensor {
-        RowNoise::new(seed, 0, shape[0]).draw(shape, DType::F64, &DEV).unwrap()
+        Rows::new(seed, 0, shape[0]).normal(shape, DType::F64, &DEV).unwrap()
     }
 
     fn rel(a: f64, b: f64) -> f64 {
@@ -591,7 +675,7 @@ mod tests {
             let x = inp.affine(1.0 / p.c_in, 0.0)?;
             x0.narrow(0, 1, 1)?.sub(&x.affine(p.c_skip, 0.0)?)?.affine(1.0 / p.c_out, 0.0)
         };
-        let wrapped = Preconditioned { network: exact, sigma_data: sd };
+        let wrapped = Preconditioned { network: &exact, sigma_data: sd };
         let d = wrapped.denoise(&x.narrow(0, 1, 1)?, 0.3)?;
         assert!(max_abs_diff(&d, &x0.narrow(0, 1, 1)?) < 1e-12);
 
@@ -668,7 +752,7 @@ mod tests {
         let c = EdmConfig::default();
         for (steps, bias_tol) in [(18, 0.12), (64, 0.01)] {
             let sigmas = c.sigmas(steps);
-            let mut noise = RowNoise::new(11, 0, SHAPE[0]);
+            let mut noise = Rows::new(11, 0, SHAPE[0]);
             let x_t = initial_sample(&mut noise, &SHAPE, c.sigma_max, DType::F64, &DEV)?;
             let mut calls = vec![];
             let out =
@@ -682,10 +766,10 @@ mod tests {
             assert_eq!(calls[1], sigmas[1]);
             assert_eq!(*calls.last().unwrap(), sigmas[steps - 1]);
             // no random numbers were used: the stream continues where initial_sample left it
-            let mut fresh = RowNoise::new(11, 0, SHAPE[0]);
-            fresh.draw(&SHAPE, DType::F64, &DEV)?;
-            let next = fresh.draw(&SHAPE, DType::F64, &DEV)?;
-            assert_eq!(values(&noise.draw(&SHAPE, DType::F64, &DEV)?), values(&next));
+            let mut fresh = Rows::new(11, 0, SHAPE[0]);
+            fresh.normal(&SHAPE, DType::F64, &DEV)?;
+            let next = fresh.normal(&SHAPE, DType::F64, &DEV)?;
+            assert_eq!(values(&noise.normal(&SHAPE, DType::F64, &DEV)?), values(&next));
 
             // the sampler is linear per element: every element is scaled by one gain, the
             // product of the Heun steps' gains on this ODE
@@ -718,7 +802,7 @@ mod tests {
         let c = EdmConfig::default();
         let steps = 1000;
         let sigmas = c.sigmas(steps);
-        let mut noise = RowNoise::new(12, 0, SHAPE[0]);
+        let mut noise = Rows::new(12, 0, SHAPE[0]);
         let x_t = initial_sample(&mut noise, &SHAPE, c.sigma_max, DType::F64, &DEV)?;
         let mut calls = 0;
         let out = euler_ancestral(&gaussian, x_t, &sigmas, 1.0, 1.0, &mut noise, &mut |i: &StepInfo| {
@@ -746,11 +830,11 @@ mod tests {
         assert!(rel(var, S * S) < 0.06, "variance {var} vs {}", S * S);
 
         // eta = 0 is deterministic Euler and draws nothing
-        let mut a = RowNoise::new(13, 0, 2);
+        let mut a = Rows::new(13, 0, 2);
         let x = Tensor::new(&[[80.0f64, -40.0], [8.0, 1.0]], &DEV)?;
         let det = euler_ancestral(&gaussian, x.clone(), &c.sigmas(5), 0.0, 1.0, &mut a, &mut ignore)?;
-        let mut b = RowNoise::new(13, 0, 2);
-        assert_eq!(values(&a.draw(&[2, 3], DType::F64, &DEV)?), values(&b.draw(&[2, 3], DType::F64, &DEV)?));
+        let mut b = Rows::new(13, 0, 2);
+        assert_eq!(values(&a.normal(&[2, 3], DType::F64, &DEV)?), values(&b.normal(&[2, 3], DType::F64, &DEV)?));
         let mut gain = 1.0;
         for w in c.sigmas(5).windows(2) {
             gain *= 1.0 + (w[1] - w[0]) * k(w[0]);
@@ -768,7 +852,7 @@ mod tests {
         let ch = c.churn();
         let steps = 256;
         let sigmas = c.sigmas(steps);
-        let mut noise = RowNoise::new(14, 0, SHAPE[0]);
+        let mut noise = Rows::new(14, 0, SHAPE[0]);
         let x_t = initial_sample(&mut noise, &SHAPE, c.sigma_max, DType::F64, &DEV)?;
         let mut ts = vec![];
         let out = heun(&gaussian, x_t, &sigmas, &ch, &mut noise, &mut |i: &StepInfo| ts.push(i.t))?;
