@@ -16,14 +16,13 @@
 //! vector `E[l - r + max_len - 1]` per signed distance, dotted with the query and added to the
 //! score of the pair (query `l`, key `r`). With the scale `s = 1 / sqrt(d)`:
 //! `scores = s (q k^T + q E_(l-r)) + key_bias`, `p = softmax(scores)` over the keys, dropout
-//! on `p` (a mask drawn from the caller's generator), `context = p v`.
+//! on `p` (multipliers the caller draws), `context = p v`.
 //!
 //! Other devices and dtypes (and `nn::set_fused_kernels(false)`) run the same math as candle ops.
 
 use super::kernel::{contiguous, dispatch, matmul, matmul_strided, softmax_grad_row, softmax_row, unpack, Float, Mat, Stash};
 use super::ops::add_relative_scores;
 use super::softmax_last;
-use crate::rng::Rng;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -300,8 +299,9 @@ impl CustomOp3 for AttentionBwd {
 ///   embeddings (`L <= max_len`), see the [module docs](self);
 /// - `key_bias`: `[B, L]`, added to the scores of every query against each key (0 for real
 ///   keys, -10000 for padding, as BERT's extended attention mask);
-/// - `dropout`: probability and generator of dropout on the attention probabilities (one
-///   uniform draw per probability, as [`super::dropout`]).
+/// - `dropout`: the multipliers of dropout on the attention probabilities, `[B, heads, L, L]`
+///   values in that order, each 0 or `1 / (1 - p)` (the caller draws them, one per probability;
+///   `None` for no dropout).
 ///
 /// Differentiable in `qkv` and `relative`.
 pub fn self_attention(
@@ -309,7 +309,7 @@ pub fn self_attention(
     heads: usize,
     relative: Option<&Tensor>,
     key_bias: Option<&Tensor>,
-    dropout: Option<(f64, &mut Rng)>,
+    dropout: Option<&[f32]>,
 ) -> Result<Tensor> {
     let (batch, len, h3) = qkv.dims3()?;
     if heads == 0 || !h3.is_multiple_of(3 * heads) {
@@ -331,21 +331,21 @@ pub fn self_attention(
             bail!("attention: key bias must be [{batch}, {len}], got {:?}", kb.dims());
         }
     }
-    let keep = match dropout {
-        Some((p, rng)) if p > 0.0 => Some(super::dropout_mask(batch * heads * len * len, p, rng)?),
-        _ => None,
-    };
-    attend(qkv, heads, relative, key_bias, keep, super::use_fused(qkv))
+    if let Some(keep) = dropout {
+        if keep.len() != batch * heads * len * len {
+            bail!("attention: {} dropout multipliers for [{batch}, {heads}, {len}, {len}] probabilities", keep.len());
+        }
+    }
+    attend(qkv, heads, relative, key_bias, dropout, super::use_fused(qkv))
 }
 
-/// [`self_attention`] after its checks, with the dropout multipliers drawn: by the fused op or
-/// by candle ops.
+/// [`self_attention`] after its checks: by the fused op or by candle ops.
 fn attend(
     qkv: &Tensor,
     heads: usize,
     relative: Option<&Tensor>,
     key_bias: Option<&Tensor>,
-    keep: Option<Vec<f32>>,
+    keep: Option<&[f32]>,
     fused: bool,
 ) -> Result<Tensor> {
     let (batch, len, h3) = qkv.dims3()?;
@@ -375,7 +375,7 @@ fn composite(
     heads: usize,
     relative: Option<&Tensor>,
     key_bias: Option<&Tensor>,
-    keep: Option<Vec<f32>>,
+    keep: Option<&[f32]>,
     scale: f64,
 ) -> Result<Tensor> {
     let (b, l, h3) = qkv.dims3()?;
@@ -397,7 +397,7 @@ fn composite(
     }
     let mut probs = softmax_last(&scores)?;
     if let Some(keep) = keep {
-        probs = probs.mul(&Tensor::from_vec(keep, probs.shape(), probs.device())?.to_dtype(probs.dtype())?)?;
+        probs = probs.mul(&Tensor::from_slice(keep, probs.shape(), probs.device())?.to_dtype(probs.dtype())?)?;
     }
     probs.matmul(&v)?.transpose(1, 2)?.reshape((b, l, h))
 }
@@ -406,6 +406,7 @@ fn composite(
 mod tests {
     use super::*;
     use crate::nn::test_util::{numeric_grad, rel_err, values};
+    use crate::rng::Rng;
     use crate::tensor_util::randn;
     use candle_core::{DType, Device, Var};
 
@@ -455,7 +456,7 @@ mod tests {
     }
 
     fn run(case: &Case, qkv: &Tensor, table: Option<&Var>, key_bias: Option<&Tensor>, keep: &Option<Vec<f32>>, fused: bool) -> Result<Tensor> {
-        attend(qkv, case.heads, table.map(|t| t.as_tensor()), key_bias, keep.clone(), fused)
+        attend(qkv, case.heads, table.map(|t| t.as_tensor()), key_bias, keep.as_deref(), fused)
     }
 
     #[test]
@@ -516,7 +517,7 @@ mod tests {
             let (qkv, table, key_bias, keep) = inputs(case, DType::F32, 12)?;
             let tracked = run(case, qkv.as_tensor(), table.as_ref(), key_bias.as_ref(), &keep, true)?;
             let plain_table = table.as_ref().map(|t| t.as_tensor().detach());
-            let plain = attend(&qkv.as_tensor().detach(), case.heads, plain_table.as_ref(), key_bias.as_ref(), keep.clone(), true)?;
+            let plain = attend(&qkv.as_tensor().detach(), case.heads, plain_table.as_ref(), key_bias.as_ref(), keep.as_deref(), true)?;
             assert_eq!(values(&plain)?, values(&tracked)?);
             assert!(values(&plain)?.iter().any(|&v| v != 0.0));
         }
@@ -571,6 +572,8 @@ mod tests {
         let kb = Tensor::zeros((2, 3), DType::F32, &dev)?;
         let err = self_attention(&qkv, 2, None, Some(&kb), None).unwrap_err().to_string();
         assert!(err.contains("key bias must be [2, 4]"), "{err}");
+        let err = self_attention(&qkv, 2, None, None, Some(&[1.0f32; 31][..])).unwrap_err().to_string();
+        assert!(err.contains("31 dropout multipliers for [2, 2, 4, 4]"), "{err}");
         Ok(())
     }
 }

@@ -61,7 +61,7 @@
 //! FoldingDiff: the loss must mask them.
 
 use super::attention::self_attention;
-use super::dropout;
+use super::{dropout, dropout_mask};
 use crate::denoiser::Denoiser;
 use crate::rng::Rng;
 use candle_core::{bail, DType, Result, Tensor};
@@ -285,7 +285,14 @@ impl Layer {
     ) -> Result<Tensor> {
         let _t = crate::profile::scope("attention block (forward)");
         let qkv = stacked(&[&self.query, &self.key, &self.value])?.forward(x)?;
-        self_attention(&qkv, self.heads, self.distance.as_ref(), key_bias, active_dropout(self.dropout, rng))
+        let keep = match active_dropout(self.dropout, rng) {
+            Some((p, rng)) => {
+                let (b, l, _) = qkv.dims3()?;
+                Some(dropout_mask(b * self.heads * l * l, p, rng)?)
+            }
+            None => None,
+        };
+        self_attention(&qkv, self.heads, self.distance.as_ref(), key_bias, keep.as_deref())
     }
 
     fn forward(
