@@ -11,7 +11,9 @@
 //! - [`params`]: seeded parameter initialisation.
 //! - [`nn`]: shared network blocks: time and class embeddings, seeded dropout, a UNet
 //!   for 1-D (`[B, C, L]`) and 2-D (`[B, C, H, W]`) data, and a FoldingDiff-style transformer
-//!   for sequences of feature vectors (`[B, L, F]`).
+//!   for sequences of feature vectors (`[B, L, F]`); their layers run on the CPU kernels of
+//!   `sugarcube-kernels` (re-exported in [`nn`]).
+//! - [`profile`]: timing scopes (from `sugarcube-kernels`), read by [`bench`].
 
 pub mod bench;
 pub mod checkpoint;
@@ -22,7 +24,7 @@ pub mod nn;
 pub mod optim;
 pub mod params;
 pub mod process;
-pub mod profile;
+pub use sugarcube_kernels::profile;
 pub mod progress;
 pub mod rng;
 pub mod run;

@@ -18,11 +18,12 @@
 //! `scores = s (q k^T + q E_(l-r)) + key_bias`, `p = softmax(scores)` over the keys, dropout
 //! on `p` (multipliers the caller draws), `context = p v`.
 //!
-//! Other devices and dtypes (and `nn::set_fused_kernels(false)`) run the same math as candle ops.
+//! Other devices and dtypes (and [`crate::set_fused_kernels`]`(false)`) run the same math as candle
+//! ops.
 
-use super::kernel::{contiguous, dispatch, matmul, matmul_strided, softmax_grad_row, softmax_row, unpack, Float, Mat, Stash};
-use super::ops::add_relative_scores;
-use super::softmax_last;
+use crate::elementwise::softmax_last;
+use crate::machinery::{contiguous, dispatch, matmul, matmul_strided, softmax_grad_row, softmax_row, unpack, Float, Mat, Stash};
+use crate::relative::add_relative_scores;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -336,7 +337,7 @@ pub fn self_attention(
             bail!("attention: {} dropout multipliers for [{batch}, {heads}, {len}, {len}] probabilities", keep.len());
         }
     }
-    attend(qkv, heads, relative, key_bias, dropout, super::use_fused(qkv))
+    attend(qkv, heads, relative, key_bias, dropout, crate::switches::use_fused(qkv))
 }
 
 /// [`self_attention`] after its checks: by the fused op or by candle ops.
@@ -405,9 +406,7 @@ fn composite(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::test_util::{numeric_grad, rel_err, values};
-    use crate::rng::Rng;
-    use crate::tensor_util::randn;
+    use crate::testing::{numeric_grad, randn, rel_err, values, TestRng};
     use candle_core::{DType, Device, Var};
 
     /// One case: batch, length, heads, head width, relative table's max_len (if any), padding.
@@ -435,7 +434,7 @@ mod tests {
 
     fn inputs(case: &Case, dtype: DType, seed: u64) -> Result<Inputs> {
         let dev = Device::Cpu;
-        let mut rng = Rng::new(seed);
+        let mut rng = TestRng::new(seed);
         let h = case.heads * case.d;
         let qkv = Var::from_tensor(&randn(&mut rng, &[case.batch, case.len, 3 * h], dtype, &dev)?)?;
         let table = match case.max_len {
@@ -448,10 +447,9 @@ mod tests {
                 .collect();
             Tensor::from_vec(bias, (case.batch, case.len), &dev)?.to_dtype(dtype)
         });
-        let keep = case
-            .dropout
-            .then(|| super::super::dropout_mask(case.batch * case.heads * case.len * case.len, 0.3, &mut rng))
-            .transpose()?;
+        // Dropout multipliers as a caller draws them: 0 with probability 0.3, else 1 / 0.7.
+        let n = case.batch * case.heads * case.len * case.len;
+        let keep = case.dropout.then(|| (0..n).map(|_| if rng.uniform() < 0.3 { 0.0 } else { (1.0 / 0.7) as f32 }).collect());
         Ok((qkv, table, key_bias.transpose()?, keep))
     }
 
@@ -463,7 +461,7 @@ mod tests {
     fn forward_and_gradients_match_candle_ops() -> Result<()> {
         for (n, case) in CASES.iter().enumerate() {
             let (qkv, table, key_bias, keep) = inputs(case, DType::F32, 40 + n as u64)?;
-            let mut rng = Rng::new(90 + n as u64);
+            let mut rng = TestRng::new(90 + n as u64);
             let out_shape = [case.batch, case.len, case.heads * case.d];
             let r = randn(&mut rng, &out_shape, DType::F32, &Device::Cpu)?;
             let mut results = Vec::new();
@@ -488,7 +486,7 @@ mod tests {
     fn gradients_match_finite_differences() -> Result<()> {
         for (n, case) in CASES.iter().enumerate() {
             let (qkv, table, key_bias, keep) = inputs(case, DType::F64, 60 + n as u64)?;
-            let mut rng = Rng::new(70 + n as u64);
+            let mut rng = TestRng::new(70 + n as u64);
             let r = randn(&mut rng, &[case.batch, case.len, case.heads * case.d], DType::F64, &Device::Cpu)?;
             let loss = || -> Result<Tensor> {
                 run(case, qkv.as_tensor(), table.as_ref(), key_bias.as_ref(), &keep, true)?.mul(&r)?.sum_all()
