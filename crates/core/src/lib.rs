@@ -13,7 +13,7 @@
 //!   for 1-D (`[B, C, L]`) and 2-D (`[B, C, H, W]`) data, and a FoldingDiff-style transformer
 //!   for sequences of feature vectors (`[B, L, F]`); their layers run on the CPU kernels of
 //!   `sugarcube-kernels` (re-exported in [`nn`]).
-//! - [`profile`]: timing scopes (from `sugarcube-kernels`), read by [`bench`].
+//! - [`profile`]: timing scopes (from `sugarcube-kernels`), read by [`bench`](mod@bench).
 
 pub mod bench;
 pub mod checkpoint;

@@ -14,7 +14,7 @@
 //!   group.
 //!
 //! The fused path covers f32 and f64 on the CPU; other devices and dtypes run the same math as a
-//! composition of candle ops ([`composite`]).
+//! composition of candle ops (`composite`).
 
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use candle_nn::{Init, VarBuilder};

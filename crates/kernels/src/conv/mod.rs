@@ -6,8 +6,8 @@
 //! products; expressing the convolution through candle's matmul instead leaves the kernel
 //! gradient to a batch-broadcast matmul whose reduction over the batch, and the bias gradient
 //! to a reduction over batch and space, both on candle's slow strided-reduction path. Here
-//! [`Conv2d`] runs, for each image in parallel, `y_b = W cols(x_b) + bias` with `cols` the
-//! im2col unfolding, and its backward ([`Conv2dBackward`]) computes in one pass over the images
+//! `Conv2d` runs, for each image in parallel, `y_b = W cols(x_b) + bias` with `cols` the
+//! im2col unfolding, and its backward (`Conv2dBackward`) computes in one pass over the images
 //! `dx_b = col2im(W^T dy_b)`, `dW = sum_b dy_b cols(x_b)^T` and `db = sum_b sum_l dy_b`, all on
 //! the `gemm` crate candle itself uses. Each image is computed by one thread from its own
 //! inputs, so a sample's output does not depend on the batch it is in; the weight gradient sums

@@ -33,10 +33,10 @@ pub trait Float:
     fn from_f64(v: f64) -> Self;
     /// The value as f64 (exact).
     fn to_f64(self) -> f64;
-    /// e^x: for f32 [`exp_f32`] (branch-free, so loops of it vectorise), for f64 the standard
+    /// e^x: for f32 `exp_f32` (branch-free, so loops of it vectorise), for f64 the standard
     /// library's.
     fn exp(self) -> Self;
-    /// The error function: for f32 [`erf_f32`], for f64 candle's (libm's).
+    /// The error function: for f32 `erf_f32`, for f64 candle's (libm's).
     fn erf(self) -> Self;
     /// The values as a CPU storage.
     fn into_storage(v: Vec<Self>) -> CpuStorage;
