@@ -6,8 +6,8 @@
 //!
 //! `cargo run --release -p sugarcube-core --example conv_bench [-- B C O H W K S]`
 use candle_core::{DType, Device, Tensor, Var};
-use sugarcube_core::bench::median_ms;
 use sugarcube_core::nn::conv::conv2d;
+use sugarcube_core::profile::median_ms;
 
 fn main() -> candle_core::Result<()> {
     sugarcube_core::tune_allocator();

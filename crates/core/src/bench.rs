@@ -21,7 +21,7 @@ use crate::nn::{Dims, SequenceTransformer, TransformerConfig, UNet, UNetConfig};
 use crate::optim::{AdamW, AdamWConfig};
 use crate::params::Params;
 use crate::process::{GaussianConfig, GaussianProcess};
-use crate::profile;
+use crate::profile::{self, median};
 use crate::rng::{Rng, Rows};
 use crate::tensor_util::randn;
 use crate::train::StepContext;
@@ -198,32 +198,6 @@ fn setup(w: Workload, device: &Device) -> anyhow::Result<Setup> {
     })
 }
 
-/// Median wall time of `f` over `reps` calls (at least 1) after `warmup` untimed ones, in
-/// milliseconds: for micro-benchmarks of single kernels (the crate's examples).
-pub fn median_ms(warmup: usize, reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
-    for _ in 0..warmup {
-        f()?;
-    }
-    let times = (0..reps.max(1))
-        .map(|_| {
-            let began = Instant::now();
-            f().map(|()| 1e3 * began.elapsed().as_secs_f64())
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(median(times))
-}
-
-/// The median of a non-empty list.
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    let n = xs.len();
-    if n % 2 == 1 {
-        xs[n / 2]
-    } else {
-        0.5 * (xs[n / 2 - 1] + xs[n / 2])
-    }
-}
-
 /// Runs one workload: `warmup` untimed steps, then `iters` timed ones (at least 1).
 pub fn run(w: Workload, device: &Device, warmup: usize, iters: usize) -> anyhow::Result<WorkloadResult> {
     let iters = iters.max(1);
@@ -293,11 +267,5 @@ mod tests {
         }
         let err = Workload::parse("nope").unwrap_err().to_string();
         assert!(err.contains("unet2d_train"), "{err}");
-    }
-
-    #[test]
-    fn median_of_odd_and_even() {
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
     }
 }

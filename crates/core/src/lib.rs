@@ -15,7 +15,9 @@
 //! - [`params`]: seeded parameter initialisation.
 //! - [`nn`]: shared network blocks: time and class embeddings, seeded dropout, a UNet
 //!   for 1-D (`[B, C, L]`) and 2-D (`[B, C, H, W]`) data, and a FoldingDiff-style transformer
-//!   for sequences of feature vectors (`[B, L, F]`).
+//!   for sequences of feature vectors (`[B, L, F]`); their layers run on the CPU kernels of
+//!   `sugarcube-kernels` (re-exported in [`nn`]).
+//! - [`profile`]: timing scopes (from `sugarcube-kernels`), read by [`bench`](mod@bench).
 
 pub mod bench;
 pub mod checkpoint;
@@ -27,7 +29,7 @@ pub mod nn;
 pub mod optim;
 pub mod params;
 pub mod process;
-pub mod profile;
+pub use sugarcube_kernels::profile;
 pub mod progress;
 pub mod registry;
 pub mod rng;

@@ -1,88 +1,32 @@
 //! Network blocks shared by the domains' denoisers: sinusoidal timestep embeddings, the
 //! time-embedding MLP, condition embeddings with a learned null, per-row seeded dropout, a UNet
 //! generic over 1-D and 2-D data ([`unet`]), and a BERT-style transformer over sequences of
-//! feature vectors in the manner of FoldingDiff ([`transformer`]).
+//! feature vectors in the manner of FoldingDiff ([`transformer`]). Their layers run on the
+//! CPU kernels of [`sugarcube_kernels`], re-exported here ([`conv`], [`norm`], [`attention`],
+//! [`ops`], the kernel switches).
 
 use crate::rng::Rows;
 use candle_core::{DType, Result, Tensor, D};
 use candle_nn::{Module, VarBuilder};
 
-pub mod attention;
-mod bf16;
-pub mod conv;
-mod direct;
-mod kernel;
-pub(crate) use kernel::output_vec;
-pub mod norm;
-pub mod ops;
-#[cfg(test)]
-pub(crate) mod test_util;
 pub mod transformer;
 pub mod unet;
 
-/// Whether the fused CPU kernels ([`attention`], [`conv`], [`norm`], [`ops`]) are used; on by
-/// default.
-static FUSED_KERNELS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+// The kernels and the layers around them live in sugarcube-kernels; re-exported here under the
+// paths the networks and the domain crates use.
+pub use sugarcube_kernels::{attention, conv, elementwise, linear, norm, relative, resample};
+pub use sugarcube_kernels::{bf16_compute, bf16_supported, set_bf16_compute, set_fused_kernels, Bf16Compute};
+pub(crate) use sugarcube_kernels::output_vec;
+#[cfg(test)]
+pub(crate) use sugarcube_kernels::testing as test_util;
 
-/// Turns sugarcube's fused CPU kernels on or off, process-wide. Off, every layer runs as a
-/// composition of candle's own ops (much slower): for checking the kernels against candle, as
-/// the `fused_kernels` test does for whole training runs.
-pub fn set_fused_kernels(on: bool) {
-    FUSED_KERNELS.store(on, std::sync::atomic::Ordering::Relaxed);
-}
-
-/// Whether products run in bfloat16 where the CPU allows; off by default.
-static BF16_COMPUTE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Turns bfloat16 compute on or off, process-wide: the direct convolution kernels (stride-1
-/// convolutions' forward, input and weight gradients) and linear layers' forward and input
-/// gradient then round both operands to bfloat16 and sum the products in float32
-/// (`vdpbf16ps`), as PyTorch's CPU autocast does; weights, activations, gradients, norms,
-/// attention and the optimiser stay float32 (the weights are their own float32 master copy).
-/// Takes effect for ops built afterwards. Returns an error on a CPU without AVX-512 BF16
-/// ([`bf16_supported`]).
-pub fn set_bf16_compute(on: bool) -> Result<()> {
-    if on && !bf16_supported() {
-        candle_core::bail!("bfloat16 compute needs a CPU with AVX-512 BF16 (avx512_bf16 in /proc/cpuinfo); this one has none, use float32");
-    }
-    BF16_COMPUTE.store(on, std::sync::atomic::Ordering::Relaxed);
-    Ok(())
-}
-
-/// bfloat16 compute switched on or off for a scope: [`set_bf16_compute`] on creation, the
-/// previous setting restored on drop (a training run's `precision` does not outlive it).
-pub struct Bf16Compute(bool);
-
-impl Bf16Compute {
-    /// Switches bfloat16 compute to `on` until the returned value is dropped.
-    pub fn set(on: bool) -> Result<Self> {
-        let previous = bf16_compute();
-        set_bf16_compute(on)?;
-        Ok(Bf16Compute(previous))
-    }
-}
-
-impl Drop for Bf16Compute {
-    fn drop(&mut self) {
-        BF16_COMPUTE.store(self.0, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-/// Whether this CPU can compute in bfloat16 (AVX-512F and AVX-512 BF16).
-pub fn bf16_supported() -> bool {
-    bf16::available()
-}
-
-/// Whether bfloat16 compute is on ([`set_bf16_compute`]).
-pub fn bf16_compute() -> bool {
-    BF16_COMPUTE.load(std::sync::atomic::Ordering::Relaxed)
-}
-
-/// Whether the fused kernels apply to `x`: switched on, on the CPU, in f32 or f64.
-pub(crate) fn use_fused(x: &Tensor) -> bool {
-    FUSED_KERNELS.load(std::sync::atomic::Ordering::Relaxed)
-        && x.device().is_cpu()
-        && matches!(x.dtype(), DType::F32 | DType::F64)
+/// The small ops under their earlier common path (`nn::ops`): element-wise ones, resampling,
+/// the relative-position term and the linear layer, from [`sugarcube_kernels`].
+pub mod ops {
+    pub use sugarcube_kernels::elementwise::{add, add_bias, gelu_erf, softmax_last};
+    pub use sugarcube_kernels::linear::Linear;
+    pub use sugarcube_kernels::relative::add_relative_scores;
+    pub use sugarcube_kernels::resample::{cat_channels, upsample_nearest};
 }
 
 pub use transformer::{DecoderHead, PositionEmbedding, SequenceTransformer, TimeEncoding, TransformerConfig};
@@ -193,8 +137,6 @@ impl CondEmbedding {
         self.tables.is_empty()
     }
 }
-
-pub(crate) use ops::softmax_last;
 
 /// Inverted dropout with masks drawn per row: each element is zeroed with probability `p` and
 /// the survivors are scaled by `1 / (1 - p)`, row `i` of `x` (`[B, ...]`) drawing its mask from

@@ -287,7 +287,14 @@ impl Layer {
     ) -> Result<Tensor> {
         let _t = crate::profile::scope("attention block (forward)");
         let qkv = stacked(&[&self.query, &self.key, &self.value])?.forward(x)?;
-        self_attention(&qkv, self.heads, self.distance.as_ref(), key_bias, active_dropout(self.dropout, rng))
+        let keep = match active_dropout(self.dropout, rng) {
+            Some((p, rows)) => {
+                let (b, l, _) = qkv.dims3()?;
+                Some(rows.dropout_mask(&[b, self.heads, l, l], p)?)
+            }
+            None => None,
+        };
+        self_attention(&qkv, self.heads, self.distance.as_ref(), key_bias, keep.as_deref())
     }
 
     fn forward(

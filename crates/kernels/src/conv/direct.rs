@@ -23,13 +23,12 @@
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
-use super::bf16::{bf16_pair, pair_rows, to_bf16};
+use crate::bf16::{bf16_pair, pair_rows, to_bf16};
+use crate::machinery::LANES;
 use rayon::prelude::*;
 
 /// Output channels per forward micro-tile (one broadcast weight each).
 const OR: usize = 8;
-/// Lanes of one AVX-512 f32 vector.
-pub(crate) const LANES: usize = 16;
 /// Vectors of output positions per forward micro-tile.
 const PV: usize = 3;
 /// Most sequences laid side by side in one padded row by [`forward`].
@@ -37,7 +36,7 @@ const MAX_STACK: usize = 4;
 
 /// Whether this CPU runs the kernels (AVX-512F, checked once).
 pub(crate) fn available() -> bool {
-    super::kernel::wide::available()
+    crate::machinery::wide::available()
 }
 
 /// A kernel's geometry on a padded image: `c` input channels of `h x w`, zero padding `(ph, pw)`
@@ -179,7 +178,7 @@ pub(crate) enum Weights {
 impl Weights {
     /// `w` (`[o, c, taps]`) packed in blocks of [`OR`] output channels, each `[depth * taps][OR]`
     /// with `depth` the channels (f32) or pairs of channels (`bf16`, on CPUs with
-    /// [`super::bf16::available`]); zero rows past `o`.
+    /// [`crate::bf16::available`]); zero rows past `o`.
     pub(crate) fn pack(w: &[f32], o: usize, c: usize, taps: usize, bf16: bool) -> Self {
         let k = c * taps;
         if !bf16 {
@@ -502,7 +501,7 @@ unsafe fn transpose_block(_: *const f32, _: usize, _: *mut f32, _: usize) {
 /// running sum over the group's images and positions in order; no position is computed twice
 /// and no column is dropped.
 ///
-/// With `bf16` (on CPUs with [`super::bf16::available`]) both operands are rounded to bfloat16 and
+/// With `bf16` (on CPUs with [`crate::bf16::available`]) both operands are rounded to bfloat16 and
 /// pairs of neighbouring positions go into each `vdpbf16ps` ([`weight_grad_bf16`]).
 pub(crate) fn weight_grad(plan: &Plan, x: &[f32], dy: &[f32], o: usize, dw_t: &mut [f32], bf16: bool) {
     let k = plan.c * plan.taps();

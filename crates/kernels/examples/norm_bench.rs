@@ -1,25 +1,22 @@
 //! Times GroupNorm + SiLU on a `[32, 64, 32, 32]` f32 batch, forward and forward + backward:
 //! candle_nn's `GroupNorm` followed by `.silu()` against the fused kernel of
-//! `sugarcube_core::nn::norm`, without and with a per-channel shift added before the norm.
+//! `sugarcube_kernels::norm`, without and with a per-channel shift added before the norm.
 //!
-//! `cargo run --release -p sugarcube-core --example norm_bench`
+//! `cargo run --release -p sugarcube-kernels --example norm_bench`
 
-use candle_core::{DType, Device, Result, Tensor, Var};
+use candle_core::{Device, Result, Tensor, Var};
 use candle_nn::Module;
-use sugarcube_core::bench::median_ms;
-use sugarcube_core::nn::norm::group_norm;
-use sugarcube_core::rng::Rng;
-use sugarcube_core::tensor_util::randn;
+use sugarcube_kernels::norm::group_norm;
+use sugarcube_kernels::profile::median_ms;
 
 fn main() -> Result<()> {
     let (b, c, h, w, groups, eps) = (32, 64, 32, 32, 32, 1e-5);
     let dev = Device::Cpu;
-    let mut rng = Rng::new(0);
-    let x = Var::from_tensor(&randn(&mut rng, &[b, c, h, w], DType::F32, &dev)?)?;
-    let weight = Var::from_tensor(&randn(&mut rng, &[c], DType::F32, &dev)?)?;
-    let bias = Var::from_tensor(&randn(&mut rng, &[c], DType::F32, &dev)?)?;
-    let shift = Var::from_tensor(&randn(&mut rng, &[b, c], DType::F32, &dev)?)?;
-    let r = randn(&mut rng, &[b, c, h, w], DType::F32, &dev)?;
+    let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (b, c, h, w), &dev)?)?;
+    let weight = Var::from_tensor(&Tensor::randn(0f32, 1.0, c, &dev)?)?;
+    let bias = Var::from_tensor(&Tensor::randn(0f32, 1.0, c, &dev)?)?;
+    let shift = Var::from_tensor(&Tensor::randn(0f32, 1.0, (b, c), &dev)?)?;
+    let r = Tensor::randn(0f32, 1.0, (b, c, h, w), &dev)?;
     let norm = candle_nn::GroupNorm::new(weight.as_tensor().clone(), bias.as_tensor().clone(), c, groups, eps)?;
 
     let candle = |with_shift: bool| -> Result<Tensor> {

@@ -6,16 +6,20 @@
 //! products; expressing the convolution through candle's matmul instead leaves the kernel
 //! gradient to a batch-broadcast matmul whose reduction over the batch, and the bias gradient
 //! to a reduction over batch and space, both on candle's slow strided-reduction path. Here
-//! [`Conv2d`] runs, for each image in parallel, `y_b = W cols(x_b) + bias` with `cols` the
-//! im2col unfolding, and its backward ([`Conv2dBackward`]) computes in one pass over the images
+//! `Conv2d` runs, for each image in parallel, `y_b = W cols(x_b) + bias` with `cols` the
+//! im2col unfolding, and its backward (`Conv2dBackward`) computes in one pass over the images
 //! `dx_b = col2im(W^T dy_b)`, `dW = sum_b dy_b cols(x_b)^T` and `db = sum_b sum_l dy_b`, all on
 //! the `gemm` crate candle itself uses. Each image is computed by one thread from its own
 //! inputs, so a sample's output does not depend on the batch it is in; the weight gradient sums
 //! fixed groups of images in a fixed order, so it is the same on every run.
+//!
+//! Stride-1 convolutions in f32 on CPUs with AVX-512F run on the direct kernels instead
+//! (`direct`: no column matrix, optionally in bfloat16), forward and both gradients.
+
+mod direct;
 
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
-use super::direct;
-use super::kernel::{contiguous, dispatch, matmul, matmul_into_strides, matmul_strided, output_vec, sum_by, unpack, Float, Mat};
+use crate::machinery::{contiguous, dispatch, matmul, matmul_into_strides, matmul_strided, output_vec, sum_by, unpack, Float, Mat};
 use rayon::prelude::*;
 
 /// Geometry shared by [`Im2Col`] and [`Col2Im`]: kernel, stride and zero padding (dilation 1).
@@ -329,14 +333,14 @@ struct Conv2d {
     /// Whether the [`direct`] kernels may run where they apply (always, outside tests that
     /// compare them with im2col).
     direct: bool,
-    /// Whether the direct kernels multiply in bfloat16 (see [`super::set_bf16_compute`]).
+    /// Whether the direct kernels multiply in bfloat16 (see [`crate::set_bf16_compute`]).
     bf16: bool,
 }
 
 impl Conv2d {
-    /// The op for `g`, with the direct kernels, in bfloat16 where [`super::bf16_compute`] says so.
+    /// The op for `g`, with the direct kernels, in bfloat16 where [`crate::bf16_compute`] says so.
     fn new(g: Geometry) -> Self {
-        Conv2d { g, direct: true, bf16: super::bf16_compute() }
+        Conv2d { g, direct: true, bf16: crate::bf16_compute() }
     }
 
     fn run<T: Float>(&self, x: (&[T], &Layout), w: (&[T], &Layout), bias: (&[T], &Layout)) -> Result<(Vec<T>, Shape)> {
@@ -521,7 +525,7 @@ impl CustomOp3 for Conv2dBackward {
 /// needs equal strides.
 pub fn conv2d(x: &Tensor, weight: &Tensor, bias: &Tensor, stride: (usize, usize), padding: (usize, usize)) -> Result<Tensor> {
     let g = Geometry { kh: weight.dim(2)?, kw: weight.dim(3)?, sh: stride.0, sw: stride.1, ph: padding.0, pw: padding.1 };
-    if super::use_fused(x) {
+    if crate::switches::use_fused(x) {
         return x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, Conv2d::new(g));
     }
     if stride.0 != stride.1 {
@@ -543,7 +547,7 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: &Tensor, stride: (usize, usize)
 /// from the height) fits.
 pub fn conv1d(x: &Tensor, weight: &Tensor, bias: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
     let k = weight.dim(2)?;
-    if super::use_fused(x) {
+    if crate::switches::use_fused(x) {
         let g = Geometry { kh: 1, kw: k, sh: 1, sw: stride, ph: 0, pw: padding };
         return x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, Conv2d::new(g));
     }
@@ -556,9 +560,7 @@ pub fn conv1d(x: &Tensor, weight: &Tensor, bias: &Tensor, stride: usize, padding
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::test_util::{numeric_grad, rel_err, values};
-    use crate::rng::Rng;
-    use crate::tensor_util::randn;
+    use crate::testing::{numeric_grad, randn, rel_err, values, TestRng};
     use candle_core::{DType, Device, Var};
 
     /// (input [B, C, H, W], Cout, kernel, stride, padding)
@@ -594,7 +596,7 @@ mod tests {
         let dev = Device::Cpu;
         for (dtype, tol) in [(DType::F32, 1e-5), (DType::F64, 1e-12)] {
             for (n, &(shape, cout, k, s, p)) in CONFIGS.iter().enumerate() {
-                let mut rng = Rng::new(n as u64);
+                let mut rng = TestRng::new(n as u64);
                 let x = randn(&mut rng, &shape, dtype, &dev)?;
                 let w = randn(&mut rng, &[cout, shape[1], k.0, k.1], dtype, &dev)?;
                 let bias = randn(&mut rng, &[cout], dtype, &dev)?;
@@ -633,7 +635,7 @@ mod tests {
         let s = ConvShape { b: 2, c: 64, h: 20, w: 20, o: 40, ho: 20, wo: 20 };
         let (tg, ts, _) = g.transposed(&s, &[0.0f64; 40 * 64 * 9]).unwrap();
         assert!(g.tile_rows(&s) < s.ho && tg.tile_rows(&ts) < ts.ho, "every pass must span several tiles");
-        let mut rng = Rng::new(77);
+        let mut rng = TestRng::new(77);
         let x = Var::from_tensor(&randn(&mut rng, &[2, 64, 20, 20], DType::F64, &dev)?)?;
         let w = Var::from_tensor(&randn(&mut rng, &[40, 64, 3, 3], DType::F64, &dev)?)?;
         let bias = Var::from_tensor(&randn(&mut rng, &[40], DType::F64, &dev)?)?;
@@ -663,7 +665,7 @@ mod tests {
         assert_eq!(cols.to_vec2::<f64>()?, want);
         // <im2col(x), y> = <x, col2im(y)>
         for (n, &(shape, _, k, s, p)) in CONFIGS.iter().enumerate() {
-            let mut rng = Rng::new(100 + n as u64);
+            let mut rng = TestRng::new(100 + n as u64);
             let x = randn(&mut rng, &[1, shape[1], shape[2], shape[3]], DType::F64, &dev)?;
             let g = Geometry { kh: k.0, kw: k.1, sh: s.0, sw: s.1, ph: p.0, pw: p.1 };
             let cols = unfold(&x, g)?;
@@ -706,7 +708,7 @@ mod tests {
             let g = Geometry { kh: k.0, kw: k.1, sh: st.0, sw: st.1, ph: p.0, pw: p.1 };
             let s = g.conv_shape(&Shape::from(shape.to_vec()), &Shape::from((cout, shape[1], k.0, k.1)))?;
             assert!(g.direct_plan(&s, true, false).is_some(), "config {n} must take the direct path");
-            let mut rng = Rng::new(500 + n as u64);
+            let mut rng = TestRng::new(500 + n as u64);
             let x64 = Var::from_tensor(&randn(&mut rng, &shape, DType::F64, &dev)?)?;
             let w64 = Var::from_tensor(&randn(&mut rng, &[cout, shape[1], k.0, k.1], DType::F64, &dev)?)?;
             let b64 = Var::from_tensor(&randn(&mut rng, &[cout], DType::F64, &dev)?)?;
@@ -744,7 +746,7 @@ mod tests {
         let dev = Device::Cpu;
         let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().map_err(candle_core::Error::wrap)?;
         for (o, l) in [(16, 37), (24, 50)] {
-            let mut rng = Rng::new(900 + o as u64);
+            let mut rng = TestRng::new(900 + o as u64);
             let x = Var::from_tensor(&randn(&mut rng, &[9, 5, l], DType::F32, &dev)?)?;
             let w = Var::from_tensor(&randn(&mut rng, &[o, 5, 3], DType::F32, &dev)?)?;
             let b = Var::from_tensor(&randn(&mut rng, &[o], DType::F32, &dev)?)?;
@@ -781,13 +783,13 @@ mod tests {
     /// 1x3 and 3x3 kernels.
     #[test]
     fn bf16_kernels_match_rounded_inputs() -> Result<()> {
-        if !crate::nn::bf16::available() {
+        if !crate::bf16::available() {
             eprintln!("skipped: this CPU has no AVX-512 BF16");
             return Ok(());
         }
         let dev = Device::Cpu;
         let round = |t: &Tensor| -> Result<Tensor> {
-            let v: Vec<f32> = t.flatten_all()?.to_vec1::<f32>()?.into_iter().map(crate::nn::bf16::round_bf16).collect();
+            let v: Vec<f32> = t.flatten_all()?.to_vec1::<f32>()?.into_iter().map(crate::bf16::round_bf16).collect();
             Tensor::from_vec(v, t.shape(), t.device())
         };
         let configs: [Config; 5] = [
@@ -802,7 +804,7 @@ mod tests {
         pool.install(|| -> Result<()> {
             for (n, &(shape, cout, k, st, p)) in configs.iter().enumerate() {
                 let g = Geometry { kh: k.0, kw: k.1, sh: st.0, sw: st.1, ph: p.0, pw: p.1 };
-                let mut rng = Rng::new(700 + n as u64);
+                let mut rng = TestRng::new(700 + n as u64);
                 let x = Var::from_tensor(&randn(&mut rng, &shape, DType::F32, &dev)?)?;
                 let w = Var::from_tensor(&randn(&mut rng, &[cout, shape[1], k.0, k.1], DType::F32, &dev)?)?;
                 let b = Var::from_tensor(&randn(&mut rng, &[cout], DType::F32, &dev)?)?;
@@ -849,7 +851,7 @@ mod tests {
     #[test]
     fn untracked_inputs_get_no_gradient() -> Result<()> {
         let dev = Device::Cpu;
-        let mut rng = Rng::new(77);
+        let mut rng = TestRng::new(77);
         let x = randn(&mut rng, &[2, 3, 6, 5], DType::F32, &dev)?;
         let w = Var::from_tensor(&randn(&mut rng, &[16, 3, 3, 3], DType::F32, &dev)?)?;
         let b = Var::from_tensor(&randn(&mut rng, &[16], DType::F32, &dev)?)?;
@@ -868,7 +870,7 @@ mod tests {
     fn conv1d_is_the_height_one_conv2d() -> Result<()> {
         let dev = Device::Cpu;
         for (stride, padding, k) in [(1, 1, 3), (2, 1, 3), (1, 0, 1)] {
-            let mut rng = Rng::new(31 + stride as u64);
+            let mut rng = TestRng::new(31 + stride as u64);
             let x = Var::from_tensor(&randn(&mut rng, &[3, 4, 9], DType::F64, &dev)?)?;
             let w = Var::from_tensor(&randn(&mut rng, &[5, 4, k], DType::F64, &dev)?)?;
             let b = Var::from_tensor(&randn(&mut rng, &[5], DType::F64, &dev)?)?;
@@ -892,7 +894,7 @@ mod tests {
         // tile, a large one in several).
         let dev = Device::Cpu;
         for (shape, o) in [([5, 3, 6, 5], 4), ([3, 16, 40, 40], 8)] {
-            let mut rng = Rng::new(21);
+            let mut rng = TestRng::new(21);
             let x = randn(&mut rng, &shape, DType::F32, &dev)?;
             let w = randn(&mut rng, &[o, shape[1], 3, 3], DType::F32, &dev)?;
             let b = randn(&mut rng, &[o], DType::F32, &dev)?;
@@ -909,7 +911,7 @@ mod tests {
     fn gradients_match_finite_differences() -> Result<()> {
         let dev = Device::Cpu;
         for (n, &(shape, cout, k, s, p)) in CONFIGS.iter().enumerate() {
-            let mut rng = Rng::new(200 + n as u64);
+            let mut rng = TestRng::new(200 + n as u64);
             let x = Var::from_tensor(&randn(&mut rng, &shape, DType::F64, &dev)?)?;
             let w = Var::from_tensor(&randn(&mut rng, &[cout, shape[1], k.0, k.1], DType::F64, &dev)?)?;
             let bias = Var::from_tensor(&randn(&mut rng, &[cout], DType::F64, &dev)?)?;

@@ -14,12 +14,12 @@
 //!   group.
 //!
 //! The fused path covers f32 and f64 on the CPU; other devices and dtypes run the same math as a
-//! composition of candle ops ([`composite`]).
+//! composition of candle ops (`composite`).
 
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use candle_nn::{Init, VarBuilder};
 use rayon::prelude::*;
-use super::kernel::{contiguous, dispatch, output_vec, sum_by, sum_zip, unpack, wide_fn, Float, Stash};
+use crate::machinery::{contiguous, dispatch, output_vec, sum_by, sum_zip, unpack, wide_fn, Float, Stash};
 
 /// How the kernel reads its input: `[rows, channels, spatial]`, channels in `groups` groups.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -493,7 +493,7 @@ fn normalize(
     if weight.dtype() != dtype || bias.dtype() != dtype || shift.is_some_and(|s| s.dtype() != dtype) {
         bail!("norm: input, weight, bias and shift must share a dtype, input is {dtype:?}");
     }
-    if !super::use_fused(x) {
+    if !crate::switches::use_fused(x) {
         return composite(x, weight, bias, shift, geo, eps, silu);
     }
     let mut parts = vec![weight.clone(), bias.clone()];
@@ -632,12 +632,10 @@ impl LayerNorm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::test_util::{numeric_grad, rel_err, values};
-    use crate::params::Params;
-    use crate::rng::Rng;
-    use crate::tensor_util::randn;
+    use crate::testing::{numeric_grad, randn, rel_err, values, TestRng};
     use candle_core::{Device, Var};
-    use candle_nn::Module;
+    use candle_nn::{Module, VarMap};
+    use std::collections::BTreeMap;
 
     const EPS: f64 = 1e-5;
 
@@ -659,7 +657,7 @@ mod tests {
 
     impl Inputs {
         fn new(shape: &[usize], dtype: DType, seed: u64) -> Result<Self> {
-            let (mut rng, dev) = (Rng::new(seed), Device::Cpu);
+            let (mut rng, dev) = (TestRng::new(seed), Device::Cpu);
             let (b, c) = (shape[0], shape[1]);
             Ok(Self {
                 x: Var::from_tensor(&randn(&mut rng, shape, dtype, &dev)?.affine(1.5, 0.7)?)?,
@@ -751,7 +749,7 @@ mod tests {
         for (dtype, tol) in [(DType::F32, 1e-5), (DType::F64, 1e-12)] {
             for (n, &(shape, groups)) in GROUP_CASES.iter().enumerate() {
                 let inp = Inputs::new(shape, dtype, 10 + n as u64)?;
-                let r = randn(&mut Rng::new(20 + n as u64), shape, dtype, &Device::Cpu)?;
+                let r = randn(&mut TestRng::new(20 + n as u64), shape, dtype, &Device::Cpu)?;
                 for (shift, silu) in FLAGS {
                     let vars = inp.vars(shift);
                     let fused = grads_of(&|| inp.fused(groups, shift, silu), &r, &vars)?;
@@ -770,7 +768,7 @@ mod tests {
     fn gradients_match_finite_differences() -> Result<()> {
         for (n, &(shape, groups)) in GROUP_CASES[..4].iter().enumerate() {
             let inp = Inputs::new(shape, DType::F64, 30 + n as u64)?;
-            let r = randn(&mut Rng::new(40 + n as u64), shape, DType::F64, &Device::Cpu)?;
+            let r = randn(&mut TestRng::new(40 + n as u64), shape, DType::F64, &Device::Cpu)?;
             for (shift, silu) in FLAGS {
                 let vars = inp.vars(shift);
                 let f = || inp.fused(groups, shift, silu);
@@ -792,7 +790,7 @@ mod tests {
             // candle_nn's LayerNorm takes a fast path for contiguous inputs that computes in f32
             // and has no gradient; a strided input takes the composite (differentiable) path.
             for (dtype, tol, input) in [(DType::F32, 1e-5, "contiguous"), (DType::F64, 1e-12, "strided")] {
-                let mut rng = Rng::new(50 + n as u64);
+                let mut rng = TestRng::new(50 + n as u64);
                 let x = Var::from_tensor(&randn(&mut rng, shape, dtype, &Device::Cpu)?.affine(2.0, -1.0)?)?;
                 let w = Var::from_tensor(&randn(&mut rng, &[h], dtype, &Device::Cpu)?)?;
                 let b = Var::from_tensor(&randn(&mut rng, &[h], dtype, &Device::Cpu)?)?;
@@ -829,7 +827,7 @@ mod tests {
     fn fallback_matches_fused() -> Result<()> {
         for (n, &(shape, groups)) in GROUP_CASES.iter().enumerate() {
             let inp = Inputs::new(shape, DType::F64, 60 + n as u64)?;
-            let r = randn(&mut Rng::new(70 + n as u64), shape, DType::F64, &Device::Cpu)?;
+            let r = randn(&mut TestRng::new(70 + n as u64), shape, DType::F64, &Device::Cpu)?;
             let (b, c) = (shape[0], shape[1]);
             let geo = Geometry { rows: b, channels: c, spatial: shape[2..].iter().product(), groups };
             for (shift, silu) in FLAGS {
@@ -872,7 +870,7 @@ mod tests {
     fn kept_statistics_match_recomputed() -> Result<()> {
         for (shape, groups) in [([3usize, 8, 5, 4], 4usize), ([6, 16, 1, 1], 1)] {
             let inp = Inputs::new(&shape, DType::F32, 90)?;
-            let r = randn(&mut Rng::new(91), &shape, DType::F32, &Device::Cpu)?;
+            let r = randn(&mut TestRng::new(91), &shape, DType::F32, &Device::Cpu)?;
             let vars = inp.vars(true);
             let loss = inp.fused(groups, true, true)?.mul(&r)?.sum_all()?;
             let (first, second) = (loss.backward()?, loss.backward()?);
@@ -889,7 +887,7 @@ mod tests {
     fn deterministic() -> Result<()> {
         let shape = [4, 32, 16, 16];
         let inp = Inputs::new(&shape, DType::F32, 80)?;
-        let r = randn(&mut Rng::new(81), &shape, DType::F32, &Device::Cpu)?;
+        let r = randn(&mut TestRng::new(81), &shape, DType::F32, &Device::Cpu)?;
         let vars = inp.vars(true);
         let run = || -> Result<Vec<Vec<f64>>> {
             let mut out = vec![values(&inp.fused(8, true, true)?)?];
@@ -924,8 +922,8 @@ mod tests {
         assert!(e.contains("dtype"), "{e}");
         let e = message(layer_norm(&x, &v(6)?, &v(6)?, EPS));
         assert!(e.contains("5 channels") && e.contains("[6]"), "{e}");
-        let params = Params::new(0);
-        assert!(Norm::new(params.var_builder(DType::F32, &dev), 4, 6, EPS).is_err());
+        let varmap = VarMap::new();
+        assert!(Norm::new(VarBuilder::from_varmap(&varmap, DType::F32, &dev), 4, 6, EPS).is_err());
         Ok(())
     }
 
@@ -934,16 +932,20 @@ mod tests {
     #[test]
     fn norm_layer_parameters_match_candle_nn() -> Result<()> {
         let dev = Device::Cpu;
-        let (ours, theirs) = (Params::new(0), Params::new(0));
-        let norm = Norm::new(ours.var_builder(DType::F32, &dev).pp("norm1"), 2, 4, EPS)?;
-        let reference = candle_nn::group_norm(2, 4, EPS, theirs.var_builder(DType::F32, &dev).pp("norm1"))?;
-        let (ours, theirs) = (ours.tensors(), theirs.tensors());
+        let (ours, theirs) = (VarMap::new(), VarMap::new());
+        let norm = Norm::new(VarBuilder::from_varmap(&ours, DType::F32, &dev).pp("norm1"), 2, 4, EPS)?;
+        let reference = candle_nn::group_norm(2, 4, EPS, VarBuilder::from_varmap(&theirs, DType::F32, &dev).pp("norm1"))?;
+        // The variables by name, sorted.
+        let tensors = |m: &VarMap| -> BTreeMap<String, Tensor> {
+            m.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect()
+        };
+        let (ours, theirs) = (tensors(&ours), tensors(&theirs));
         assert_eq!(ours.keys().collect::<Vec<_>>(), ["norm1.bias", "norm1.weight"]);
         assert_eq!(ours.keys().collect::<Vec<_>>(), theirs.keys().collect::<Vec<_>>());
         for (name, t) in &ours {
             assert_eq!(values(t)?, values(&theirs[name])?, "{name}");
         }
-        let x = randn(&mut Rng::new(1), &[2, 4, 3], DType::F32, &dev)?;
+        let x = randn(&mut TestRng::new(1), &[2, 4, 3], DType::F32, &dev)?;
         let e = err(&values(&norm.forward(&x, None, false)?)?, &values(&reference.forward(&x)?)?);
         assert!(e < 1e-6, "{e}");
         Ok(())

@@ -16,14 +16,14 @@
 //! vector `E[l - r + max_len - 1]` per signed distance, dotted with the query and added to the
 //! score of the pair (query `l`, key `r`). With the scale `s = 1 / sqrt(d)`:
 //! `scores = s (q k^T + q E_(l-r)) + key_bias`, `p = softmax(scores)` over the keys, dropout
-//! on `p` (a mask drawn from the caller's generator), `context = p v`.
+//! on `p` (multipliers the caller draws), `context = p v`.
 //!
-//! Other devices and dtypes (and `nn::set_fused_kernels(false)`) run the same math as candle ops.
+//! Other devices and dtypes (and [`crate::set_fused_kernels`]`(false)`) run the same math as candle
+//! ops.
 
-use super::kernel::{contiguous, dispatch, matmul, matmul_strided, softmax_grad_row, softmax_row, unpack, Float, Mat, Stash};
-use super::ops::add_relative_scores;
-use super::softmax_last;
-use crate::rng::Rows;
+use crate::elementwise::softmax_last;
+use crate::machinery::{contiguous, dispatch, matmul, matmul_strided, softmax_grad_row, softmax_row, unpack, Float, Mat, Stash};
+use crate::relative::add_relative_scores;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -300,8 +300,9 @@ impl CustomOp3 for AttentionBwd {
 ///   embeddings (`L <= max_len`), see the [module docs](self);
 /// - `key_bias`: `[B, L]`, added to the scores of every query against each key (0 for real
 ///   keys, -10000 for padding, as BERT's extended attention mask);
-/// - `dropout`: probability and per-row streams of dropout on the attention probabilities (row
-///   `b` draws one uniform per probability of its `[heads, L, L]` block, as [`super::dropout`]).
+/// - `dropout`: the multipliers of dropout on the attention probabilities, `[B, heads, L, L]`
+///   values in that order, each 0 or `1 / (1 - p)` (the caller draws them, one per probability;
+///   `None` for no dropout).
 ///
 /// Differentiable in `qkv` and `relative`.
 pub fn self_attention(
@@ -309,7 +310,7 @@ pub fn self_attention(
     heads: usize,
     relative: Option<&Tensor>,
     key_bias: Option<&Tensor>,
-    dropout: Option<(f64, &mut Rows)>,
+    dropout: Option<&[f32]>,
 ) -> Result<Tensor> {
     let (batch, len, h3) = qkv.dims3()?;
     if heads == 0 || !h3.is_multiple_of(3 * heads) {
@@ -331,21 +332,21 @@ pub fn self_attention(
             bail!("attention: key bias must be [{batch}, {len}], got {:?}", kb.dims());
         }
     }
-    let keep = match dropout {
-        Some((p, rows)) if p > 0.0 => Some(rows.dropout_mask(&[batch, heads, len, len], p)?),
-        _ => None,
-    };
-    attend(qkv, heads, relative, key_bias, keep, super::use_fused(qkv))
+    if let Some(keep) = dropout {
+        if keep.len() != batch * heads * len * len {
+            bail!("attention: {} dropout multipliers for [{batch}, {heads}, {len}, {len}] probabilities", keep.len());
+        }
+    }
+    attend(qkv, heads, relative, key_bias, dropout, crate::switches::use_fused(qkv))
 }
 
-/// [`self_attention`] after its checks, with the dropout multipliers drawn: by the fused op or
-/// by candle ops.
+/// [`self_attention`] after its checks: by the fused op or by candle ops.
 fn attend(
     qkv: &Tensor,
     heads: usize,
     relative: Option<&Tensor>,
     key_bias: Option<&Tensor>,
-    keep: Option<Vec<f32>>,
+    keep: Option<&[f32]>,
     fused: bool,
 ) -> Result<Tensor> {
     let (batch, len, h3) = qkv.dims3()?;
@@ -375,7 +376,7 @@ fn composite(
     heads: usize,
     relative: Option<&Tensor>,
     key_bias: Option<&Tensor>,
-    keep: Option<Vec<f32>>,
+    keep: Option<&[f32]>,
     scale: f64,
 ) -> Result<Tensor> {
     let (b, l, h3) = qkv.dims3()?;
@@ -397,7 +398,7 @@ fn composite(
     }
     let mut probs = softmax_last(&scores)?;
     if let Some(keep) = keep {
-        probs = probs.mul(&Tensor::from_vec(keep, probs.shape(), probs.device())?.to_dtype(probs.dtype())?)?;
+        probs = probs.mul(&Tensor::from_slice(keep, probs.shape(), probs.device())?.to_dtype(probs.dtype())?)?;
     }
     probs.matmul(&v)?.transpose(1, 2)?.reshape((b, l, h))
 }
@@ -405,9 +406,7 @@ fn composite(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rng::Rng;
-    use crate::nn::test_util::{numeric_grad, rel_err, values};
-    use crate::tensor_util::randn;
+    use crate::testing::{numeric_grad, randn, rel_err, values, TestRng};
     use candle_core::{DType, Device, Var};
 
     /// One case: batch, length, heads, head width, relative table's max_len (if any), padding.
@@ -435,7 +434,7 @@ mod tests {
 
     fn inputs(case: &Case, dtype: DType, seed: u64) -> Result<Inputs> {
         let dev = Device::Cpu;
-        let mut rng = Rng::new(seed);
+        let mut rng = TestRng::new(seed);
         let h = case.heads * case.d;
         let qkv = Var::from_tensor(&randn(&mut rng, &[case.batch, case.len, 3 * h], dtype, &dev)?)?;
         let table = match case.max_len {
@@ -448,22 +447,21 @@ mod tests {
                 .collect();
             Tensor::from_vec(bias, (case.batch, case.len), &dev)?.to_dtype(dtype)
         });
-        let keep = case
-            .dropout
-            .then(|| Rows::new(seed, 0, case.batch).dropout_mask(&[case.batch, case.heads, case.len, case.len], 0.3))
-            .transpose()?;
+        // Dropout multipliers as a caller draws them: 0 with probability 0.3, else 1 / 0.7.
+        let n = case.batch * case.heads * case.len * case.len;
+        let keep = case.dropout.then(|| (0..n).map(|_| if rng.uniform() < 0.3 { 0.0 } else { (1.0 / 0.7) as f32 }).collect());
         Ok((qkv, table, key_bias.transpose()?, keep))
     }
 
     fn run(case: &Case, qkv: &Tensor, table: Option<&Var>, key_bias: Option<&Tensor>, keep: &Option<Vec<f32>>, fused: bool) -> Result<Tensor> {
-        attend(qkv, case.heads, table.map(|t| t.as_tensor()), key_bias, keep.clone(), fused)
+        attend(qkv, case.heads, table.map(|t| t.as_tensor()), key_bias, keep.as_deref(), fused)
     }
 
     #[test]
     fn forward_and_gradients_match_candle_ops() -> Result<()> {
         for (n, case) in CASES.iter().enumerate() {
             let (qkv, table, key_bias, keep) = inputs(case, DType::F32, 40 + n as u64)?;
-            let mut rng = Rng::new(90 + n as u64);
+            let mut rng = TestRng::new(90 + n as u64);
             let out_shape = [case.batch, case.len, case.heads * case.d];
             let r = randn(&mut rng, &out_shape, DType::F32, &Device::Cpu)?;
             let mut results = Vec::new();
@@ -488,7 +486,7 @@ mod tests {
     fn gradients_match_finite_differences() -> Result<()> {
         for (n, case) in CASES.iter().enumerate() {
             let (qkv, table, key_bias, keep) = inputs(case, DType::F64, 60 + n as u64)?;
-            let mut rng = Rng::new(70 + n as u64);
+            let mut rng = TestRng::new(70 + n as u64);
             let r = randn(&mut rng, &[case.batch, case.len, case.heads * case.d], DType::F64, &Device::Cpu)?;
             let loss = || -> Result<Tensor> {
                 run(case, qkv.as_tensor(), table.as_ref(), key_bias.as_ref(), &keep, true)?.mul(&r)?.sum_all()
@@ -517,7 +515,7 @@ mod tests {
             let (qkv, table, key_bias, keep) = inputs(case, DType::F32, 12)?;
             let tracked = run(case, qkv.as_tensor(), table.as_ref(), key_bias.as_ref(), &keep, true)?;
             let plain_table = table.as_ref().map(|t| t.as_tensor().detach());
-            let plain = attend(&qkv.as_tensor().detach(), case.heads, plain_table.as_ref(), key_bias.as_ref(), keep.clone(), true)?;
+            let plain = attend(&qkv.as_tensor().detach(), case.heads, plain_table.as_ref(), key_bias.as_ref(), keep.as_deref(), true)?;
             assert_eq!(values(&plain)?, values(&tracked)?);
             assert!(values(&plain)?.iter().any(|&v| v != 0.0));
         }
@@ -572,6 +570,8 @@ mod tests {
         let kb = Tensor::zeros((2, 3), DType::F32, &dev)?;
         let err = self_attention(&qkv, 2, None, Some(&kb), None).unwrap_err().to_string();
         assert!(err.contains("key bias must be [2, 4]"), "{err}");
+        let err = self_attention(&qkv, 2, None, None, Some(&[1.0f32; 31][..])).unwrap_err().to_string();
+        assert!(err.contains("31 dropout multipliers for [2, 2, 4, 4]"), "{err}");
         Ok(())
     }
 }

@@ -3,11 +3,13 @@
 //! Code marks a region with `let _t = profile::scope("name");`; while profiling is off (the
 //! default) that costs one relaxed atomic load. `sugarcube bench` turns it on, runs a workload
 //! and reads the totals with [`take`]. Scopes may nest (a phase such as "backward" contains the
-//! kernels that run inside it), so the totals of different names can overlap.
+//! kernels that run inside it), so the totals of different names can overlap. [`median_ms`]
+//! times a closure for micro-benchmarks.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+use candle_core::Result;
 use std::time::Instant;
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
@@ -69,6 +71,32 @@ pub fn take() -> Vec<Entry> {
     out
 }
 
+/// Median wall time of `f` over `reps` calls (at least 1) after `warmup` untimed ones, in
+/// milliseconds: for micro-benchmarks of single kernels (the kernels' examples).
+pub fn median_ms(warmup: usize, reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    for _ in 0..warmup {
+        f()?;
+    }
+    let times = (0..reps.max(1))
+        .map(|_| {
+            let began = Instant::now();
+            f().map(|()| 1e3 * began.elapsed().as_secs_f64())
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(median(times))
+}
+
+/// The median of a non-empty list.
+pub fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        0.5 * (xs[n / 2 - 1] + xs[n / 2])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,5 +116,11 @@ mod tests {
         assert_eq!(on.calls, 2);
         assert!(on.seconds >= 0.0);
         assert!(take().is_empty());
+    }
+
+    #[test]
+    fn median_of_odd_and_even() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
     }
 }
