@@ -141,3 +141,18 @@ fn train_sample_eval_round_trip() {
     assert!(obj["sw2"].as_f64().unwrap() > 0.0 && obj["sw2_floor"].as_f64().unwrap() > 0.0);
     assert!(text(&o).contains("sw2"));
 }
+
+#[test]
+fn a_domain_mounts_its_own_subcommands() {
+    // the toy domain's `draw`, found through the registry: real data written as samples are
+    let d = tmp("draw");
+    let o = run(bin().args(["toy", "draw", "moons", "--n", "50", "--conditional"]).arg(d.join("out")));
+    assert!(o.status.success(), "{}", text(&o));
+    let csv = std::fs::read_to_string(d.join("out/samples.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 51);
+    assert!(csv.starts_with("x,y,label\n"));
+    let o = run(bin().args(["toy", "draw", "spiral"]).arg(d.join("bad")));
+    assert!(!o.status.success() && text(&o).contains("unknown toy dataset `spiral`"), "{}", text(&o));
+    let o = run(bin().args(["--help"]));
+    assert!(text(&o).contains("toy"), "{}", text(&o));
+}

@@ -217,6 +217,49 @@ impl Domain for Toy {
         eval.n
     }
 
+    /// `sugarcube toy draw DATASET OUT_DIR [--n N] [--seed S] [--conditional]`: draws real
+    /// data (the training split of that seed) and writes it as samples are written, to look at
+    /// the data or compare it with a model's samples.
+    fn command() -> Option<clap::Command> {
+        use clap::{value_parser, Arg, ArgAction, Command};
+        Some(
+            Command::new("toy").about("Toy data tools").subcommand_required(true).subcommand(
+                Command::new("draw")
+                    .about("Write real toy data (CSV and scatter plot, or token text) into a folder")
+                    .arg(Arg::new("dataset").required(true).help("moons, swissroll, 8gaussians, checkerboard, quadrants, markov"))
+                    .arg(Arg::new("out").required(true).value_parser(value_parser!(PathBuf)).help("output folder"))
+                    .arg(Arg::new("n").long("n").default_value("2000").value_parser(value_parser!(usize)))
+                    .arg(Arg::new("seed").long("seed").default_value("0").value_parser(value_parser!(u64)))
+                    .arg(Arg::new("conditional").long("conditional").action(ArgAction::SetTrue).help("colour points by class")),
+            ),
+        )
+    }
+
+    fn run_command(matches: &clap::ArgMatches) -> anyhow::Result<()> {
+        let Some(("draw", m)) = matches.subcommand() else { bail!("expected a toy subcommand: draw") };
+        let name = m.get_one::<String>("dataset").expect("required");
+        let dataset: ToyKind = toml::Value::String(name.clone()).try_into().map_err(|_| {
+            anyhow::anyhow!("unknown toy dataset `{name}`: expected moons, swissroll, 8gaussians, checkerboard, quadrants or markov")
+        })?;
+        let data = ToyData {
+            dataset,
+            n: *m.get_one::<usize>("n").expect("default"),
+            noise: None,
+            conditional: m.get_flag("conditional"),
+            length: default_length(),
+        };
+        let info = data.info()?;
+        let ds = Toy::dataset(&data, Split::Train, *m.get_one::<u64>("seed").expect("default"))?;
+        let batch = ds.batch(&(0..ds.len()).collect::<Vec<_>>(), &candle_core::Device::Cpu)?;
+        let out = m.get_one::<PathBuf>("out").expect("required");
+        std::fs::create_dir_all(out).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out.display()))?;
+        let files = Toy::write_samples(&data, &info, &Samples { x: &batch.x0, conditions: &batch.cond, lengths: None }, out)?;
+        for f in files {
+            println!("wrote {}", f.display());
+        }
+        Ok(())
+    }
+
     /// Points: `samples.csv` and `samples.png` (coordinates are model (standardised)
     /// coordinates, not the generator's raw ones; the plot shows [-3, 3]^2). Tokens:
     /// `samples.txt`, one sequence per line in the letters a to d.
