@@ -158,7 +158,7 @@ impl Lengths {
     pub fn of(&self, seed: u64, i: usize) -> usize {
         match *self {
             Lengths::Fixed(n) => n,
-            Lengths::Range(a, b) => a + Rng::stream(seed ^ 0x1E46_7A5, i as u64).below((b - a + 1) as u64) as usize,
+            Lengths::Range(a, b) => a + Rng::stream(seed ^ 0x01E4_67A5, i as u64).below((b - a + 1) as u64) as usize,
         }
     }
 }
@@ -542,4 +542,25 @@ pub fn bench<Dm: Domain>(experiment: &Path, steps: usize, n: usize, device: &Dev
     });
     std::fs::remove_dir_all(&dir).ok();
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lengths_parse_and_do_not_depend_on_the_batch() {
+        assert_eq!(Lengths::parse("64").unwrap(), Lengths::Fixed(64));
+        assert_eq!(Lengths::parse("50..128").unwrap(), Lengths::Range(50, 128));
+        assert_eq!(Lengths::parse("50..=128").unwrap(), Lengths::Range(50, 128));
+        for bad in ["", "0", "9..3", "a..b", "1..", "-3"] {
+            assert!(Lengths::parse(bad).is_err(), "{bad}");
+        }
+        let l = Lengths::Range(50, 128);
+        let all: Vec<usize> = (0..500).map(|i| l.of(3, i)).collect();
+        assert!(all.iter().all(|&n| (50..=128).contains(&n)));
+        assert!(all.contains(&50) && all.contains(&128), "both ends are reachable");
+        assert_eq!(l.of(3, 17), all[17]);
+        assert_ne!((0..20).map(|i| l.of(4, i)).collect::<Vec<_>>(), all[..20].to_vec(), "the seed matters");
+    }
 }

@@ -215,8 +215,11 @@ pub struct Trainer<'a> {
     pub stop_at: Option<usize>,
     /// Called after every step with the steps done and the run directory (after that step's
     /// checkpoint, if any): periodic sampling and tests hook in here.
-    pub after_step: Option<&'a dyn Fn(usize, &Path) -> anyhow::Result<()>>,
+    pub after_step: Option<&'a AfterStep>,
 }
+
+/// A hook the trainer calls after every step with the steps done and the run directory.
+pub type AfterStep = dyn Fn(usize, &Path) -> anyhow::Result<()>;
 
 /// The tensors under `prefix`, with the prefix removed.
 pub fn strip_prefix(t: &HashMap<String, Tensor>, prefix: &str) -> HashMap<String, Tensor> {

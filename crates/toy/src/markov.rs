@@ -71,9 +71,9 @@ impl MarkovChain {
     /// `pi_i P_ij`.
     pub fn bigrams(&self) -> [[f64; 4]; 4] {
         let mut b = [[0.0; 4]; 4];
-        for i in 0..4 {
-            for j in 0..4 {
-                b[i][j] = self.stationary[i] * self.p[i][j];
+        for ((row, pi), p) in b.iter_mut().zip(&self.stationary).zip(&self.p) {
+            for (cell, q) in row.iter_mut().zip(p) {
+                *cell = pi * q;
             }
         }
         b

@@ -348,7 +348,7 @@ impl Process for GaussianProcess {
 
 /// The stream tag of offset noise (apart from the main noise, so turning it on does not move
 /// the other draws).
-const OFFSET_STREAM: u64 = 0x0FF5_E7;
+const OFFSET_STREAM: u64 = 0x000F_F5E7;
 
 impl GaussianProcess {
     /// The sampler a `[sample]` table names (the process's default, DPM-Solver++(2M), when it
