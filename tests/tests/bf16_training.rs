@@ -13,7 +13,7 @@ use sugarcube_core::optim::{gradients, AdamW, AdamWConfig};
 use sugarcube_core::params::Params;
 use sugarcube_core::process::{GaussianConfig, GaussianProcess};
 use sugarcube_core::rng::{Rng, Rows};
-use sugarcube_core::train::StepContext;
+use sugarcube_core::train::{Objective, StepContext};
 
 /// 16 images of 8x8 in {-1, 1}: a bright bar, horizontal or vertical, at each row or column.
 fn bars(dev: &Device) -> candle_core::Result<Tensor> {
@@ -68,7 +68,7 @@ fn train(net: Net, bf16: bool, steps: usize) -> anyhow::Result<Vec<f64>> {
     let info = DataInfo::new(x0.dims()[1..].to_vec());
     let b = x0.dim(0)?;
     let batch = Batch { x0, cond: vec![], lengths: None };
-    let ctx = StepContext { process: &process, model: model.as_ref(), info: &info, cond_drop: 0.0, cond_drop_mode: CondDrop::Each };
+    let ctx = StepContext { process: &process, model: model.as_ref(), info: &info, cond_drop: 0.0, cond_drop_mode: CondDrop::Each, objective: Objective::Denoise };
     let mut losses = vec![];
     for step in 0..steps {
         let loss = ctx.loss(&batch, &Rows::training(12, step, 0, b))?;

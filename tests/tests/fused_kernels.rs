@@ -13,7 +13,7 @@ use sugarcube_core::params::Params;
 use sugarcube_core::process::{GaussianConfig, GaussianProcess};
 use sugarcube_core::rng::{Rng, Rows};
 use sugarcube_core::tensor_util::randn;
-use sugarcube_core::train::StepContext;
+use sugarcube_core::train::{Objective, StepContext};
 
 /// Which network to train.
 #[derive(Clone, Copy, Debug)]
@@ -70,7 +70,7 @@ fn train(net: Net, fused: bool, steps: usize) -> anyhow::Result<(Vec<f64>, Vec<f
     let cond: Vec<Condition> = if spec.is_empty() { vec![] } else { (0..4).map(|i| if i < 3 { Condition(vec![Value::Class(i)]) } else { spec.null() }).collect() };
     let info = DataInfo::new(x0.dims()[1..].to_vec()).with_cond(spec.clone());
     let batch = Batch { x0, cond, lengths: None };
-    let ctx = StepContext { process: &process, model: model.as_ref(), info: &info, cond_drop: 0.0, cond_drop_mode: CondDrop::Each };
+    let ctx = StepContext { process: &process, model: model.as_ref(), info: &info, cond_drop: 0.0, cond_drop_mode: CondDrop::Each, objective: Objective::Denoise };
     let vars = params.vars();
     let mut losses = vec![];
     for step in 0..steps {

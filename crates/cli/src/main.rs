@@ -133,6 +133,13 @@ struct SampleArgs {
     /// Samples per batch (affects memory and speed, never the samples).
     #[arg(long)]
     batch_size: Option<usize>,
+    /// Classifier guidance: a classifier run (an experiment with task = "classifier") whose
+    /// gradient steers any Gaussian sampler toward each sample's class, alone or with --guidance.
+    #[arg(long, value_name = "RUN_DIR")]
+    scorer: Option<PathBuf>,
+    /// The scale of the classifier's gradient (default 1).
+    #[arg(long, requires = "scorer")]
+    scorer_scale: Option<f64>,
 }
 
 fn parse_lengths(s: &str) -> Result<Lengths, String> {
@@ -152,6 +159,8 @@ impl SampleArgs {
             lengths: self.lengths.clone(),
             seed: self.seed,
             batch_size: self.batch_size,
+            scorer: self.scorer.clone(),
+            scorer_scale: self.scorer_scale,
             quiet,
         }
     }

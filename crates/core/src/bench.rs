@@ -24,7 +24,7 @@ use crate::process::{GaussianConfig, GaussianProcess};
 use crate::profile::{self, median};
 use crate::rng::{Rng, Rows};
 use crate::tensor_util::randn;
-use crate::train::StepContext;
+use crate::train::{Objective, StepContext};
 use candle_core::{DType, Device, Result, Tensor};
 use serde::Serialize;
 use std::time::Instant;
@@ -205,7 +205,7 @@ pub fn run(w: Workload, device: &Device, warmup: usize, iters: usize) -> anyhow:
     let vars = s.params.vars();
     let mut opt = AdamW::new(vars.clone(), AdamWConfig::default())?;
     // the trainer's own micro-batch step (label dropout as the trainer's default)
-    let ctx = StepContext { process: &s.process, model: s.model.as_ref(), info: &s.info, cond_drop: 0.1, cond_drop_mode: CondDrop::Each };
+    let ctx = StepContext { process: &s.process, model: s.model.as_ref(), info: &s.info, cond_drop: 0.1, cond_drop_mode: CondDrop::Each, objective: Objective::Denoise };
     let mut iteration = 0usize;
     let mut step = || -> Result<()> {
         iteration += 1;

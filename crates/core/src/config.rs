@@ -5,6 +5,7 @@
 //! key, and say what was expected.
 
 use crate::domain::Domain;
+use crate::nn::classifier::ClassifierConfig;
 use crate::process::ProcessConfig;
 use crate::sampler::SampleConfig;
 use crate::train::TrainConfig;
@@ -27,10 +28,18 @@ pub struct Experiment<D, M, E> {
     /// Seed for weights, data order, noise and sampling.
     #[serde(default)]
     pub seed: u64,
+    /// What the run trains: a diffusion model (`"denoiser"`, the default) or a noise-aware
+    /// classifier for classifier guidance (`"classifier"`, described by `[classifier]`).
+    #[serde(default)]
+    pub task: Task,
     /// The data.
     pub data: D,
-    /// The network.
+    /// The network (the domain's preset when the table is left out).
+    #[serde(default)]
     pub model: M,
+    /// The classifier's network, for `task = "classifier"`.
+    #[serde(default)]
+    pub classifier: ClassifierConfig,
     /// The forward process (`kind` = gaussian, masked; default gaussian).
     #[serde(default)]
     pub process: ProcessConfig,
@@ -43,6 +52,18 @@ pub struct Experiment<D, M, E> {
     /// Evaluation settings.
     #[serde(default)]
     pub eval: E,
+}
+
+/// What an experiment trains.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    /// A diffusion model: the domain's `[model]` under the `[process]`.
+    #[default]
+    Denoiser,
+    /// A noise-aware classifier of one condition field on the process's noised data
+    /// (`[classifier]`), used by `sugarcube sample --scorer RUN`.
+    Classifier,
 }
 
 /// The experiment type of a domain.
@@ -69,7 +90,7 @@ pub fn domain_of(path: &Path) -> anyhow::Result<String> {
 impl<D, M, E> Experiment<D, M, E>
 where
     D: serde::de::DeserializeOwned + Serialize,
-    M: serde::de::DeserializeOwned + Serialize,
+    M: serde::de::DeserializeOwned + Serialize + Default,
     E: serde::de::DeserializeOwned + Serialize + Default,
 {
     /// Parses an experiment file; errors carry the file, line, key and the expectation.
@@ -95,16 +116,22 @@ where
         struct TrainPart<'a, D, M> {
             seed: u64,
             data: &'a D,
-            model: &'a M,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            model: Option<&'a M>,
             process: &'a ProcessConfig,
             train: &'a TrainConfig,
+            // only for classifiers, so denoiser runs keep the hashes they had
+            #[serde(skip_serializing_if = "Option::is_none")]
+            classifier: Option<&'a ClassifierConfig>,
         }
+        let classifier = self.task == Task::Classifier;
         let part = TrainPart {
             seed: self.seed,
             data: &self.data,
-            model: &self.model,
+            model: (!classifier).then_some(&self.model),
             process: &self.process,
             train: &self.train,
+            classifier: classifier.then_some(&self.classifier),
         };
         let text = toml::to_string(&part)?;
         Ok(format!("{:x}", sha2::Sha256::digest(text.as_bytes())))

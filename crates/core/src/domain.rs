@@ -117,8 +117,8 @@ pub trait Domain: 'static {
     const NAME: &'static str;
     /// The `[data]` table.
     type Data: DeserializeOwned + Serialize + Clone + std::fmt::Debug;
-    /// The `[model]` table.
-    type Model: DeserializeOwned + Serialize + Clone + std::fmt::Debug;
+    /// The `[model]` table (its default: the domain's preset, used when the table is left out).
+    type Model: DeserializeOwned + Serialize + Clone + std::fmt::Debug + Default;
     /// The `[eval]` table.
     type Eval: DeserializeOwned + Serialize + Clone + std::fmt::Debug + Default;
 

@@ -9,13 +9,14 @@
 //! - [`cond`]: conditions as data (categorical, multi-label, scalar fields) and guidance terms.
 //! - [`denoiser`]: the network trait (one inputs struct: data, time, condition, padding mask),
 //!   composable classifier-free guidance, scorers for classifier guidance.
+//! - [`scorer`]: classifier guidance: the noise-aware classifier's loss and its scorer.
 //! - [`domain`], [`registry`]: how a domain plugs in, and how the CLI finds it.
 //! - [`train`], [`optim`], [`checkpoint`]: the trainer, AdamW with saveable state, checkpoints.
 //! - [`config`]: experiment files.
 //! - [`params`]: seeded parameter initialisation.
 //! - [`nn`]: shared network blocks: time and class embeddings, seeded dropout, a UNet
 //!   for 1-D (`[B, C, L]`) and 2-D (`[B, C, H, W]`) data, and a FoldingDiff-style transformer
-//!   for sequences of feature vectors (`[B, L, F]`); their layers run on the CPU kernels of
+//!   for sequences of feature vectors (`[B, L, F]`), a noise-aware classifier; their layers run on the CPU kernels of
 //!   `sugarcube-kernels` (re-exported in [`nn`]).
 //! - [`profile`]: timing scopes (from `sugarcube-kernels`), read by [`bench`](mod@bench).
 
@@ -36,6 +37,7 @@ pub mod rng;
 pub mod run;
 pub mod sampler;
 pub mod schedule;
+pub mod scorer;
 pub mod tensor_util;
 pub mod train;
 

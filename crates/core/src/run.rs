@@ -5,8 +5,11 @@
 //! `checkpoints/`, `metrics.jsonl`, `samples/` and `eval.json`.
 
 use crate::checkpoint::{self, write_atomic};
-use crate::cond::{Condition, Guidance};
-use crate::config::ExperimentOf;
+use crate::cond::{CondSpec, Condition, Guidance};
+use crate::config::{ExperimentOf, Task};
+use crate::nn::classifier::Classifier;
+use crate::process::ProcessConfig;
+use crate::scorer::{class_targets, classifier_field, ClassifierScorer};
 use crate::denoiser::{Denoiser, Guided, Inputs};
 use crate::domain::{DataInfo, Domain, Evaluation, Samples, Split};
 use crate::params::Params;
@@ -14,7 +17,7 @@ use crate::process::{Process, SampleJob};
 use crate::progress::Progress;
 use crate::rng::{Rng, Rows};
 use crate::sampler::{self, SampleConfig};
-use crate::train::{strip_prefix, TrainReport, Trainer};
+use crate::train::{strip_prefix, Objective, TrainReport, Trainer};
 use anyhow::Context;
 use candle_core::{DType, Device, Tensor};
 use serde::Serialize;
@@ -66,10 +69,21 @@ pub fn train_experiment<Dm: Domain>(
     let dataset = Dm::dataset(&exp.data, Split::Train, exp.seed)?;
     let info = dataset.info();
     let process = exp.process.build(&info)?;
-    // the [sample] table is checked now, not after training
-    process.model_calls(&exp.sample).context("in the [sample] table")?;
     let params = Params::new(exp.seed);
-    let model = Dm::denoiser(&exp.model, &info, params.var_builder(DType::F32, device))?;
+    let vb = params.var_builder(DType::F32, device);
+    let (model, objective): (Box<dyn Denoiser>, Objective) = match exp.task {
+        Task::Denoiser => {
+            // the [sample] table is checked now, not after training
+            process.model_calls(&exp.sample).context("in the [sample] table")?;
+            (Dm::denoiser(&exp.model, &info, vb)?, Objective::Denoise)
+        }
+        Task::Classifier => {
+            anyhow::ensure!(info.vocab.is_none(), "task = \"classifier\" needs continuous data: a scorer's gradient does not exist for tokens");
+            let (field, classes) = classifier_field(&info.cond, exp.classifier.field.as_deref())?;
+            let model = Classifier::new(vb, &exp.classifier, &info.item_shape, classes.len()).context("in the [classifier] table")?;
+            (Box::new(model), Objective::Classify { field, classes: classes.len() })
+        }
+    };
     write_atomic(&dir.join("config.toml"), exp.to_toml()?.as_bytes())?;
     write_atomic(&dir.join("data_info.json"), serde_json::to_string_pretty(&info)?.as_bytes())?;
     if !opts.quiet {
@@ -86,6 +100,7 @@ pub fn train_experiment<Dm: Domain>(
         process: process.as_ref(),
         dataset: dataset.as_ref(),
         model: model.as_ref(),
+        objective,
         params: &params,
         device: device.clone(),
         seed: exp.seed,
@@ -122,6 +137,11 @@ pub struct SampleRequest {
     pub seed: Option<u64>,
     /// Samples per batch.
     pub batch_size: Option<usize>,
+    /// A classifier run (`task = "classifier"`) whose gradient steers the sampler
+    /// (classifier guidance, `--scorer`).
+    pub scorer: Option<PathBuf>,
+    /// The scale of the classifier's gradient (`--scorer-scale`, default 1).
+    pub scorer_scale: Option<f64>,
     /// No progress display.
     pub quiet: bool,
 }
@@ -180,8 +200,9 @@ pub struct LoadedRun<Dm: Domain> {
     device: Device,
 }
 
-/// Loads the newest checkpoint of a run (EMA weights when present).
-pub fn load_run<Dm: Domain>(dir: &Path, device: &Device) -> anyhow::Result<LoadedRun<Dm>> {
+/// What a run directory holds: its experiment, data description, and the newest checkpoint's
+/// network weights (the EMA weights when the run kept them) with its step.
+fn read_run<Dm: Domain>(dir: &Path, device: &Device) -> anyhow::Result<(ExperimentOf<Dm>, DataInfo, HashMap<String, Tensor>, usize)> {
     let cfg = dir.join("config.toml");
     anyhow::ensure!(cfg.exists(), "{} is not a run directory: it has no config.toml", dir.display());
     let exp = ExperimentOf::<Dm>::load(&cfg)?;
@@ -194,12 +215,51 @@ pub fn load_run<Dm: Domain>(dir: &Path, device: &Device) -> anyhow::Result<Loade
         .ok_or_else(|| anyhow::anyhow!("{} has no checkpoint yet: train it first", dir.display()))?;
     let t = checkpoint::load_tensors(&c.tensors, device)?;
     let prefix = if t.keys().any(|k| k.starts_with("ema.")) { "ema." } else { "model." };
+    Ok((exp, info, strip_prefix(&t, prefix), c.step))
+}
+
+/// Loads the newest checkpoint of a run (EMA weights when present).
+pub fn load_run<Dm: Domain>(dir: &Path, device: &Device) -> anyhow::Result<LoadedRun<Dm>> {
+    let (exp, info, weights, step) = read_run::<Dm>(dir, device)?;
+    anyhow::ensure!(
+        exp.task == Task::Denoiser,
+        "{} is a classifier run (task = \"classifier\"): it does not sample; steer another run with --scorer {}",
+        dir.display(),
+        dir.display()
+    );
     // plain tensors, not variables: sampling builds no autograd graph, so each step's
     // activations are freed as soon as they are used
-    let vb = candle_nn::VarBuilder::from_tensors(strip_prefix(&t, prefix), DType::F32, device);
-    let model = Dm::denoiser(&exp.model, &info, vb).with_context(|| format!("loading {}", c.tensors.display()))?;
+    let vb = candle_nn::VarBuilder::from_tensors(weights, DType::F32, device);
+    let model = Dm::denoiser(&exp.model, &info, vb).with_context(|| format!("loading the weights of {}", dir.display()))?;
     let process = exp.process.build(&info)?;
-    Ok(LoadedRun { dir: dir.to_path_buf(), exp, info, model, process, step: c.step, device: device.clone() })
+    Ok(LoadedRun { dir: dir.to_path_buf(), exp, info, model, process, step, device: device.clone() })
+}
+
+/// A trained noise-aware classifier (a run with `task = "classifier"`), for classifier guidance.
+pub struct LoadedClassifier {
+    /// The run directory.
+    pub dir: PathBuf,
+    /// The process it was trained under (its time coordinate must match the sampled model's).
+    pub process: ProcessConfig,
+    /// Its data's shapes and conditions.
+    pub info: DataInfo,
+    /// The network.
+    pub classifier: Classifier,
+    /// The index of the predicted field in `info.cond`.
+    pub field: usize,
+    /// The checkpoint step loaded.
+    pub step: usize,
+}
+
+/// Loads a classifier run's newest checkpoint.
+pub fn load_classifier<Dm: Domain>(dir: &Path, device: &Device) -> anyhow::Result<LoadedClassifier> {
+    let (exp, info, weights, step) = read_run::<Dm>(dir, device)?;
+    anyhow::ensure!(exp.task == Task::Classifier, "{} is not a classifier run: its experiment has no `task = \"classifier\"`", dir.display());
+    let (field, classes) = classifier_field(&info.cond, exp.classifier.field.as_deref())?;
+    let vb = candle_nn::VarBuilder::from_tensors(weights, DType::F32, device);
+    let classifier = Classifier::new(vb, &exp.classifier, &info.item_shape, classes.len())
+        .with_context(|| format!("loading the weights of {}", dir.display()))?;
+    Ok(LoadedClassifier { dir: dir.to_path_buf(), process: exp.process, info, classifier, field, step })
 }
 
 /// Generated samples with their settings.
@@ -211,6 +271,11 @@ pub struct Generated {
     pub conditions: Vec<Condition>,
     /// The guidance used.
     pub guidance: Guidance,
+    /// The fields `conditions` and `guidance` are expressed in (the model's, or the scorer's
+    /// for an unconditional model steered by a classifier).
+    pub spec: CondSpec,
+    /// The classifier run that steered the sampler, and its scale.
+    pub scorer: Option<(PathBuf, f64)>,
     /// Each sample's length, for variable-length data.
     pub lengths: Option<Vec<usize>>,
     /// The sampler settings used (with the sampler's name resolved).
@@ -257,9 +322,9 @@ impl<Dm: Domain> LoadedRun<Dm> {
         c
     }
 
-    /// The conditions a request asks for, parsed against the model's condition fields.
-    pub fn guidance(&self, req: &SampleRequest, cfg: &SampleConfig) -> anyhow::Result<Guidance> {
-        let spec = &self.info.cond;
+    /// The conditions a request asks for, parsed against `spec` (the model's condition fields,
+    /// or a scorer's for an unconditional model steered by one).
+    pub fn guidance(&self, req: &SampleRequest, cfg: &SampleConfig, spec: &CondSpec) -> anyhow::Result<Guidance> {
         let parse = |texts: &[String], flag: &str| -> anyhow::Result<Vec<Condition>> {
             texts.iter().map(|t| spec.parse(t).with_context(|| format!("{flag} {t}"))).collect()
         };
@@ -272,8 +337,53 @@ impl<Dm: Domain> LoadedRun<Dm> {
         }
         let positive = parse(&req.cond, "--cond")?;
         let negative = parse(&req.not, "--not")?;
-        anyhow::ensure!(negative.is_empty() || !spec.is_empty(), "--not needs a conditional model");
+        anyhow::ensure!(negative.is_empty() || !self.info.cond.is_empty(), "--not needs a conditional model");
         Ok(Guidance { positive, negative, scale: cfg.guidance, negative_scale: cfg.not_guidance.unwrap_or(cfg.guidance) })
+    }
+
+    /// Loads the classifier a request steers with and checks it fits this run: the same item
+    /// shape, the same Gaussian schedule (the time both networks read), and for a conditional
+    /// model a field of the same name and classes.
+    fn scorer(&self, req: &SampleRequest) -> anyhow::Result<Option<LoadedClassifier>> {
+        let Some(dir) = &req.scorer else {
+            anyhow::ensure!(req.scorer_scale.is_none(), "--scorer-scale needs --scorer RUN_DIR");
+            return Ok(None);
+        };
+        let c = load_classifier::<Dm>(dir, &self.device).with_context(|| format!("--scorer {}", dir.display()))?;
+        anyhow::ensure!(
+            c.info.item_shape == self.info.item_shape,
+            "--scorer {}: the classifier reads items of shape {:?}, this run makes {:?}",
+            dir.display(),
+            c.info.item_shape,
+            self.info.item_shape
+        );
+        let same_time = match (&c.process, &self.exp.process) {
+            (ProcessConfig::Gaussian(a), ProcessConfig::Gaussian(b)) => a.schedule == b.schedule,
+            _ => false,
+        };
+        anyhow::ensure!(
+            same_time,
+            "--scorer {}: classifier guidance needs the classifier and this run trained under the same Gaussian \
+             [process] schedule (they read the same timesteps); the classifier's is {:?}, this run's {:?}",
+            dir.display(),
+            c.process,
+            self.exp.process
+        );
+        if !self.info.cond.is_empty() {
+            let f = &c.info.cond.fields[c.field];
+            let (_, mine) = self.info.cond.field(&f.name).with_context(|| {
+                format!("--scorer {}: it predicts `{}`, a field this model does not have", dir.display(), f.name)
+            })?;
+            anyhow::ensure!(
+                mine.kind == f.kind,
+                "--scorer {}: its field `{}` has other classes than this model's ({:?} vs {:?})",
+                dir.display(),
+                f.name,
+                f.kind,
+                mine.kind
+            );
+        }
+        Ok(Some(c))
     }
 
     /// Draws samples. Sample i uses random stream i of the seed, its length from a stream of
@@ -284,9 +394,22 @@ impl<Dm: Domain> LoadedRun<Dm> {
         anyhow::ensure!(cfg.n >= 1, "the number of samples must be at least 1");
         anyhow::ensure!(cfg.batch_size >= 1, "sample.batch_size must be at least 1");
         let seed = req.seed.unwrap_or(self.exp.seed);
-        let guidance = self.guidance(req, &cfg)?;
-        let spec = &self.info.cond;
+        let scorer = self.scorer(req)?;
+        let scale = req.scorer_scale.unwrap_or(1.0);
+        anyhow::ensure!(scale.is_finite(), "--scorer-scale must be a number, got {scale}");
+        anyhow::ensure!(cfg.scorer_max_sigma > 0.0, "sample.scorer_max_sigma must be positive, got {}", cfg.scorer_max_sigma);
+        // the samples' conditions: the model's fields, or for an unconditional model steered by
+        // a classifier the classifier's (sample i then aims at class i mod K)
+        let spec = match &scorer {
+            Some(c) if self.info.cond.is_empty() => &c.info.cond,
+            _ => &self.info.cond,
+        };
+        let guidance = self.guidance(req, &cfg, spec)?;
         let defaults = spec.defaults();
+        let scorer_field = match &scorer {
+            Some(c) => Some(spec.field(&c.info.cond.fields[c.field].name)?.0),
+            None => None,
+        };
         let lengths: Option<Vec<usize>> = match (&req.lengths, self.info.length_axis) {
             (Some(l), Some(axis)) => {
                 let max = self.info.item_shape[axis];
@@ -325,7 +448,16 @@ impl<Dm: Domain> LoadedRun<Dm> {
                 mask = Some(crate::tensor_util::position_mask(&own, &shape[1..], axis, &self.device)?.reshape((b, ()))?);
                 rows = rows.with_lengths(own, axis);
             }
-            let guided = Guided::new(self.model.as_ref(), spec, &positive, &negative, b, mask, &self.device)?;
+            let bound = match (&scorer, scorer_field) {
+                (Some(c), Some(field)) => {
+                    let firsts: Vec<Condition> = per_row.iter().map(|p| p.first().cloned().unwrap_or_else(|| spec.null())).collect();
+                    let targets = class_targets(&firsts, field, c.classifier.classes(), &self.device)?;
+                    Some(ClassifierScorer { classifier: &c.classifier, targets, mask: mask.clone() })
+                }
+                _ => None,
+            };
+            let (positive, negative) = if self.info.cond.is_empty() { (vec![], vec![]) } else { (positive, negative) };
+            let guided = Guided::new(self.model.as_ref(), &self.info.cond, &positive, &negative, b, mask, &self.device)?;
             let mut obs = |_: &sampler::StepInfo| {
                 done_calls += 1;
                 progress.set(done_calls, "");
@@ -336,7 +468,7 @@ impl<Dm: Domain> LoadedRun<Dm> {
                 rows: &mut rows,
                 shape: &shape,
                 device: &self.device,
-                scorer: None,
+                scorer: bound.as_ref().map(|s| (s as &dyn crate::denoiser::Scorer, scale)),
                 edit: None,
                 obs: &mut obs,
             };
@@ -348,7 +480,9 @@ impl<Dm: Domain> LoadedRun<Dm> {
             (Some(_), Some(axis)) => pad_cat(&parts, axis + 1)?,
             _ => Tensor::cat(&parts, 0)?,
         };
-        Ok(Generated { samples, conditions, guidance, lengths, sampler: cfg, seed, seconds })
+        let spec = spec.clone();
+        let scorer = scorer.map(|c| (c.dir, scale));
+        Ok(Generated { samples, conditions, guidance, spec, scorer, lengths, sampler: cfg, seed, seconds })
     }
 
     /// The model's bound on the negative log-likelihood of held-out data, in bits per real
@@ -414,7 +548,7 @@ pub fn sample<Dm: Domain>(dir: &Path, req: &SampleRequest, device: &Device) -> a
 
 /// Writes generated samples into the run's samples folder; returns the folder and its files.
 fn write_generated<Dm: Domain>(run: &LoadedRun<Dm>, g: &Generated) -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
-    let spec = &run.info.cond;
+    let spec = &g.spec;
     let conds = if g.guidance.positive.is_empty() && g.guidance.negative.is_empty() {
         String::new()
     } else {
@@ -428,14 +562,22 @@ fn write_generated<Dm: Domain>(run: &LoadedRun<Dm>, g: &Generated) -> anyhow::Re
         let h = sha2::Sha256::digest(format!("{text:?}{}", g.guidance.negative_scale).as_bytes());
         format!("-c{:x}", h)[..10].to_string()
     };
+    let scorer = match &g.scorer {
+        Some((dir, scale)) => {
+            let h = sha2::Sha256::digest(dir.display().to_string().as_bytes());
+            format!("-s{scale}-{}", &format!("{h:x}")[..8])
+        }
+        None => String::new(),
+    };
     let out = run.dir.join("samples").join(format!(
-        "{}-{}steps-g{}-seed{}-n{}{}{}",
+        "{}-{}steps-g{}-seed{}-n{}{}{}{}",
         g.sampler.sampler_name(),
         g.sampler.steps,
         g.sampler.guidance,
         g.seed,
         g.sampler.n,
         conds,
+        scorer,
         if crate::nn::bf16_compute() { "-bf16" } else { "" }
     ));
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
@@ -453,6 +595,8 @@ fn write_generated<Dm: Domain>(run: &LoadedRun<Dm>, g: &Generated) -> anyhow::Re
             "negative": g.guidance.negative.iter().map(|c| spec.format(c)).collect::<Vec<_>>(),
             "guidance": g.guidance.scale,
             "not_guidance": g.guidance.negative_scale,
+            "scorer": g.scorer.as_ref().map(|(d, _)| d.display().to_string()),
+            "scorer_scale": g.scorer.as_ref().map(|(_, s)| *s),
             "samples": g.conditions.iter().map(|c| spec.format(c)).collect::<Vec<_>>(),
         });
         let path = out.join("conditions.json");
@@ -469,6 +613,11 @@ fn write_generated<Dm: Domain>(run: &LoadedRun<Dm>, g: &Generated) -> anyhow::Re
 /// matrices), and returns the evaluation. For processes with a likelihood bound it adds
 /// `nll_bound_bits`, the bound in bits per position on held-out data.
 pub fn eval<Dm: Domain>(dir: &Path, req: &SampleRequest, device: &Device) -> anyhow::Result<Evaluation> {
+    let cfg = dir.join("config.toml");
+    anyhow::ensure!(cfg.exists(), "{} is not a run directory: it has no config.toml", dir.display());
+    if ExperimentOf::<Dm>::load(&cfg)?.task == Task::Classifier {
+        return eval_classifier::<Dm>(dir, req, device);
+    }
     let run = load_run::<Dm>(dir, device)?;
     let mut req = req.clone();
     if req.n.is_none() {
@@ -484,12 +633,71 @@ pub fn eval<Dm: Domain>(dir: &Path, req: &SampleRequest, device: &Device) -> any
     ev.metrics.push(("sampling_steps".into(), g.sampler.steps as f64));
     ev.metrics.push(("guidance".into(), g.sampler.guidance));
     ev.metrics.push(("checkpoint_step".into(), run.step as f64));
+    write_evaluation(dir, &ev)?;
+    Ok(ev)
+}
+
+/// Writes `RUN/eval.json` (the flat figures) and, when there are any, `RUN/eval-details.json`.
+fn write_evaluation(dir: &Path, ev: &Evaluation) -> anyhow::Result<()> {
     let obj: serde_json::Map<String, serde_json::Value> =
         ev.metrics.iter().map(|(k, v)| (k.clone(), serde_json::json!(v))).collect();
     write_atomic(&dir.join("eval.json"), serde_json::to_string_pretty(&obj)?.as_bytes())?;
     if !ev.details.is_empty() {
         write_atomic(&dir.join("eval-details.json"), serde_json::to_string_pretty(&ev.details)?.as_bytes())?;
     }
+    Ok(())
+}
+
+/// Scores a classifier run on held-out data noised by its process at random times (one per
+/// example, from the experiment's seed): `accuracy` overall, `accuracy_q1` .. `accuracy_q4` by
+/// quarter of the drawn times (q1 least noisy), and `chance` (1 / classes); the quarters'
+/// time ranges go to eval-details.json.
+fn eval_classifier<Dm: Domain>(dir: &Path, req: &SampleRequest, device: &Device) -> anyhow::Result<Evaluation> {
+    let c = load_classifier::<Dm>(dir, device)?;
+    let exp = ExperimentOf::<Dm>::load(&dir.join("config.toml"))?;
+    let held = Dm::dataset(&exp.data, Split::Heldout, exp.seed)?;
+    let info = held.info();
+    let process = exp.process.build(&info)?;
+    let n = req.n.unwrap_or(Dm::eval_samples(&exp.eval)).min(held.len());
+    anyhow::ensure!(n >= 1, "the held-out data of {} is empty", dir.display());
+    let mut scored: Vec<(f32, bool)> = Vec::with_capacity(n);
+    for first in (0..n).step_by(256) {
+        let idx: Vec<usize> = (first..n.min(first + 256)).collect();
+        let batch = held.batch(&idx, device)?;
+        let mut rows = Rows::new(exp.seed ^ 0xC1A5_51F1, first, idx.len());
+        let mut mask = None;
+        if let (Some(l), Some(axis)) = (&batch.lengths, info.length_axis) {
+            rows = rows.with_lengths(l.clone(), axis);
+            mask = Some(crate::tensor_util::position_mask(l, &batch.x0.dims()[1..], axis, device)?.reshape((idx.len(), ()))?);
+        }
+        let noised = process.corrupt(&batch.x0, &mut rows)?;
+        let logits = c.classifier.logits(&noised.x_t, &noised.time, mask.as_ref(), None)?;
+        let predicted = logits.argmax(candle_core::D::Minus1)?.to_vec1::<u32>()?;
+        let times = noised.time.to_vec1::<f32>()?;
+        for (i, cond) in batch.cond.iter().enumerate() {
+            if let Some(y) = cond.class(c.field) {
+                scored.push((times[i], predicted[i] == y));
+            }
+        }
+    }
+    anyhow::ensure!(!scored.is_empty(), "no held-out example of {} has a label for the classifier's field", dir.display());
+    let accuracy = |s: &[(f32, bool)]| s.iter().filter(|x| x.1).count() as f64 / s.len().max(1) as f64;
+    let mut metrics = vec![("accuracy".to_string(), accuracy(&scored))];
+    scored.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut quarters = vec![];
+    for q in 0..4 {
+        let part = &scored[q * scored.len() / 4..(q + 1) * scored.len() / 4];
+        metrics.push((format!("accuracy_q{}", q + 1), accuracy(part)));
+        if let (Some(lo), Some(hi)) = (part.first(), part.last()) {
+            quarters.push(serde_json::json!({ "time_from": lo.0, "time_to": hi.0, "examples": part.len(), "accuracy": accuracy(part) }));
+        }
+    }
+    metrics.push(("chance".to_string(), 1.0 / c.classifier.classes() as f64));
+    metrics.push(("examples".to_string(), scored.len() as f64));
+    metrics.push(("checkpoint_step".to_string(), c.step as f64));
+    let mut ev = Evaluation::of(metrics);
+    ev.details.insert("accuracy_by_time".into(), serde_json::Value::Array(quarters));
+    write_evaluation(dir, &ev)?;
     Ok(ev)
 }
 

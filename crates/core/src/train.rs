@@ -198,6 +198,8 @@ pub struct Trainer<'a> {
     pub dataset: &'a dyn Dataset,
     /// The network.
     pub model: &'a dyn Denoiser,
+    /// What the network learns.
+    pub objective: Objective,
     /// Its parameters.
     pub params: &'a Params,
     /// Where tensors live.
@@ -247,6 +249,24 @@ pub struct StepContext<'a> {
     pub cond_drop: f64,
     /// Per field or all at once.
     pub cond_drop_mode: CondDrop,
+    /// What the network learns.
+    pub objective: Objective,
+}
+
+/// What a training run fits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Objective {
+    /// The process's prediction target (the usual diffusion model).
+    #[default]
+    Denoise,
+    /// A noise-aware classifier of condition field `field` (with `classes` classes), trained
+    /// by cross-entropy on the process's noised data (for classifier guidance).
+    Classify {
+        /// The field's index in the data's condition spec.
+        field: usize,
+        /// Its number of classes.
+        classes: usize,
+    },
 }
 
 impl StepContext<'_> {
@@ -255,7 +275,7 @@ impl StepContext<'_> {
     pub fn loss(&self, batch: &Batch, rows: &Rows) -> candle_core::Result<Tensor> {
         let b = batch.x0.dim(0)?;
         let device = batch.x0.device();
-        let cond = if self.info.cond.is_empty() {
+        let cond = if self.info.cond.is_empty() || self.objective != Objective::Denoise {
             None
         } else {
             let mut drop_rows = rows.purpose(COND_STREAM);
@@ -292,7 +312,12 @@ impl StepContext<'_> {
             self.model.forward_train(&inputs, &mut rows.purpose(DROPOUT_STREAM))?
         };
         let _t = profile::scope("loss");
-        self.process.loss(&out, &corrupted, loss_mask.as_ref())
+        match self.objective {
+            Objective::Denoise => self.process.loss(&out, &corrupted, loss_mask.as_ref()),
+            Objective::Classify { field, classes } => {
+                crate::scorer::cross_entropy(&out, &crate::scorer::class_targets(&batch.cond, field, classes, device)?)
+            }
+        }
     }
 
     /// The loss (as a number) and the gradients of `vars` for one micro-batch, the loss scaled
@@ -457,7 +482,7 @@ impl Trainer<'_> {
         }
 
         let info = self.dataset.info();
-        let ctx = StepContext { process: self.process, model: self.model, info: &info, cond_drop: cfg.cond_drop, cond_drop_mode: cfg.cond_drop_mode };
+        let ctx = StepContext { process: self.process, model: self.model, info: &info, cond_drop: cfg.cond_drop, cond_drop_mode: cfg.cond_drop_mode, objective: self.objective };
         let mut order = DataOrder::new(self.seed, self.dataset.len());
         let metrics_path = self.run_dir.join("metrics.jsonl");
         let mut metrics = std::fs::OpenOptions::new()

@@ -7,7 +7,7 @@ use sugarcube_core::denoiser::{Denoiser, Inputs};
 use sugarcube_core::domain::{Batch, DataInfo, Dataset};
 use sugarcube_core::params::Params;
 use sugarcube_core::process::{GaussianConfig, GaussianProcess};
-use sugarcube_core::train::{TrainConfig, Trainer};
+use sugarcube_core::train::{Objective, TrainConfig, Trainer};
 
 struct Points(Vec<[f32; 2]>);
 
@@ -65,6 +65,7 @@ fn train(dir: &std::path::Path, cfg: &TrainConfig, resume: bool, stop_at: Option
         process: &process,
         dataset: &data,
         model: &model,
+        objective: Objective::Denoise,
         params: &params,
         device: dev,
         seed: 4,

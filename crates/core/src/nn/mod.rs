@@ -9,6 +9,7 @@ use crate::rng::Rows;
 use candle_core::{DType, Result, Tensor, D};
 use candle_nn::{Module, VarBuilder};
 
+pub mod classifier;
 pub mod transformer;
 pub mod unet;
 

@@ -178,26 +178,38 @@ pub struct GaussianDenoiser<'a> {
     model: &'a dyn Model,
     prediction: Prediction,
     scorer: Option<(&'a dyn Scorer, f64)>,
+    scorer_max_sigma: f64,
 }
 
 impl<'a> GaussianDenoiser<'a> {
     /// A network that outputs `prediction`.
     pub fn new(model: &'a dyn Model, prediction: Prediction) -> Self {
-        Self { model, prediction, scorer: None }
+        Self { model, prediction, scorer: None, scorer_max_sigma: f64::INFINITY }
     }
 
-    /// The same, steered by `scorer` at `scale` (classifier guidance).
-    pub fn with_scorer(mut self, scorer: Option<(&'a dyn Scorer, f64)>) -> Self {
+    /// The same, steered by `scorer` at `scale` (classifier guidance) at noise levels
+    /// `sqrt((1 - ab) / ab)` up to `max_sigma` ([`crate::sampler::SampleConfig::scorer_max_sigma`]).
+    pub fn with_scorer(mut self, scorer: Option<(&'a dyn Scorer, f64)>, max_sigma: f64) -> Self {
         self.scorer = scorer;
+        self.scorer_max_sigma = max_sigma;
         self
     }
 
     /// The estimates at the VP input `x_t` (what the network sees) at training time `t` with
     /// cumulative alpha `abar`.
     pub fn denoise(&self, x_t: &Tensor, t: f64, abar: f64) -> Result<Denoised> {
+        self.denoise_in_step(x_t, t, abar, ((1.0 - abar) / abar).sqrt())
+    }
+
+    /// The same for a call inside a step that started at noise level `step_sigma` (Heun's
+    /// corrector): the scorer acts when the step started within its interval, so a step from
+    /// pure noise is not steered by its corrector alone.
+    pub fn denoise_in_step(&self, x_t: &Tensor, t: f64, abar: f64, step_sigma: f64) -> Result<Denoised> {
         let out = self.model.predict(x_t, t)?;
         let grad = match self.scorer {
-            Some((scorer, scale)) if scale != 0.0 => Some(scorer.grad_log_prob(x_t, t)?.affine(scale, 0.0)?),
+            Some((scorer, scale)) if scale != 0.0 && step_sigma <= self.scorer_max_sigma => {
+                Some(scorer.grad_log_prob(x_t, t)?.affine(scale, 0.0)?)
+            }
             _ => None,
         };
         Ok(Denoised { out, x_t: x_t.clone(), abar, prediction: self.prediction, grad })
@@ -209,13 +221,23 @@ impl<'a> GaussianDenoiser<'a> {
 pub trait SigmaDenoiser {
     /// `(x0, model_input)` at `(sigma, t)`.
     fn x0_at(&self, x: &Tensor, sigma: f64, t: f64) -> Result<(Tensor, Tensor)>;
+
+    /// The same for a call inside a step that started at `step_sigma` (a corrector).
+    fn x0_in_step(&self, x: &Tensor, sigma: f64, t: f64, step_sigma: f64) -> Result<(Tensor, Tensor)> {
+        let _ = step_sigma;
+        self.x0_at(x, sigma, t)
+    }
 }
 
 impl SigmaDenoiser for GaussianDenoiser<'_> {
     /// A discrete-time model sees `x / sqrt(sigma^2 + 1)` (diffusers' `scale_model_input`).
     fn x0_at(&self, x: &Tensor, sigma: f64, t: f64) -> Result<(Tensor, Tensor)> {
+        self.x0_in_step(x, sigma, t, sigma)
+    }
+
+    fn x0_in_step(&self, x: &Tensor, sigma: f64, t: f64, step_sigma: f64) -> Result<(Tensor, Tensor)> {
         let x_in = x.affine(1.0 / (sigma * sigma + 1.0).sqrt(), 0.0)?;
-        let d = self.denoise(&x_in, t, 1.0 / (sigma * sigma + 1.0))?;
+        let d = self.denoise_in_step(&x_in, t, 1.0 / (sigma * sigma + 1.0), step_sigma)?;
         Ok((d.x0()?, x_in))
     }
 }
@@ -340,7 +362,7 @@ pub fn heun(model: &dyn SigmaDenoiser, mut x: Tensor, sigmas: &[f64], timesteps:
             continue;
         }
         let t_next = timesteps[i + 1];
-        let (x0c, x_inc) = model.x0_at(&x_pred, s_next, t_next)?;
+        let (x0c, x_inc) = model.x0_in_step(&x_pred, s_next, t_next, s)?;
         let d2 = x_pred.sub(&x0c)?.affine(1.0 / s_next, 0.0)?;
         let slope = d.add(&d2)?.affine(0.5, 0.0)?;
         x = x.add(&slope.affine(s_next - s, 0.0)?)?;
@@ -463,7 +485,7 @@ pub fn sample(process: &GaussianProcess, job: SampleJob) -> anyhow::Result<Tenso
     );
     let spacing = cfg.spacing.unwrap_or(kind.default_spacing());
     let wrap = process.config.wrap;
-    let model = GaussianDenoiser::new(job.model, process.config.prediction).with_scorer(job.scorer);
+    let model = GaussianDenoiser::new(job.model, process.config.prediction).with_scorer(job.scorer, cfg.scorer_max_sigma);
     let z = job.rows.normal(job.shape, DType::F32, job.device)?;
     let vp = VpOptions { clip: cfg.clip, wrap };
     let x = match kind {
