@@ -4,7 +4,7 @@
 //! A run directory holds `config.toml` (the resolved experiment), `data_info.json`,
 //! `checkpoints/`, `metrics.jsonl`, `samples/` and `eval.json`.
 
-use crate::checkpoint::{self, write_atomic};
+use crate::checkpoint::{self, write_atomic, Checkpoint};
 use crate::cond::{Condition, Guidance};
 use crate::config::ExperimentOf;
 use crate::denoiser::{Denoiser, Guided, Inputs};
@@ -180,7 +180,8 @@ pub struct LoadedRun<Dm: Domain> {
     device: Device,
 }
 
-/// Loads the newest checkpoint of a run (EMA weights when present).
+/// Loads the newest checkpoint of a run that loads (EMA weights when present); a damaged one
+/// is reported and skipped ([`checkpoint::newest_loadable`]).
 pub fn load_run<Dm: Domain>(dir: &Path, device: &Device) -> anyhow::Result<LoadedRun<Dm>> {
     let cfg = dir.join("config.toml");
     anyhow::ensure!(cfg.exists(), "{} is not a run directory: it has no config.toml", dir.display());
@@ -190,16 +191,25 @@ pub fn load_run<Dm: Domain>(dir: &Path, device: &Device) -> anyhow::Result<Loade
         &std::fs::read_to_string(&info_path).with_context(|| format!("cannot read {}", info_path.display()))?,
     )
     .with_context(|| format!("{} is not valid", info_path.display()))?;
-    let c = checkpoint::latest(&dir.join("checkpoints"))
-        .ok_or_else(|| anyhow::anyhow!("{} has no checkpoint yet: train it first", dir.display()))?;
-    let t = checkpoint::load_tensors(&c.tensors, device)?;
-    let prefix = if t.keys().any(|k| k.starts_with("ema.")) { "ema." } else { "model." };
-    // plain tensors, not variables: sampling builds no autograd graph, so each step's
-    // activations are freed as soon as they are used
-    let vb = candle_nn::VarBuilder::from_tensors(strip_prefix(&t, prefix), DType::F32, device);
-    let model = Dm::denoiser(&exp.model, &info, vb).with_context(|| format!("loading {}", c.tensors.display()))?;
-    let process = exp.process.build(&info)?;
-    Ok(LoadedRun { dir: dir.to_path_buf(), exp, info, model, process, step: c.step, device: device.clone() })
+    let found = checkpoint::newest_loadable(&dir.join("checkpoints"), |c| {
+        Ok(LoadedRun::<Dm>::from_checkpoint(dir, exp.clone(), info.clone(), c, device))
+    })?;
+    let (_, run) = found.ok_or_else(|| anyhow::anyhow!("{} has no checkpoint yet: train it first", dir.display()))?;
+    Ok(run)
+}
+
+impl<Dm: Domain> LoadedRun<Dm> {
+    /// The run in `dir` at checkpoint `c` (EMA weights when present).
+    pub fn from_checkpoint(dir: &Path, exp: ExperimentOf<Dm>, info: DataInfo, c: &Checkpoint, device: &Device) -> anyhow::Result<Self> {
+        let t = checkpoint::load_tensors(&c.tensors, device)?;
+        let prefix = if t.keys().any(|k| k.starts_with("ema.")) { "ema." } else { "model." };
+        // plain tensors, not variables: sampling builds no autograd graph, so each step's
+        // activations are freed as soon as they are used
+        let vb = candle_nn::VarBuilder::from_tensors(strip_prefix(&t, prefix), DType::F32, device);
+        let model = Dm::denoiser(&exp.model, &info, vb).with_context(|| format!("loading {}", c.tensors.display()))?;
+        let process = exp.process.build(&info)?;
+        Ok(LoadedRun { dir: dir.to_path_buf(), exp, info, model, process, step: c.step, device: device.clone() })
+    }
 }
 
 /// Generated samples with their settings.

@@ -9,9 +9,13 @@
 //!
 //! Exact resume: the data order is a function of (seed, example counter), the random streams of
 //! (seed, step, position), and the optimiser moments, EMA and step are in the checkpoint, so
-//! N steps + resume + N steps gives the same weights as 2N steps.
+//! N steps + resume + N steps gives the same weights as 2N steps. Resume takes the newest
+//! checkpoint that loads (a damaged one is reported and skipped), so a run killed at any moment,
+//! even inside a checkpoint write, resumes to the same weights (tested with
+//! [`crate::crashpoint`]).
 
-use crate::checkpoint::{self, TrainState};
+use crate::checkpoint::{self, Checkpoint, TrainState};
+use crate::crashpoint::{self, Point};
 use crate::cond::{drop_condition, CondDrop};
 use crate::denoiser::{Denoiser, Inputs};
 use crate::domain::{Batch, DataInfo, Dataset};
@@ -64,7 +68,7 @@ pub struct TrainConfig {
     pub checkpoint_every: usize,
     /// Keep this many newest checkpoints (0 keeps all).
     pub keep_checkpoints: usize,
-    /// Append a line to metrics.jsonl every this many steps.
+    /// Append a line to metrics.jsonl every this many steps (and at the last step).
     pub log_every: usize,
     /// Exponential moving average of the weights.
     pub ema: EmaConfig,
@@ -312,6 +316,8 @@ struct RunState {
     ema: Option<Ema>,
     step: usize,
     seconds: f64,
+    /// The sum of the step losses since the last metrics line, and their count.
+    window: (f64, usize),
 }
 
 impl Trainer<'_> {
@@ -319,27 +325,58 @@ impl Trainer<'_> {
         self.run_dir.join("checkpoints")
     }
 
-    /// A fresh optimiser and EMA, or (with `resume`) those of the newest checkpoint.
+    /// A fresh optimiser and EMA, or (with `resume`) those of the newest checkpoint that loads.
     fn start(&self, vars: &[(String, Var)], resume: bool) -> anyhow::Result<RunState> {
         let cfg = self.cfg;
+        let ckpt_dir = self.checkpoint_dir();
+        let found = if resume { checkpoint::newest_loadable(&ckpt_dir, |c| self.read_checkpoint(c, vars))? } else { None };
+        if resume && found.is_none() && !self.quiet {
+            eprintln!("no checkpoint in {}: starting from step 0", ckpt_dir.display());
+        }
         let adam = AdamWConfig { betas: cfg.betas, eps: cfg.eps, weight_decay: cfg.weight_decay };
         let mut st = RunState {
             opt: AdamW::new(vars.to_vec(), adam)?,
             ema: if cfg.ema.enabled { Some(Ema::new(vars, cfg.ema.clone())?) } else { None },
             step: 0,
             seconds: 0.0,
+            window: (0.0, 0),
         };
-        if !resume {
-            return Ok(st);
-        }
-        let ckpt_dir = self.checkpoint_dir();
-        let Some(c) = checkpoint::latest(&ckpt_dir) else {
-            if !self.quiet {
-                eprintln!("no checkpoint in {}: starting from step 0", ckpt_dir.display());
+        if let Some((c, (state, t))) = found {
+            self.params.load(&t, "model.").with_context(|| format!("in {}", c.tensors.display()))?;
+            st.opt.load_state(&t, "opt.", state.step).with_context(|| format!("in {}", c.tensors.display()))?;
+            if let Some(e) = st.ema.as_mut() {
+                let shadow = strip_prefix(&t, "ema.");
+                for (i, (name, _)) in vars.iter().enumerate() {
+                    e.shadow[i] = shadow
+                        .get(name)
+                        .ok_or_else(|| anyhow::anyhow!("{}: tensor `ema.{name}` is missing", c.tensors.display()))?
+                        .clone();
+                }
             }
-            return Ok(st);
+            st.step = state.step;
+            st.seconds = state.seconds;
+            st.window = (state.window_loss, state.window_steps);
+            if !self.quiet {
+                eprintln!("resuming from {} (step {})", c.state.display(), st.step);
+            }
+        }
+        // lines past the start (a run killed after logging them) are logged again
+        truncate_metrics(&self.run_dir.join("metrics.jsonl"), st.step)?;
+        Ok(st)
+    }
+
+    /// Checkpoint `c`'s state and tensors, checked against the model before anything is set:
+    /// `Ok(Err)` for a file that fails to read or parse or lacks a tensor (torn or damaged: the
+    /// caller tries an older checkpoint), `Err` for a checkpoint of another configuration.
+    fn read_checkpoint(
+        &self,
+        c: &Checkpoint,
+        vars: &[(String, Var)],
+    ) -> anyhow::Result<anyhow::Result<(TrainState, HashMap<String, Tensor>)>> {
+        let state = match c.read_state() {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(e)),
         };
-        let state = c.read_state()?;
         anyhow::ensure!(
             state.config_hash == self.config_hash,
             "cannot resume from {}: it was trained with a different configuration \
@@ -348,25 +385,27 @@ impl Trainer<'_> {
             &state.config_hash[..12.min(state.config_hash.len())],
             &self.config_hash[..12.min(self.config_hash.len())]
         );
+        Ok(self.checked_tensors(c, vars).map(|t| (state, t)))
+    }
+
+    /// The tensors of checkpoint `c`, with every one a resume sets present in the model's shape.
+    fn checked_tensors(&self, c: &Checkpoint, vars: &[(String, Var)]) -> anyhow::Result<HashMap<String, Tensor>> {
         let t = checkpoint::load_tensors(&c.tensors, &self.device)?;
-        self.params.load(&t, "model.").with_context(|| format!("in {}", c.tensors.display()))?;
-        st.opt.load_state(&t, "opt.", state.step).with_context(|| format!("in {}", c.tensors.display()))?;
-        if let Some(e) = st.ema.as_mut() {
-            let shadow = strip_prefix(&t, "ema.");
-            for (i, (name, _)) in vars.iter().enumerate() {
-                e.shadow[i] = shadow
-                    .get(name)
-                    .ok_or_else(|| anyhow::anyhow!("{}: tensor `ema.{name}` is missing", c.tensors.display()))?
-                    .clone();
+        let prefixes: &[&str] = if self.cfg.ema.enabled { &["model.", "ema.", "opt.m.", "opt.v."] } else { &["model.", "opt.m.", "opt.v."] };
+        for (name, var) in vars {
+            for p in prefixes {
+                let key = format!("{p}{name}");
+                let x = t.get(&key).ok_or_else(|| anyhow::anyhow!("{}: tensor `{key}` is missing", c.tensors.display()))?;
+                anyhow::ensure!(
+                    x.dims() == var.dims(),
+                    "{}: tensor `{key}` has shape {:?}, the model expects {:?}",
+                    c.tensors.display(),
+                    x.dims(),
+                    var.dims()
+                );
             }
         }
-        st.step = state.step;
-        st.seconds = state.seconds;
-        truncate_metrics(&self.run_dir.join("metrics.jsonl"), st.step)?;
-        if !self.quiet {
-            eprintln!("resuming from {} (step {})", c.state.display(), st.step);
-        }
-        Ok(st)
+        Ok(t)
     }
 
     /// One optimiser step: the micro-batches' gradients summed, clipped, applied, the EMA
@@ -425,10 +464,17 @@ impl Trainer<'_> {
         for (k, v) in st.opt.state() {
             t.insert(format!("opt.{k}"), v);
         }
-        let state = TrainState { step: st.step, config_hash: self.config_hash.clone(), loss, seconds: st.seconds };
+        let state = TrainState {
+            step: st.step,
+            config_hash: self.config_hash.clone(),
+            loss,
+            seconds: st.seconds,
+            window_loss: st.window.0,
+            window_steps: st.window.1,
+        };
         let ckpt_dir = self.checkpoint_dir();
         let c = checkpoint::save(&ckpt_dir, &t, &state)?;
-        checkpoint::prune(&ckpt_dir, self.cfg.keep_checkpoints)?;
+        checkpoint::prune(&ckpt_dir, self.cfg.keep_checkpoints, st.step)?;
         Ok(c.tensors)
     }
 
@@ -468,7 +514,9 @@ impl Trainer<'_> {
         let mut progress = Progress::new("train", "step", cfg.steps as u64, start as u64, self.quiet);
         let began = Instant::now();
         let seconds_before = st.seconds;
-        let (mut window_loss, mut window_n) = (0.0, 0usize);
+        // the logging window continues across a resume, so the means logged are an
+        // uninterrupted run's
+        let (mut window_loss, mut window_n) = st.window;
         let mut last_loss = f64::NAN;
         let mut last_ckpt = None;
         while st.step < end {
@@ -478,12 +526,15 @@ impl Trainer<'_> {
             window_loss += step_loss;
             window_n += 1;
             progress.set(done as u64, &format!("loss {step_loss:.4}"));
-            if done % cfg.log_every == 0 || done == end {
+            if done % cfg.log_every == 0 || done == cfg.steps {
                 last_loss = window_loss / window_n as f64;
                 let line = MetricsLine { step: done, loss: last_loss, lr, grad_norm: norm, seconds: st.seconds };
-                writeln!(metrics, "{}", serde_json::to_string(&line)?)?;
+                // one write per line: a run killed mid-line leaves at most one torn line, which
+                // truncate_metrics drops on resume
+                metrics.write_all(format!("{}\n", serde_json::to_string(&line)?).as_bytes())?;
                 (window_loss, window_n) = (0.0, 0);
             }
+            st.window = (window_loss, window_n);
             if done % cfg.checkpoint_every == 0 || done == end {
                 let loss = if window_n == 0 { last_loss } else { window_loss / window_n as f64 };
                 last_ckpt = Some(self.save(&st, &vars, loss)?);
@@ -491,6 +542,11 @@ impl Trainer<'_> {
             if let Some(hook) = self.after_step {
                 hook(done, &self.run_dir)?;
             }
+            crashpoint::reached(Point::AfterStep(done));
+        }
+        if window_n > 0 {
+            // stopped early (`stop_at`) inside a logging window
+            last_loss = window_loss / window_n as f64;
         }
         let secs = began.elapsed().as_secs_f64();
         let steps_run = end - start;
