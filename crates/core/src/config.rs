@@ -89,7 +89,8 @@ where
     }
 
     /// SHA-256 of the resolved configuration's training-relevant part: a checkpoint may only
-    /// be resumed under the same hash. Sampling and evaluation settings are left out.
+    /// be resumed under the same hash. Sampling and evaluation settings are left out, and so
+    /// are `[train]`'s `sample_every` and `sample_n` ([`TrainConfig::for_hash`]).
     pub fn train_hash(&self) -> anyhow::Result<String> {
         #[derive(Serialize)]
         struct TrainPart<'a, D, M> {
@@ -99,13 +100,8 @@ where
             process: &'a ProcessConfig,
             train: &'a TrainConfig,
         }
-        let part = TrainPart {
-            seed: self.seed,
-            data: &self.data,
-            model: &self.model,
-            process: &self.process,
-            train: &self.train,
-        };
+        let train = self.train.for_hash();
+        let part = TrainPart { seed: self.seed, data: &self.data, model: &self.model, process: &self.process, train: &train };
         let text = toml::to_string(&part)?;
         Ok(format!("{:x}", sha2::Sha256::digest(text.as_bytes())))
     }

@@ -2,7 +2,8 @@
 //! `train` (experiment file -> run directory), `sample`, `eval` and `bench`.
 //!
 //! A run directory holds `config.toml` (the resolved experiment), `data_info.json`,
-//! `checkpoints/`, `metrics.jsonl`, `samples/` and `eval.json`.
+//! `checkpoints/`, `metrics.jsonl`, `samples/` (with `train-step-N/` for the samples drawn
+//! while training, `[train] sample_every`) and `eval.json`.
 
 use crate::checkpoint::{self, write_atomic, Checkpoint};
 use crate::cond::{Condition, Guidance};
@@ -81,6 +82,7 @@ pub fn train_experiment<Dm: Domain>(
             dir.display()
         );
     }
+    let sample = |step: usize, dir: &Path| sample_while_training::<Dm>(exp, &info, step, dir, device);
     let trainer = Trainer {
         cfg: &exp.train,
         process: process.as_ref(),
@@ -93,10 +95,32 @@ pub fn train_experiment<Dm: Domain>(
         run_dir: dir.clone(),
         quiet: opts.quiet,
         stop_at: opts.stop_at,
-        after_step: None,
+        after_step: if exp.train.sample_every > 0 { Some(&sample) } else { None },
     };
     let report = trainer.run(opts.resume)?;
     Ok((dir, report))
+}
+
+/// `[train] sample_every`: after step `step` (whose checkpoint the trainer has just written),
+/// draws `sample_n` samples from that checkpoint as `sugarcube sample` does (the experiment's
+/// `[sample]` settings and seed, float32) into `RUN_DIR/samples/train-step-NNNNNNNN/`.
+fn sample_while_training<Dm: Domain>(
+    exp: &ExperimentOf<Dm>,
+    info: &DataInfo,
+    step: usize,
+    dir: &Path,
+    device: &Device,
+) -> anyhow::Result<Option<String>> {
+    if !exp.train.sample_due(step) {
+        return Ok(None);
+    }
+    let _f32 = crate::nn::Bf16Compute::set(false)?;
+    let c = Checkpoint::at(&dir.join("checkpoints"), step);
+    let run = LoadedRun::<Dm>::from_checkpoint(dir, exp.clone(), info.clone(), &c, device)?;
+    let req = SampleRequest { n: Some(exp.train.sample_n), quiet: true, ..Default::default() };
+    let g = run.generate(&req).with_context(|| format!("sampling at step {step} (train.sample_every)"))?;
+    let (out, _) = write_generated(&run, &g, Some(&format!("train-step-{step:08}")))?;
+    Ok(Some(format!("step {step}: {} samples in {:.1}s into {}", g.sampler.n, g.seconds, out.display())))
 }
 
 /// Overrides of the experiment's `[sample]` settings, and what to generate.
@@ -419,35 +443,17 @@ fn pad_cat(parts: &[Tensor], axis: usize) -> anyhow::Result<Tensor> {
 pub fn sample<Dm: Domain>(dir: &Path, req: &SampleRequest, device: &Device) -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
     let run = load_run::<Dm>(dir, device)?;
     let g = run.generate(req)?;
-    write_generated(&run, &g)
+    write_generated(&run, &g, None)
 }
 
-/// Writes generated samples into the run's samples folder; returns the folder and its files.
-fn write_generated<Dm: Domain>(run: &LoadedRun<Dm>, g: &Generated) -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
+/// Writes generated samples into `RUN/samples/NAME/` (without a name, the one `sample`'s
+/// settings give); returns the folder and its files.
+fn write_generated<Dm: Domain>(run: &LoadedRun<Dm>, g: &Generated, name: Option<&str>) -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
     let spec = &run.info.cond;
-    let conds = if g.guidance.positive.is_empty() && g.guidance.negative.is_empty() {
-        String::new()
-    } else {
-        let text: Vec<String> = g
-            .guidance
-            .positive
-            .iter()
-            .map(|c| spec.format(c))
-            .chain(g.guidance.negative.iter().map(|c| format!("not {}", spec.format(c))))
-            .collect();
-        let h = sha2::Sha256::digest(format!("{text:?}{}", g.guidance.negative_scale).as_bytes());
-        format!("-c{:x}", h)[..10].to_string()
-    };
-    let out = run.dir.join("samples").join(format!(
-        "{}-{}steps-g{}-seed{}-n{}{}{}",
-        g.sampler.sampler_name(),
-        g.sampler.steps,
-        g.sampler.guidance,
-        g.seed,
-        g.sampler.n,
-        conds,
-        if crate::nn::bf16_compute() { "-bf16" } else { "" }
-    ));
+    let out = run.dir.join("samples").join(match name {
+        Some(n) => n.to_string(),
+        None => settings_folder(spec, g),
+    });
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut t = HashMap::new();
     t.insert("samples".to_string(), g.samples.clone());
@@ -473,6 +479,34 @@ fn write_generated<Dm: Domain>(run: &LoadedRun<Dm>, g: &Generated) -> anyhow::Re
     Ok((out, files))
 }
 
+/// The samples folder name of `sample`'s settings:
+/// `SAMPLER-STEPSsteps-gW-seedS-nN[-cHASH][-bf16]`.
+fn settings_folder(spec: &crate::cond::CondSpec, g: &Generated) -> String {
+    let conds = if g.guidance.positive.is_empty() && g.guidance.negative.is_empty() {
+        String::new()
+    } else {
+        let text: Vec<String> = g
+            .guidance
+            .positive
+            .iter()
+            .map(|c| spec.format(c))
+            .chain(g.guidance.negative.iter().map(|c| format!("not {}", spec.format(c))))
+            .collect();
+        let h = sha2::Sha256::digest(format!("{text:?}{}", g.guidance.negative_scale).as_bytes());
+        format!("-c{:x}", h)[..10].to_string()
+    };
+    format!(
+        "{}-{}steps-g{}-seed{}-n{}{}{}",
+        g.sampler.sampler_name(),
+        g.sampler.steps,
+        g.sampler.guidance,
+        g.seed,
+        g.sampler.n,
+        conds,
+        if crate::nn::bf16_compute() { "-bf16" } else { "" }
+    )
+}
+
 /// Samples `n` from a run (default: the domain's evaluation size), keeps the samples in the
 /// run's samples folder, scores them, writes `RUN/eval.json` (a flat object of named figures,
 /// each with its floor beside it where one exists) and `RUN/eval-details.json` (tables and
@@ -485,7 +519,7 @@ pub fn eval<Dm: Domain>(dir: &Path, req: &SampleRequest, device: &Device) -> any
         req.n = Some(Dm::eval_samples(&run.exp.eval));
     }
     let g = run.generate(&req)?;
-    write_generated(&run, &g)?;
+    write_generated(&run, &g, None)?;
     let mut ev = Dm::evaluate(&run.exp.data, &run.exp.eval, run.exp.seed, &g.view())?;
     if let Some(bits) = run.nll_bound_bits(g.sampler.n)? {
         ev.metrics.push(("nll_bound_bits".into(), bits));

@@ -75,6 +75,24 @@ pub struct TrainConfig {
     /// Precision of the convolutions' products: "f32" (default) or "bf16" (see
     /// [`crate::nn::set_bf16_compute`]; needs a CPU with AVX-512 BF16).
     pub precision: Precision,
+    /// Sample every this many steps (0 never): a checkpoint at that step, then `sample_n`
+    /// samples from it as `sugarcube sample` draws them, into `RUN_DIR/samples/train-step-N/`.
+    /// Sampling leaves the training run as it is.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub sample_every: usize,
+    /// Samples drawn each time (`sample_every`).
+    #[serde(skip_serializing_if = "is_default_sample_n")]
+    pub sample_n: usize,
+}
+
+const DEFAULT_SAMPLE_N: usize = 16;
+
+fn is_zero(v: &usize) -> bool {
+    *v == 0
+}
+
+fn is_default_sample_n(v: &usize) -> bool {
+    *v == DEFAULT_SAMPLE_N
 }
 
 /// Precision of the products during training.
@@ -108,6 +126,8 @@ impl Default for TrainConfig {
             log_every: 10,
             ema: EmaConfig::default(),
             precision: Precision::F32,
+            sample_every: 0,
+            sample_n: DEFAULT_SAMPLE_N,
         }
     }
 }
@@ -123,7 +143,29 @@ impl TrainConfig {
         anyhow::ensure!(self.grad_clip >= 0.0, "train.grad_clip must be >= 0 (0 disables), got {}", self.grad_clip);
         anyhow::ensure!(self.log_every >= 1, "train.log_every must be at least 1");
         anyhow::ensure!(self.checkpoint_every >= 1, "train.checkpoint_every must be at least 1");
+        anyhow::ensure!(
+            self.sample_every == 0 || self.sample_n >= 1,
+            "train.sample_n must be at least 1 when train.sample_every is set"
+        );
         Ok(())
+    }
+
+    /// The settings that decide the weights: these with `sample_every` and `sample_n` at their
+    /// defaults (which serialise to nothing), so the configuration hash ignores them: sampling
+    /// does not change a run.
+    pub fn for_hash(&self) -> Self {
+        Self { sample_every: 0, sample_n: DEFAULT_SAMPLE_N, ..self.clone() }
+    }
+
+    /// Whether a checkpoint is due after `step` of a run ending at `end`: every
+    /// `checkpoint_every` steps, at the end, and where a sample is due.
+    pub fn checkpoint_due(&self, step: usize, end: usize) -> bool {
+        step.is_multiple_of(self.checkpoint_every) || step == end || self.sample_due(step)
+    }
+
+    /// Whether samples are due after `step` (`sample_every`).
+    pub fn sample_due(&self, step: usize) -> bool {
+        self.sample_every > 0 && step.is_multiple_of(self.sample_every)
     }
 }
 
@@ -218,12 +260,14 @@ pub struct Trainer<'a> {
     /// continues the same run later.
     pub stop_at: Option<usize>,
     /// Called after every step with the steps done and the run directory (after that step's
-    /// checkpoint, if any): periodic sampling and tests hook in here.
-    pub after_step: Option<&'a AfterStep>,
+    /// checkpoint, if any): periodic sampling and tests hook in here. Its time does not count
+    /// as training time.
+    pub after_step: Option<&'a AfterStep<'a>>,
 }
 
-/// A hook the trainer calls after every step with the steps done and the run directory.
-pub type AfterStep = dyn Fn(usize, &Path) -> anyhow::Result<()>;
+/// A hook the trainer calls after every step with the steps done and the run directory; it
+/// returns a line to show beside the progress display, if any.
+pub type AfterStep<'a> = dyn Fn(usize, &Path) -> anyhow::Result<Option<String>> + 'a;
 
 /// The tensors under `prefix`, with the prefix removed.
 pub fn strip_prefix(t: &HashMap<String, Tensor>, prefix: &str) -> HashMap<String, Tensor> {
@@ -513,6 +557,8 @@ impl Trainer<'_> {
             .with_context(|| format!("cannot open {}", metrics_path.display()))?;
         let mut progress = Progress::new("train", "step", cfg.steps as u64, start as u64, self.quiet);
         let began = Instant::now();
+        // time spent in the hook (sampling), left out of the training time
+        let mut paused = std::time::Duration::ZERO;
         let seconds_before = st.seconds;
         // the logging window continues across a resume, so the means logged are an
         // uninterrupted run's
@@ -522,7 +568,7 @@ impl Trainer<'_> {
         while st.step < end {
             let (step_loss, lr, norm) = self.step(&mut st, &mut order, &ctx, &vars)?;
             let done = st.step;
-            st.seconds = seconds_before + began.elapsed().as_secs_f64();
+            st.seconds = seconds_before + began.elapsed().saturating_sub(paused).as_secs_f64();
             window_loss += step_loss;
             window_n += 1;
             progress.set(done as u64, &format!("loss {step_loss:.4}"));
@@ -535,12 +581,17 @@ impl Trainer<'_> {
                 (window_loss, window_n) = (0.0, 0);
             }
             st.window = (window_loss, window_n);
-            if done % cfg.checkpoint_every == 0 || done == end {
+            if cfg.checkpoint_due(done, end) {
                 let loss = if window_n == 0 { last_loss } else { window_loss / window_n as f64 };
                 last_ckpt = Some(self.save(&st, &vars, loss)?);
             }
             if let Some(hook) = self.after_step {
-                hook(done, &self.run_dir)?;
+                let t0 = Instant::now();
+                let line = hook(done, &self.run_dir)?;
+                paused += t0.elapsed();
+                if let Some(line) = line {
+                    progress.println(&line);
+                }
             }
             crashpoint::reached(Point::AfterStep(done));
         }
@@ -548,7 +599,7 @@ impl Trainer<'_> {
             // stopped early (`stop_at`) inside a logging window
             last_loss = window_loss / window_n as f64;
         }
-        let secs = began.elapsed().as_secs_f64();
+        let secs = began.elapsed().saturating_sub(paused).as_secs_f64();
         let steps_run = end - start;
         let items_per_s = (steps_run * cfg.batch_size * cfg.grad_accum) as f64 / secs.max(1e-9);
         progress.finish(&format!("loss {last_loss:.4}, {items_per_s:.0} examples/s"));
