@@ -90,7 +90,7 @@ where
 
     /// SHA-256 of the resolved configuration's training-relevant part: a checkpoint may only
     /// be resumed under the same hash. Sampling and evaluation settings are left out, and so
-    /// are `[train]`'s `sample_every` and `sample_n` ([`TrainConfig::for_hash`]).
+    /// are `[train]`'s `sample_every`, `sample_n` and `init` ([`TrainConfig::for_hash`]).
     pub fn train_hash(&self) -> anyhow::Result<String> {
         #[derive(Serialize)]
         struct TrainPart<'a, D, M> {

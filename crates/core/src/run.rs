@@ -37,6 +37,8 @@ pub struct TrainOptions {
     pub quiet: bool,
     /// Stop after this step (with a checkpoint); continue later with `resume`.
     pub stop_at: Option<usize>,
+    /// Fine-tune from this run directory (`--init`): overrides the experiment's `[train] init`.
+    pub init: Option<PathBuf>,
 }
 
 /// Trains an experiment; returns the run directory and the report.
@@ -55,6 +57,11 @@ pub fn train_experiment<Dm: Domain>(
     device: &Device,
 ) -> anyhow::Result<(PathBuf, TrainReport)> {
     exp.train.validate()?;
+    let mut exp = exp.clone();
+    if let Some(init) = &opts.init {
+        exp.train.init = Some(init.clone());
+    }
+    let exp = &exp;
     let dir = opts.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(&exp.name));
     let ckpts = dir.join("checkpoints");
     if !opts.resume && checkpoint::latest(&ckpts).is_some() {
@@ -96,6 +103,7 @@ pub fn train_experiment<Dm: Domain>(
         quiet: opts.quiet,
         stop_at: opts.stop_at,
         after_step: if exp.train.sample_every > 0 { Some(&sample) } else { None },
+        init: exp.train.init.clone(),
     };
     let report = trainer.run(opts.resume)?;
     Ok((dir, report))

@@ -13,6 +13,9 @@
 //! checkpoint that loads (a damaged one is reported and skipped), so a run killed at any moment,
 //! even inside a checkpoint write, resumes to the same weights (tested with
 //! [`crate::crashpoint`]).
+//!
+//! Fine-tuning ([`TrainConfig::init`], [`load_init`]) starts a fresh run from another run's
+//! weights.
 
 use crate::checkpoint::{self, Checkpoint, TrainState};
 use crate::crashpoint::{self, Point};
@@ -83,6 +86,10 @@ pub struct TrainConfig {
     /// Samples drawn each time (`sample_every`).
     #[serde(skip_serializing_if = "is_default_sample_n")]
     pub sample_n: usize,
+    /// Fine-tune: start a fresh run from the newest weights of this run directory (relative to
+    /// the working directory; see [`load_init`]). A resumed run's own checkpoint wins.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init: Option<PathBuf>,
 }
 
 const DEFAULT_SAMPLE_N: usize = 16;
@@ -128,6 +135,7 @@ impl Default for TrainConfig {
             precision: Precision::F32,
             sample_every: 0,
             sample_n: DEFAULT_SAMPLE_N,
+            init: None,
         }
     }
 }
@@ -150,11 +158,11 @@ impl TrainConfig {
         Ok(())
     }
 
-    /// The settings that decide the weights: these with `sample_every` and `sample_n` at their
-    /// defaults (which serialise to nothing), so the configuration hash ignores them: sampling
-    /// does not change a run.
+    /// The settings that decide the weights: these with `sample_every`, `sample_n` and `init`
+    /// at their defaults (which serialise to nothing), so the configuration hash ignores them:
+    /// sampling does not change a run, and a resumed run's own checkpoint holds its start.
     pub fn for_hash(&self) -> Self {
-        Self { sample_every: 0, sample_n: DEFAULT_SAMPLE_N, ..self.clone() }
+        Self { sample_every: 0, sample_n: DEFAULT_SAMPLE_N, init: None, ..self.clone() }
     }
 
     /// Whether a checkpoint is due after `step` of a run ending at `end`: every
@@ -263,6 +271,9 @@ pub struct Trainer<'a> {
     /// checkpoint, if any): periodic sampling and tests hook in here. Its time does not count
     /// as training time.
     pub after_step: Option<&'a AfterStep<'a>>,
+    /// Fine-tune: a fresh start (no checkpoint to resume) takes its weights from the newest
+    /// checkpoint of this run directory ([`load_init`]).
+    pub init: Option<PathBuf>,
 }
 
 /// A hook the trainer calls after every step with the steps done and the run directory; it
@@ -369,14 +380,26 @@ impl Trainer<'_> {
         self.run_dir.join("checkpoints")
     }
 
-    /// A fresh optimiser and EMA, or (with `resume`) those of the newest checkpoint that loads.
+    /// A fresh optimiser and EMA (from the weights of `init` when set), or (with `resume`)
+    /// those of the newest checkpoint that loads.
     fn start(&self, vars: &[(String, Var)], resume: bool) -> anyhow::Result<RunState> {
         let cfg = self.cfg;
         let ckpt_dir = self.checkpoint_dir();
         let found = if resume { checkpoint::newest_loadable(&ckpt_dir, |c| self.read_checkpoint(c, vars))? } else { None };
-        if resume && found.is_none() && !self.quiet {
-            eprintln!("no checkpoint in {}: starting from step 0", ckpt_dir.display());
+        match (&found, &self.init) {
+            (None, Some(source)) => {
+                if resume && !self.quiet {
+                    eprintln!("no checkpoint in {}: starting from step 0", ckpt_dir.display());
+                }
+                load_init(self.params, source, &self.device, self.quiet)?;
+            }
+            (None, None) if resume && !self.quiet => eprintln!("no checkpoint in {}: starting from step 0", ckpt_dir.display()),
+            (Some(_), Some(source)) if !self.quiet => {
+                eprintln!("train.init = {} is not used: this run resumes from its own checkpoint", source.display())
+            }
+            _ => {}
         }
+        // the EMA starts at the weights as they are now: the seeded ones, or the init's
         let adam = AdamWConfig { betas: cfg.betas, eps: cfg.eps, weight_decay: cfg.weight_decay };
         let mut st = RunState {
             opt: AdamW::new(vars.to_vec(), adam)?,
@@ -617,6 +640,99 @@ impl Trainer<'_> {
              enable train.grad_clip, or check the data for NaN/infinite values"
         )
     }
+}
+
+/// What [`load_init`] took from the source run.
+#[derive(Clone, Debug)]
+pub struct InitReport {
+    /// The checkpoint read.
+    pub checkpoint: PathBuf,
+    /// Its step.
+    pub step: usize,
+    /// Whether its EMA weights were taken (else its raw weights: the run kept no EMA).
+    pub ema: bool,
+    /// The model's condition embeddings the source lacks or holds in another shape, left at
+    /// their fresh initial values.
+    pub fresh: Vec<String>,
+    /// The source's condition embeddings the model lacks, ignored.
+    pub ignored: Vec<String>,
+}
+
+/// Whether a parameter is a condition embedding ([`crate::nn::CondEmbedding`] under `cond`).
+fn is_condition_embedding(name: &str) -> bool {
+    name.starts_with("cond.")
+}
+
+/// Sets `params` to the newest weights of the run directory `source` for fine-tuning: its EMA
+/// weights if it kept them, else its raw weights. Tensors are matched by name and shape. A
+/// tensor of the model that the source lacks or holds in another shape is an error naming it
+/// and both shapes, except a condition embedding (`cond.*`: a new condition field or class
+/// count), which keeps its fresh initial values; a tensor of the source the model lacks is an
+/// error too, except a condition embedding, which is ignored. Nothing is set unless all match.
+/// Prints what it did unless `quiet`.
+pub fn load_init(params: &Params, source: &Path, device: &Device, quiet: bool) -> anyhow::Result<InitReport> {
+    let dir = source.join("checkpoints");
+    let found = checkpoint::newest_loadable(&dir, |c| Ok(checkpoint::load_tensors(&c.tensors, device)))
+        .with_context(|| format!("train.init = {}", source.display()))?;
+    let Some((c, t)) = found else {
+        anyhow::bail!(
+            "train.init = {}: no checkpoint in {} (expected the directory of a trained run)",
+            source.display(),
+            dir.display()
+        );
+    };
+    let ema = t.keys().any(|k| k.starts_with("ema."));
+    let from = strip_prefix(&t, if ema { "ema." } else { "model." });
+    let file = c.tensors.display();
+    let same_model = "fine-tuning needs the source's [model] settings (only condition embeddings, cond.*, may differ)";
+    let vars = params.vars();
+    let (mut fresh, mut ignored, mut notes) = (vec![], vec![], vec![]);
+    for (name, var) in &vars {
+        match from.get(name) {
+            Some(x) if x.dims() == var.dims() => {}
+            Some(x) if is_condition_embedding(name) => {
+                notes.push(format!("  {name}: fresh initial values (shape {:?} here, {:?} in the source)", var.dims(), x.dims()));
+                fresh.push(name.clone());
+            }
+            None if is_condition_embedding(name) => {
+                notes.push(format!("  {name}: fresh initial values (a condition the source does not have)"));
+                fresh.push(name.clone());
+            }
+            Some(x) => anyhow::bail!(
+                "train.init: tensor `{name}` has shape {:?} in this model but {:?} in {file}: {same_model}",
+                var.dims(),
+                x.dims()
+            ),
+            None => anyhow::bail!(
+                "train.init: tensor `{name}` (shape {:?} in this model) is missing from {file}: {same_model}",
+                var.dims()
+            ),
+        }
+    }
+    let own: std::collections::HashSet<&str> = vars.iter().map(|(n, _)| n.as_str()).collect();
+    let mut extra: Vec<(&String, &Tensor)> = from.iter().filter(|(n, _)| !own.contains(n.as_str())).collect();
+    extra.sort_by(|a, b| a.0.cmp(b.0));
+    for (name, x) in extra {
+        anyhow::ensure!(
+            is_condition_embedding(name),
+            "train.init: {file} has tensor `{name}` (shape {:?}) that this model lacks: {same_model}",
+            x.dims()
+        );
+        notes.push(format!("  {name}: ignored (a condition this model does not have)"));
+        ignored.push(name.clone());
+    }
+    for (name, var) in &vars {
+        if let Some(x) = from.get(name).filter(|_| !fresh.contains(name)) {
+            var.set(&x.to_dtype(var.dtype())?.to_device(var.device())?)?;
+        }
+    }
+    if !quiet {
+        eprintln!("fine-tuning from {file} (step {}, its {} weights)", c.step, if ema { "EMA" } else { "raw" });
+        for n in &notes {
+            eprintln!("{n}");
+        }
+    }
+    Ok(InitReport { checkpoint: c.tensors.clone(), step: c.step, ema, fresh, ignored })
 }
 
 /// Drops metrics lines after `step` (left by a run that went on past its last checkpoint), so
