@@ -41,6 +41,10 @@ enum Command {
         /// Stop after this step (writing a checkpoint); continue later with --resume.
         #[arg(long)]
         until: Option<usize>,
+        /// Fine-tune: start from the newest weights of this run directory (overrides the
+        /// experiment's [train] init; a resumed run's own checkpoint wins).
+        #[arg(long, value_name = "RUN_DIR")]
+        init: Option<PathBuf>,
     },
     /// Draw samples from a trained run into RUN_DIR/samples/.
     Sample {
@@ -225,8 +229,8 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
     let dev = device(&cli.device)?;
     let quiet = cli.quiet;
     match cli.command {
-        Command::Train { experiment, out, resume, seed, until } => {
-            let opts = TrainOptions { out, resume, seed, quiet, stop_at: until };
+        Command::Train { experiment, out, resume, seed, until, init } => {
+            let opts = TrainOptions { out, resume, seed, quiet, stop_at: until, init };
             let (dir, report) = experiment_domain(&experiment)?.train(&experiment, &opts, &dev)?;
             println!(
                 "trained {} steps ({} this call, {:.0} examples/s), final loss {:.4}; run directory {}",

@@ -156,3 +156,27 @@ fn a_domain_mounts_its_own_subcommands() {
     let o = run(bin().args(["--help"]));
     assert!(text(&o).contains("toy"), "{}", text(&o));
 }
+
+#[test]
+fn init_fine_tunes_from_another_run() {
+    let d = tmp("init");
+    let exp = write(&d, "tiny.toml", SMALL);
+    let source = d.join("source");
+    let o = run(bin().args(["--quiet", "train", exp.to_str().unwrap(), "--until", "25", "--out"]).arg(&source));
+    assert!(o.status.success(), "{}", text(&o));
+    // the flag overrides [train] init, the resolved config records it
+    let with_key = write(&d, "with-key.toml", &SMALL.replace("[train]\n", "[train]\ninit = \"does/not/exist\"\n"));
+    let tuned = d.join("tuned");
+    let o = run(bin().args(["train", with_key.to_str().unwrap(), "--until", "5", "--init"]).arg(&source).arg("--out").arg(&tuned));
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("fine-tuning from") && text(&o).contains("step-00000025.safetensors"), "{}", text(&o));
+    let cfg = std::fs::read_to_string(tuned.join("config.toml")).unwrap();
+    assert!(cfg.contains(&format!("init = \"{}\"", source.display())), "{cfg}");
+    let o = run(bin().args(["train", with_key.to_str().unwrap(), "--until", "5", "--out"]).arg(d.join("missing")));
+    assert!(!o.status.success() && text(&o).contains("does/not/exist"), "{}", text(&o));
+    // another model size: the first mismatched tensor and both shapes
+    let wide = write(&d, "wide.toml", &SMALL.replace("hidden = 32", "hidden = 48"));
+    let o = run(bin().args(["train", wide.to_str().unwrap(), "--init"]).arg(&source).arg("--out").arg(d.join("wide")));
+    let s = text(&o);
+    assert!(!o.status.success() && s.contains("train.init") && s.contains("[48]") && s.contains("[32]"), "{s}");
+}

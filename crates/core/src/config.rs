@@ -110,7 +110,8 @@ where
     }
 
     /// SHA-256 of the resolved configuration's training-relevant part: a checkpoint may only
-    /// be resumed under the same hash. Sampling and evaluation settings are left out.
+    /// be resumed under the same hash. Sampling and evaluation settings are left out, and so
+    /// are `[train]`'s `sample_every`, `sample_n` and `init` ([`TrainConfig::for_hash`]).
     pub fn train_hash(&self) -> anyhow::Result<String> {
         #[derive(Serialize)]
         struct TrainPart<'a, D, M> {
@@ -125,12 +126,13 @@ where
             classifier: Option<&'a ClassifierConfig>,
         }
         let classifier = self.task == Task::Classifier;
+        let train = self.train.for_hash();
         let part = TrainPart {
             seed: self.seed,
             data: &self.data,
             model: (!classifier).then_some(&self.model),
             process: &self.process,
-            train: &self.train,
+            train: &train,
             classifier: classifier.then_some(&self.classifier),
         };
         let text = toml::to_string(&part)?;

@@ -13,6 +13,7 @@
 //! - [`domain`], [`registry`]: how a domain plugs in, and how the CLI finds it.
 //! - [`train`], [`optim`], [`checkpoint`]: the trainer, AdamW with saveable state, checkpoints.
 //! - [`config`]: experiment files.
+//! - [`crashpoint`]: test-only points where the process kills itself (`SUGARCUBE_TEST_KILL`).
 //! - [`params`]: seeded parameter initialisation.
 //! - [`nn`]: shared network blocks: time and class embeddings, seeded dropout, a UNet
 //!   for 1-D (`[B, C, L]`) and 2-D (`[B, C, H, W]`) data, and a FoldingDiff-style transformer
@@ -24,6 +25,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod cond;
 pub mod config;
+pub mod crashpoint;
 pub mod denoiser;
 pub mod domain;
 pub mod nn;

@@ -74,6 +74,15 @@ impl Progress {
         )
     }
 
+    /// Prints a line above the bar (or as a plain line without one), unless quiet.
+    pub fn println(&self, line: &str) {
+        match &self.bar {
+            Some(b) => b.println(line),
+            None if !self.quiet => eprintln!("{line}"),
+            None => {}
+        }
+    }
+
     /// Ends the display with a final message.
     pub fn finish(&mut self, msg: &str) {
         if let Some(b) = self.bar.take() {

@@ -2,9 +2,10 @@
 //! `train` (experiment file -> run directory), `sample`, `eval` and `bench`.
 //!
 //! A run directory holds `config.toml` (the resolved experiment), `data_info.json`,
-//! `checkpoints/`, `metrics.jsonl`, `samples/` and `eval.json`.
+//! `checkpoints/`, `metrics.jsonl`, `samples/` (with `train-step-N/` for the samples drawn
+//! while training, `[train] sample_every`) and `eval.json`.
 
-use crate::checkpoint::{self, write_atomic};
+use crate::checkpoint::{self, write_atomic, Checkpoint};
 use crate::cond::{CondSpec, Condition, Guidance};
 use crate::config::{ExperimentOf, Task};
 use crate::nn::classifier::Classifier;
@@ -39,6 +40,8 @@ pub struct TrainOptions {
     pub quiet: bool,
     /// Stop after this step (with a checkpoint); continue later with `resume`.
     pub stop_at: Option<usize>,
+    /// Fine-tune from this run directory (`--init`): overrides the experiment's `[train] init`.
+    pub init: Option<PathBuf>,
 }
 
 /// Trains an experiment; returns the run directory and the report.
@@ -57,6 +60,11 @@ pub fn train_experiment<Dm: Domain>(
     device: &Device,
 ) -> anyhow::Result<(PathBuf, TrainReport)> {
     exp.train.validate()?;
+    let mut exp = exp.clone();
+    if let Some(init) = &opts.init {
+        exp.train.init = Some(init.clone());
+    }
+    let exp = &exp;
     let dir = opts.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(&exp.name));
     let ckpts = dir.join("checkpoints");
     if !opts.resume && checkpoint::latest(&ckpts).is_some() {
@@ -78,6 +86,7 @@ pub fn train_experiment<Dm: Domain>(
             (Dm::denoiser(&exp.model, &info, vb)?, Objective::Denoise)
         }
         Task::Classifier => {
+            anyhow::ensure!(exp.train.sample_every == 0, "train.sample_every: a classifier run (task = \"classifier\") does not sample");
             anyhow::ensure!(info.vocab.is_none(), "task = \"classifier\" needs continuous data: a scorer's gradient does not exist for tokens");
             let (field, classes) = classifier_field(&info.cond, exp.classifier.field.as_deref())?;
             let model = Classifier::new(vb, &exp.classifier, &info.item_shape, classes.len()).context("in the [classifier] table")?;
@@ -95,6 +104,7 @@ pub fn train_experiment<Dm: Domain>(
             dir.display()
         );
     }
+    let sample = |step: usize, dir: &Path| sample_while_training::<Dm>(exp, &info, step, dir, device);
     let trainer = Trainer {
         cfg: &exp.train,
         process: process.as_ref(),
@@ -108,10 +118,33 @@ pub fn train_experiment<Dm: Domain>(
         run_dir: dir.clone(),
         quiet: opts.quiet,
         stop_at: opts.stop_at,
-        after_step: None,
+        after_step: if exp.train.sample_every > 0 { Some(&sample) } else { None },
+        init: exp.train.init.clone(),
     };
     let report = trainer.run(opts.resume)?;
     Ok((dir, report))
+}
+
+/// `[train] sample_every`: after step `step` (whose checkpoint the trainer has just written),
+/// draws `sample_n` samples from that checkpoint as `sugarcube sample` does (the experiment's
+/// `[sample]` settings and seed, float32) into `RUN_DIR/samples/train-step-NNNNNNNN/`.
+fn sample_while_training<Dm: Domain>(
+    exp: &ExperimentOf<Dm>,
+    info: &DataInfo,
+    step: usize,
+    dir: &Path,
+    device: &Device,
+) -> anyhow::Result<Option<String>> {
+    if !exp.train.sample_due(step) {
+        return Ok(None);
+    }
+    let _f32 = crate::nn::Bf16Compute::set(false)?;
+    let c = Checkpoint::at(&dir.join("checkpoints"), step);
+    let run = LoadedRun::<Dm>::from_checkpoint(dir, exp.clone(), info.clone(), &c, device)?;
+    let req = SampleRequest { n: Some(exp.train.sample_n), quiet: true, ..Default::default() };
+    let g = run.generate(&req).with_context(|| format!("sampling at step {step} (train.sample_every)"))?;
+    let (out, _) = write_generated(&run, &g, Some(&format!("train-step-{step:08}")))?;
+    Ok(Some(format!("step {step}: {} samples in {:.1}s into {}", g.sampler.n, g.seconds, out.display())))
 }
 
 /// Overrides of the experiment's `[sample]` settings, and what to generate.
@@ -200,9 +233,8 @@ pub struct LoadedRun<Dm: Domain> {
     device: Device,
 }
 
-/// What a run directory holds: its experiment, data description, and the newest checkpoint's
-/// network weights (the EMA weights when the run kept them) with its step.
-fn read_run<Dm: Domain>(dir: &Path, device: &Device) -> anyhow::Result<(ExperimentOf<Dm>, DataInfo, HashMap<String, Tensor>, usize)> {
+/// A run directory's experiment and data description.
+fn read_run<Dm: Domain>(dir: &Path) -> anyhow::Result<(ExperimentOf<Dm>, DataInfo)> {
     let cfg = dir.join("config.toml");
     anyhow::ensure!(cfg.exists(), "{} is not a run directory: it has no config.toml", dir.display());
     let exp = ExperimentOf::<Dm>::load(&cfg)?;
@@ -211,28 +243,43 @@ fn read_run<Dm: Domain>(dir: &Path, device: &Device) -> anyhow::Result<(Experime
         &std::fs::read_to_string(&info_path).with_context(|| format!("cannot read {}", info_path.display()))?,
     )
     .with_context(|| format!("{} is not valid", info_path.display()))?;
-    let c = checkpoint::latest(&dir.join("checkpoints"))
-        .ok_or_else(|| anyhow::anyhow!("{} has no checkpoint yet: train it first", dir.display()))?;
-    let t = checkpoint::load_tensors(&c.tensors, device)?;
-    let prefix = if t.keys().any(|k| k.starts_with("ema.")) { "ema." } else { "model." };
-    Ok((exp, info, strip_prefix(&t, prefix), c.step))
+    Ok((exp, info))
 }
 
-/// Loads the newest checkpoint of a run (EMA weights when present).
+/// The network weights of checkpoint `c`: its EMA weights when the run kept them.
+fn checkpoint_weights(c: &Checkpoint, device: &Device) -> anyhow::Result<HashMap<String, Tensor>> {
+    let t = checkpoint::load_tensors(&c.tensors, device)?;
+    let prefix = if t.keys().any(|k| k.starts_with("ema.")) { "ema." } else { "model." };
+    Ok(strip_prefix(&t, prefix))
+}
+
+/// Loads the newest checkpoint of a run that loads (EMA weights when present); a damaged one
+/// is reported and skipped ([`checkpoint::newest_loadable`]).
 pub fn load_run<Dm: Domain>(dir: &Path, device: &Device) -> anyhow::Result<LoadedRun<Dm>> {
-    let (exp, info, weights, step) = read_run::<Dm>(dir, device)?;
+    let (exp, info) = read_run::<Dm>(dir)?;
     anyhow::ensure!(
         exp.task == Task::Denoiser,
         "{} is a classifier run (task = \"classifier\"): it does not sample; steer another run with --scorer {}",
         dir.display(),
         dir.display()
     );
-    // plain tensors, not variables: sampling builds no autograd graph, so each step's
-    // activations are freed as soon as they are used
-    let vb = candle_nn::VarBuilder::from_tensors(weights, DType::F32, device);
-    let model = Dm::denoiser(&exp.model, &info, vb).with_context(|| format!("loading the weights of {}", dir.display()))?;
-    let process = exp.process.build(&info)?;
-    Ok(LoadedRun { dir: dir.to_path_buf(), exp, info, model, process, step, device: device.clone() })
+    let found = checkpoint::newest_loadable(&dir.join("checkpoints"), |c| {
+        Ok(LoadedRun::<Dm>::from_checkpoint(dir, exp.clone(), info.clone(), c, device))
+    })?;
+    let (_, run) = found.ok_or_else(|| anyhow::anyhow!("{} has no checkpoint yet: train it first", dir.display()))?;
+    Ok(run)
+}
+
+impl<Dm: Domain> LoadedRun<Dm> {
+    /// The run in `dir` at checkpoint `c` (EMA weights when present).
+    pub fn from_checkpoint(dir: &Path, exp: ExperimentOf<Dm>, info: DataInfo, c: &Checkpoint, device: &Device) -> anyhow::Result<Self> {
+        // plain tensors, not variables: sampling builds no autograd graph, so each step's
+        // activations are freed as soon as they are used
+        let vb = candle_nn::VarBuilder::from_tensors(checkpoint_weights(c, device)?, DType::F32, device);
+        let model = Dm::denoiser(&exp.model, &info, vb).with_context(|| format!("loading {}", c.tensors.display()))?;
+        let process = exp.process.build(&info)?;
+        Ok(LoadedRun { dir: dir.to_path_buf(), exp, info, model, process, step: c.step, device: device.clone() })
+    }
 }
 
 /// A trained noise-aware classifier (a run with `task = "classifier"`), for classifier guidance.
@@ -251,15 +298,19 @@ pub struct LoadedClassifier {
     pub step: usize,
 }
 
-/// Loads a classifier run's newest checkpoint.
+/// Loads a classifier run's newest checkpoint that loads.
 pub fn load_classifier<Dm: Domain>(dir: &Path, device: &Device) -> anyhow::Result<LoadedClassifier> {
-    let (exp, info, weights, step) = read_run::<Dm>(dir, device)?;
+    let (exp, info) = read_run::<Dm>(dir)?;
     anyhow::ensure!(exp.task == Task::Classifier, "{} is not a classifier run: its experiment has no `task = \"classifier\"`", dir.display());
     let (field, classes) = classifier_field(&info.cond, exp.classifier.field.as_deref())?;
-    let vb = candle_nn::VarBuilder::from_tensors(weights, DType::F32, device);
-    let classifier = Classifier::new(vb, &exp.classifier, &info.item_shape, classes.len())
-        .with_context(|| format!("loading the weights of {}", dir.display()))?;
-    Ok(LoadedClassifier { dir: dir.to_path_buf(), process: exp.process, info, classifier, field, step })
+    let found = checkpoint::newest_loadable(&dir.join("checkpoints"), |c| {
+        Ok(checkpoint_weights(c, device).and_then(|w| {
+            let vb = candle_nn::VarBuilder::from_tensors(w, DType::F32, device);
+            Classifier::new(vb, &exp.classifier, &info.item_shape, classes.len()).with_context(|| format!("loading {}", c.tensors.display()))
+        }))
+    })?;
+    let (c, classifier) = found.ok_or_else(|| anyhow::anyhow!("{} has no checkpoint yet: train it first", dir.display()))?;
+    Ok(LoadedClassifier { dir: dir.to_path_buf(), process: exp.process.clone(), info, classifier, field, step: c.step })
 }
 
 /// Generated samples with their settings.
@@ -543,43 +594,17 @@ fn pad_cat(parts: &[Tensor], axis: usize) -> anyhow::Result<Tensor> {
 pub fn sample<Dm: Domain>(dir: &Path, req: &SampleRequest, device: &Device) -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
     let run = load_run::<Dm>(dir, device)?;
     let g = run.generate(req)?;
-    write_generated(&run, &g)
+    write_generated(&run, &g, None)
 }
 
-/// Writes generated samples into the run's samples folder; returns the folder and its files.
-fn write_generated<Dm: Domain>(run: &LoadedRun<Dm>, g: &Generated) -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
+/// Writes generated samples into `RUN/samples/NAME/` (without a name, the one `sample`'s
+/// settings give); returns the folder and its files.
+fn write_generated<Dm: Domain>(run: &LoadedRun<Dm>, g: &Generated, name: Option<&str>) -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
     let spec = &g.spec;
-    let conds = if g.guidance.positive.is_empty() && g.guidance.negative.is_empty() {
-        String::new()
-    } else {
-        let text: Vec<String> = g
-            .guidance
-            .positive
-            .iter()
-            .map(|c| spec.format(c))
-            .chain(g.guidance.negative.iter().map(|c| format!("not {}", spec.format(c))))
-            .collect();
-        let h = sha2::Sha256::digest(format!("{text:?}{}", g.guidance.negative_scale).as_bytes());
-        format!("-c{:x}", h)[..10].to_string()
-    };
-    let scorer = match &g.scorer {
-        Some((dir, scale)) => {
-            let h = sha2::Sha256::digest(dir.display().to_string().as_bytes());
-            format!("-s{scale}-{}", &format!("{h:x}")[..8])
-        }
-        None => String::new(),
-    };
-    let out = run.dir.join("samples").join(format!(
-        "{}-{}steps-g{}-seed{}-n{}{}{}{}",
-        g.sampler.sampler_name(),
-        g.sampler.steps,
-        g.sampler.guidance,
-        g.seed,
-        g.sampler.n,
-        conds,
-        scorer,
-        if crate::nn::bf16_compute() { "-bf16" } else { "" }
-    ));
+    let out = run.dir.join("samples").join(match name {
+        Some(n) => n.to_string(),
+        None => settings_folder(spec, g),
+    });
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut t = HashMap::new();
     t.insert("samples".to_string(), g.samples.clone());
@@ -607,6 +632,42 @@ fn write_generated<Dm: Domain>(run: &LoadedRun<Dm>, g: &Generated) -> anyhow::Re
     Ok((out, files))
 }
 
+/// The samples folder name of `sample`'s settings:
+/// `SAMPLER-STEPSsteps-gW-seedS-nN[-cHASH][-bf16]`.
+fn settings_folder(spec: &crate::cond::CondSpec, g: &Generated) -> String {
+    let conds = if g.guidance.positive.is_empty() && g.guidance.negative.is_empty() {
+        String::new()
+    } else {
+        let text: Vec<String> = g
+            .guidance
+            .positive
+            .iter()
+            .map(|c| spec.format(c))
+            .chain(g.guidance.negative.iter().map(|c| format!("not {}", spec.format(c))))
+            .collect();
+        let h = sha2::Sha256::digest(format!("{text:?}{}", g.guidance.negative_scale).as_bytes());
+        format!("-c{:x}", h)[..10].to_string()
+    };
+    let scorer = match &g.scorer {
+        Some((dir, scale)) => {
+            let h = sha2::Sha256::digest(dir.display().to_string().as_bytes());
+            format!("-s{scale}-{}", &format!("{h:x}")[..8])
+        }
+        None => String::new(),
+    };
+    format!(
+        "{}-{}steps-g{}-seed{}-n{}{}{}{}",
+        g.sampler.sampler_name(),
+        g.sampler.steps,
+        g.sampler.guidance,
+        g.seed,
+        g.sampler.n,
+        conds,
+        scorer,
+        if crate::nn::bf16_compute() { "-bf16" } else { "" }
+    )
+}
+
 /// Samples `n` from a run (default: the domain's evaluation size), keeps the samples in the
 /// run's samples folder, scores them, writes `RUN/eval.json` (a flat object of named figures,
 /// each with its floor beside it where one exists) and `RUN/eval-details.json` (tables and
@@ -624,7 +685,7 @@ pub fn eval<Dm: Domain>(dir: &Path, req: &SampleRequest, device: &Device) -> any
         req.n = Some(Dm::eval_samples(&run.exp.eval));
     }
     let g = run.generate(&req)?;
-    write_generated(&run, &g)?;
+    write_generated(&run, &g, None)?;
     let mut ev = Dm::evaluate(&run.exp.data, &run.exp.eval, run.exp.seed, &g.view())?;
     if let Some(bits) = run.nll_bound_bits(g.sampler.n)? {
         ev.metrics.push(("nll_bound_bits".into(), bits));

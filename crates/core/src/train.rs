@@ -9,9 +9,16 @@
 //!
 //! Exact resume: the data order is a function of (seed, example counter), the random streams of
 //! (seed, step, position), and the optimiser moments, EMA and step are in the checkpoint, so
-//! N steps + resume + N steps gives the same weights as 2N steps.
+//! N steps + resume + N steps gives the same weights as 2N steps. Resume takes the newest
+//! checkpoint that loads (a damaged one is reported and skipped), so a run killed at any moment,
+//! even inside a checkpoint write, resumes to the same weights (tested with
+//! [`crate::crashpoint`]).
+//!
+//! Fine-tuning ([`TrainConfig::init`], [`load_init`]) starts a fresh run from another run's
+//! weights.
 
-use crate::checkpoint::{self, TrainState};
+use crate::checkpoint::{self, Checkpoint, TrainState};
+use crate::crashpoint::{self, Point};
 use crate::cond::{drop_condition, CondDrop};
 use crate::denoiser::{Denoiser, Inputs};
 use crate::domain::{Batch, DataInfo, Dataset};
@@ -64,13 +71,35 @@ pub struct TrainConfig {
     pub checkpoint_every: usize,
     /// Keep this many newest checkpoints (0 keeps all).
     pub keep_checkpoints: usize,
-    /// Append a line to metrics.jsonl every this many steps.
+    /// Append a line to metrics.jsonl every this many steps (and at the last step).
     pub log_every: usize,
     /// Exponential moving average of the weights.
     pub ema: EmaConfig,
     /// Precision of the convolutions' products: "f32" (default) or "bf16" (see
     /// [`crate::nn::set_bf16_compute`]; needs a CPU with AVX-512 BF16).
     pub precision: Precision,
+    /// Sample every this many steps (0 never): a checkpoint at that step, then `sample_n`
+    /// samples from it as `sugarcube sample` draws them, into `RUN_DIR/samples/train-step-N/`.
+    /// Sampling leaves the training run as it is.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub sample_every: usize,
+    /// Samples drawn each time (`sample_every`).
+    #[serde(skip_serializing_if = "is_default_sample_n")]
+    pub sample_n: usize,
+    /// Fine-tune: start a fresh run from the newest weights of this run directory (relative to
+    /// the working directory; see [`load_init`]). A resumed run's own checkpoint wins.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init: Option<PathBuf>,
+}
+
+const DEFAULT_SAMPLE_N: usize = 16;
+
+fn is_zero(v: &usize) -> bool {
+    *v == 0
+}
+
+fn is_default_sample_n(v: &usize) -> bool {
+    *v == DEFAULT_SAMPLE_N
 }
 
 /// Precision of the products during training.
@@ -104,6 +133,9 @@ impl Default for TrainConfig {
             log_every: 10,
             ema: EmaConfig::default(),
             precision: Precision::F32,
+            sample_every: 0,
+            sample_n: DEFAULT_SAMPLE_N,
+            init: None,
         }
     }
 }
@@ -119,7 +151,29 @@ impl TrainConfig {
         anyhow::ensure!(self.grad_clip >= 0.0, "train.grad_clip must be >= 0 (0 disables), got {}", self.grad_clip);
         anyhow::ensure!(self.log_every >= 1, "train.log_every must be at least 1");
         anyhow::ensure!(self.checkpoint_every >= 1, "train.checkpoint_every must be at least 1");
+        anyhow::ensure!(
+            self.sample_every == 0 || self.sample_n >= 1,
+            "train.sample_n must be at least 1 when train.sample_every is set"
+        );
         Ok(())
+    }
+
+    /// The settings that decide the weights: these with `sample_every`, `sample_n` and `init`
+    /// at their defaults (which serialise to nothing), so the configuration hash ignores them:
+    /// sampling does not change a run, and a resumed run's own checkpoint holds its start.
+    pub fn for_hash(&self) -> Self {
+        Self { sample_every: 0, sample_n: DEFAULT_SAMPLE_N, init: None, ..self.clone() }
+    }
+
+    /// Whether a checkpoint is due after `step` of a run ending at `end`: every
+    /// `checkpoint_every` steps, at the end, and where a sample is due.
+    pub fn checkpoint_due(&self, step: usize, end: usize) -> bool {
+        step.is_multiple_of(self.checkpoint_every) || step == end || self.sample_due(step)
+    }
+
+    /// Whether samples are due after `step` (`sample_every`).
+    pub fn sample_due(&self, step: usize) -> bool {
+        self.sample_every > 0 && step.is_multiple_of(self.sample_every)
     }
 }
 
@@ -216,12 +270,17 @@ pub struct Trainer<'a> {
     /// continues the same run later.
     pub stop_at: Option<usize>,
     /// Called after every step with the steps done and the run directory (after that step's
-    /// checkpoint, if any): periodic sampling and tests hook in here.
-    pub after_step: Option<&'a AfterStep>,
+    /// checkpoint, if any): periodic sampling and tests hook in here. Its time does not count
+    /// as training time.
+    pub after_step: Option<&'a AfterStep<'a>>,
+    /// Fine-tune: a fresh start (no checkpoint to resume) takes its weights from the newest
+    /// checkpoint of this run directory ([`load_init`]).
+    pub init: Option<PathBuf>,
 }
 
-/// A hook the trainer calls after every step with the steps done and the run directory.
-pub type AfterStep = dyn Fn(usize, &Path) -> anyhow::Result<()>;
+/// A hook the trainer calls after every step with the steps done and the run directory; it
+/// returns a line to show beside the progress display, if any.
+pub type AfterStep<'a> = dyn Fn(usize, &Path) -> anyhow::Result<Option<String>> + 'a;
 
 /// The tensors under `prefix`, with the prefix removed.
 pub fn strip_prefix(t: &HashMap<String, Tensor>, prefix: &str) -> HashMap<String, Tensor> {
@@ -337,6 +396,8 @@ struct RunState {
     ema: Option<Ema>,
     step: usize,
     seconds: f64,
+    /// The sum of the step losses since the last metrics line, and their count.
+    window: (f64, usize),
 }
 
 impl Trainer<'_> {
@@ -344,27 +405,70 @@ impl Trainer<'_> {
         self.run_dir.join("checkpoints")
     }
 
-    /// A fresh optimiser and EMA, or (with `resume`) those of the newest checkpoint.
+    /// A fresh optimiser and EMA (from the weights of `init` when set), or (with `resume`)
+    /// those of the newest checkpoint that loads.
     fn start(&self, vars: &[(String, Var)], resume: bool) -> anyhow::Result<RunState> {
         let cfg = self.cfg;
+        let ckpt_dir = self.checkpoint_dir();
+        let found = if resume { checkpoint::newest_loadable(&ckpt_dir, |c| self.read_checkpoint(c, vars))? } else { None };
+        match (&found, &self.init) {
+            (None, Some(source)) => {
+                if resume && !self.quiet {
+                    eprintln!("no checkpoint in {}: starting from step 0", ckpt_dir.display());
+                }
+                load_init(self.params, source, &self.device, self.quiet)?;
+            }
+            (None, None) if resume && !self.quiet => eprintln!("no checkpoint in {}: starting from step 0", ckpt_dir.display()),
+            (Some(_), Some(source)) if !self.quiet => {
+                eprintln!("train.init = {} is not used: this run resumes from its own checkpoint", source.display())
+            }
+            _ => {}
+        }
+        // the EMA starts at the weights as they are now: the seeded ones, or the init's
         let adam = AdamWConfig { betas: cfg.betas, eps: cfg.eps, weight_decay: cfg.weight_decay };
         let mut st = RunState {
             opt: AdamW::new(vars.to_vec(), adam)?,
             ema: if cfg.ema.enabled { Some(Ema::new(vars, cfg.ema.clone())?) } else { None },
             step: 0,
             seconds: 0.0,
+            window: (0.0, 0),
         };
-        if !resume {
-            return Ok(st);
-        }
-        let ckpt_dir = self.checkpoint_dir();
-        let Some(c) = checkpoint::latest(&ckpt_dir) else {
-            if !self.quiet {
-                eprintln!("no checkpoint in {}: starting from step 0", ckpt_dir.display());
+        if let Some((c, (state, t))) = found {
+            self.params.load(&t, "model.").with_context(|| format!("in {}", c.tensors.display()))?;
+            st.opt.load_state(&t, "opt.", state.step).with_context(|| format!("in {}", c.tensors.display()))?;
+            if let Some(e) = st.ema.as_mut() {
+                let shadow = strip_prefix(&t, "ema.");
+                for (i, (name, _)) in vars.iter().enumerate() {
+                    e.shadow[i] = shadow
+                        .get(name)
+                        .ok_or_else(|| anyhow::anyhow!("{}: tensor `ema.{name}` is missing", c.tensors.display()))?
+                        .clone();
+                }
             }
-            return Ok(st);
+            st.step = state.step;
+            st.seconds = state.seconds;
+            st.window = (state.window_loss, state.window_steps);
+            if !self.quiet {
+                eprintln!("resuming from {} (step {})", c.state.display(), st.step);
+            }
+        }
+        // lines past the start (a run killed after logging them) are logged again
+        truncate_metrics(&self.run_dir.join("metrics.jsonl"), st.step)?;
+        Ok(st)
+    }
+
+    /// Checkpoint `c`'s state and tensors, checked against the model before anything is set:
+    /// `Ok(Err)` for a file that fails to read or parse or lacks a tensor (torn or damaged: the
+    /// caller tries an older checkpoint), `Err` for a checkpoint of another configuration.
+    fn read_checkpoint(
+        &self,
+        c: &Checkpoint,
+        vars: &[(String, Var)],
+    ) -> anyhow::Result<anyhow::Result<(TrainState, HashMap<String, Tensor>)>> {
+        let state = match c.read_state() {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(e)),
         };
-        let state = c.read_state()?;
         anyhow::ensure!(
             state.config_hash == self.config_hash,
             "cannot resume from {}: it was trained with a different configuration \
@@ -373,25 +477,27 @@ impl Trainer<'_> {
             &state.config_hash[..12.min(state.config_hash.len())],
             &self.config_hash[..12.min(self.config_hash.len())]
         );
+        Ok(self.checked_tensors(c, vars).map(|t| (state, t)))
+    }
+
+    /// The tensors of checkpoint `c`, with every one a resume sets present in the model's shape.
+    fn checked_tensors(&self, c: &Checkpoint, vars: &[(String, Var)]) -> anyhow::Result<HashMap<String, Tensor>> {
         let t = checkpoint::load_tensors(&c.tensors, &self.device)?;
-        self.params.load(&t, "model.").with_context(|| format!("in {}", c.tensors.display()))?;
-        st.opt.load_state(&t, "opt.", state.step).with_context(|| format!("in {}", c.tensors.display()))?;
-        if let Some(e) = st.ema.as_mut() {
-            let shadow = strip_prefix(&t, "ema.");
-            for (i, (name, _)) in vars.iter().enumerate() {
-                e.shadow[i] = shadow
-                    .get(name)
-                    .ok_or_else(|| anyhow::anyhow!("{}: tensor `ema.{name}` is missing", c.tensors.display()))?
-                    .clone();
+        let prefixes: &[&str] = if self.cfg.ema.enabled { &["model.", "ema.", "opt.m.", "opt.v."] } else { &["model.", "opt.m.", "opt.v."] };
+        for (name, var) in vars {
+            for p in prefixes {
+                let key = format!("{p}{name}");
+                let x = t.get(&key).ok_or_else(|| anyhow::anyhow!("{}: tensor `{key}` is missing", c.tensors.display()))?;
+                anyhow::ensure!(
+                    x.dims() == var.dims(),
+                    "{}: tensor `{key}` has shape {:?}, the model expects {:?}",
+                    c.tensors.display(),
+                    x.dims(),
+                    var.dims()
+                );
             }
         }
-        st.step = state.step;
-        st.seconds = state.seconds;
-        truncate_metrics(&self.run_dir.join("metrics.jsonl"), st.step)?;
-        if !self.quiet {
-            eprintln!("resuming from {} (step {})", c.state.display(), st.step);
-        }
-        Ok(st)
+        Ok(t)
     }
 
     /// One optimiser step: the micro-batches' gradients summed, clipped, applied, the EMA
@@ -450,10 +556,17 @@ impl Trainer<'_> {
         for (k, v) in st.opt.state() {
             t.insert(format!("opt.{k}"), v);
         }
-        let state = TrainState { step: st.step, config_hash: self.config_hash.clone(), loss, seconds: st.seconds };
+        let state = TrainState {
+            step: st.step,
+            config_hash: self.config_hash.clone(),
+            loss,
+            seconds: st.seconds,
+            window_loss: st.window.0,
+            window_steps: st.window.1,
+        };
         let ckpt_dir = self.checkpoint_dir();
         let c = checkpoint::save(&ckpt_dir, &t, &state)?;
-        checkpoint::prune(&ckpt_dir, self.cfg.keep_checkpoints)?;
+        checkpoint::prune(&ckpt_dir, self.cfg.keep_checkpoints, st.step)?;
         Ok(c.tensors)
     }
 
@@ -492,32 +605,49 @@ impl Trainer<'_> {
             .with_context(|| format!("cannot open {}", metrics_path.display()))?;
         let mut progress = Progress::new("train", "step", cfg.steps as u64, start as u64, self.quiet);
         let began = Instant::now();
+        // time spent in the hook (sampling), left out of the training time
+        let mut paused = std::time::Duration::ZERO;
         let seconds_before = st.seconds;
-        let (mut window_loss, mut window_n) = (0.0, 0usize);
+        // the logging window continues across a resume, so the means logged are an
+        // uninterrupted run's
+        let (mut window_loss, mut window_n) = st.window;
         let mut last_loss = f64::NAN;
         let mut last_ckpt = None;
         while st.step < end {
             let (step_loss, lr, norm) = self.step(&mut st, &mut order, &ctx, &vars)?;
             let done = st.step;
-            st.seconds = seconds_before + began.elapsed().as_secs_f64();
+            st.seconds = seconds_before + began.elapsed().saturating_sub(paused).as_secs_f64();
             window_loss += step_loss;
             window_n += 1;
             progress.set(done as u64, &format!("loss {step_loss:.4}"));
-            if done % cfg.log_every == 0 || done == end {
+            if done % cfg.log_every == 0 || done == cfg.steps {
                 last_loss = window_loss / window_n as f64;
                 let line = MetricsLine { step: done, loss: last_loss, lr, grad_norm: norm, seconds: st.seconds };
-                writeln!(metrics, "{}", serde_json::to_string(&line)?)?;
+                // one write per line: a run killed mid-line leaves at most one torn line, which
+                // truncate_metrics drops on resume
+                metrics.write_all(format!("{}\n", serde_json::to_string(&line)?).as_bytes())?;
                 (window_loss, window_n) = (0.0, 0);
             }
-            if done % cfg.checkpoint_every == 0 || done == end {
+            st.window = (window_loss, window_n);
+            if cfg.checkpoint_due(done, end) {
                 let loss = if window_n == 0 { last_loss } else { window_loss / window_n as f64 };
                 last_ckpt = Some(self.save(&st, &vars, loss)?);
             }
             if let Some(hook) = self.after_step {
-                hook(done, &self.run_dir)?;
+                let t0 = Instant::now();
+                let line = hook(done, &self.run_dir)?;
+                paused += t0.elapsed();
+                if let Some(line) = line {
+                    progress.println(&line);
+                }
             }
+            crashpoint::reached(Point::AfterStep(done));
         }
-        let secs = began.elapsed().as_secs_f64();
+        if window_n > 0 {
+            // stopped early (`stop_at`) inside a logging window
+            last_loss = window_loss / window_n as f64;
+        }
+        let secs = began.elapsed().saturating_sub(paused).as_secs_f64();
         let steps_run = end - start;
         let items_per_s = (steps_run * cfg.batch_size * cfg.grad_accum) as f64 / secs.max(1e-9);
         progress.finish(&format!("loss {last_loss:.4}, {items_per_s:.0} examples/s"));
@@ -535,6 +665,99 @@ impl Trainer<'_> {
              enable train.grad_clip, or check the data for NaN/infinite values"
         )
     }
+}
+
+/// What [`load_init`] took from the source run.
+#[derive(Clone, Debug)]
+pub struct InitReport {
+    /// The checkpoint read.
+    pub checkpoint: PathBuf,
+    /// Its step.
+    pub step: usize,
+    /// Whether its EMA weights were taken (else its raw weights: the run kept no EMA).
+    pub ema: bool,
+    /// The model's condition embeddings the source lacks or holds in another shape, left at
+    /// their fresh initial values.
+    pub fresh: Vec<String>,
+    /// The source's condition embeddings the model lacks, ignored.
+    pub ignored: Vec<String>,
+}
+
+/// Whether a parameter is a condition embedding ([`crate::nn::CondEmbedding`] under `cond`).
+fn is_condition_embedding(name: &str) -> bool {
+    name.starts_with("cond.")
+}
+
+/// Sets `params` to the newest weights of the run directory `source` for fine-tuning: its EMA
+/// weights if it kept them, else its raw weights. Tensors are matched by name and shape. A
+/// tensor of the model that the source lacks or holds in another shape is an error naming it
+/// and both shapes, except a condition embedding (`cond.*`: a new condition field or class
+/// count), which keeps its fresh initial values; a tensor of the source the model lacks is an
+/// error too, except a condition embedding, which is ignored. Nothing is set unless all match.
+/// Prints what it did unless `quiet`.
+pub fn load_init(params: &Params, source: &Path, device: &Device, quiet: bool) -> anyhow::Result<InitReport> {
+    let dir = source.join("checkpoints");
+    let found = checkpoint::newest_loadable(&dir, |c| Ok(checkpoint::load_tensors(&c.tensors, device)))
+        .with_context(|| format!("train.init = {}", source.display()))?;
+    let Some((c, t)) = found else {
+        anyhow::bail!(
+            "train.init = {}: no checkpoint in {} (expected the directory of a trained run)",
+            source.display(),
+            dir.display()
+        );
+    };
+    let ema = t.keys().any(|k| k.starts_with("ema."));
+    let from = strip_prefix(&t, if ema { "ema." } else { "model." });
+    let file = c.tensors.display();
+    let same_model = "fine-tuning needs the source's [model] settings (only condition embeddings, cond.*, may differ)";
+    let vars = params.vars();
+    let (mut fresh, mut ignored, mut notes) = (vec![], vec![], vec![]);
+    for (name, var) in &vars {
+        match from.get(name) {
+            Some(x) if x.dims() == var.dims() => {}
+            Some(x) if is_condition_embedding(name) => {
+                notes.push(format!("  {name}: fresh initial values (shape {:?} here, {:?} in the source)", var.dims(), x.dims()));
+                fresh.push(name.clone());
+            }
+            None if is_condition_embedding(name) => {
+                notes.push(format!("  {name}: fresh initial values (a condition the source does not have)"));
+                fresh.push(name.clone());
+            }
+            Some(x) => anyhow::bail!(
+                "train.init: tensor `{name}` has shape {:?} in this model but {:?} in {file}: {same_model}",
+                var.dims(),
+                x.dims()
+            ),
+            None => anyhow::bail!(
+                "train.init: tensor `{name}` (shape {:?} in this model) is missing from {file}: {same_model}",
+                var.dims()
+            ),
+        }
+    }
+    let own: std::collections::HashSet<&str> = vars.iter().map(|(n, _)| n.as_str()).collect();
+    let mut extra: Vec<(&String, &Tensor)> = from.iter().filter(|(n, _)| !own.contains(n.as_str())).collect();
+    extra.sort_by(|a, b| a.0.cmp(b.0));
+    for (name, x) in extra {
+        anyhow::ensure!(
+            is_condition_embedding(name),
+            "train.init: {file} has tensor `{name}` (shape {:?}) that this model lacks: {same_model}",
+            x.dims()
+        );
+        notes.push(format!("  {name}: ignored (a condition this model does not have)"));
+        ignored.push(name.clone());
+    }
+    for (name, var) in &vars {
+        if let Some(x) = from.get(name).filter(|_| !fresh.contains(name)) {
+            var.set(&x.to_dtype(var.dtype())?.to_device(var.device())?)?;
+        }
+    }
+    if !quiet {
+        eprintln!("fine-tuning from {file} (step {}, its {} weights)", c.step, if ema { "EMA" } else { "raw" });
+        for n in &notes {
+            eprintln!("{n}");
+        }
+    }
+    Ok(InitReport { checkpoint: c.tensors.clone(), step: c.step, ema, fresh, ignored })
 }
 
 /// Drops metrics lines after `step` (left by a run that went on past its last checkpoint), so

@@ -74,6 +74,7 @@ fn train(dir: &std::path::Path, cfg: &TrainConfig, resume: bool, stop_at: Option
         quiet: true,
         stop_at,
         after_step: None,
+        init: None,
     };
     t.run(resume)?;
     Ok(params)
