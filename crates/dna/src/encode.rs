@@ -31,7 +31,8 @@ pub fn base_index(b: u8) -> Option<usize> {
 
 /// The index of `b`, with an error naming its position when it is not a base.
 fn index_at(b: u8, i: usize) -> anyhow::Result<usize> {
-    base_index(b).ok_or_else(|| anyhow::anyhow!("position {}: {} is not A, C, G or T", i + 1, show_byte(b)))
+    base_index(b)
+        .ok_or_else(|| anyhow::anyhow!("position {}: {} is not A, C, G or T", i + 1, show_byte(b)))
 }
 
 /// One-hot encodes bases as `4 x L` values, channel-major (`x[c * L + i]`): [`HOT`] in the
@@ -52,7 +53,9 @@ pub fn one_hot_batch(records: &[SeqRecord]) -> anyhow::Result<Vec<f32>> {
     let len = common_len(records)?;
     let mut x = Vec::with_capacity(records.len() * 4 * len);
     for (n, r) in records.iter().enumerate() {
-        x.extend(one_hot(&r.bases).map_err(|e| e.context(format!("record {} ({:?})", n + 1, r.id)))?);
+        x.extend(
+            one_hot(&r.bases).map_err(|e| e.context(format!("record {} ({:?})", n + 1, r.id)))?,
+        );
     }
     Ok(x)
 }
@@ -74,13 +77,22 @@ fn common_len(records: &[SeqRecord]) -> anyhow::Result<usize> {
 /// Decodes `4 x L` channel-major values by taking each position's largest channel (ties go
 /// to the first, in A, C, G, T order). Values must be finite.
 pub fn decode_one_hot(x: &[f32], len: usize) -> anyhow::Result<Vec<u8>> {
-    ensure!(x.len() == 4 * len, "{} values cannot be 4 x {len} one-hot columns", x.len());
+    ensure!(
+        x.len() == 4 * len,
+        "{} values cannot be 4 x {len} one-hot columns",
+        x.len()
+    );
     (0..len)
         .map(|i| {
             let mut best = 0;
             for c in 0..4 {
                 let v = x[c * len + i];
-                ensure!(v.is_finite(), "position {}: channel {} holds {v}", i + 1, ALPHABET[c] as char);
+                ensure!(
+                    v.is_finite(),
+                    "position {}: channel {} holds {v}",
+                    i + 1,
+                    ALPHABET[c] as char
+                );
                 if v > x[best * len + i] {
                     best = c;
                 }
@@ -96,7 +108,13 @@ pub fn tokens(bases: &[u8], pad: u32) -> anyhow::Result<Vec<u32>> {
     bases
         .iter()
         .enumerate()
-        .map(|(i, &b)| if b == PAD { Ok(pad) } else { Ok(index_at(b, i)? as u32) })
+        .map(|(i, &b)| {
+            if b == PAD {
+                Ok(pad)
+            } else {
+                Ok(index_at(b, i)? as u32)
+            }
+        })
         .collect()
 }
 
@@ -121,9 +139,20 @@ pub fn reverse_complement(bases: &[u8]) -> Vec<u8> {
 
 /// The reverse complement of a `4 x L` one-hot encoding whose first `real_len` positions are
 /// real (the rest padding, left in place): positions reversed, channel `c` swapped with `3 - c`.
-pub fn reverse_complement_one_hot(x: &[f32], len: usize, real_len: usize) -> anyhow::Result<Vec<f32>> {
-    ensure!(x.len() == 4 * len, "{} values cannot be 4 x {len} one-hot columns", x.len());
-    ensure!(real_len <= len, "real length {real_len} exceeds the length {len}");
+pub fn reverse_complement_one_hot(
+    x: &[f32],
+    len: usize,
+    real_len: usize,
+) -> anyhow::Result<Vec<f32>> {
+    ensure!(
+        x.len() == 4 * len,
+        "{} values cannot be 4 x {len} one-hot columns",
+        x.len()
+    );
+    ensure!(
+        real_len <= len,
+        "real length {real_len} exceeds the length {len}"
+    );
     let mut out = x.to_vec();
     for c in 0..4 {
         for i in 0..real_len {
@@ -136,7 +165,11 @@ pub fn reverse_complement_one_hot(x: &[f32], len: usize, real_len: usize) -> any
 /// The reverse complement of tokens whose first `real_len` are real (the rest padding, left
 /// in place): reversed, token `t` mapped to `3 - t`. Real tokens must be 0..4.
 pub fn reverse_complement_tokens(tokens: &[u32], real_len: usize) -> anyhow::Result<Vec<u32>> {
-    ensure!(real_len <= tokens.len(), "real length {real_len} exceeds the length {}", tokens.len());
+    ensure!(
+        real_len <= tokens.len(),
+        "real length {real_len} exceeds the length {}",
+        tokens.len()
+    );
     let mut out = tokens.to_vec();
     for (i, &t) in tokens[..real_len].iter().enumerate() {
         ensure!(t < 4, "position {}: token {t} is not a base (0..4)", i + 1);
@@ -164,18 +197,32 @@ mod tests {
         assert_eq!(tokens(b"ACGT--", 9)?, [0, 1, 2, 3, 9, 9]);
         let e = one_hot(b"ACN").unwrap_err().to_string();
         assert!(e.contains("position 3: 'N'"), "{e}");
-        assert!(tokens(b"aC", 4).unwrap_err().to_string().contains("position 1: 'a'"));
+        assert!(tokens(b"aC", 4)
+            .unwrap_err()
+            .to_string()
+            .contains("position 1: 'a'"));
         Ok(())
     }
 
     #[test]
     fn decodings_and_their_errors() {
-        assert_eq!(decode_one_hot(&[0.2, 0.9, 0.9, -3.0, 0.1, 0.0, 0.0, 0.0], 2).unwrap(), b"CA");
-        assert!(decode_one_hot(&[0.0; 7], 2).unwrap_err().to_string().contains("4 x 2"));
-        let e = decode_one_hot(&[0.0, f32::NAN, 0.0, 0.0], 1).unwrap_err().to_string();
+        assert_eq!(
+            decode_one_hot(&[0.2, 0.9, 0.9, -3.0, 0.1, 0.0, 0.0, 0.0], 2).unwrap(),
+            b"CA"
+        );
+        assert!(decode_one_hot(&[0.0; 7], 2)
+            .unwrap_err()
+            .to_string()
+            .contains("4 x 2"));
+        let e = decode_one_hot(&[0.0, f32::NAN, 0.0, 0.0], 1)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("position 1: channel C holds NaN"), "{e}");
         assert_eq!(decode_tokens(&[3, 2, 1, 0]).unwrap(), b"TGCA");
-        assert!(decode_tokens(&[0, 4]).unwrap_err().to_string().contains("position 2: token 4"));
+        assert!(decode_tokens(&[0, 4])
+            .unwrap_err()
+            .to_string()
+            .contains("position 2: token 4"));
         assert!(reverse_complement_tokens(&[0, 7], 2).is_err());
         assert!(reverse_complement_tokens(&[0], 2).is_err());
         assert!(reverse_complement_one_hot(&[0.0; 4], 1, 2).is_err());
@@ -189,8 +236,14 @@ mod tests {
         let x = one_hot_batch(&[a.clone(), a.clone()]).unwrap();
         assert_eq!(x.len(), 32);
         let e = one_hot_batch(&[a.clone(), b]).unwrap_err().to_string();
-        assert!(e.contains("record 2 (\"b\") has length 2, record 1 has 4"), "{e}");
-        let e = format!("{:#}", one_hot_batch(&[a, SeqRecord::new("c", b"ACGX".to_vec(), vec![])]).unwrap_err());
+        assert!(
+            e.contains("record 2 (\"b\") has length 2, record 1 has 4"),
+            "{e}"
+        );
+        let e = format!(
+            "{:#}",
+            one_hot_batch(&[a, SeqRecord::new("c", b"ACGX".to_vec(), vec![])]).unwrap_err()
+        );
         assert!(e.contains("record 2 (\"c\"): position 4: 'X'"), "{e}");
     }
 

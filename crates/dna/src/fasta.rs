@@ -66,7 +66,10 @@ pub fn check_label(label: &str) -> anyhow::Result<()> {
     if label.is_empty() {
         bail!("empty label");
     }
-    if let Some(c) = label.chars().find(|&c| c.is_whitespace() || c.is_control() || c == LABEL_SEPARATOR) {
+    if let Some(c) = label
+        .chars()
+        .find(|&c| c.is_whitespace() || c.is_control() || c == LABEL_SEPARATOR)
+    {
         bail!("label {label:?} holds {c:?}: labels cannot hold white space, control characters or '{LABEL_SEPARATOR}'");
     }
     Ok(())
@@ -103,7 +106,11 @@ pub fn parse_fasta(bytes: &[u8], source: &str, options: &FastaOptions) -> anyhow
         if o.drop {
             out.dropped.push(o.record.id);
         } else if o.record.bases.is_empty() {
-            bail!("{source} line {}: record {:?} has no bases", o.line, o.record.id);
+            bail!(
+                "{source} line {}: record {:?} has no bases",
+                o.line,
+                o.record.id
+            );
         } else {
             out.records.push(o.record);
         }
@@ -111,22 +118,30 @@ pub fn parse_fasta(bytes: &[u8], source: &str, options: &FastaOptions) -> anyhow
     };
     for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
         let number = i + 1;
-        let end = raw.iter().rposition(|&b| !matches!(b, b'\r' | b' ' | b'\t')).map_or(0, |p| p + 1);
+        let end = raw
+            .iter()
+            .rposition(|&b| !matches!(b, b'\r' | b' ' | b'\t'))
+            .map_or(0, |p| p + 1);
         let line = &raw[..end];
         if line.is_empty() {
             continue;
         }
         if let Some(header) = line.strip_prefix(b">") {
             close(open.take(), &mut out)?;
-            let header = std::str::from_utf8(header)
-                .map_err(|_| anyhow::anyhow!("{source} line {number}: the header is not UTF-8 text"))?;
+            let header = std::str::from_utf8(header).map_err(|_| {
+                anyhow::anyhow!("{source} line {number}: the header is not UTF-8 text")
+            })?;
             let record = parse_header(header, &options.labels)
                 .with_context(|| format!("{source} line {number}"))?;
             if let crate::InvalidPolicy::Replace { seed } = options.invalid {
                 rng = SplitMix::for_record(seed, count as u64);
             }
             count += 1;
-            open = Some(Open { record, line: number, drop: false });
+            open = Some(Open {
+                record,
+                line: number,
+                drop: false,
+            });
             continue;
         }
         let Some(o) = open.as_mut() else {
@@ -196,7 +211,12 @@ fn parse_header(header: &str, source: &LabelSource) -> anyhow::Result<SeqRecord>
         LabelSource::File(label) => vec![label.clone()],
         LabelSource::None => vec![],
     };
-    Ok(SeqRecord { id: id.to_string(), description: description.join(" "), bases: Vec::new(), labels })
+    Ok(SeqRecord {
+        id: id.to_string(),
+        description: description.join(" "),
+        bases: Vec::new(),
+        labels,
+    })
 }
 
 /// Formats records as FASTA text: `>ID DESCRIPTION labels=L1+L2` (the parts that are not
@@ -210,9 +230,14 @@ pub fn format_fasta(records: &[SeqRecord]) -> anyhow::Result<Vec<u8>> {
             bail!("{}: an id must be non-empty, without white space", at());
         }
         if r.description.contains(['\n', '\r'])
-            || r.description.split_whitespace().any(|w| w.starts_with(LABELS_KEY))
+            || r.description
+                .split_whitespace()
+                .any(|w| w.starts_with(LABELS_KEY))
         {
-            bail!("{}: the description cannot hold line breaks or a {LABELS_KEY} word", at());
+            bail!(
+                "{}: the description cannot hold line breaks or a {LABELS_KEY} word",
+                at()
+            );
         }
         for (k, label) in r.labels.iter().enumerate() {
             check_label(label).with_context(at)?;
@@ -230,12 +255,20 @@ pub fn format_fasta(records: &[SeqRecord]) -> anyhow::Result<Vec<u8>> {
                 at(),
                 j + 1,
                 show_byte(r.bases[j]),
-                if r.bases[j] == PAD { " (padding is only allowed at the end)" } else { "" }
+                if r.bases[j] == PAD {
+                    " (padding is only allowed at the end)"
+                } else {
+                    ""
+                }
             );
         }
         out.push(b'>');
         out.extend_from_slice(r.id.as_bytes());
-        let description = r.description.split_whitespace().collect::<Vec<_>>().join(" ");
+        let description = r
+            .description
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
         if !description.is_empty() {
             out.push(b' ');
             out.extend_from_slice(description.as_bytes());
@@ -258,10 +291,14 @@ pub fn format_fasta(records: &[SeqRecord]) -> anyhow::Result<Vec<u8>> {
 /// through a temporary file renamed into place: a failed write leaves no partial file.
 pub fn write_fasta(path: &Path, records: &[SeqRecord]) -> anyhow::Result<()> {
     let text = format_fasta(records).with_context(|| format!("cannot write {}", path.display()))?;
-    let gz = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gz"));
+    let gz = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gz"));
     let bytes = if gz {
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        enc.write_all(&text).and_then(|_| enc.finish()).with_context(|| format!("cannot compress {}", path.display()))?
+        enc.write_all(&text)
+            .and_then(|_| enc.finish())
+            .with_context(|| format!("cannot compress {}", path.display()))?
     } else {
         text
     };
@@ -285,7 +322,13 @@ mod tests {
     #[test]
     fn multi_line_soft_masked_crlf_and_empty_lines() -> anyhow::Result<()> {
         let text = "\r\n>a desc words labels=HepG2+K562\r\nACgt\r\n\r\nnnAC\n>b\n  \nTTTT  \n\n";
-        let got = parse(text, &FastaOptions { invalid: InvalidPolicy::Drop, ..Default::default() })?;
+        let got = parse(
+            text,
+            &FastaOptions {
+                invalid: InvalidPolicy::Drop,
+                ..Default::default()
+            },
+        )?;
         assert_eq!(got.records.len(), 1);
         assert_eq!(got.dropped, ["a"]);
         let got = parse(&text.replace("nn", ""), &FastaOptions::default())?.records;
@@ -300,11 +343,21 @@ mod tests {
     #[test]
     fn label_sources() -> anyhow::Result<()> {
         let text = ">x labels=A1 note\nAC\n>y\nGT\n";
-        let whole = FastaOptions { labels: LabelSource::File("Oct4".into()), ..Default::default() };
+        let whole = FastaOptions {
+            labels: LabelSource::File("Oct4".into()),
+            ..Default::default()
+        };
         let got = parse(text, &whole)?.records;
         assert!(got.iter().all(|r| r.labels == ["Oct4"]));
         assert_eq!(got[0].description, "note");
-        let got = parse(text, &FastaOptions { labels: LabelSource::None, ..Default::default() })?.records;
+        let got = parse(
+            text,
+            &FastaOptions {
+                labels: LabelSource::None,
+                ..Default::default()
+            },
+        )?
+        .records;
         assert!(got.iter().all(|r| r.labels.is_empty()));
         let got = parse(text, &FastaOptions::default())?.records;
         assert_eq!(got[0].labels, ["A1"]);
@@ -315,19 +368,37 @@ mod tests {
     #[test]
     fn replace_draws_bases_for_ambiguity_codes_reproducibly() -> anyhow::Result<()> {
         let text = ">a\nNNNNNNNNNNNNNNNNNNNNRY\n>b\nACGTn\n";
-        let opts = FastaOptions { invalid: InvalidPolicy::Replace { seed: 5 }, ..Default::default() };
+        let opts = FastaOptions {
+            invalid: InvalidPolicy::Replace { seed: 5 },
+            ..Default::default()
+        };
         let one = parse(text, &opts)?;
         assert_eq!(one, parse(text, &opts)?);
         assert_eq!(one.replaced, 23);
-        assert!(one.records.iter().all(|r| r.bases.iter().all(|b| b"ACGT".contains(b))));
-        assert!(b"AG".contains(&one.records[0].bases[20]) && b"CT".contains(&one.records[0].bases[21]));
-        let other = parse(text, &FastaOptions { invalid: InvalidPolicy::Replace { seed: 6 }, ..Default::default() })?;
+        assert!(one
+            .records
+            .iter()
+            .all(|r| r.bases.iter().all(|b| b"ACGT".contains(b))));
+        assert!(
+            b"AG".contains(&one.records[0].bases[20]) && b"CT".contains(&one.records[0].bases[21])
+        );
+        let other = parse(
+            text,
+            &FastaOptions {
+                invalid: InvalidPolicy::Replace { seed: 6 },
+                ..Default::default()
+            },
+        )?;
         assert_ne!(one.records[0].bases, other.records[0].bases);
         // a record's draws depend on its position, not on the records before it
         let after_other = parse(">z\nA\n>b\nACGTn\n", &opts)?;
         assert_eq!(after_other.records[1], one.records[1]);
         let e = err(">a\nAC-T\n", &opts);
-        assert!(e.contains("t.fa line 2 column 3: invalid character '-'") && e.contains("only N and IUPAC"), "{e}");
+        assert!(
+            e.contains("t.fa line 2 column 3: invalid character '-'")
+                && e.contains("only N and IUPAC"),
+            "{e}"
+        );
         Ok(())
     }
 
@@ -335,16 +406,37 @@ mod tests {
     fn every_error_names_file_and_line() {
         let d = FastaOptions::default();
         let cases = [
-            (">a\nACGT\nACNT\n", "t.fa line 3 column 3: invalid character 'N' in record \"a\""),
-            (">a\nAC GT\n", "t.fa line 2 column 3: invalid character ' ' (space)"),
-            (">a\nAC\x00T\n", "t.fa line 2 column 3: invalid character byte 0x00"),
-            ("ACGT\n>a\nAC\n", "t.fa line 1: sequence before the first '>' header"),
+            (
+                ">a\nACGT\nACNT\n",
+                "t.fa line 3 column 3: invalid character 'N' in record \"a\"",
+            ),
+            (
+                ">a\nAC GT\n",
+                "t.fa line 2 column 3: invalid character ' ' (space)",
+            ),
+            (
+                ">a\nAC\x00T\n",
+                "t.fa line 2 column 3: invalid character byte 0x00",
+            ),
+            (
+                "ACGT\n>a\nAC\n",
+                "t.fa line 1: sequence before the first '>' header",
+            ),
             ("\n>\nACGT\n", "t.fa line 2: empty header"),
             (">a\n>b\nAC\n", "t.fa line 1: record \"a\" has no bases"),
             (">a\nAC\n>b\n", "t.fa line 3: record \"b\" has no bases"),
-            (">a labels=X+\nAC\n", "t.fa line 1: record \"a\": in labels=X+: empty label"),
-            (">a labels=X+X\nAC\n", "t.fa line 1: record \"a\": label \"X\" appears twice"),
-            (">a labels=X labels=Y\nAC\n", "t.fa line 1: record \"a\" has two labels= words"),
+            (
+                ">a labels=X+\nAC\n",
+                "t.fa line 1: record \"a\": in labels=X+: empty label",
+            ),
+            (
+                ">a labels=X+X\nAC\n",
+                "t.fa line 1: record \"a\": label \"X\" appears twice",
+            ),
+            (
+                ">a labels=X labels=Y\nAC\n",
+                "t.fa line 1: record \"a\" has two labels= words",
+            ),
             ("", "t.fa holds no FASTA records"),
             ("\r\n\n", "t.fa holds no FASTA records"),
         ];
@@ -352,18 +444,34 @@ mod tests {
             let got = err(text, &d);
             assert!(got.contains(want), "{text:?}: {got}");
         }
-        let got = format!("{:#}", parse_fasta(b">a\xff\nAC\n", "t.fa", &d).unwrap_err());
-        assert!(got.contains("t.fa line 1: the header is not UTF-8"), "{got}");
-        let drop = FastaOptions { invalid: InvalidPolicy::Drop, ..Default::default() };
+        let got = format!(
+            "{:#}",
+            parse_fasta(b">a\xff\nAC\n", "t.fa", &d).unwrap_err()
+        );
+        assert!(
+            got.contains("t.fa line 1: the header is not UTF-8"),
+            "{got}"
+        );
+        let drop = FastaOptions {
+            invalid: InvalidPolicy::Drop,
+            ..Default::default()
+        };
         let got = err(">a\nNN\n>b\nAX\n", &drop);
-        assert!(got.contains("t.fa: all 2 records") && got.contains("dropped"), "{got}");
+        assert!(
+            got.contains("t.fa: all 2 records") && got.contains("dropped"),
+            "{got}"
+        );
         assert!(err(">a\nAN\n", &d).contains("invalid = \"drop\""));
     }
 
     #[test]
     fn write_read_round_trip_with_labels_and_gzip() -> anyhow::Result<()> {
         let dir = temp_dir("fasta-round-trip");
-        let mut long = SeqRecord::new("long", b"ACGT".repeat(41), vec!["HepG2".into(), "K562".into()]);
+        let mut long = SeqRecord::new(
+            "long",
+            b"ACGT".repeat(41),
+            vec!["HepG2".into(), "K562".into()],
+        );
         long.description = "chr1:1-164 strand=+".into();
         let records = vec![
             long,
@@ -376,12 +484,18 @@ mod tests {
             assert!(!dir.join(format!("{name}.tmp")).exists());
             let back = read_fasta(&path, &FastaOptions::default())?;
             assert_eq!(back.records, records);
-            assert_eq!(std::fs::read(&path)?.starts_with(&[0x1f, 0x8b]), name.ends_with(".gz"));
+            assert_eq!(
+                std::fs::read(&path)?.starts_with(&[0x1f, 0x8b]),
+                name.ends_with(".gz")
+            );
         }
         let text = String::from_utf8(format_fasta(&records)?)?;
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], ">long chr1:1-164 strand=+ labels=HepG2+K562");
-        assert_eq!((lines[1].len(), lines[2].len(), lines[3].len()), (80, 80, 4));
+        assert_eq!(
+            (lines[1].len(), lines[2].len(), lines[3].len()),
+            (80, 80, 4)
+        );
         assert_eq!(lines[4], ">short");
         // padding is not written
         let padded = crate::fit_length(records.clone(), 200, crate::LengthPolicy::Pad, "x")?;
@@ -394,24 +508,66 @@ mod tests {
         let dir = temp_dir("fasta-bad-write");
         let path = dir.join("bad.fa");
         let bad = [
-            (SeqRecord::new("a b", b"AC".to_vec(), vec![]), "record 2 (\"a b\"): an id"),
-            (SeqRecord::new("", b"AC".to_vec(), vec![]), "an id must be non-empty"),
-            (SeqRecord::new("a", b"AN".to_vec(), vec![]), "position 2 holds 'N'"),
-            (SeqRecord::new("a", b"A-C".to_vec(), vec![]), "padding is only allowed at the end"),
+            (
+                SeqRecord::new("a b", b"AC".to_vec(), vec![]),
+                "record 2 (\"a b\"): an id",
+            ),
+            (
+                SeqRecord::new("", b"AC".to_vec(), vec![]),
+                "an id must be non-empty",
+            ),
+            (
+                SeqRecord::new("a", b"AN".to_vec(), vec![]),
+                "position 2 holds 'N'",
+            ),
+            (
+                SeqRecord::new("a", b"A-C".to_vec(), vec![]),
+                "padding is only allowed at the end",
+            ),
             (SeqRecord::new("a", b"".to_vec(), vec![]), "no bases"),
-            (SeqRecord::new("a", b"AC".to_vec(), vec!["x y".into()]), "cannot hold white space"),
-            (SeqRecord::new("a", b"AC".to_vec(), vec!["x+y".into()]), "'+'"),
-            (SeqRecord::new("a", b"AC".to_vec(), vec!["x".into(), "x".into()]), "appears twice"),
-            (SeqRecord { description: "labels=z".into(), ..SeqRecord::new("a", b"AC".to_vec(), vec![]) }, "labels= word"),
-            (SeqRecord { description: "two\nlines".into(), ..SeqRecord::new("a", b"AC".to_vec(), vec![]) }, "line breaks"),
+            (
+                SeqRecord::new("a", b"AC".to_vec(), vec!["x y".into()]),
+                "cannot hold white space",
+            ),
+            (
+                SeqRecord::new("a", b"AC".to_vec(), vec!["x+y".into()]),
+                "'+'",
+            ),
+            (
+                SeqRecord::new("a", b"AC".to_vec(), vec!["x".into(), "x".into()]),
+                "appears twice",
+            ),
+            (
+                SeqRecord {
+                    description: "labels=z".into(),
+                    ..SeqRecord::new("a", b"AC".to_vec(), vec![])
+                },
+                "labels= word",
+            ),
+            (
+                SeqRecord {
+                    description: "two\nlines".into(),
+                    ..SeqRecord::new("a", b"AC".to_vec(), vec![])
+                },
+                "line breaks",
+            ),
         ];
         for (r, want) in bad {
-            let got = format!("{:#}", write_fasta(&path, &[SeqRecord::new("ok", b"A".to_vec(), vec![]), r]).unwrap_err());
-            assert!(got.contains(want) && got.contains("bad.fa"), "{want}: {got}");
+            let got = format!(
+                "{:#}",
+                write_fasta(&path, &[SeqRecord::new("ok", b"A".to_vec(), vec![]), r]).unwrap_err()
+            );
+            assert!(
+                got.contains(want) && got.contains("bad.fa"),
+                "{want}: {got}"
+            );
             assert!(!path.exists() && !dir.join("bad.fa.tmp").exists());
         }
         let missing = dir.join("no/such/dir/x.fa");
-        let got = format!("{:#}", write_fasta(&missing, &[SeqRecord::new("ok", b"A".to_vec(), vec![])]).unwrap_err());
+        let got = format!(
+            "{:#}",
+            write_fasta(&missing, &[SeqRecord::new("ok", b"A".to_vec(), vec![])]).unwrap_err()
+        );
         assert!(got.contains("no/such/dir"), "{got}");
     }
 
@@ -437,20 +593,51 @@ mod tests {
         }
         let bytes = read_maybe_gz(path)?;
         let name = path.display().to_string();
-        let e = format!("{:#}", parse_fasta(&bytes, &name, &FastaOptions::default()).unwrap_err());
-        assert!(e.contains("dm3_upstream2000.fa.gz line") && e.contains("invalid character 'n'"), "{e}");
-        let dropped = parse_fasta(&bytes, &name, &FastaOptions { invalid: InvalidPolicy::Drop, ..Default::default() })?;
+        let e = format!(
+            "{:#}",
+            parse_fasta(&bytes, &name, &FastaOptions::default()).unwrap_err()
+        );
+        assert!(
+            e.contains("dm3_upstream2000.fa.gz line") && e.contains("invalid character 'n'"),
+            "{e}"
+        );
+        let dropped = parse_fasta(
+            &bytes,
+            &name,
+            &FastaOptions {
+                invalid: InvalidPolicy::Drop,
+                ..Default::default()
+            },
+        )?;
         assert_eq!(dropped.records.len() + dropped.dropped.len(), 26454);
         assert!(!dropped.dropped.is_empty());
-        let replace = FastaOptions { invalid: InvalidPolicy::Replace { seed: 1 }, ..Default::default() };
+        let replace = FastaOptions {
+            invalid: InvalidPolicy::Replace { seed: 1 },
+            ..Default::default()
+        };
         let replaced = parse_fasta(&bytes, &name, &replace)?;
         assert_eq!(replaced.records.len(), 26454);
         assert_eq!(replaced.replaced, 29132);
         // two records near chromosome ends are shorter
-        assert_eq!(replaced.records.iter().filter(|r| r.len() == 2000).count(), 26452);
-        let e = crate::fit_length(replaced.records.clone(), 2000, crate::LengthPolicy::Error, &name).unwrap_err().to_string();
+        assert_eq!(
+            replaced.records.iter().filter(|r| r.len() == 2000).count(),
+            26452
+        );
+        let e = crate::fit_length(
+            replaced.records.clone(),
+            2000,
+            crate::LengthPolicy::Error,
+            &name,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("has 353 bases, expected 2000"), "{e}");
-        let padded = crate::fit_length(replaced.records.clone(), 2000, crate::LengthPolicy::Pad, &name)?;
+        let padded = crate::fit_length(
+            replaced.records.clone(),
+            2000,
+            crate::LengthPolicy::Pad,
+            &name,
+        )?;
         assert_eq!(padded.iter().filter(|r| r.real_len() == 353).count(), 2);
         assert_eq!(replaced.records[0].id, "NM_078863_up_2000_chr2L_16764737_f");
         assert_eq!(replaced.records[0].description, "chr2L:16764737-16766736");

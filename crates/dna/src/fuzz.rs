@@ -8,7 +8,18 @@ use crate::*;
 /// Bytes that matter to the parsers, inserted more often than chance would.
 const SPECIAL: &[u8] = b">\n\r\t ,;+=\"NnacgtACGTRY-\x00\xff\xc3";
 /// Text fragments that matter to the parsers.
-const WORDS: &[&[u8]] = &[b"labels=", b"labels=a+b", b"\n>", b"\r\n", b"++", b"\"\"", b"sequence", b"1", b"0", b"true"];
+const WORDS: &[&[u8]] = &[
+    b"labels=",
+    b"labels=a+b",
+    b"\n>",
+    b"\r\n",
+    b"++",
+    b"\"\"",
+    b"sequence",
+    b"1",
+    b"0",
+    b"true",
+];
 
 /// One random mutation of `data`: byte flips, insertions, deletions, duplications, truncations.
 fn mutate(g: &mut Gen, data: &[u8]) -> Vec<u8> {
@@ -50,14 +61,25 @@ fn mutate(g: &mut Gen, data: &[u8]) -> Vec<u8> {
 fn random_bytes(g: &mut Gen) -> Vec<u8> {
     let n = g.below(300);
     let special = g.below(2) == 0;
-    (0..n).map(|_| if special && g.below(2) == 0 { SPECIAL[g.below(SPECIAL.len())] } else { g.byte() }).collect()
+    (0..n)
+        .map(|_| {
+            if special && g.below(2) == 0 {
+                SPECIAL[g.below(SPECIAL.len())]
+            } else {
+                g.byte()
+            }
+        })
+        .collect()
 }
 
 /// Checks what a parser accepted: non-empty records of A, C, G, T with valid labels.
 fn check_loaded(loaded: &Loaded) {
     assert!(!loaded.records.is_empty());
     for r in &loaded.records {
-        assert!(!r.bases.is_empty() && r.bases.iter().all(|b| b"ACGT".contains(b)), "{r:?}");
+        assert!(
+            !r.bases.is_empty() && r.bases.iter().all(|b| b"ACGT".contains(b)),
+            "{r:?}"
+        );
         assert!(!r.id.is_empty());
         for (k, l) in r.labels.iter().enumerate() {
             crate::fasta::check_label(l).unwrap();
@@ -71,9 +93,20 @@ fn check_loaded(loaded: &Loaded) {
 /// Every FASTA option set the fuzz tests try.
 fn fasta_options() -> Vec<FastaOptions> {
     let mut all = vec![];
-    for labels in [LabelSource::Header, LabelSource::File("Oct4".into()), LabelSource::None] {
-        for invalid in [InvalidPolicy::Error, InvalidPolicy::Drop, InvalidPolicy::Replace { seed: 9 }] {
-            all.push(FastaOptions { labels: labels.clone(), invalid });
+    for labels in [
+        LabelSource::Header,
+        LabelSource::File("Oct4".into()),
+        LabelSource::None,
+    ] {
+        for invalid in [
+            InvalidPolicy::Error,
+            InvalidPolicy::Drop,
+            InvalidPolicy::Replace { seed: 9 },
+        ] {
+            all.push(FastaOptions {
+                labels: labels.clone(),
+                invalid,
+            });
         }
     }
     all
@@ -81,15 +114,26 @@ fn fasta_options() -> Vec<FastaOptions> {
 
 /// Every table option set the fuzz tests try.
 fn table_options() -> Vec<TableOptions> {
-    let column = TableLabels::Column { name: "labels".into(), separator: "+".into() };
+    let column = TableLabels::Column {
+        name: "labels".into(),
+        separator: "+".into(),
+    };
     let indicators = TableLabels::Indicators(vec!["HepG2".into(), "K562".into()]);
     let mut all = vec![];
     for labels in [TableLabels::None, column, indicators] {
         for invalid in [InvalidPolicy::Error, InvalidPolicy::Drop] {
-            all.push(TableOptions { labels: labels.clone(), invalid, id_column: Some("id".into()), ..Default::default() });
+            all.push(TableOptions {
+                labels: labels.clone(),
+                invalid,
+                id_column: Some("id".into()),
+                ..Default::default()
+            });
         }
     }
-    all.push(TableOptions { invalid: InvalidPolicy::Replace { seed: 9 }, ..Default::default() });
+    all.push(TableOptions {
+        invalid: InvalidPolicy::Replace { seed: 9 },
+        ..Default::default()
+    });
     all
 }
 
@@ -127,7 +171,8 @@ fn fuzz_table(bytes: &[u8], options: &[TableOptions]) -> usize {
 
 /// The start of Biostrings' dm3 upstream file, when it is installed.
 fn dm3_head() -> Option<Vec<u8>> {
-    let path = std::path::Path::new("/usr/lib/R/site-library/Biostrings/extdata/dm3_upstream2000.fa.gz");
+    let path =
+        std::path::Path::new("/usr/lib/R/site-library/Biostrings/extdata/dm3_upstream2000.fa.gz");
     let mut bytes = read_maybe_gz(path).ok()?;
     bytes.truncate(4_000);
     Some(bytes)
@@ -141,7 +186,11 @@ fn fasta_parser_never_panics() {
     let mut g = Gen::new(1);
     let mut accepted = 0;
     for case in 0..2000 {
-        let bytes = if case % 3 == 0 { random_bytes(&mut g) } else { mutate(&mut g, &seeds[case % seeds.len()]) };
+        let bytes = if case % 3 == 0 {
+            random_bytes(&mut g)
+        } else {
+            mutate(&mut g, &seeds[case % seeds.len()])
+        };
         accepted += fuzz_fasta(&bytes, &options);
     }
     // the mutations leave many files readable: the checks on accepted records did run
@@ -156,7 +205,11 @@ fn table_parser_never_panics() {
     let mut g = Gen::new(2);
     let mut accepted = 0;
     for case in 0..1500 {
-        let bytes = if case % 4 == 0 { random_bytes(&mut g) } else { mutate(&mut g, &seeds[case % 2]) };
+        let bytes = if case % 4 == 0 {
+            random_bytes(&mut g)
+        } else {
+            mutate(&mut g, &seeds[case % 2])
+        };
         accepted += fuzz_table(&bytes, &options);
     }
     assert!(accepted > 1000, "{accepted}");
@@ -171,13 +224,23 @@ fn gzipped_inputs_never_panic() {
     let tsv = std::fs::read(fixture("small.tsv.gz")).unwrap();
     let mut g = Gen::new(3);
     for case in 0..300 {
-        let (seed, name) = if case % 2 == 0 { (&fa, "x.fa.gz") } else { (&tsv, "x.tsv.gz") };
+        let (seed, name) = if case % 2 == 0 {
+            (&fa, "x.fa.gz")
+        } else {
+            (&tsv, "x.tsv.gz")
+        };
         let path = dir.join(name);
         std::fs::write(&path, mutate(&mut g, seed)).unwrap();
         let result = if case % 2 == 0 {
             read_fasta(&path, &FastaOptions::default())
         } else {
-            read_table(&path, &TableOptions { id_column: Some("id".into()), ..Default::default() })
+            read_table(
+                &path,
+                &TableOptions {
+                    id_column: Some("id".into()),
+                    ..Default::default()
+                },
+            )
         };
         match result {
             Ok(loaded) => check_loaded(&loaded),
@@ -190,8 +253,18 @@ fn gzipped_inputs_never_panic() {
 #[test]
 fn parquet_parser_never_panics() {
     use polars::prelude::{Column, DataFrame, ParquetCompression, ParquetWriter};
-    let csv = parse_delimited(&std::fs::read(fixture("small.csv")).unwrap(), "s", b',', &TableOptions::default()).unwrap();
-    let seqs: Vec<String> = csv.records.iter().map(|r| String::from_utf8(r.bases.clone()).unwrap()).collect();
+    let csv = parse_delimited(
+        &std::fs::read(fixture("small.csv")).unwrap(),
+        "s",
+        b',',
+        &TableOptions::default(),
+    )
+    .unwrap();
+    let seqs: Vec<String> = csv
+        .records
+        .iter()
+        .map(|r| String::from_utf8(r.bases.clone()).unwrap())
+        .collect();
     let mut frame = DataFrame::new_infer_height(vec![
         Column::new("id".into(), ["a", "b", "c", "d"]),
         Column::new("sequence".into(), seqs),
@@ -201,7 +274,10 @@ fn parquet_parser_never_panics() {
     ])
     .unwrap();
     let mut seed = Vec::new();
-    ParquetWriter::new(&mut seed).with_compression(ParquetCompression::Uncompressed).finish(&mut frame).unwrap();
+    ParquetWriter::new(&mut seed)
+        .with_compression(ParquetCompression::Uncompressed)
+        .finish(&mut frame)
+        .unwrap();
     let options = table_options();
     let mut g = Gen::new(4);
     let mut accepted = 0;

@@ -26,13 +26,17 @@ pub mod sequence;
 pub mod table;
 
 pub use encode::{
-    decode_one_hot, decode_tokens, one_hot, one_hot_batch, reverse_complement, reverse_complement_one_hot,
-    reverse_complement_tokens, tokens, ALPHABET,
+    decode_one_hot, decode_tokens, one_hot, one_hot_batch, reverse_complement,
+    reverse_complement_one_hot, reverse_complement_tokens, tokens, ALPHABET,
 };
-pub use fasta::{format_fasta, parse_fasta, read_fasta, write_fasta, FastaOptions, LabelSource, Loaded};
+pub use fasta::{
+    format_fasta, parse_fasta, read_fasta, write_fasta, FastaOptions, LabelSource, Loaded,
+};
 #[cfg(feature = "parquet")]
 pub use parquet::{parse_parquet, read_parquet};
-pub use sequence::{collect_labels, complement, fit_length, InvalidPolicy, LengthPolicy, SeqRecord, PAD};
+pub use sequence::{
+    collect_labels, complement, fit_length, InvalidPolicy, LengthPolicy, SeqRecord, PAD,
+};
 pub use table::{parse_delimited, read_table, TableLabels, TableOptions};
 
 use anyhow::Context;
@@ -46,7 +50,12 @@ pub fn read_maybe_gz(path: &Path) -> anyhow::Result<Vec<u8>> {
         let mut out = Vec::new();
         flate2::read::MultiGzDecoder::new(&raw[..])
             .read_to_end(&mut out)
-            .with_context(|| format!("{} is not a valid gzip file (corrupt or truncated)", path.display()))?;
+            .with_context(|| {
+                format!(
+                    "{} is not a valid gzip file (corrupt or truncated)",
+                    path.display()
+                )
+            })?;
         Ok(out)
     } else {
         Ok(raw)
@@ -55,7 +64,10 @@ pub fn read_maybe_gz(path: &Path) -> anyhow::Result<Vec<u8>> {
 
 /// `path` with `.tmp` appended to its file name.
 fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(".tmp");
     path.with_file_name(name)
 }
@@ -65,10 +77,13 @@ fn tmp_path(path: &Path) -> PathBuf {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let tmp = tmp_path(path);
     let written = (|| {
-        let mut f = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-        f.write_all(bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+        let mut f = std::fs::File::create(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        f.write_all(bytes)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
         f.sync_all().ok();
-        std::fs::rename(&tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
     })();
     if written.is_err() {
         std::fs::remove_file(&tmp).ok();
@@ -91,7 +106,9 @@ pub(crate) mod testutil {
 
     /// A committed test file under `tests/data/`.
     pub fn fixture(name: &str) -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data")
+            .join(name)
     }
 
     /// A deterministic generator for property and fuzz tests (SplitMix64).

@@ -24,7 +24,12 @@ pub struct SeqRecord {
 impl SeqRecord {
     /// A record with no description.
     pub fn new(id: impl Into<String>, bases: impl Into<Vec<u8>>, labels: Vec<String>) -> Self {
-        Self { id: id.into(), description: String::new(), bases: bases.into(), labels }
+        Self {
+            id: id.into(),
+            description: String::new(),
+            bases: bases.into(),
+            labels,
+        }
     }
 
     /// The length, padding included.
@@ -52,9 +57,16 @@ impl SeqRecord {
     /// padding left at the end, the id, description and labels kept.
     pub fn reverse_complement(&self) -> SeqRecord {
         let real = self.real_len();
-        let mut bases: Vec<u8> = self.bases[..real].iter().rev().map(|&b| complement(b)).collect();
+        let mut bases: Vec<u8> = self.bases[..real]
+            .iter()
+            .rev()
+            .map(|&b| complement(b))
+            .collect();
         bases.extend_from_slice(&self.bases[real..]);
-        SeqRecord { bases, ..self.clone() }
+        SeqRecord {
+            bases,
+            ..self.clone()
+        }
     }
 }
 
@@ -76,7 +88,10 @@ pub fn complement(b: u8) -> u8 {
 /// Every label of the records, sorted and without duplicates: the class names, whose
 /// positions are the class indices.
 pub fn collect_labels(records: &[SeqRecord]) -> Vec<String> {
-    let mut names: Vec<String> = records.iter().flat_map(|r| r.labels.iter().cloned()).collect();
+    let mut names: Vec<String> = records
+        .iter()
+        .flat_map(|r| r.labels.iter().cloned())
+        .collect();
     names.sort();
     names.dedup();
     names
@@ -239,7 +254,9 @@ impl FromStr for LengthPolicy {
             "crop" => Self::Crop,
             "pad" => Self::Pad,
             "crop_or_pad" => Self::CropOrPad,
-            _ => bail!("length policy {s:?}: expected \"error\", \"crop\", \"pad\" or \"crop_or_pad\""),
+            _ => bail!(
+                "length policy {s:?}: expected \"error\", \"crop\", \"pad\" or \"crop_or_pad\""
+            ),
         })
     }
 }
@@ -309,7 +326,10 @@ mod tests {
         assert_eq!(rc.bases, b"CAACGTT--");
         assert_eq!(rc.reverse_complement(), r);
         assert_eq!(r.real_len(), 7);
-        assert_eq!(r.mask(), [true, true, true, true, true, true, true, false, false]);
+        assert_eq!(
+            r.mask(),
+            [true, true, true, true, true, true, true, false, false]
+        );
     }
 
     #[test]
@@ -324,14 +344,29 @@ mod tests {
         let same = fit_length(vec![rec("ACGT")], 4, LengthPolicy::Error, "x")?;
         assert_eq!(same[0].bases, b"ACGT");
 
-        let err = fit_length(vec![rec("ACGT"), rec("ACG")], 4, LengthPolicy::Error, "f.fa")
+        let err = fit_length(
+            vec![rec("ACGT"), rec("ACG")],
+            4,
+            LengthPolicy::Error,
+            "f.fa",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("f.fa: record 2 (\"r\") has 3 bases, expected 4"),
+            "{err}"
+        );
+        assert!(err.contains("\"pad\""), "{err}");
+        let err = fit_length(vec![rec("ACGTA")], 4, LengthPolicy::Pad, "f.fa")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("f.fa: record 2 (\"r\") has 3 bases, expected 4"), "{err}");
-        assert!(err.contains("\"pad\""), "{err}");
-        let err = fit_length(vec![rec("ACGTA")], 4, LengthPolicy::Pad, "f.fa").unwrap_err().to_string();
-        assert!(err.contains("record 1") && err.contains("\"crop\""), "{err}");
-        let err = fit_length(vec![rec("ACG")], 4, LengthPolicy::Crop, "f.fa").unwrap_err().to_string();
+        assert!(
+            err.contains("record 1") && err.contains("\"crop\""),
+            "{err}"
+        );
+        let err = fit_length(vec![rec("ACG")], 4, LengthPolicy::Crop, "f.fa")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("has 3 bases"), "{err}");
         assert!(fit_length(vec![], 0, LengthPolicy::Pad, "f.fa").is_err());
         Ok(())
@@ -342,14 +377,24 @@ mod tests {
         for s in ["error", "drop", "replace:7"] {
             assert_eq!(s.parse::<InvalidPolicy>().unwrap().to_string(), s);
         }
-        assert_eq!("replace".parse::<InvalidPolicy>().unwrap(), InvalidPolicy::Replace { seed: 0 });
+        assert_eq!(
+            "replace".parse::<InvalidPolicy>().unwrap(),
+            InvalidPolicy::Replace { seed: 0 }
+        );
         let err = "skip".parse::<InvalidPolicy>().unwrap_err().to_string();
-        assert!(err.contains("\"skip\"") && err.contains("\"drop\""), "{err}");
+        assert!(
+            err.contains("\"skip\"") && err.contains("\"drop\""),
+            "{err}"
+        );
         assert!("replace:x".parse::<InvalidPolicy>().is_err());
         for s in ["error", "crop", "pad", "crop_or_pad"] {
             assert_eq!(s.parse::<LengthPolicy>().unwrap().to_string(), s);
         }
-        assert!("trim".parse::<LengthPolicy>().unwrap_err().to_string().contains("\"crop\""));
+        assert!("trim"
+            .parse::<LengthPolicy>()
+            .unwrap_err()
+            .to_string()
+            .contains("\"crop\""));
     }
 
     #[test]
@@ -358,18 +403,35 @@ mod tests {
         let mut counts = [0usize; 4];
         for _ in 0..4000 {
             match clean_base(b'n', InvalidPolicy::Replace { seed: 3 }, &mut rng) {
-                Cleaned::Base(b, true) => counts[b"ACGT".iter().position(|&x| x == b).unwrap()] += 1,
+                Cleaned::Base(b, true) => {
+                    counts[b"ACGT".iter().position(|&x| x == b).unwrap()] += 1
+                }
                 _ => panic!("N not replaced"),
             }
         }
-        assert!(counts.iter().all(|&c| (900..1100).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (900..1100).contains(&c)),
+            "{counts:?}"
+        );
         let mut rng = SplitMix::for_record(3, 0);
         for _ in 0..100 {
             // R stands for A or G only
-            assert!(matches!(clean_base(b'R', InvalidPolicy::Replace { seed: 3 }, &mut rng), Cleaned::Base(b'A' | b'G', true)));
+            assert!(matches!(
+                clean_base(b'R', InvalidPolicy::Replace { seed: 3 }, &mut rng),
+                Cleaned::Base(b'A' | b'G', true)
+            ));
         }
-        assert!(matches!(clean_base(b'N', InvalidPolicy::Error, &mut rng), Cleaned::Invalid));
-        assert!(matches!(clean_base(b'X', InvalidPolicy::Replace { seed: 3 }, &mut rng), Cleaned::Invalid));
-        assert!(matches!(clean_base(b'g', InvalidPolicy::Error, &mut rng), Cleaned::Base(b'G', false)));
+        assert!(matches!(
+            clean_base(b'N', InvalidPolicy::Error, &mut rng),
+            Cleaned::Invalid
+        ));
+        assert!(matches!(
+            clean_base(b'X', InvalidPolicy::Replace { seed: 3 }, &mut rng),
+            Cleaned::Invalid
+        ));
+        assert!(matches!(
+            clean_base(b'g', InvalidPolicy::Error, &mut rng),
+            Cleaned::Base(b'G', false)
+        ));
     }
 }

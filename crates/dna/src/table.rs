@@ -60,7 +60,10 @@ impl Default for TableOptions {
 
 /// The file name less a trailing `.gz`, lower case.
 fn stem_name(path: &Path) -> String {
-    let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
     name.strip_suffix(".gz").map(str::to_string).unwrap_or(name)
 }
 
@@ -103,13 +106,24 @@ pub(crate) struct Columns {
 
 impl Columns {
     /// Finds the named columns in a header row; `source` names the file in errors.
-    pub(crate) fn find(header: &[String], options: &TableOptions, source: &str) -> anyhow::Result<Self> {
+    pub(crate) fn find(
+        header: &[String],
+        options: &TableOptions,
+        source: &str,
+    ) -> anyhow::Result<Self> {
         let find = |name: &str| -> anyhow::Result<usize> {
-            let mut at = header.iter().enumerate().filter(|(_, h)| h.as_str() == name).map(|(i, _)| i);
+            let mut at = header
+                .iter()
+                .enumerate()
+                .filter(|(_, h)| h.as_str() == name)
+                .map(|(i, _)| i);
             match (at.next(), at.next()) {
                 (Some(i), None) => Ok(i),
                 (Some(_), Some(_)) => bail!("{source}: two columns are named {name:?}"),
-                (None, _) => bail!("{source}: no column named {name:?} (columns: {})", quoted(header)),
+                (None, _) => bail!(
+                    "{source}: no column named {name:?} (columns: {})",
+                    quoted(header)
+                ),
             }
         };
         let labels = match &options.labels {
@@ -125,12 +139,20 @@ impl Columns {
                     bail!("{source}: no indicator columns given");
                 }
                 for name in names {
-                    check_label(name).with_context(|| format!("{source}: indicator column {name:?}"))?;
+                    check_label(name)
+                        .with_context(|| format!("{source}: indicator column {name:?}"))?;
                 }
-                names.iter().map(|n| find(n)).collect::<anyhow::Result<_>>()?
+                names
+                    .iter()
+                    .map(|n| find(n))
+                    .collect::<anyhow::Result<_>>()?
             }
         };
-        Ok(Self { sequence: find(&options.sequence_column)?, id: options.id_column.as_deref().map(find).transpose()?, labels })
+        Ok(Self {
+            sequence: find(&options.sequence_column)?,
+            id: options.id_column.as_deref().map(find).transpose()?,
+            labels,
+        })
     }
 
     /// Whether column `c` is one of those named.
@@ -141,13 +163,22 @@ impl Columns {
 
     /// The largest column index used.
     pub(crate) fn max(&self) -> usize {
-        self.labels.iter().copied().chain(self.id).fold(self.sequence, usize::max)
+        self.labels
+            .iter()
+            .copied()
+            .chain(self.id)
+            .fold(self.sequence, usize::max)
     }
 }
 
 /// Column names for an error message.
 fn quoted(header: &[String]) -> String {
-    let mut s = header.iter().take(20).map(|h| format!("{h:?}")).collect::<Vec<_>>().join(", ");
+    let mut s = header
+        .iter()
+        .take(20)
+        .map(|h| format!("{h:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     if header.len() > 20 {
         s.push_str(&format!(", ... ({} in all)", header.len()));
     }
@@ -167,9 +198,20 @@ pub(crate) struct RowReader<'a> {
 
 impl<'a> RowReader<'a> {
     /// A reader for a table with this header row.
-    pub(crate) fn new(header: Vec<String>, options: &'a TableOptions, source: &'a str) -> anyhow::Result<Self> {
+    pub(crate) fn new(
+        header: Vec<String>,
+        options: &'a TableOptions,
+        source: &'a str,
+    ) -> anyhow::Result<Self> {
         let columns = Columns::find(&header, options, source)?;
-        Ok(Self { options, columns, header, source, out: Loaded::default(), rows: 0 })
+        Ok(Self {
+            options,
+            columns,
+            header,
+            source,
+            out: Loaded::default(),
+            rows: 0,
+        })
     }
 
     /// The column positions.
@@ -184,7 +226,11 @@ impl<'a> RowReader<'a> {
 
     /// Adds one row; `cell(c)` gives column `c`'s text (None for a missing value) and `at`
     /// the row's place in the file (`line 5`, `row 4`).
-    pub(crate) fn push(&mut self, at: &str, cell: impl Fn(usize) -> Option<String>) -> anyhow::Result<()> {
+    pub(crate) fn push(
+        &mut self,
+        at: &str,
+        cell: impl Fn(usize) -> Option<String>,
+    ) -> anyhow::Result<()> {
         self.rows += 1;
         let (source, c) = (self.source, &self.columns);
         let id = match c.id {
@@ -199,10 +245,18 @@ impl<'a> RowReader<'a> {
             TableLabels::None => {}
             TableLabels::Column { separator, .. } => {
                 let text = cell(c.labels[0]).unwrap_or_default();
-                for label in text.split(separator.as_str()).map(str::trim).filter(|l| !l.is_empty()) {
-                    check_label(label).with_context(|| format!("{source} {at}, {}", self.column(c.labels[0])))?;
+                for label in text
+                    .split(separator.as_str())
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                {
+                    check_label(label)
+                        .with_context(|| format!("{source} {at}, {}", self.column(c.labels[0])))?;
                     if labels.iter().any(|l| l == label) {
-                        bail!("{source} {at}, {}: label {label:?} appears twice", self.column(c.labels[0]));
+                        bail!(
+                            "{source} {at}, {}: label {label:?} appears twice",
+                            self.column(c.labels[0])
+                        );
                     }
                     labels.push(label.to_string());
                 }
@@ -223,7 +277,10 @@ impl<'a> RowReader<'a> {
             }
         }
         let Some(text) = cell(c.sequence) else {
-            bail!("{source} {at}, {}: missing sequence", self.column(c.sequence));
+            bail!(
+                "{source} {at}, {}: missing sequence",
+                self.column(c.sequence)
+            );
         };
         let text = text.trim();
         if text.is_empty() {
@@ -256,7 +313,12 @@ impl<'a> RowReader<'a> {
             }
         }
         self.out.replaced += replaced;
-        self.out.records.push(SeqRecord { id, description: String::new(), bases, labels });
+        self.out.records.push(SeqRecord {
+            id,
+            description: String::new(),
+            bases,
+            labels,
+        });
         Ok(())
     }
 
@@ -278,8 +340,16 @@ impl<'a> RowReader<'a> {
 
 /// Parses a CSV/TSV table already in memory (`delimiter` b',' or b'\t'); `source` names it
 /// in error messages.
-pub fn parse_delimited(bytes: &[u8], source: &str, delimiter: u8, options: &TableOptions) -> anyhow::Result<Loaded> {
-    let mut reader = csv::ReaderBuilder::new().delimiter(delimiter).has_headers(true).from_reader(bytes);
+pub fn parse_delimited(
+    bytes: &[u8],
+    source: &str,
+    delimiter: u8,
+    options: &TableOptions,
+) -> anyhow::Result<Loaded> {
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .has_headers(true)
+        .from_reader(bytes);
     let header = reader
         .byte_headers()
         .map_err(|e| anyhow::anyhow!("{source} line 1: cannot read the header row: {e}"))?
@@ -289,7 +359,10 @@ pub fn parse_delimited(bytes: &[u8], source: &str, delimiter: u8, options: &Tabl
         .enumerate()
         .map(|(i, h)| match std::str::from_utf8(h) {
             Ok(h) => Ok(h.trim().to_string()),
-            Err(_) => bail!("{source} line 1, column {}: the column name is not UTF-8 text", i + 1),
+            Err(_) => bail!(
+                "{source} line 1, column {}: the column name is not UTF-8 text",
+                i + 1
+            ),
         })
         .collect::<anyhow::Result<_>>()?;
     if header.iter().all(String::is_empty) {
@@ -303,9 +376,13 @@ pub fn parse_delimited(bytes: &[u8], source: &str, delimiter: u8, options: &Tabl
             Ok(false) => break,
             Ok(true) => {}
             Err(e) => {
-                let line = e.position().map_or(String::new(), |p| format!(" line {}", p.line()));
+                let line = e
+                    .position()
+                    .map_or(String::new(), |p| format!(" line {}", p.line()));
                 let what = match e.kind() {
-                    csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+                    csv::ErrorKind::UnequalLengths {
+                        expected_len, len, ..
+                    } => {
                         format!("{len} fields, but the header row has {expected_len}")
                     }
                     _ => e.to_string(),
@@ -316,14 +393,21 @@ pub fn parse_delimited(bytes: &[u8], source: &str, delimiter: u8, options: &Tabl
         let line = record.position().map_or(0, |p| p.line());
         let at = format!("line {line}");
         if record.len() < needed {
-            bail!("{source} {at}: {} fields, expected at least {needed}", record.len());
+            bail!(
+                "{source} {at}: {} fields, expected at least {needed}",
+                record.len()
+            );
         }
         for (i, field) in record.iter().enumerate() {
             if std::str::from_utf8(field).is_err() {
                 bail!("{source} {at}, column {}: not UTF-8 text", i + 1);
             }
         }
-        rows.push(&at, |c| record.get(c).map(|f| String::from_utf8_lossy(f).into_owned()))?;
+        rows.push(&at, |c| {
+            record
+                .get(c)
+                .map(|f| String::from_utf8_lossy(f).into_owned())
+        })?;
     }
     rows.finish()
 }
@@ -334,11 +418,17 @@ mod tests {
     use crate::testutil::{fixture, temp_dir};
 
     fn opts(labels: TableLabels) -> TableOptions {
-        TableOptions { labels, ..Default::default() }
+        TableOptions {
+            labels,
+            ..Default::default()
+        }
     }
 
     fn err(text: &str, options: &TableOptions) -> String {
-        format!("{:#}", parse_delimited(text.as_bytes(), "t.csv", b',', options).unwrap_err())
+        format!(
+            "{:#}",
+            parse_delimited(text.as_bytes(), "t.csv", b',', options).unwrap_err()
+        )
     }
 
     #[test]
@@ -346,16 +436,31 @@ mod tests {
         let text = "name,sequence,cell\nr1,ACgt,HepG2+K562\nr2, TTAA ,\nr3,GGGG,K562\n";
         let o = TableOptions {
             id_column: Some("name".into()),
-            ..opts(TableLabels::Column { name: "cell".into(), separator: "+".into() })
+            ..opts(TableLabels::Column {
+                name: "cell".into(),
+                separator: "+".into(),
+            })
         };
         let got = parse_delimited(text.as_bytes(), "t.csv", b',', &o)?.records;
         assert_eq!(got.len(), 3);
-        assert_eq!(got[0], SeqRecord::new("r1", b"ACGT".to_vec(), vec!["HepG2".into(), "K562".into()]));
+        assert_eq!(
+            got[0],
+            SeqRecord::new("r1", b"ACGT".to_vec(), vec!["HepG2".into(), "K562".into()])
+        );
         assert_eq!(got[1].bases, b"TTAA");
         assert!(got[1].labels.is_empty());
         let semi = text.replace('+', ";");
-        let o2 = TableOptions { labels: TableLabels::Column { name: "cell".into(), separator: ";".into() }, ..o };
-        assert_eq!(parse_delimited(semi.as_bytes(), "t.csv", b',', &o2)?.records, got);
+        let o2 = TableOptions {
+            labels: TableLabels::Column {
+                name: "cell".into(),
+                separator: ";".into(),
+            },
+            ..o
+        };
+        assert_eq!(
+            parse_delimited(semi.as_bytes(), "t.csv", b',', &o2)?.records,
+            got
+        );
         Ok(())
     }
 
@@ -376,13 +481,35 @@ mod tests {
 
     #[test]
     fn committed_fixtures_read() -> anyhow::Result<()> {
-        let column = opts(TableLabels::Column { name: "labels".into(), separator: "+".into() });
-        let csv = read_table(&fixture("small.csv"), &TableOptions { id_column: Some("id".into()), ..column })?;
+        let column = opts(TableLabels::Column {
+            name: "labels".into(),
+            separator: "+".into(),
+        });
+        let csv = read_table(
+            &fixture("small.csv"),
+            &TableOptions {
+                id_column: Some("id".into()),
+                ..column
+            },
+        )?;
         let ind = opts(TableLabels::Indicators(vec!["HepG2".into(), "K562".into()]));
-        let tsv = read_table(&fixture("small.tsv.gz"), &TableOptions { id_column: Some("id".into()), ..ind })?;
+        let tsv = read_table(
+            &fixture("small.tsv.gz"),
+            &TableOptions {
+                id_column: Some("id".into()),
+                ..ind
+            },
+        )?;
         assert_eq!(csv.records, tsv.records);
         let fasta = crate::read_fasta(&fixture("small.fa"), &Default::default())?.records;
-        let strip = |rs: Vec<SeqRecord>| rs.into_iter().map(|r| SeqRecord { description: String::new(), ..r }).collect::<Vec<_>>();
+        let strip = |rs: Vec<SeqRecord>| {
+            rs.into_iter()
+                .map(|r| SeqRecord {
+                    description: String::new(),
+                    ..r
+                })
+                .collect::<Vec<_>>()
+        };
         assert_eq!(strip(fasta), csv.records);
         Ok(())
     }
@@ -390,10 +517,19 @@ mod tests {
     #[test]
     fn policies_apply_to_tables() -> anyhow::Result<()> {
         let text = "sequence\nACNN\nACGT\n";
-        let drop = TableOptions { invalid: InvalidPolicy::Drop, ..Default::default() };
+        let drop = TableOptions {
+            invalid: InvalidPolicy::Drop,
+            ..Default::default()
+        };
         let got = parse_delimited(text.as_bytes(), "t.csv", b',', &drop)?;
-        assert_eq!((got.records.len(), got.dropped.clone()), (1, vec!["row1".to_string()]));
-        let rep = TableOptions { invalid: InvalidPolicy::Replace { seed: 2 }, ..Default::default() };
+        assert_eq!(
+            (got.records.len(), got.dropped.clone()),
+            (1, vec!["row1".to_string()])
+        );
+        let rep = TableOptions {
+            invalid: InvalidPolicy::Replace { seed: 2 },
+            ..Default::default()
+        };
         let got = parse_delimited(text.as_bytes(), "t.csv", b',', &rep)?;
         assert_eq!((got.records.len(), got.replaced), (2, 2));
         assert_eq!(got, parse_delimited(text.as_bytes(), "t.csv", b',', &rep)?);
@@ -403,7 +539,10 @@ mod tests {
     #[test]
     fn every_error_names_file_line_and_column() {
         let d = TableOptions::default();
-        let col = opts(TableLabels::Column { name: "y".into(), separator: "+".into() });
+        let col = opts(TableLabels::Column {
+            name: "y".into(),
+            separator: "+".into(),
+        });
         let ind = opts(TableLabels::Indicators(vec!["a".into(), "b".into()]));
         let cases: Vec<(&str, &TableOptions, &str)> = vec![
             ("sequence\nACGT\nACXT\n", &d, "t.csv line 3, column \"sequence\" (1), position 3: invalid character 'X' in record \"row2\""),
@@ -423,11 +562,21 @@ mod tests {
             let got = err(text, o);
             assert!(got.contains(want), "{text:?}: {got}");
         }
-        let with_id = TableOptions { id_column: Some("id".into()), ..Default::default() };
-        assert!(err("id,sequence\n ,AC\n", &with_id).contains("t.csv line 2, column \"id\" (1): empty id"));
-        let e = format!("{:#}", parse_delimited(b"sequence\nAC\xff\n", "t.csv", b',', &d).unwrap_err());
+        let with_id = TableOptions {
+            id_column: Some("id".into()),
+            ..Default::default()
+        };
+        assert!(err("id,sequence\n ,AC\n", &with_id)
+            .contains("t.csv line 2, column \"id\" (1): empty id"));
+        let e = format!(
+            "{:#}",
+            parse_delimited(b"sequence\nAC\xff\n", "t.csv", b',', &d).unwrap_err()
+        );
         assert!(e.contains("t.csv line 2, column 1: not UTF-8"), "{e}");
-        let no_sep = opts(TableLabels::Column { name: "y".into(), separator: String::new() });
+        let no_sep = opts(TableLabels::Column {
+            name: "y".into(),
+            separator: String::new(),
+        });
         assert!(err("sequence,y\nA,b\n", &no_sep).contains("separator"));
         let bad_name = opts(TableLabels::Indicators(vec!["a b".into()]));
         assert!(err("sequence,a b\nA,1\n", &bad_name).contains("indicator column \"a b\""));
@@ -439,8 +588,13 @@ mod tests {
         assert!(!is_parquet(Path::new("y.csv.gz")));
         #[cfg(not(feature = "parquet"))]
         {
-            let e = read_table(Path::new("y.parquet"), &TableOptions::default()).unwrap_err().to_string();
-            assert!(e.contains("y.parquet") && e.contains("`parquet` feature"), "{e}");
+            let e = read_table(Path::new("y.parquet"), &TableOptions::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("y.parquet") && e.contains("`parquet` feature"),
+                "{e}"
+            );
         }
     }
 }
