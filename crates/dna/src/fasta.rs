@@ -10,7 +10,7 @@
 //! Writing puts the labels back in the same convention, 80 bases a line.
 
 use crate::sequence::{clean_base, invalid_hint, show_byte, Cleaned, SplitMix};
-use crate::{read_maybe_gz, write_atomic, InvalidPolicy, SeqRecord, PAD};
+use crate::{read_maybe_gz, write_atomic, InvalidPolicy, Loaded, SeqRecord, PAD};
 use anyhow::{bail, Context};
 use std::io::Write;
 use std::path::Path;
@@ -42,17 +42,6 @@ pub struct FastaOptions {
     pub labels: LabelSource,
     /// What to do with characters other than A, C, G, T.
     pub invalid: InvalidPolicy,
-}
-
-/// Records as read, with what the invalid-character policy did to the input.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct Loaded {
-    /// The records kept, in file order.
-    pub records: Vec<SeqRecord>,
-    /// The ids of the records left out under [`InvalidPolicy::Drop`].
-    pub dropped: Vec<String>,
-    /// How many characters [`InvalidPolicy::Replace`] replaced.
-    pub replaced: usize,
 }
 
 /// Reads a FASTA file (gzipped or not, told by its magic bytes).
@@ -97,6 +86,9 @@ struct Open {
 
 /// Parses FASTA text already in memory; `source` names it in error messages.
 pub fn parse_fasta(bytes: &[u8], source: &str, options: &FastaOptions) -> anyhow::Result<Loaded> {
+    if let LabelSource::File(label) = &options.labels {
+        check_label(label).with_context(|| format!("{source}: the file's label"))?;
+    }
     let mut out = Loaded::default();
     let mut open: Option<Open> = None;
     let mut rng = SplitMix::for_record(0, 0);
@@ -350,6 +342,11 @@ mod tests {
         let got = parse(text, &whole)?.records;
         assert!(got.iter().all(|r| r.labels == ["Oct4"]));
         assert_eq!(got[0].description, "note");
+        let bad = FastaOptions {
+            labels: LabelSource::File("Oct 4".into()),
+            ..Default::default()
+        };
+        assert!(err(text, &bad).contains("t.fa: the file's label: label \"Oct 4\" holds ' '"));
         let got = parse(
             text,
             &FastaOptions {

@@ -16,6 +16,8 @@
 //! The `parquet` feature (polars, reading only) is off by default: polars alone takes
 //! several minutes to build on 2 cores.
 
+#![warn(missing_docs)]
+
 pub mod encode;
 pub mod fasta;
 #[cfg(test)]
@@ -29,13 +31,11 @@ pub use encode::{
     decode_one_hot, decode_tokens, one_hot, one_hot_batch, reverse_complement,
     reverse_complement_one_hot, reverse_complement_tokens, tokens, ALPHABET,
 };
-pub use fasta::{
-    format_fasta, parse_fasta, read_fasta, write_fasta, FastaOptions, LabelSource, Loaded,
-};
+pub use fasta::{format_fasta, parse_fasta, read_fasta, write_fasta, FastaOptions, LabelSource};
 #[cfg(feature = "parquet")]
 pub use parquet::{parse_parquet, read_parquet};
 pub use sequence::{
-    collect_labels, complement, fit_length, InvalidPolicy, LengthPolicy, SeqRecord, PAD,
+    collect_labels, complement, fit_length, InvalidPolicy, LengthPolicy, Loaded, SeqRecord, PAD,
 };
 pub use table::{parse_delimited, read_table, TableLabels, TableOptions};
 

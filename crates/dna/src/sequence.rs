@@ -70,6 +70,17 @@ impl SeqRecord {
     }
 }
 
+/// Records as read, with what the invalid-character policy did to the input.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Loaded {
+    /// The records kept, in file order.
+    pub records: Vec<SeqRecord>,
+    /// The ids of the records left out under [`InvalidPolicy::Drop`].
+    pub dropped: Vec<String>,
+    /// How many characters [`InvalidPolicy::Replace`] replaced.
+    pub replaced: usize,
+}
+
 /// The complement of one base (A<->T, C<->G, either case); other bytes are returned as they are.
 pub fn complement(b: u8) -> u8 {
     match b {

@@ -25,6 +25,8 @@ pub enum TableLabels {
         /// The separator between labels in a cell, for example `+` or `;`.
         separator: String,
     },
+    /// The whole table is one class: every row gets this one label.
+    File(String),
     /// One indicator column per label, named after it: a row has the label where its cell is
     /// `1` (also `1.0`, `true`) and not where it is `0` (`0.0`, `false`).
     Indicators(Vec<String>),
@@ -128,6 +130,10 @@ impl Columns {
         };
         let labels = match &options.labels {
             TableLabels::None => vec![],
+            TableLabels::File(label) => {
+                check_label(label).with_context(|| format!("{source}: the file's label"))?;
+                vec![]
+            }
             TableLabels::Column { name, separator } => {
                 if separator.is_empty() {
                     bail!("{source}: the label separator of column {name:?} is empty");
@@ -243,6 +249,7 @@ impl<'a> RowReader<'a> {
         let mut labels: Vec<String> = Vec::new();
         match &self.options.labels {
             TableLabels::None => {}
+            TableLabels::File(label) => labels.push(label.clone()),
             TableLabels::Column { separator, .. } => {
                 let text = cell(c.labels[0]).unwrap_or_default();
                 for label in text
@@ -461,6 +468,16 @@ mod tests {
             parse_delimited(semi.as_bytes(), "t.csv", b',', &o2)?.records,
             got
         );
+        Ok(())
+    }
+
+    #[test]
+    fn whole_table_label() -> anyhow::Result<()> {
+        let o = opts(TableLabels::File("Oct4".into()));
+        let got = parse_delimited(b"sequence\nACGT\nTT\n", "t.csv", b',', &o)?.records;
+        assert!(got.iter().all(|r| r.labels == ["Oct4"]));
+        let e = err("sequence\nAC\n", &opts(TableLabels::File(String::new())));
+        assert!(e.contains("t.csv: the file's label: empty label"), "{e}");
         Ok(())
     }
 
