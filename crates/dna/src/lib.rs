@@ -1,0 +1,133 @@
+//! sugarcube-dna: DNA sequence data for sugarcube, pure data code (no candle, no model).
+//!
+//! - [`SeqRecord`]: an id, upper-case bases `A C G T` and zero or more labels.
+//! - Readers: [`read_fasta`] (FASTA, multi-line, gzipped or not; labels from the headers'
+//!   `labels=L1+L2` word or one label for the whole file) and [`read_table`] (CSV / TSV with
+//!   a sequence column and a label column or 0/1 indicator columns; Parquet with the
+//!   `parquet` feature). Characters other than A, C, G, T are an error by default, or drop
+//!   the record, or (N and IUPAC codes) are replaced by seeded random bases
+//!   ([`InvalidPolicy`]). Every error names the file and the line (row) and column.
+//! - [`write_fasta`]: labels back in the headers, 80 bases a line, atomically.
+//! - [`fit_length`]: one length for all records ([`LengthPolicy`]: error, centre crop, pad
+//!   at the end with a padding mask).
+//! - [`encode`]: one-hot `4 x L` in {-1, 1} (A, C, G, T), tokens 0..4, decodings and
+//!   reverse complements.
+//!
+//! The `parquet` feature (polars, reading only) is off by default: polars alone takes
+//! several minutes to build on 2 cores.
+
+#![warn(missing_docs)]
+
+pub mod encode;
+pub mod fasta;
+#[cfg(test)]
+mod fuzz;
+#[cfg(feature = "parquet")]
+pub mod parquet;
+pub mod sequence;
+pub mod table;
+
+pub use encode::{
+    decode_one_hot, decode_tokens, one_hot, one_hot_batch, reverse_complement,
+    reverse_complement_one_hot, reverse_complement_tokens, tokens, ALPHABET,
+};
+pub use fasta::{format_fasta, parse_fasta, read_fasta, write_fasta, FastaOptions, LabelSource};
+#[cfg(feature = "parquet")]
+pub use parquet::{parse_parquet, read_parquet};
+pub use sequence::{
+    collect_labels, complement, fit_length, InvalidPolicy, LengthPolicy, Loaded, SeqRecord, PAD,
+};
+pub use table::{parse_delimited, read_table, TableLabels, TableOptions};
+
+use anyhow::Context;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+/// Reads a whole file, decompressing it when it starts with the gzip magic bytes 0x1f 0x8b.
+pub fn read_maybe_gz(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let raw = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .with_context(|| {
+                format!(
+                    "{} is not a valid gzip file (corrupt or truncated)",
+                    path.display()
+                )
+            })?;
+        Ok(out)
+    } else {
+        Ok(raw)
+    }
+}
+
+/// `path` with `.tmp` appended to its file name.
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// Writes bytes to `path` through a temporary file beside it and a rename, so readers never
+/// see a half-written file; the temporary file is removed when writing fails.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = tmp_path(path);
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        f.write_all(bytes)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        f.sync_all().ok();
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+    })();
+    if written.is_err() {
+        std::fs::remove_file(&tmp).ok();
+    }
+    written
+}
+
+/// Helpers shared by the unit tests.
+#[cfg(test)]
+pub(crate) mod testutil {
+    use std::path::PathBuf;
+
+    /// A fresh, empty folder under the system's temp dir, unique to this process and `name`.
+    pub fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("sugarcube-dna-{}-{name}", std::process::id()));
+        std::fs::remove_dir_all(&dir).ok();
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// A committed test file under `tests/data/`.
+    pub fn fixture(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data")
+            .join(name)
+    }
+
+    /// A deterministic generator for property and fuzz tests (SplitMix64).
+    pub struct Gen(crate::sequence::SplitMix);
+
+    impl Gen {
+        /// The generator for `seed`.
+        pub fn new(seed: u64) -> Self {
+            Gen(crate::sequence::SplitMix::for_record(seed, 0))
+        }
+
+        /// A uniform index in `0..n` (n > 0).
+        pub fn below(&mut self, n: usize) -> usize {
+            self.0.below(n)
+        }
+
+        /// A random byte.
+        pub fn byte(&mut self) -> u8 {
+            self.0.next_u64() as u8
+        }
+    }
+}
