@@ -194,7 +194,8 @@ mod tests {
 
     /// Reference values from `scipy.spatial.distance.jensenshannon(p, q, base=2)` (scipy
     /// 1.17.1, numpy 2.4.6) on count vectors built by an independent Python k-mer counter
-    /// (`itertools.product("ACGT", repeat=k)` order; canonical = min(kmer, revcomp)).
+    /// (`itertools.product("ACGT", repeat=k)` order; canonical = min(kmer, revcomp)), printed by
+    /// `scripts/dna-metrics-references.py`.
     #[test]
     fn js_matches_scipy() {
         let d = jensen_shannon_distance(&[1.0, 2.0, 3.0, 0.0], &[0.0, 1.0, 1.0, 2.0]).unwrap();

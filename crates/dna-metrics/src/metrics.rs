@@ -351,7 +351,8 @@ mod tests {
         assert_eq!(gc_fraction(b"GGCA"), Some(0.75));
         assert_eq!(gc_fraction(b"GCNN"), Some(1.0));
         assert_eq!(gc_fraction(b"NN"), None);
-        // scipy.stats.wasserstein_distance / ks_2samp(...).statistic (scipy 1.17.1).
+        // scipy.stats.wasserstein_distance / ks_2samp(...).statistic (scipy 1.17.1), printed by
+        // scripts/dna-metrics-references.py.
         let a = [0.1, 0.4, 0.4, 0.55, 0.9];
         let b = [0.3, 0.35, 0.6, 0.8];
         assert!((wasserstein_1d(&a, &b).unwrap() - W1_AB).abs() < 1e-12);
