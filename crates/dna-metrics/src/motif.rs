@@ -382,8 +382,10 @@ pub struct Pwm {
     pub offset: f64,
     /// `pvalues[s]` = P(scaled score >= s) for s in `0..=w * PSSM_RANGE`.
     pub pvalues: Vec<f64>,
-    /// `scaled` of the reverse-complement matrix.
-    scaled_rc: Vec<[u32; 4]>,
+    /// Scanning tables, forward and reverse complement: `scaled` as i64 with a fifth entry,
+    /// for a byte other than A, C, G, T, so negative that any window holding one scores < 0.
+    scan_fwd: Vec<[i64; 5]>,
+    scan_rev: Vec<[i64; 5]>,
 }
 
 impl Pwm {
@@ -420,10 +422,13 @@ impl Pwm {
             pvalues[s] = acc.min(1.0);
         }
         let w = scaled.len();
-        let scaled_rc = (0..w)
+        let invalid = -((w as i64 + 1) * PSSM_RANGE as i64 + 1);
+        let table = |c: [u32; 4]| [c[0] as i64, c[1] as i64, c[2] as i64, c[3] as i64, invalid];
+        let scan_fwd = scaled.iter().map(|&c| table(c)).collect();
+        let scan_rev = (0..w)
             .map(|i| {
                 let c = scaled[w - 1 - i];
-                [c[3], c[2], c[1], c[0]]
+                table([c[3], c[2], c[1], c[0]])
             })
             .collect();
         Pwm {
@@ -435,7 +440,8 @@ impl Pwm {
             scale,
             offset,
             pvalues,
-            scaled_rc,
+            scan_fwd,
+            scan_rev,
         }
     }
 
@@ -555,42 +561,40 @@ impl Pwm {
     }
 
     /// Calls `f(start, strand, scaled)` for every window scoring at least `min_scaled`.
-    fn scan_with(&self, seq: &[u8], min_scaled: u32, mut f: impl FnMut(usize, Strand, u32)) {
+    fn scan_with(&self, seq: &[u8], min_scaled: u32, f: impl FnMut(usize, Strand, u32)) {
+        self.scan_codes(&encode(seq), min_scaled, f)
+    }
+
+    /// [`Pwm::scan_with`] on an encoded sequence (see [`encode`]).
+    fn scan_codes(&self, codes: &[u8], min_scaled: u32, mut f: impl FnMut(usize, Strand, u32)) {
         let w = self.width();
-        if seq.len() < w {
+        if codes.len() < w || w == 0 {
             return;
         }
-        let codes: Vec<u8> = seq
-            .iter()
-            .map(|&b| base_index(b).map_or(4, |x| x as u8))
-            .collect();
-        // invalid[i] = number of bytes other than A, C, G, T in seq[..i].
-        let mut invalid = Vec::with_capacity(seq.len() + 1);
-        invalid.push(0u32);
-        for &c in &codes {
-            invalid.push(invalid[invalid.len() - 1] + (c == 4) as u32);
-        }
-        let (fwd, rev) = (&self.scaled, &self.scaled_rc);
-        for start in 0..=seq.len() - w {
-            if invalid[start + w] != invalid[start] {
-                continue;
+        let min = min_scaled as i64;
+        for (start, window) in codes.windows(w).enumerate() {
+            let mut sf = 0i64;
+            let mut sr = 0i64;
+            for ((&x, cf), cr) in window.iter().zip(&self.scan_fwd).zip(&self.scan_rev) {
+                let x = (x as usize).min(4);
+                sf += cf[x];
+                sr += cr[x];
             }
-            let window = &codes[start..start + w];
-            let mut sf = 0;
-            let mut sr = 0;
-            for i in 0..w {
-                let x = window[i] as usize;
-                sf += fwd[i][x];
-                sr += rev[i][x];
+            if sf >= min {
+                f(start, Strand::Forward, sf as u32);
             }
-            if sf >= min_scaled {
-                f(start, Strand::Forward, sf);
-            }
-            if sr >= min_scaled {
-                f(start, Strand::Reverse, sr);
+            if sr >= min {
+                f(start, Strand::Reverse, sr as u32);
             }
         }
     }
+}
+
+/// A sequence as base indices (A 0, C 1, G 2, T 3; 4 for any other byte).
+fn encode(seq: &[u8]) -> Vec<u8> {
+    seq.iter()
+        .map(|&b| base_index(b).map_or(4, |x| x as u8))
+        .collect()
 }
 
 /// Exact distribution of the sum of per-column scaled scores for a word drawn from the
@@ -625,8 +629,24 @@ fn score_pdf(scaled: &[[u32; 4]], background: [f64; 4]) -> Vec<f64> {
 
 /// Hit counts below `p` of every PWM in every sequence: `counts[seq][motif]`.
 pub fn hit_counts<S: AsRef<[u8]>>(pwms: &[Pwm], seqs: &[S], p: f64) -> Vec<Vec<u32>> {
+    let thresholds: Vec<Option<u32>> = pwms
+        .iter()
+        .map(|m| m.threshold(p).map(|t| t.scaled))
+        .collect();
     seqs.iter()
-        .map(|s| pwms.iter().map(|m| m.count(s.as_ref(), p)).collect())
+        .map(|s| {
+            let codes = encode(s.as_ref());
+            pwms.iter()
+                .zip(&thresholds)
+                .map(|(m, t)| {
+                    let mut n = 0;
+                    if let Some(t) = *t {
+                        m.scan_codes(&codes, t, |_, _, _| n += 1);
+                    }
+                    n
+                })
+                .collect()
+        })
         .collect()
 }
 
