@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
-"""Extract the marker motifs used by sugarcube-dna-metrics from JASPAR 2024.
+"""Extract the marker motifs used by sugarcube-dna from JASPAR 2024.
 
-Provenance of crates/dna-metrics/data/markers.jaspar. The JASPAR 2024 database ships inside the
+Provenance of crates/dna/data/markers.jaspar. The JASPAR 2024 database ships inside the
 pyjaspar wheel (no network access to jaspar.elixir.no needed):
 
     pip download pyjaspar==4.0.0 --no-deps -d /tmp/pyjaspar
     cd /tmp/pyjaspar && unzip -o pyjaspar-4.0.0-py3-none-any.whl
     python3 scripts/extract-jaspar.py /tmp/pyjaspar/pyjaspar/data/JASPAR2024.sqlite \
-        crates/dna-metrics/data/markers.jaspar
+        crates/dna/data/markers.jaspar
 
 For each (base ID, expected name) below the script takes the latest version of that base ID
 that is part of the 2024 release (MATRIX_VERSION.RELEASE = '2024'), checks that it is in the

@@ -9,7 +9,8 @@
 //! and empty lines are accepted, and any other character is handled by an [`InvalidPolicy`].
 //! Writing puts the labels back in the same convention, 80 bases a line.
 
-use crate::sequence::{clean_base, invalid_hint, show_byte, Cleaned, SplitMix};
+use crate::sequence::{clean_base, invalid_hint, show_byte, Cleaned};
+use crate::shuffle::SplitMix64 as SplitMix;
 use crate::{read_maybe_gz, write_atomic, InvalidPolicy, Loaded, SeqRecord, PAD};
 use anyhow::{bail, Context};
 use std::io::Write;

@@ -1,4 +1,5 @@
-//! sugarcube-dna: DNA sequence data for sugarcube, pure data code (no candle, no model).
+//! sugarcube-dna: DNA sequence data and its evaluation for sugarcube, pure data code (no
+//! candle, no model).
 //!
 //! - [`SeqRecord`]: an id, upper-case bases `A C G T` and zero or more labels.
 //! - Readers: [`read_fasta`] (FASTA, multi-line, gzipped or not; labels from the headers'
@@ -12,19 +13,34 @@
 //!   at the end with a padding mask).
 //! - [`encode`]: one-hot `4 x L` in {-1, 1} (A, C, G, T), tokens 0..4, decodings and
 //!   reverse complements.
+//! - [`motif`]: JASPAR count matrices (the bundled marker set in `data/markers.jaspar`, from
+//!   JASPAR 2024), log-odds PWMs with FIMO's pseudocount, exact p-values by dynamic programming
+//!   over integer-scaled scores (MEME's method), two-strand scanning and per-sequence hit counts.
+//! - [`kmer`]: k-mer count vectors and the Jensen-Shannon distance between two sequence sets.
+//! - [`metrics`]: GC-content distance, DNA-Diffusion's motif-composition KL divergence and its
+//!   class x class matrix, memorization (nearest training sequence by Hamming identity,
+//!   bit-packed), uniqueness.
+//! - [`shuffle`]: a seeded splitmix64 generator and the dinucleotide-preserving shuffle.
+//! - [`benchmark`]: the planted-motif benchmark with known ground truth (four cell types, their
+//!   marker motifs, one held-out pair of cell types).
 //!
 //! The `parquet` feature (polars, reading only) is off by default: polars alone takes
 //! several minutes to build on 2 cores.
 
 #![warn(missing_docs)]
 
+pub mod benchmark;
 pub mod encode;
 pub mod fasta;
 #[cfg(test)]
 mod fuzz;
 #[cfg(feature = "parquet")]
 pub mod parquet;
+pub mod kmer;
+pub mod metrics;
+pub mod motif;
 pub mod sequence;
+pub mod shuffle;
 pub mod table;
 
 pub use encode::{
@@ -112,12 +128,12 @@ pub(crate) mod testutil {
     }
 
     /// A deterministic generator for property and fuzz tests (SplitMix64).
-    pub struct Gen(crate::sequence::SplitMix);
+    pub struct Gen(crate::shuffle::SplitMix64);
 
     impl Gen {
         /// The generator for `seed`.
         pub fn new(seed: u64) -> Self {
-            Gen(crate::sequence::SplitMix::for_record(seed, 0))
+            Gen(crate::shuffle::SplitMix64::for_record(seed, 0))
         }
 
         /// A uniform index in `0..n` (n > 0).

@@ -1,5 +1,6 @@
 //! The sequence record, the policy for characters other than A, C, G, T, and the length policy.
 
+use crate::shuffle::SplitMix64 as SplitMix;
 use anyhow::bail;
 use std::fmt;
 use std::str::FromStr;
@@ -171,32 +172,6 @@ fn iupac(b: u8) -> Option<&'static [u8]> {
         b'V' => b"ACG",
         _ => return None,
     })
-}
-
-/// A tiny SplitMix64 generator: the replacement draws of [`InvalidPolicy::Replace`].
-pub(crate) struct SplitMix(u64);
-
-impl SplitMix {
-    /// The generator for record `index` under `seed`.
-    pub(crate) fn for_record(seed: u64, index: u64) -> Self {
-        let mut g = SplitMix(seed ^ index.wrapping_mul(0xA24B_AED4_963E_E407));
-        g.next_u64();
-        g
-    }
-
-    /// The next 64 random bits.
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A uniform index in `0..n` (n > 0), by Lemire's multiply-shift (bias below 2^-60 here).
-    pub(crate) fn below(&mut self, n: usize) -> usize {
-        ((self.next_u64() as u128 * n as u128) >> 64) as usize
-    }
 }
 
 /// What [`clean_base`] made of one byte.

@@ -7,7 +7,8 @@
 //! Parquet) and the column.
 
 use crate::fasta::check_label;
-use crate::sequence::{clean_base, invalid_hint, show_byte, Cleaned, SplitMix};
+use crate::sequence::{clean_base, invalid_hint, show_byte, Cleaned};
+use crate::shuffle::SplitMix64 as SplitMix;
 use crate::{read_maybe_gz, InvalidPolicy, Loaded, SeqRecord};
 use anyhow::{bail, Context};
 use std::path::Path;

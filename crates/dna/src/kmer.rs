@@ -30,7 +30,7 @@ pub enum Strands {
 pub fn kmer_index(kmer: &[u8]) -> Option<usize> {
     let mut i = 0;
     for &b in kmer {
-        i = (i << 2) | crate::motif::base_index(b)?;
+        i = (i << 2) | crate::encode::base_index(b)?;
     }
     Some(i)
 }
@@ -59,7 +59,7 @@ pub fn kmer_counts<S: AsRef<[u8]>>(
         let mut idx = 0usize;
         let mut valid = 0usize;
         for &b in seq.as_ref() {
-            match crate::motif::base_index(b) {
+            match crate::encode::base_index(b) {
                 Some(x) => {
                     idx = ((idx << 2) | x) & mask;
                     valid += 1;
@@ -195,7 +195,7 @@ mod tests {
     /// Reference values from `scipy.spatial.distance.jensenshannon(p, q, base=2)` (scipy
     /// 1.17.1, numpy 2.4.6) on count vectors built by an independent Python k-mer counter
     /// (`itertools.product("ACGT", repeat=k)` order; canonical = min(kmer, revcomp)), printed by
-    /// `scripts/dna-metrics-references.py`.
+    /// `scripts/dna-references.py`.
     #[test]
     fn js_matches_scipy() {
         let d = jensen_shannon_distance(&[1.0, 2.0, 3.0, 0.0], &[0.0, 1.0, 1.0, 2.0]).unwrap();

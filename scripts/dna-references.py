@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Reference values for the unit tests of crates/dna-metrics (printed, pasted into the tests).
+"""Reference values for the unit tests of crates/dna (printed, pasted into the tests).
 
 Needs numpy, scipy and, for the FIMO part, pymemesuite (Python bindings of the MEME suite):
     pip install numpy scipy pymemesuite
-Run from the repository root:  python3 scripts/dna-metrics-references.py
+Run from the repository root:  python3 scripts/dna-references.py
 Values in the tests were made with numpy 2.4.6, scipy 1.17.1, pymemesuite 0.1.0a4.
 """
 import itertools
@@ -105,7 +105,7 @@ def fimo_refs(own_pseudocounts=True):
     from pymemesuite.common import Array, Background, MotifFile, Sequence
     from pymemesuite.fimo import FIMO
 
-    motifs = read_jaspar("crates/dna-metrics/data/markers.jaspar")
+    motifs = read_jaspar("crates/dna/data/markers.jaspar")
     path = "/tmp/dna-metrics-markers.meme"
     with open(path, "w") as f:
         f.write("MEME version 4\n\nALPHABET= ACGT\n\nstrands: + -\n\n"

@@ -49,30 +49,7 @@ pub const UNIFORM: [f64; 4] = [0.25; 4];
 /// The bundled marker matrices (JASPAR 2024; see `data/README.md` for provenance).
 pub const MARKERS_JASPAR: &str = include_str!("../data/markers.jaspar");
 
-/// Index of a base in A, C, G, T order; `None` for any other byte.
-pub fn base_index(b: u8) -> Option<usize> {
-    match b {
-        b'A' => Some(0),
-        b'C' => Some(1),
-        b'G' => Some(2),
-        b'T' => Some(3),
-        _ => None,
-    }
-}
-
-/// The reverse complement of a sequence (bytes other than A, C, G, T are kept as they are).
-pub fn reverse_complement(seq: &[u8]) -> Vec<u8> {
-    seq.iter()
-        .rev()
-        .map(|&b| match b {
-            b'A' => b'T',
-            b'C' => b'G',
-            b'G' => b'C',
-            b'T' => b'A',
-            other => other,
-        })
-        .collect()
-}
+pub use crate::encode::{base_index, reverse_complement};
 
 /// A position frequency (count) matrix: one `[A, C, G, T]` count array per column.
 #[derive(Clone, Debug, PartialEq)]
@@ -872,7 +849,7 @@ mod tests {
     /// Hits of the bundled markers on a fixed random sequence (splitmix64 seed 2024, 2000
     /// bases) at p < 1e-3 from real FIMO: pymemesuite 0.1.0a4 (MEME 5) fed our log-odds as a
     /// MEME file (per-column pseudocount baked in, FIMO pseudocount 0, uniform background);
-    /// made by `scripts/dna-metrics-references.py`. Columns: ID, leftmost 0-based start,
+    /// made by `scripts/dna-references.py`. Columns: ID, leftmost 0-based start,
     /// forward strand, FIMO score (the scaled score in bits), p-value.
     const FIMO_HITS: [(&str, usize, bool, f64, f64); 52] = [
         ("MA0140.3", 614, false, 6.5273, 3.146870e-04),

@@ -44,7 +44,8 @@
 //! of 60 windows per marker. Real promoter windows can hold more, which the background-only
 //! sequences measure.
 
-use crate::motif::{find, reverse_complement, CountMatrix, Pwm, Strand};
+use crate::encode::reverse_complement;
+use crate::motif::{find, CountMatrix, Pwm, Strand};
 use crate::shuffle::{dinucleotide_shuffle, SplitMix64};
 use anyhow::{bail, ensure};
 

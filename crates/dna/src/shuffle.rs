@@ -31,6 +31,14 @@ impl SplitMix64 {
         Self { state: seed }
     }
 
+    /// The generator of record `index` under `seed` (one stream per record, so a record's draws
+    /// do not depend on the records before it).
+    pub fn for_record(seed: u64, index: u64) -> Self {
+        let mut g = Self::new(seed ^ index.wrapping_mul(0xA24B_AED4_963E_E407));
+        g.next_u64();
+        g
+    }
+
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);

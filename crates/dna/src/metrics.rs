@@ -199,7 +199,7 @@ impl PackedSeqs {
             );
             let out = &mut data[i * words..(i + 1) * words];
             for (p, &b) in s.iter().enumerate() {
-                let Some(x) = crate::motif::base_index(b) else {
+                let Some(x) = crate::encode::base_index(b) else {
                     bail!(
                         "sequence {i}, position {p}: byte {:?} is not A, C, G or T",
                         b as char
@@ -352,7 +352,7 @@ mod tests {
         assert_eq!(gc_fraction(b"GCNN"), Some(1.0));
         assert_eq!(gc_fraction(b"NN"), None);
         // scipy.stats.wasserstein_distance / ks_2samp(...).statistic (scipy 1.17.1), printed by
-        // scripts/dna-metrics-references.py.
+        // scripts/dna-references.py.
         let a = [0.1, 0.4, 0.4, 0.55, 0.9];
         let b = [0.3, 0.35, 0.6, 0.8];
         assert!((wasserstein_1d(&a, &b).unwrap() - W1_AB).abs() < 1e-12);
