@@ -359,6 +359,18 @@ mod tests {
     }
 
     #[test]
+    fn labels_collect_sorted_without_duplicates() {
+        let mut a = rec("A");
+        a.labels = vec!["K562".into(), "HepG2".into()];
+        let mut b = rec("C");
+        b.labels = vec!["GM12878".into(), "K562".into()];
+        assert_eq!(
+            collect_labels(&[a, rec("G"), b]),
+            ["GM12878", "HepG2", "K562"]
+        );
+    }
+
+    #[test]
     fn policies_parse_and_print() {
         for s in ["error", "drop", "replace:7"] {
             assert_eq!(s.parse::<InvalidPolicy>().unwrap().to_string(), s);
