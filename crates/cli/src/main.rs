@@ -8,7 +8,8 @@ use sugarcube_core::registry::{self, DomainEntry, Entry};
 use sugarcube_core::run::{Lengths, SampleRequest, TrainOptions};
 
 /// Every domain the binary knows: adding a domain is one line here.
-static DOMAINS: &[&dyn DomainEntry] = &[&Entry::<sugarcube_toy::Toy>::NEW, &Entry::<sugarcube_image::Image>::NEW];
+static DOMAINS: &[&dyn DomainEntry] =
+    &[&Entry::<sugarcube_toy::Toy>::NEW, &Entry::<sugarcube_image::Image>::NEW, &Entry::<sugarcube_dna::Dna>::NEW];
 
 #[derive(Parser)]
 #[command(name = "sugarcube", version, about = "Diffusion models for images, audio, DNA and protein backbones")]

@@ -70,7 +70,8 @@ impl Field {
         }
     }
 
-    fn names(&self) -> &[String] {
+    /// The class or label names (empty for a scalar field).
+    pub fn names(&self) -> &[String] {
         match &self.kind {
             FieldKind::Categorical { classes } => classes,
             FieldKind::MultiLabel { labels } => labels,

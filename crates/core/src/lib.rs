@@ -12,7 +12,7 @@
 //! - [`scorer`]: classifier guidance: the noise-aware classifier's loss and its scorer.
 //! - [`domain`], [`registry`]: how a domain plugs in, and how the CLI finds it.
 //! - [`train`], [`optim`], [`checkpoint`]: the trainer, AdamW with saveable state, checkpoints.
-//! - [`config`]: experiment files.
+//! - [`config`]: experiment files; [`files`]: reading user files (gzipped or not).
 //! - [`crashpoint`]: test-only points where the process kills itself (`SUGARCUBE_TEST_KILL`).
 //! - [`params`]: seeded parameter initialisation.
 //! - [`nn`]: shared network blocks: time and class embeddings, seeded dropout, a UNet
@@ -28,6 +28,7 @@ pub mod config;
 pub mod crashpoint;
 pub mod denoiser;
 pub mod domain;
+pub mod files;
 pub mod nn;
 pub mod optim;
 pub mod params;

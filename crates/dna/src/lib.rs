@@ -1,5 +1,4 @@
-//! sugarcube-dna: DNA sequence data and its evaluation for sugarcube, pure data code (no
-//! candle, no model).
+//! sugarcube-dna: DNA sequence data, its evaluation, and the `dna` domain of sugarcube.
 //!
 //! - [`SeqRecord`]: an id, upper-case bases `A C G T` and zero or more labels.
 //! - Readers: [`read_fasta`] (FASTA, multi-line, gzipped or not; labels from the headers'
@@ -21,6 +20,8 @@
 //!   class x class matrix, memorization (nearest training sequence by Hamming identity,
 //!   bit-packed), uniqueness.
 //! - [`shuffle`]: a seeded splitmix64 generator and the dinucleotide-preserving shuffle.
+//! - [`domain`]: the `dna` domain ([`Dna`]): one-hot sequences for the Gaussian process, a
+//!   cell-type condition (categorical or multi-label), a 1-D UNet, FASTA samples, evaluation.
 //! - [`benchmark`]: the planted-motif benchmark with known ground truth (four cell types, their
 //!   marker motifs, one held-out pair of cell types).
 //!
@@ -33,6 +34,7 @@
 #![warn(missing_docs)]
 
 pub mod benchmark;
+pub mod domain;
 pub mod encode;
 pub mod fasta;
 #[cfg(test)]
@@ -46,6 +48,7 @@ pub mod sequence;
 pub mod shuffle;
 pub mod table;
 
+pub use domain::{Dna, DnaData, DnaEval};
 pub use encode::{
     decode_one_hot, decode_tokens, one_hot, one_hot_batch, reverse_complement,
     reverse_complement_one_hot, reverse_complement_tokens, tokens, ALPHABET,
@@ -58,57 +61,7 @@ pub use sequence::{
 };
 pub use table::{parse_delimited, read_table, TableLabels, TableOptions};
 
-use anyhow::Context;
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-
-/// Reads a whole file, decompressing it when it starts with the gzip magic bytes 0x1f 0x8b.
-pub fn read_maybe_gz(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let raw = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .with_context(|| {
-                format!(
-                    "{} is not a valid gzip file (corrupt or truncated)",
-                    path.display()
-                )
-            })?;
-        Ok(out)
-    } else {
-        Ok(raw)
-    }
-}
-
-/// `path` with `.tmp` appended to its file name.
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(".tmp");
-    path.with_file_name(name)
-}
-
-/// Writes bytes to `path` through a temporary file beside it and a rename, so readers never
-/// see a half-written file; the temporary file is removed when writing fails.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = tmp_path(path);
-    let written = (|| {
-        let mut f = std::fs::File::create(&tmp)
-            .with_context(|| format!("cannot create {}", tmp.display()))?;
-        f.write_all(bytes)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        f.sync_all().ok();
-        std::fs::rename(&tmp, path)
-            .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
-    })();
-    if written.is_err() {
-        std::fs::remove_file(&tmp).ok();
-    }
-    written
-}
+pub use sugarcube_core::files::{read_maybe_gz, write_atomic};
 
 /// Helpers shared by the unit tests.
 #[cfg(test)]

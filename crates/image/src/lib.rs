@@ -27,33 +27,12 @@ pub use idx::{load_fashion_mnist, load_idx, write_idx, FASHION_MNIST_CLASSES};
 pub use set::ImageSet;
 pub use write::{to_u8, write_grid, write_png};
 
-use anyhow::Context;
-use std::io::Read;
-use std::path::Path;
-
 /// Maps a pixel byte to the model's range [-1, 1].
 pub fn from_u8(v: u8) -> f32 {
     v as f32 / 127.5 - 1.0
 }
 
-/// Reads a whole file, decompressing it when it starts with the gzip magic bytes 0x1f 0x8b.
-pub fn read_maybe_gz(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let raw = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .with_context(|| {
-                format!(
-                    "{} is not a valid gzip file (corrupt or truncated)",
-                    path.display()
-                )
-            })?;
-        Ok(out)
-    } else {
-        Ok(raw)
-    }
-}
+pub use sugarcube_core::files::read_maybe_gz;
 
 /// Helpers shared by the unit tests.
 #[cfg(test)]
