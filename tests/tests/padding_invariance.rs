@@ -50,8 +50,10 @@ fn samples_do_not_change_with_their_padding() -> anyhow::Result<()> {
     };
     let (d1, d2) = (worst(&alone[0], &beside[0][..5]), worst(&alone[0], &padded[0][..5]));
     eprintln!("largest difference at real positions: beside a longer row {d1:e}, padded to 12 {d2:e}");
-    // exact with the same batch; beside another row the batched products round differently
-    assert!(d2 == 0.0 && d1 < 1e-4, "padding changed a sample: {d1} {d2}");
+    // float rounding only: the matrix products of a 5- and a 12-position row may take
+    // different kernel paths (exactly equal on AVX-512 machines, 2.4e-6 apart on AVX2 ones),
+    // and beside another row the batched products round differently again
+    assert!(d2 < 1e-5 && d1 < 1e-4, "padding changed a sample: {d1} {d2}");
     // the longer row is the same whatever row it sits beside
     let long_alone = sample(&net, 1, &[9], 9)?;
     assert!(worst(&long_alone[0], &beside[1]) < 1e-4);
