@@ -58,7 +58,7 @@ fn training_moves_the_kmer_spectrum_toward_the_data() -> anyhow::Result<()> {
     let before = run::eval::<Dna>(&root.join("untrained"), &req, &dev)?;
     let after = run::eval::<Dna>(&root.join("trained"), &req, &dev)?;
     let get = |e: &sugarcube_core::domain::Evaluation, k: &str| e.get(k).unwrap_or_else(|| panic!("eval.json lacks {k}"));
-    for k in ["kmer6_js", "kmer6_js_floor", "kmer_js_mean", "gc_distance", "memorized_fraction", "memorized_fraction_floor", "uniqueness", "motif_rate_HNF4A"] {
+    for k in ["kmer6_js", "kmer6_js_floor", "kmer_js_mean", "gc_distance", "memorized_fraction", "memorized_fraction_floor", "uniqueness", "motif_rate_HNF4A", "marker_rate_HepG2", "marker_rate_HepG2_train_with", "marker_rate_K562_train_without", "motif_kl_diag"] {
         get(&after, k);
     }
     let (b, a, floor) = (get(&before, "kmer6_js"), get(&after, "kmer6_js"), get(&after, "kmer6_js_floor"));
@@ -66,6 +66,8 @@ fn training_moves_the_kmer_spectrum_toward_the_data() -> anyhow::Result<()> {
     assert!(a < 0.8 * b, "training brings the 6-mer spectrum closer to the data: {a} vs untrained {b}");
     assert!(get(&after, "gc_distance") < get(&before, "gc_distance"), "and the GC content");
     assert!(get(&after, "memorized_fraction") < 0.05, "no copies of training sequences");
+    let (with, without) = (get(&after, "marker_rate_HepG2_train_with"), get(&after, "marker_rate_HepG2_train_without"));
+    assert!(with > 0.9 && without < 0.2, "the benchmark plants HepG2's markers in HepG2 sequences only: {with} vs {without}");
 
     // samples are FASTA with the requested condition in the headers
     let (dir, files) = run::sample::<Dna>(&root.join("trained"), &SampleRequest { n: Some(4), cond: vec!["celltype=HepG2+K562".into()], quiet: true, ..Default::default() }, &dev)?;

@@ -360,6 +360,11 @@ impl Domain for Dna {
     /// - `uniqueness`;
     /// - per bundled marker motif, `motif_rate_NAME` (`_floor`): the fraction of sequences with a
     ///   hit at `[eval] motif_pvalue`;
+    /// - for labels that name a benchmark cell type ([`crate::benchmark::CellType`]),
+    ///   `marker_rate_TYPE`: the fraction of all samples carrying every marker motif of the type
+    ///   (for an instruction run such as `--cond celltype=HepG2+K562 --not celltype=GM12878`,
+    ///   the rate of each requested and excluded type), beside `marker_rate_TYPE_train_with`
+    ///   and `_train_without`, the training sequences that have the label and those that do not;
     /// - for conditional runs, `motif_kl_diag` / `motif_kl_offdiag`: the mean diagonal and
     ///   off-diagonal entries of the class x class KL matrix of motif presence (generated class
     ///   vs held-out class, DNA-Diffusion's measure), the matrix in eval-details.json.
@@ -398,6 +403,35 @@ impl Domain for Dna {
         for (j, p) in pwms.iter().enumerate() {
             let name: String = p.name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
             push(&mut m, &format!("motif_rate_{name}"), rate(&gen_hits, j), rate(&held_hits, j), false);
+        }
+        // marker rates of the labels that name a benchmark cell type: all its markers hit
+        let matrices = markers()?;
+        let cell_markers: Vec<(String, Vec<usize>)> = spec
+            .fields
+            .first()
+            .map(|f| f.names().to_vec())
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|label| {
+                let cell = crate::benchmark::CellType::parse(&label)?;
+                let idx: Option<Vec<usize>> =
+                    cell.markers().iter().map(|mk| matrices.iter().position(|c| c.name.eq_ignore_ascii_case(mk))).collect();
+                idx.map(|i| (label, i))
+            })
+            .collect();
+        if !cell_markers.is_empty() {
+            let train_hits = hit_counts(&pwms, &tr, eval.motif_pvalue);
+            let carries = |h: &[u32], idx: &[usize]| idx.iter().all(|&j| h[j] > 0);
+            let rate_of = |hits: &[&Vec<u32>], idx: &[usize]| hits.iter().filter(|h| carries(h, idx)).count() as f64 / hits.len().max(1) as f64;
+            for (label, idx) in &cell_markers {
+                let all: Vec<&Vec<u32>> = gen_hits.iter().collect();
+                let (with, without): (Vec<_>, Vec<_>) = train.iter().zip(&train_hits).partition(|(r, _)| r.labels.contains(label));
+                let with: Vec<&Vec<u32>> = with.into_iter().map(|(_, h)| h).collect();
+                let without: Vec<&Vec<u32>> = without.into_iter().map(|(_, h)| h).collect();
+                m.push((format!("marker_rate_{label}"), rate_of(&all, idx)));
+                m.push((format!("marker_rate_{label}_train_with"), rate_of(&with, idx)));
+                m.push((format!("marker_rate_{label}_train_without"), rate_of(&without, idx)));
+            }
         }
         let mut ev = Evaluation::of(m);
         if let Some(field) = spec.fields.first() {
