@@ -298,7 +298,7 @@ impl Domain for Dna {
         let unet = UNet::new(vb, model, Dims::One, 4, 4, &info.cond)?;
         let l = info.item_shape[1];
         ensure!(
-            l % unet.size_multiple() == 0,
+            l.is_multiple_of(unet.size_multiple()),
             "data.length = {l} is not a multiple of {}, which this UNet's levels need (model.channel_mults and patch_size)",
             unet.size_multiple()
         );

@@ -52,6 +52,8 @@ impl Default for ClassifierConfig {
     }
 }
 
+// one per network: the variants' size difference costs nothing
+#[allow(clippy::large_enum_variant)]
 enum Body {
     Conv { dims: Dims, conv_in: Conv, levels: Vec<(Vec<ResBlock>, Option<Conv>)>, mid: ResBlock, norm_out: Norm },
     Mlp { input: Linear, blocks: Vec<Linear>, p: f64 },
@@ -183,7 +185,7 @@ impl Classifier {
                         }
                     }
                 }
-                h = mid.forward(&h, &emb, rows.as_deref_mut())?;
+                h = mid.forward(&h, &emb, rows)?;
                 let h = norm_out.forward(&h, None, true)?;
                 match &m {
                     Some(m) => {
