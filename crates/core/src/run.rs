@@ -496,7 +496,7 @@ impl<Dm: Domain> LoadedRun<Dm> {
             if let (Some(all), Some(axis)) = (&lengths, self.info.length_axis) {
                 let own = all[first..first + b].to_vec();
                 shape[axis + 1] = *own.iter().max().expect("a batch has rows");
-                mask = Some(crate::tensor_util::position_mask(&own, &shape[1..], axis, &self.device)?.reshape((b, ()))?);
+                mask = Some(crate::tensor_util::length_mask(&own, shape[axis + 1], &self.device)?);
                 rows = rows.with_lengths(own, axis);
             }
             let bound = match (&scorer, scorer_field) {
@@ -548,7 +548,7 @@ impl<Dm: Domain> LoadedRun<Dm> {
             let batch = held.batch(&idx, &self.device)?;
             let cond = if self.info.cond.is_empty() { None } else { Some(self.info.cond.encode(&batch.cond, &self.device)?) };
             let mask = match (&batch.lengths, self.info.length_axis) {
-                (Some(l), Some(axis)) => Some(crate::tensor_util::position_mask(l, &batch.x0.dims()[1..], axis, &self.device)?.reshape((idx.len(), ()))?),
+                (Some(l), Some(axis)) => Some(crate::tensor_util::length_mask(l, batch.x0.dim(axis + 1)?, &self.device)?),
                 _ => None,
             };
             let net = |x: &Tensor, time: &Tensor| {
@@ -729,7 +729,7 @@ fn eval_classifier<Dm: Domain>(dir: &Path, req: &SampleRequest, device: &Device)
         let mut mask = None;
         if let (Some(l), Some(axis)) = (&batch.lengths, info.length_axis) {
             rows = rows.with_lengths(l.clone(), axis);
-            mask = Some(crate::tensor_util::position_mask(l, &batch.x0.dims()[1..], axis, device)?.reshape((idx.len(), ()))?);
+            mask = Some(crate::tensor_util::length_mask(l, batch.x0.dim(axis + 1)?, device)?);
         }
         let noised = process.corrupt(&batch.x0, &mut rows)?;
         let logits = c.classifier.logits(&noised.x_t, &noised.time, mask.as_ref(), None)?;

@@ -67,12 +67,18 @@ pub fn one_hot(ids: &Tensor, classes: usize) -> Result<Tensor> {
 /// batch).
 pub fn position_mask(lengths: &[usize], item: &[usize], axis: usize, device: &Device) -> Result<Tensor> {
     let l = item[axis];
+    let mut shape = vec![1usize; item.len() + 1];
+    shape[0] = lengths.len();
+    shape[axis + 1] = l;
+    length_mask(lengths, l, device)?.reshape(shape)
+}
+
+/// The `[B, L]` float32 padding mask a denoiser receives ([`crate::denoiser::Inputs::mask`]):
+/// row `i` is 1 at its first `lengths[i]` of `l` positions and 0 after.
+pub fn length_mask(lengths: &[usize], l: usize, device: &Device) -> Result<Tensor> {
     let mut data = Vec::with_capacity(lengths.len() * l);
     for &n in lengths {
         data.extend((0..l).map(|p| if p < n { 1f32 } else { 0.0 }));
     }
-    let mut shape = vec![1usize; item.len() + 1];
-    shape[0] = lengths.len();
-    shape[axis + 1] = l;
-    Tensor::from_vec(data, shape, device)
+    Tensor::from_vec(data, (lengths.len(), l), device)
 }

@@ -28,7 +28,7 @@ use crate::process::Process;
 use crate::profile;
 use crate::progress::Progress;
 use crate::rng::{Rng, Rows};
-use crate::tensor_util::position_mask;
+use crate::tensor_util::{length_mask, position_mask};
 use anyhow::Context;
 use candle_core::{Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
@@ -351,8 +351,8 @@ impl StepContext<'_> {
         };
         let (loss_mask, input_mask) = match (&batch.lengths, self.info.length_axis) {
             (Some(lengths), Some(axis)) => {
+                let flat = length_mask(lengths, batch.x0.dim(axis + 1)?, device)?;
                 let m = position_mask(lengths, &batch.x0.dims()[1..], axis, device)?;
-                let flat = m.reshape((b, ()))?;
                 (Some(m), Some(flat))
             }
             _ => (None, None),

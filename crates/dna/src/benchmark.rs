@@ -441,8 +441,25 @@ mod tests {
     use crate::motif::markers;
     use std::collections::HashMap;
 
-    fn random_dna(rng: &mut SplitMix64, n: usize) -> Vec<u8> {
-        (0..n).map(|_| b"ACGT"[rng.below(4)]).collect()
+    use crate::testutil::random_dna;
+
+    /// 600 records planted into 30 random 1 kb backgrounds, instances drawn below
+    /// `site_pvalue` (None: plain draws), with the generator that drew the backgrounds.
+    struct Planted {
+        motifs: Vec<CountMatrix>,
+        backgrounds: Vec<Vec<u8>>,
+        config: BenchmarkConfig,
+        records: Vec<Record>,
+        rng: SplitMix64,
+    }
+
+    fn benchmark(site_pvalue: Option<f64>) -> Planted {
+        let motifs = markers().unwrap();
+        let mut rng = SplitMix64::new(2);
+        let backgrounds: Vec<Vec<u8>> = (0..30).map(|_| random_dna(&mut rng, 1000)).collect();
+        let config = BenchmarkConfig { count: 600, seed: 7, site_pvalue, ..Default::default() };
+        let records = generate(&config, &backgrounds, &motifs).unwrap();
+        Planted { motifs, backgrounds, config, records, rng }
     }
 
     #[test]
@@ -483,16 +500,7 @@ mod tests {
 
     #[test]
     fn plain_draws_are_weaker() {
-        let motifs = markers().unwrap();
-        let mut rng = SplitMix64::new(2);
-        let backgrounds: Vec<Vec<u8>> = (0..30).map(|_| random_dna(&mut rng, 1000)).collect();
-        let config = BenchmarkConfig {
-            count: 600,
-            seed: 7,
-            site_pvalue: None,
-            ..Default::default()
-        };
-        let records = generate(&config, &backgrounds, &motifs).unwrap();
+        let Planted { motifs, records, .. } = benchmark(None);
         let pwms: HashMap<String, crate::motif::Pwm> = motifs
             .iter()
             .map(|m| (m.name.clone(), m.default_pwm()))
@@ -511,15 +519,7 @@ mod tests {
 
     #[test]
     fn generates_labelled_sequences_with_markers() {
-        let motifs = markers().unwrap();
-        let mut rng = SplitMix64::new(2);
-        let backgrounds: Vec<Vec<u8>> = (0..30).map(|_| random_dna(&mut rng, 1000)).collect();
-        let config = BenchmarkConfig {
-            count: 600,
-            seed: 7,
-            ..Default::default()
-        };
-        let records = generate(&config, &backgrounds, &motifs).unwrap();
+        let Planted { motifs, backgrounds, config, records, mut rng } = benchmark(Some(1e-4));
         assert_eq!(records.len(), 600);
         assert_eq!(records, generate(&config, &backgrounds, &motifs).unwrap());
 

@@ -396,7 +396,8 @@ impl Domain for Dna {
             false,
         );
         m.push(("uniqueness".into(), uniqueness(&gen)));
-        let pwms: Vec<Pwm> = markers()?.iter().map(|c| c.default_pwm()).collect();
+        let matrices = markers()?;
+        let pwms: Vec<Pwm> = matrices.iter().map(|c| c.default_pwm()).collect();
         let gen_hits = hit_counts(&pwms, &gen, eval.motif_pvalue);
         let held_hits = hit_counts(&pwms, &floor, eval.motif_pvalue);
         let rate = |hits: &[Vec<u32>], j: usize| hits.iter().filter(|h| h[j] > 0).count() as f64 / hits.len().max(1) as f64;
@@ -405,7 +406,6 @@ impl Domain for Dna {
             push(&mut m, &format!("motif_rate_{name}"), rate(&gen_hits, j), rate(&held_hits, j), false);
         }
         // marker rates of the labels that name a benchmark cell type: all its markers hit
-        let matrices = markers()?;
         let cell_markers: Vec<(String, Vec<usize>)> = spec
             .fields
             .first()
@@ -423,8 +423,8 @@ impl Domain for Dna {
             let train_hits = hit_counts(&pwms, &tr, eval.motif_pvalue);
             let carries = |h: &[u32], idx: &[usize]| idx.iter().all(|&j| h[j] > 0);
             let rate_of = |hits: &[&Vec<u32>], idx: &[usize]| hits.iter().filter(|h| carries(h, idx)).count() as f64 / hits.len().max(1) as f64;
+            let all: Vec<&Vec<u32>> = gen_hits.iter().collect();
             for (label, idx) in &cell_markers {
-                let all: Vec<&Vec<u32>> = gen_hits.iter().collect();
                 let (with, without): (Vec<_>, Vec<_>) = train.iter().zip(&train_hits).partition(|(r, _)| r.labels.contains(label));
                 let with: Vec<&Vec<u32>> = with.into_iter().map(|(_, h)| h).collect();
                 let without: Vec<&Vec<u32>> = without.into_iter().map(|(_, h)| h).collect();

@@ -68,6 +68,11 @@ pub use sugarcube_core::files::{read_maybe_gz, write_atomic};
 pub(crate) mod testutil {
     use std::path::PathBuf;
 
+    /// `n` uniformly random bases.
+    pub fn random_dna(rng: &mut crate::shuffle::SplitMix64, n: usize) -> Vec<u8> {
+        (0..n).map(|_| b"ACGT"[rng.below(4)]).collect()
+    }
+
     /// A fresh, empty folder under the system's temp dir, unique to this process and `name`.
     pub fn temp_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("sugarcube-dna-{}-{name}", std::process::id()));

@@ -632,9 +632,7 @@ mod tests {
     use super::*;
     use crate::shuffle::SplitMix64;
 
-    fn random_dna(rng: &mut SplitMix64, n: usize) -> Vec<u8> {
-        (0..n).map(|_| b"ACGT"[rng.below(4)]).collect()
-    }
+    use crate::testutil::random_dna;
 
     #[test]
     fn parses_jaspar_and_reports_errors() {
