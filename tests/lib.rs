@@ -9,7 +9,9 @@ use std::path::PathBuf;
 
 /// The path of a fixture file, relative to `tests/fixtures/` (e.g. `"reference/schedules.json"`).
 pub fn fixture_path(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(rel)
 }
 
 /// Parses a JSON fixture under `tests/fixtures/`, panicking with the path on failure.
@@ -17,7 +19,8 @@ pub fn load_fixture(rel: &str) -> Value {
     let path = fixture_path(rel);
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("cannot parse fixture {}: {e}", path.display()))
+    serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("cannot parse fixture {}: {e}", path.display()))
 }
 
 /// Loads one of the diffusers reference files in `tests/fixtures/reference/`.
@@ -56,19 +59,35 @@ pub fn shape_of(v: &Value) -> Vec<usize> {
 
 /// A JSON number as `f64`, panicking when it is not one.
 pub fn num(v: &Value) -> f64 {
-    v.as_f64().unwrap_or_else(|| panic!("expected a number, got {v}"))
+    v.as_f64()
+        .unwrap_or_else(|| panic!("expected a number, got {v}"))
 }
 
 /// The reference files' trajectory error measure: `max_i |a_i - r_i| / max(|r_i|, 1)`.
 pub fn scaled_err(a: &[f64], r: &[f64]) -> f64 {
-    assert_eq!(a.len(), r.len(), "length mismatch: {} vs {}", a.len(), r.len());
-    a.iter().zip(r).map(|(a, r)| (a - r).abs() / r.abs().max(1.0)).fold(0.0, f64::max)
+    assert_eq!(
+        a.len(),
+        r.len(),
+        "length mismatch: {} vs {}",
+        a.len(),
+        r.len()
+    );
+    a.iter()
+        .zip(r)
+        .map(|(a, r)| (a - r).abs() / r.abs().max(1.0))
+        .fold(0.0, f64::max)
 }
 
 /// Largest relative error `|a_i - r_i| / |r_i|`; where `r_i == 0` only an exact match counts
 /// as error 0 (anything else is infinite).
 pub fn max_rel_err(a: &[f64], r: &[f64]) -> f64 {
-    assert_eq!(a.len(), r.len(), "length mismatch: {} vs {}", a.len(), r.len());
+    assert_eq!(
+        a.len(),
+        r.len(),
+        "length mismatch: {} vs {}",
+        a.len(),
+        r.len()
+    );
     a.iter()
         .zip(r)
         .map(|(a, r)| {
@@ -86,14 +105,29 @@ pub fn max_rel_err(a: &[f64], r: &[f64]) -> f64 {
 
 /// Largest absolute error `|a_i - r_i|`.
 pub fn max_abs_err(a: &[f64], r: &[f64]) -> f64 {
-    assert_eq!(a.len(), r.len(), "length mismatch: {} vs {}", a.len(), r.len());
-    a.iter().zip(r).map(|(a, r)| (a - r).abs()).fold(0.0, f64::max)
+    assert_eq!(
+        a.len(),
+        r.len(),
+        "length mismatch: {} vs {}",
+        a.len(),
+        r.len()
+    );
+    a.iter()
+        .zip(r)
+        .map(|(a, r)| (a - r).abs())
+        .fold(0.0, f64::max)
 }
 
 /// Whether every element satisfies `|a_i - r_i| <= abs + rel * |r_i|` (numpy's `allclose`);
 /// on failure returns the worst index with its values.
 pub fn check_close(a: &[f64], r: &[f64], abs: f64, rel: f64) -> Result<(), String> {
-    assert_eq!(a.len(), r.len(), "length mismatch: {} vs {}", a.len(), r.len());
+    assert_eq!(
+        a.len(),
+        r.len(),
+        "length mismatch: {} vs {}",
+        a.len(),
+        r.len()
+    );
     let mut worst: Option<(usize, f64)> = None;
     for (i, (x, y)) in a.iter().zip(r).enumerate() {
         let (d, allowed) = ((x - y).abs(), abs + rel * y.abs());
@@ -101,7 +135,11 @@ pub fn check_close(a: &[f64], r: &[f64], abs: f64, rel: f64) -> Result<(), Strin
             continue;
         }
         // NaN counts as the worst excess
-        let excess = if d.is_nan() { f64::INFINITY } else { d - allowed };
+        let excess = if d.is_nan() {
+            f64::INFINITY
+        } else {
+            d - allowed
+        };
         if worst.is_none_or(|(_, w)| excess > w) {
             worst = Some((i, excess));
         }

@@ -54,21 +54,60 @@ fn train(net: Net, bf16: bool, steps: usize) -> anyhow::Result<Vec<f64>> {
     let vb = params.var_builder(DType::F32, &dev);
     let (model, x0): (Box<dyn Denoiser>, Tensor) = match net {
         Net::UNet => {
-            let cfg = UNetConfig { channels: 16, channel_mults: vec![1, 2], layers_per_block: 1, attention_levels: vec![], mid_attention: false, groups: 4, ..UNetConfig::default() };
-            (Box::new(UNet::new(vb, &cfg, Dims::Two, 1, 1, &CondSpec::default())?), bars(&dev)?)
+            let cfg = UNetConfig {
+                channels: 16,
+                channel_mults: vec![1, 2],
+                layers_per_block: 1,
+                attention_levels: vec![],
+                mid_attention: false,
+                groups: 4,
+                ..UNetConfig::default()
+            };
+            (
+                Box::new(UNet::new(vb, &cfg, Dims::Two, 1, 1, &CondSpec::default())?),
+                bars(&dev)?,
+            )
         }
         Net::Transformer => {
-            let cfg = TransformerConfig { hidden: 32, layers: 2, heads: 2, intermediate: 64, max_len: 16, dropout: 0.0, ..TransformerConfig::default() };
-            (Box::new(SequenceTransformer::new(vb, &cfg, 3, &CondSpec::default())?), waves(&dev)?)
+            let cfg = TransformerConfig {
+                hidden: 32,
+                layers: 2,
+                heads: 2,
+                intermediate: 64,
+                max_len: 16,
+                dropout: 0.0,
+                ..TransformerConfig::default()
+            };
+            (
+                Box::new(SequenceTransformer::new(vb, &cfg, 3, &CondSpec::default())?),
+                waves(&dev)?,
+            )
         }
     };
     let process = GaussianProcess::new(GaussianConfig::default())?;
     let vars = params.vars();
-    let mut opt = AdamW::new(vars.clone(), AdamWConfig { weight_decay: 0.0, ..AdamWConfig::default() })?;
+    let mut opt = AdamW::new(
+        vars.clone(),
+        AdamWConfig {
+            weight_decay: 0.0,
+            ..AdamWConfig::default()
+        },
+    )?;
     let info = DataInfo::new(x0.dims()[1..].to_vec());
     let b = x0.dim(0)?;
-    let batch = Batch { x0, cond: vec![], lengths: None };
-    let ctx = StepContext { process: &process, model: model.as_ref(), info: &info, cond_drop: 0.0, cond_drop_mode: CondDrop::Each, objective: Objective::Denoise };
+    let batch = Batch {
+        x0,
+        cond: vec![],
+        lengths: None,
+    };
+    let ctx = StepContext {
+        process: &process,
+        model: model.as_ref(),
+        info: &info,
+        cond_drop: 0.0,
+        cond_drop_mode: CondDrop::Each,
+        objective: Objective::Denoise,
+    };
     let mut losses = vec![];
     for step in 0..steps {
         let loss = ctx.loss(&batch, &Rows::training(12, step, 0, b))?;
@@ -97,11 +136,24 @@ fn bf16_trains_like_f32() -> anyhow::Result<()> {
     let steps = 150;
     for net in [Net::UNet, Net::Transformer] {
         let (f32_losses, bf16_losses) = (train(net, false, steps)?, train(net, true, steps)?);
-        assert_ne!(f32_losses, bf16_losses, "{net:?}: bfloat16 compute must change the arithmetic");
-        let (first, last_f32, last_bf16) = (mean(&bf16_losses[..10]), mean(&f32_losses[steps - 30..]), mean(&bf16_losses[steps - 30..]));
+        assert_ne!(
+            f32_losses, bf16_losses,
+            "{net:?}: bfloat16 compute must change the arithmetic"
+        );
+        let (first, last_f32, last_bf16) = (
+            mean(&bf16_losses[..10]),
+            mean(&f32_losses[steps - 30..]),
+            mean(&bf16_losses[steps - 30..]),
+        );
         println!("{net:?} loss: first 10 steps {first:.4}; last 30 steps f32 {last_f32:.4}, bf16 {last_bf16:.4}");
-        assert!(last_bf16 < 0.5 * first, "{net:?}: bfloat16 training must learn: {first:.4} -> {last_bf16:.4}");
-        assert!((last_bf16 - last_f32).abs() < 0.1 * last_f32, "{net:?}: bfloat16 {last_bf16:.4} vs float32 {last_f32:.4}");
+        assert!(
+            last_bf16 < 0.5 * first,
+            "{net:?}: bfloat16 training must learn: {first:.4} -> {last_bf16:.4}"
+        );
+        assert!(
+            (last_bf16 - last_f32).abs() < 0.1 * last_f32,
+            "{net:?}: bfloat16 {last_bf16:.4} vs float32 {last_f32:.4}"
+        );
     }
     Ok(())
 }
@@ -119,13 +171,61 @@ fn bf16_outputs_do_not_depend_on_the_batch() -> anyhow::Result<()> {
     let _precision = nn::Bf16Compute::set(true)?;
     let dev = Device::Cpu;
     let params = Params::new(21);
-    let unet = UNetConfig { channels: 16, channel_mults: vec![1, 2], layers_per_block: 1, attention_levels: vec![1], head_dim: 8, groups: 4, ..UNetConfig::default() };
-    let seq = UNetConfig { mid_attention: false, attention_levels: vec![], ..unet.clone() };
-    let tf = TransformerConfig { hidden: 32, layers: 2, heads: 2, intermediate: 64, max_len: 16, dropout: 0.0, ..TransformerConfig::default() };
+    let unet = UNetConfig {
+        channels: 16,
+        channel_mults: vec![1, 2],
+        layers_per_block: 1,
+        attention_levels: vec![1],
+        head_dim: 8,
+        groups: 4,
+        ..UNetConfig::default()
+    };
+    let seq = UNetConfig {
+        mid_attention: false,
+        attention_levels: vec![],
+        ..unet.clone()
+    };
+    let tf = TransformerConfig {
+        hidden: 32,
+        layers: 2,
+        heads: 2,
+        intermediate: 64,
+        max_len: 16,
+        dropout: 0.0,
+        ..TransformerConfig::default()
+    };
     let cases: Vec<(Box<dyn Denoiser>, Vec<usize>)> = vec![
-        (Box::new(UNet::new(params.var_builder(DType::F32, &dev).pp("a"), &unet, Dims::Two, 1, 1, &CondSpec::default())?), vec![20, 1, 8, 8]),
-        (Box::new(UNet::new(params.var_builder(DType::F32, &dev).pp("b"), &seq, Dims::One, 4, 4, &CondSpec::default())?), vec![20, 4, 24]),
-        (Box::new(SequenceTransformer::new(params.var_builder(DType::F32, &dev).pp("c"), &tf, 3, &CondSpec::default())?), vec![20, 16, 3]),
+        (
+            Box::new(UNet::new(
+                params.var_builder(DType::F32, &dev).pp("a"),
+                &unet,
+                Dims::Two,
+                1,
+                1,
+                &CondSpec::default(),
+            )?),
+            vec![20, 1, 8, 8],
+        ),
+        (
+            Box::new(UNet::new(
+                params.var_builder(DType::F32, &dev).pp("b"),
+                &seq,
+                Dims::One,
+                4,
+                4,
+                &CondSpec::default(),
+            )?),
+            vec![20, 4, 24],
+        ),
+        (
+            Box::new(SequenceTransformer::new(
+                params.var_builder(DType::F32, &dev).pp("c"),
+                &tf,
+                3,
+                &CondSpec::default(),
+            )?),
+            vec![20, 16, 3],
+        ),
     ];
     let mut rng = Rng::new(22);
     for (model, shape) in cases {
@@ -134,7 +234,10 @@ fn bf16_outputs_do_not_depend_on_the_batch() -> anyhow::Result<()> {
         let all = model.forward(&Inputs::new(&x, &t))?;
         for i in [0, 7, 19] {
             let one = model.forward(&Inputs::new(&x.narrow(0, i, 1)?, &t.narrow(0, i, 1)?))?;
-            let (a, b) = (one.flatten_all()?.to_vec1::<f32>()?, all.narrow(0, i, 1)?.flatten_all()?.to_vec1::<f32>()?);
+            let (a, b) = (
+                one.flatten_all()?.to_vec1::<f32>()?,
+                all.narrow(0, i, 1)?.flatten_all()?.to_vec1::<f32>()?,
+            );
             assert_eq!(a, b, "{shape:?}: sample {i} alone differs from the batch");
         }
     }

@@ -4,18 +4,49 @@
 use std::path::Path;
 use sugarcube_core::config::ExperimentOf;
 use sugarcube_core::rng::Rng;
+use sugarcube_dna::Dna;
 use sugarcube_image::Image;
 use sugarcube_toy::Toy;
 
 fn parse_all(text: &str) {
-    let toy = std::panic::catch_unwind(|| ExperimentOf::<Toy>::parse(text, "fuzz.toml").map(|_| ()));
-    let image = std::panic::catch_unwind(|| ExperimentOf::<Image>::parse(text, "fuzz.toml").map(|_| ()));
-    for r in [toy, image] {
+    let toy =
+        std::panic::catch_unwind(|| ExperimentOf::<Toy>::parse(text, "fuzz.toml").map(|_| ()));
+    let image =
+        std::panic::catch_unwind(|| ExperimentOf::<Image>::parse(text, "fuzz.toml").map(|_| ()));
+    let dna =
+        std::panic::catch_unwind(|| ExperimentOf::<Dna>::parse(text, "fuzz.toml").map(|_| ()));
+    for r in [toy, image, dna] {
         match r {
             Err(_) => panic!("the parser panicked on:\n{text}"),
-            Ok(Err(e)) => assert!(e.to_string().contains("fuzz.toml"), "the error does not name the file: {e}"),
+            Ok(Err(e)) => assert!(
+                e.to_string().contains("fuzz.toml"),
+                "the error does not name the file: {e}"
+            ),
             Ok(Ok(())) => {}
         }
+    }
+}
+
+/// Every shipped experiment parses under its own domain.
+#[test]
+fn shipped_experiments_parse() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments");
+    for e in std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "toml"))
+    {
+        let path = e.path();
+        let parsed = match sugarcube_core::config::domain_of(&path).unwrap().as_str() {
+            "toy" => ExperimentOf::<Toy>::load(&path).map(|_| ()),
+            "image" => ExperimentOf::<Image>::load(&path).map(|_| ()),
+            "dna" => ExperimentOf::<Dna>::load(&path).map(|_| ()),
+            other => panic!(
+                "{}: a domain this test does not know: {other}",
+                path.display()
+            ),
+        };
+        parsed.unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
     }
 }
 
@@ -36,7 +67,21 @@ fn random_and_mutated_experiment_files_never_panic() {
         let bytes: Vec<u8> = (0..n).map(|_| rng.below(256) as u8).collect();
         parse_all(&String::from_utf8_lossy(&bytes));
     }
-    let pieces = ["=", "[", "]", "\"", "\n", "kind = \"masked\"", "kind = \"edm\"", "steps = -1", "1e400", "[process]", "nan", "{", "'"];
+    let pieces = [
+        "=",
+        "[",
+        "]",
+        "\"",
+        "\n",
+        "kind = \"masked\"",
+        "kind = \"edm\"",
+        "steps = -1",
+        "1e400",
+        "[process]",
+        "nan",
+        "{",
+        "'",
+    ];
     for original in &originals {
         for _ in 0..60 {
             let mut b = original.as_bytes().to_vec();
@@ -52,7 +97,10 @@ fn random_and_mutated_experiment_files_never_panic() {
                     b.splice(i..i, p.bytes());
                 }
                 _ => {
-                    let (i, j) = (rng.below(b.len() as u64) as usize, rng.below(b.len() as u64) as usize);
+                    let (i, j) = (
+                        rng.below(b.len() as u64) as usize,
+                        rng.below(b.len() as u64) as usize,
+                    );
                     b.swap(i, j);
                 }
             }

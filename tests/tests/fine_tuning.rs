@@ -59,7 +59,11 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 fn opts(out: &Path) -> TrainOptions {
-    TrainOptions { out: Some(out.to_path_buf()), quiet: true, ..Default::default() }
+    TrainOptions {
+        out: Some(out.to_path_buf()),
+        quiet: true,
+        ..Default::default()
+    }
 }
 
 fn first_loss(dir: &Path) -> f64 {
@@ -77,13 +81,20 @@ fn values(t: &candle_core::Tensor) -> Vec<f32> {
 fn fresh(exp: &ExperimentOf<Toy>) -> anyhow::Result<Params> {
     let info = Toy::dataset(&exp.data, Split::Train, exp.seed)?.info();
     let params = Params::new(exp.seed);
-    Toy::denoiser(&exp.model, &info, params.var_builder(DType::F32, &Device::Cpu))?;
+    Toy::denoiser(
+        &exp.model,
+        &info,
+        params.var_builder(DType::F32, &Device::Cpu),
+    )?;
     Ok(params)
 }
 
 fn final_tensors(dir: &Path) -> anyhow::Result<HashMap<String, Vec<f32>>> {
     let c = checkpoint::latest(&dir.join("checkpoints")).unwrap();
-    Ok(checkpoint::load_tensors(&c.tensors, &Device::Cpu)?.iter().map(|(k, v)| (k.clone(), values(v))).collect())
+    Ok(checkpoint::load_tensors(&c.tensors, &Device::Cpu)?
+        .iter()
+        .map(|(k, v)| (k.clone(), values(v)))
+        .collect())
 }
 
 #[test]
@@ -92,7 +103,8 @@ fn fine_tuning_starts_from_the_source_weights() -> anyhow::Result<()> {
     let source_exp = ExperimentOf::<Toy>::parse(MOONS, "moons")?;
     let source = tmp("source");
     run::train_experiment::<Toy>(&source_exp, &opts(&source), &dev)?;
-    let ema = checkpoint::load_tensors(&source.join("checkpoints/step-00000200.safetensors"), &dev)?;
+    let ema =
+        checkpoint::load_tensors(&source.join("checkpoints/step-00000200.safetensors"), &dev)?;
 
     // the same model, another seed: every weight before step 1 is the source's EMA weight
     let mut exp = source_exp.clone();
@@ -101,7 +113,10 @@ fn fine_tuning_starts_from_the_source_weights() -> anyhow::Result<()> {
     exp.train.checkpoint_every = 10;
     let params = fresh(&exp)?;
     let report = train::load_init(&params, &source, &dev, true)?;
-    assert!(report.ema && report.step == 200 && report.fresh.is_empty() && report.ignored.is_empty(), "{report:?}");
+    assert!(
+        report.ema && report.step == 200 && report.fresh.is_empty() && report.ignored.is_empty(),
+        "{report:?}"
+    );
     for (name, t) in params.tensors() {
         assert_eq!(values(&t), values(&ema[&format!("ema.{name}")]), "{name}");
     }
@@ -110,39 +125,90 @@ fn fine_tuning_starts_from_the_source_weights() -> anyhow::Result<()> {
     let scratch = tmp("scratch");
     run::train_experiment::<Toy>(&exp, &opts(&scratch), &dev)?;
     let tuned = tmp("tuned");
-    run::train_experiment::<Toy>(&exp, &TrainOptions { init: Some(source.clone()), ..opts(&tuned) }, &dev)?;
+    run::train_experiment::<Toy>(
+        &exp,
+        &TrainOptions {
+            init: Some(source.clone()),
+            ..opts(&tuned)
+        },
+        &dev,
+    )?;
     let (l_scratch, l_tuned) = (first_loss(&scratch), first_loss(&tuned));
     eprintln!("first-step loss: from scratch {l_scratch:.4}, fine-tuned {l_tuned:.4}");
-    assert!(l_tuned < 0.6 * l_scratch, "fine-tuned {l_tuned} vs scratch {l_scratch}");
+    assert!(
+        l_tuned < 0.6 * l_scratch,
+        "fine-tuned {l_tuned} vs scratch {l_scratch}"
+    );
     let cfg = std::fs::read_to_string(tuned.join("config.toml"))?;
-    assert!(cfg.contains("init = "), "the resolved config records the init:\n{cfg}");
+    assert!(
+        cfg.contains("init = "),
+        "the resolved config records the init:\n{cfg}"
+    );
 
     // resumed, a run's own checkpoint wins: 5 steps + resume (init still set) = 10 straight
     let split = tmp("split");
-    let with_init = TrainOptions { init: Some(source.clone()), ..opts(&split) };
-    run::train_experiment::<Toy>(&exp, &TrainOptions { stop_at: Some(5), ..with_init.clone() }, &dev)?;
-    run::train_experiment::<Toy>(&exp, &TrainOptions { resume: true, ..with_init }, &dev)?;
+    let with_init = TrainOptions {
+        init: Some(source.clone()),
+        ..opts(&split)
+    };
+    run::train_experiment::<Toy>(
+        &exp,
+        &TrainOptions {
+            stop_at: Some(5),
+            ..with_init.clone()
+        },
+        &dev,
+    )?;
+    run::train_experiment::<Toy>(
+        &exp,
+        &TrainOptions {
+            resume: true,
+            ..with_init
+        },
+        &dev,
+    )?;
     assert_eq!(final_tensors(&split)?, final_tensors(&tuned)?);
 
     // conditional quadrants from unconditional moons: fresh condition embeddings, the rest loaded
     let mut quad = exp.clone();
-    quad.data = ToyData { dataset: ToyKind::Quadrants, conditional: true, ..quad.data.clone() };
+    quad.data = ToyData {
+        dataset: ToyKind::Quadrants,
+        conditional: true,
+        ..quad.data.clone()
+    };
     let params = fresh(&quad)?;
     let seeded = params.tensors();
     let report = train::load_init(&params, &source, &dev, true)?;
-    assert_eq!(report.fresh, vec!["cond.x.weight".to_string(), "cond.y.weight".to_string()]);
+    assert_eq!(
+        report.fresh,
+        vec!["cond.x.weight".to_string(), "cond.y.weight".to_string()]
+    );
     for (name, t) in params.tensors() {
-        let want = if name.starts_with("cond.") { values(&seeded[&name]) } else { values(&ema[&format!("ema.{name}")]) };
+        let want = if name.starts_with("cond.") {
+            values(&seeded[&name])
+        } else {
+            values(&ema[&format!("ema.{name}")])
+        };
         assert_eq!(values(&t), want, "{name}");
     }
     let quad_dir = tmp("quadrants");
-    let (_, r) = run::train_experiment::<Toy>(&quad, &TrainOptions { init: Some(source.clone()), ..opts(&quad_dir) }, &dev)?;
+    let (_, r) = run::train_experiment::<Toy>(
+        &quad,
+        &TrainOptions {
+            init: Some(source.clone()),
+            ..opts(&quad_dir)
+        },
+        &dev,
+    )?;
     assert!(r.final_loss.is_finite() && r.steps == 10);
 
     // and back: an unconditional model from the conditional run ignores its condition tables
     let back = fresh(&exp)?;
     let report = train::load_init(&back, &quad_dir, &dev, true)?;
-    assert_eq!(report.ignored, vec!["cond.x.weight".to_string(), "cond.y.weight".to_string()]);
+    assert_eq!(
+        report.ignored,
+        vec!["cond.x.weight".to_string(), "cond.y.weight".to_string()]
+    );
     assert!(report.fresh.is_empty());
 
     // another model size: an error naming the tensor and both shapes, nothing set
@@ -150,33 +216,77 @@ fn fine_tuning_starts_from_the_source_weights() -> anyhow::Result<()> {
     wide.model.hidden = 48;
     let params = fresh(&wide)?;
     let before = params.tensors();
-    let err = train::load_init(&params, &source, &dev, true).unwrap_err().to_string();
-    assert!(err.contains("train.init") && err.contains("blocks.0.fc1.bias") && err.contains("[48]") && err.contains("[32]"), "{err}");
+    let err = train::load_init(&params, &source, &dev, true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("train.init")
+            && err.contains("blocks.0.fc1.bias")
+            && err.contains("[48]")
+            && err.contains("[32]"),
+        "{err}"
+    );
     for (name, t) in params.tensors() {
-        assert_eq!(values(&t), values(&before[&name]), "{name} was set by a failed init");
+        assert_eq!(
+            values(&t),
+            values(&before[&name]),
+            "{name} was set by a failed init"
+        );
     }
-    let err = run::train_experiment::<Toy>(&wide, &TrainOptions { init: Some(source.clone()), ..opts(&tmp("wide")) }, &dev).unwrap_err();
+    let err = run::train_experiment::<Toy>(
+        &wide,
+        &TrainOptions {
+            init: Some(source.clone()),
+            ..opts(&tmp("wide"))
+        },
+        &dev,
+    )
+    .unwrap_err();
     assert!(format!("{err:#}").contains("blocks.0.fc1.bias"), "{err:#}");
     // more blocks in the source than in the model: the source's extra tensors are an error too
     let mut deep = source_exp.clone();
     deep.model.blocks = 2;
-    let err = train::load_init(&fresh(&deep)?, &source, &dev, true).unwrap_err().to_string();
-    assert!(err.contains("blocks.1.") && err.contains("missing"), "{err}");
-    let err = train::load_init(&fresh(&exp)?, &{
-        let deep_dir = tmp("deep");
-        let mut d = deep.clone();
-        d.train.steps = 2;
-        run::train_experiment::<Toy>(&d, &opts(&deep_dir), &dev)?;
-        deep_dir
-    }, &dev, true)
+    let err = train::load_init(&fresh(&deep)?, &source, &dev, true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("blocks.1.") && err.contains("missing"),
+        "{err}"
+    );
+    let err = train::load_init(
+        &fresh(&exp)?,
+        &{
+            let deep_dir = tmp("deep");
+            let mut d = deep.clone();
+            d.train.steps = 2;
+            run::train_experiment::<Toy>(&d, &opts(&deep_dir), &dev)?;
+            deep_dir
+        },
+        &dev,
+        true,
+    )
     .unwrap_err()
     .to_string();
     assert!(err.contains("blocks.1.") && err.contains("lacks"), "{err}");
     // not a run directory
-    let err = train::load_init(&fresh(&exp)?, &tmp("nothing"), &dev, true).unwrap_err().to_string();
-    assert!(err.contains("train.init") && err.contains("no checkpoint"), "{err}");
+    let err = train::load_init(&fresh(&exp)?, &tmp("nothing"), &dev, true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("train.init") && err.contains("no checkpoint"),
+        "{err}"
+    );
 
-    for d in ["source", "scratch", "tuned", "split", "quadrants", "wide", "deep", "nothing"] {
+    for d in [
+        "source",
+        "scratch",
+        "tuned",
+        "split",
+        "quadrants",
+        "wide",
+        "deep",
+        "nothing",
+    ] {
         std::fs::remove_dir_all(tmp(d)).ok();
     }
     Ok(())

@@ -46,7 +46,11 @@ fn train(net: Net, fused: bool, steps: usize) -> anyhow::Result<(Vec<f64>, Vec<f
                 groups: 4,
                 ..UNetConfig::default()
             };
-            (Box::new(UNet::new(vb, &cfg, Dims::Two, 1, 1, &classes)?), randn(&mut rng, &[4, 1, 8, 8], DType::F32, &dev)?, &classes)
+            (
+                Box::new(UNet::new(vb, &cfg, Dims::Two, 1, 1, &classes)?),
+                randn(&mut rng, &[4, 1, 8, 8], DType::F32, &dev)?,
+                &classes,
+            )
         }
         Net::UNet1d => {
             let cfg = UNetConfig {
@@ -58,19 +62,58 @@ fn train(net: Net, fused: bool, steps: usize) -> anyhow::Result<(Vec<f64>, Vec<f
                 groups: 4,
                 ..UNetConfig::default()
             };
-            (Box::new(UNet::new(vb, &cfg, Dims::One, 4, 4, &none)?), randn(&mut rng, &[4, 4, 12], DType::F32, &dev)?, &none)
+            (
+                Box::new(UNet::new(vb, &cfg, Dims::One, 4, 4, &none)?),
+                randn(&mut rng, &[4, 4, 12], DType::F32, &dev)?,
+                &none,
+            )
         }
         Net::Transformer => {
-            let cfg = TransformerConfig { hidden: 16, layers: 2, heads: 2, intermediate: 32, max_len: 10, dropout: 0.0, ..TransformerConfig::default() };
-            (Box::new(SequenceTransformer::new(vb, &cfg, 3, &none)?), randn(&mut rng, &[4, 10, 3], DType::F32, &dev)?, &none)
+            let cfg = TransformerConfig {
+                hidden: 16,
+                layers: 2,
+                heads: 2,
+                intermediate: 32,
+                max_len: 10,
+                dropout: 0.0,
+                ..TransformerConfig::default()
+            };
+            (
+                Box::new(SequenceTransformer::new(vb, &cfg, 3, &none)?),
+                randn(&mut rng, &[4, 10, 3], DType::F32, &dev)?,
+                &none,
+            )
         }
     };
     let process = GaussianProcess::new(GaussianConfig::default())?;
     // the trainer's own step, on one fixed batch (classes 0, 1, 2 and the null)
-    let cond: Vec<Condition> = if spec.is_empty() { vec![] } else { (0..4).map(|i| if i < 3 { Condition(vec![Value::Class(i)]) } else { spec.null() }).collect() };
+    let cond: Vec<Condition> = if spec.is_empty() {
+        vec![]
+    } else {
+        (0..4)
+            .map(|i| {
+                if i < 3 {
+                    Condition(vec![Value::Class(i)])
+                } else {
+                    spec.null()
+                }
+            })
+            .collect()
+    };
     let info = DataInfo::new(x0.dims()[1..].to_vec()).with_cond(spec.clone());
-    let batch = Batch { x0, cond, lengths: None };
-    let ctx = StepContext { process: &process, model: model.as_ref(), info: &info, cond_drop: 0.0, cond_drop_mode: CondDrop::Each, objective: Objective::Denoise };
+    let batch = Batch {
+        x0,
+        cond,
+        lengths: None,
+    };
+    let ctx = StepContext {
+        process: &process,
+        model: model.as_ref(),
+        info: &info,
+        cond_drop: 0.0,
+        cond_drop_mode: CondDrop::Each,
+        objective: Objective::Denoise,
+    };
     let vars = params.vars();
     let mut losses = vec![];
     for step in 0..steps {
@@ -82,7 +125,12 @@ fn train(net: Net, fused: bool, steps: usize) -> anyhow::Result<(Vec<f64>, Vec<f
     }
     let mut weights = vec![];
     for (_, v) in &vars {
-        weights.extend(v.as_tensor().flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?);
+        weights.extend(
+            v.as_tensor()
+                .flatten_all()?
+                .to_dtype(DType::F64)?
+                .to_vec1::<f64>()?,
+        );
     }
     nn::set_fused_kernels(true);
     Ok((losses, weights))
@@ -94,12 +142,25 @@ fn fused_kernels_train_like_candle_ops() -> anyhow::Result<()> {
         let (loss_fused, w_fused) = train(net, true, 10)?;
         let (loss_plain, w_plain) = train(net, false, 10)?;
         for (step, (a, b)) in loss_fused.iter().zip(&loss_plain).enumerate() {
-            assert!((a - b).abs() <= 1e-4 * b.abs().max(1e-3), "{net:?} step {step}: loss {a} (fused) vs {b} (candle)");
+            assert!(
+                (a - b).abs() <= 1e-4 * b.abs().max(1e-3),
+                "{net:?} step {step}: loss {a} (fused) vs {b} (candle)"
+            );
         }
-        let diff = w_fused.iter().zip(&w_plain).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-        assert!(diff < 1e-4, "{net:?}: weights differ by {diff} after 10 steps");
+        let diff = w_fused
+            .iter()
+            .zip(&w_plain)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            diff < 1e-4,
+            "{net:?}: weights differ by {diff} after 10 steps"
+        );
         // the losses must move, or the comparison says nothing
-        assert!(loss_fused.iter().any(|l| (l - loss_fused[0]).abs() > 1e-3), "{net:?}: {loss_fused:?}");
+        assert!(
+            loss_fused.iter().any(|l| (l - loss_fused[0]).abs() > 1e-3),
+            "{net:?}: {loss_fused:?}"
+        );
         println!("{net:?}: losses {loss_fused:?}, largest weight difference {diff:.2e}");
     }
     Ok(())

@@ -9,7 +9,10 @@ fn close(a: &Tensor, b: &[f32]) -> anyhow::Result<()> {
     let a = a.flatten_all()?.to_vec1::<f32>()?;
     assert_eq!(a.len(), b.len());
     for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        assert!((x - y).abs() <= 1e-6 * (1.0 + y.abs()), "entry {i}: {x} vs {y}");
+        assert!(
+            (x - y).abs() <= 1e-6 * (1.0 + y.abs()),
+            "entry {i}: {x} vs {y}"
+        );
     }
     Ok(())
 }
@@ -19,7 +22,11 @@ fn contributions_through_views_and_reuse_sum_to_the_analytic_gradient() -> anyho
     let dev = Device::Cpu;
     let xs: Vec<f32> = (0..12).map(|i| i as f32 * 0.25 - 1.0).collect();
     let x = Var::from_vec(xs.clone(), (3, 4), &dev)?;
-    let c = Tensor::from_vec((0..12).map(|i| i as f32 + 1.0).collect::<Vec<f32>>(), (4, 3), &dev)?;
+    let c = Tensor::from_vec(
+        (0..12).map(|i| i as f32 + 1.0).collect::<Vec<f32>>(),
+        (4, 3),
+        &dev,
+    )?;
     let b = Var::from_vec(vec![0.5f32, -1.0, 2.0, 3.0], 4, &dev)?;
     // f = sum(x^T * c) + sum(x * x) + sum(x + b) + sum(x[:, 1..3])
     let once_transposed = (x.t()? * &c)?.sum_all()?;

@@ -36,7 +36,15 @@ fn guidance_by_one_attribute_both_and_one_but_not_the_other() -> anyhow::Result<
     let dev = Device::Cpu;
     let dir = std::env::temp_dir().join(format!("sugarcube-quadrants-{}", std::process::id()));
     std::fs::remove_dir_all(&dir).ok();
-    run::train::<Toy>(&experiment(), &TrainOptions { out: Some(dir.clone()), quiet: true, ..Default::default() }, &dev)?;
+    run::train::<Toy>(
+        &experiment(),
+        &TrainOptions {
+            out: Some(dir.clone()),
+            quiet: true,
+            ..Default::default()
+        },
+        &dev,
+    )?;
     let run = run::load_run::<Toy>(&dir, &dev)?;
 
     // unguided (the null condition, weight 0): about a quarter in each quadrant
@@ -46,17 +54,29 @@ fn guidance_by_one_attribute_both_and_one_but_not_the_other() -> anyhow::Result<
     let negated = quadrants(&run, &["x=right"], &["y=top"])?;
     eprintln!("quadrant fractions (lb, lt, rb, rt): null {free:.3?}, x=right {right:.3?}, x=right,y=top {both:.3?}, x=right not y=top {negated:.3?}");
     for f in free {
-        assert!((0.15..0.35).contains(&f), "the null condition should spread over all quadrants: {free:?}");
+        assert!(
+            (0.15..0.35).contains(&f),
+            "the null condition should spread over all quadrants: {free:?}"
+        );
     }
     // one attribute: the right half, both right quadrants taken
     assert!(right[2] + right[3] > 0.95, "x=right: {right:?}");
-    assert!(right[2] > 0.25 && right[3] > 0.25, "x=right says nothing of y: {right:?}");
+    assert!(
+        right[2] > 0.25 && right[3] > 0.25,
+        "x=right says nothing of y: {right:?}"
+    );
     // both attributes: the top-right quadrant
     assert!(both[3] > 0.95, "x=right,y=top: {both:?}");
     // one but not the other: the bottom-right quadrant (x=right alone puts about half there)
-    assert!(negated[0] + negated[1] < 0.02, "x=right, not y=top stays right: {negated:?}");
+    assert!(
+        negated[0] + negated[1] < 0.02,
+        "x=right, not y=top stays right: {negated:?}"
+    );
     assert!(negated[2] > 0.8, "x=right, not y=top: {negated:?}");
-    assert!(negated[3] < 0.5 * right[3], "the negative term must move samples out of the top: {negated:?} vs {right:?}");
+    assert!(
+        negated[3] < 0.5 * right[3],
+        "the negative term must move samples out of the top: {negated:?} vs {right:?}"
+    );
     std::fs::remove_dir_all(&dir).ok();
     Ok(())
 }

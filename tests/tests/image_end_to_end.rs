@@ -23,7 +23,10 @@ fn digits_train_sample_and_score() -> anyhow::Result<()> {
     let dir = tmp("digits");
     // a private copy of the data, so the classifier cache lands in the temporary folder
     let data = dir.join("digits.csv.gz");
-    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("../datasets/digits/digits.csv.gz"), &data)?;
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../datasets/digits/digits.csv.gz"),
+        &data,
+    )?;
     let text = format!(
         r#"
 name = "digits-tiny"
@@ -66,26 +69,89 @@ flip = false
     );
     let exp: ExperimentOf<Image> = ExperimentOf::<Image>::parse(&text, "digits-tiny")?;
     let untrained = dir.join("untrained");
-    run::train_experiment::<Image>(&exp, &TrainOptions { out: Some(untrained.clone()), quiet: true, stop_at: Some(1), ..Default::default() }, &dev)?;
-    let before = run::eval::<Image>(&untrained, &SampleRequest { quiet: true, ..Default::default() }, &dev)?;
+    run::train_experiment::<Image>(
+        &exp,
+        &TrainOptions {
+            out: Some(untrained.clone()),
+            quiet: true,
+            stop_at: Some(1),
+            ..Default::default()
+        },
+        &dev,
+    )?;
+    let before = run::eval::<Image>(
+        &untrained,
+        &SampleRequest {
+            quiet: true,
+            ..Default::default()
+        },
+        &dev,
+    )?;
     let run_dir = dir.join("run");
-    run::train_experiment::<Image>(&exp, &TrainOptions { out: Some(run_dir.clone()), quiet: true, ..Default::default() }, &dev)?;
+    run::train_experiment::<Image>(
+        &exp,
+        &TrainOptions {
+            out: Some(run_dir.clone()),
+            quiet: true,
+            ..Default::default()
+        },
+        &dev,
+    )?;
 
-    let req = SampleRequest { n: Some(20), quiet: true, ..Default::default() };
+    let req = SampleRequest {
+        n: Some(20),
+        quiet: true,
+        ..Default::default()
+    };
     let (out, files) = run::sample::<Image>(&run_dir, &req, &dev)?;
     assert!(out.join("grid.png").exists());
-    assert_eq!(files.iter().filter(|f| f.to_string_lossy().contains("sample-")).count(), 20);
-    assert!(out.join("sample-00003-3.png").exists(), "per-sample files carry their class");
+    assert_eq!(
+        files
+            .iter()
+            .filter(|f| f.to_string_lossy().contains("sample-"))
+            .count(),
+        20
+    );
+    assert!(
+        out.join("sample-00003-3.png").exists(),
+        "per-sample files carry their class"
+    );
 
-    let metrics = run::eval::<Image>(&run_dir, &SampleRequest { quiet: true, ..Default::default() }, &dev)?;
+    let metrics = run::eval::<Image>(
+        &run_dir,
+        &SampleRequest {
+            quiet: true,
+            ..Default::default()
+        },
+        &dev,
+    )?;
     let get = |k: &str| metrics.get(k).unwrap_or_else(|| panic!("no {k}"));
     eprintln!("{:?}", metrics.metrics);
     let was = |k: &str| before.get(k).unwrap_or_else(|| panic!("no {k}"));
     eprintln!("untrained: {:?}", before.metrics);
-    assert!(get("classifier_accuracy") > 0.8, "the evaluation classifier is too weak");
-    assert!(get("fd_floor") < get("fd"), "400 training steps cannot beat real data");
-    assert!(get("fd") < 0.5 * was("fd"), "training did not bring the samples closer: fd {} -> {}", was("fd"), get("fd"));
-    assert!(get("cond_accuracy") > was("cond_accuracy") + 0.3, "samples do not follow their classes: {} -> {}", was("cond_accuracy"), get("cond_accuracy"));
-    assert!(std::fs::read_dir(dir.join(".sugarcube-cache"))?.count() == 1, "the classifier is cached");
+    assert!(
+        get("classifier_accuracy") > 0.8,
+        "the evaluation classifier is too weak"
+    );
+    assert!(
+        get("fd_floor") < get("fd"),
+        "400 training steps cannot beat real data"
+    );
+    assert!(
+        get("fd") < 0.5 * was("fd"),
+        "training did not bring the samples closer: fd {} -> {}",
+        was("fd"),
+        get("fd")
+    );
+    assert!(
+        get("cond_accuracy") > was("cond_accuracy") + 0.3,
+        "samples do not follow their classes: {} -> {}",
+        was("cond_accuracy"),
+        get("cond_accuracy")
+    );
+    assert!(
+        std::fs::read_dir(dir.join(".sugarcube-cache"))?.count() == 1,
+        "the classifier is cached"
+    );
     Ok(())
 }

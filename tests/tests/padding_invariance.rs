@@ -15,14 +15,23 @@ use sugarcube_core::sampler::SampleConfig;
 use sugarcube_core::tensor_util::position_mask;
 
 /// Samples rows `first..first + lengths.len()` with the given lengths, padded to `pad`.
-fn sample(net: &SequenceTransformer, first: usize, lengths: &[usize], pad: usize) -> anyhow::Result<Vec<Vec<Vec<f32>>>> {
+fn sample(
+    net: &SequenceTransformer,
+    first: usize,
+    lengths: &[usize],
+    pad: usize,
+) -> anyhow::Result<Vec<Vec<Vec<f32>>>> {
     let dev = Device::Cpu;
     let b = lengths.len();
     let shape = [b, pad, 3];
     let mask = position_mask(lengths, &shape[1..], 0, &dev)?.reshape((b, pad))?;
     let guided = Guided::new(net, &CondSpec::default(), &[], &[], b, Some(mask), &dev)?;
     let process = GaussianProcess::new(GaussianConfig::default())?;
-    let cfg = SampleConfig { sampler: Some("ddpm".into()), steps: 10, ..Default::default() };
+    let cfg = SampleConfig {
+        sampler: Some("ddpm".into()),
+        steps: 10,
+        ..Default::default()
+    };
     let mut rows = Rows::new(7, first, b).with_lengths(lengths.to_vec(), 0);
     let x = process.sample(SampleJob {
         cfg: &cfg,
@@ -40,26 +49,53 @@ fn sample(net: &SequenceTransformer, first: usize, lengths: &[usize], pad: usize
 #[test]
 fn samples_do_not_change_with_their_padding() -> anyhow::Result<()> {
     let params = Params::new(3);
-    let cfg = TransformerConfig { hidden: 16, layers: 2, heads: 2, intermediate: 32, max_len: 12, dropout: 0.0, ..TransformerConfig::default() };
-    let net = SequenceTransformer::new(params.var_builder(DType::F32, &Device::Cpu), &cfg, 3, &CondSpec::default())?;
+    let cfg = TransformerConfig {
+        hidden: 16,
+        layers: 2,
+        heads: 2,
+        intermediate: 32,
+        max_len: 12,
+        dropout: 0.0,
+        ..TransformerConfig::default()
+    };
+    let net = SequenceTransformer::new(
+        params.var_builder(DType::F32, &Device::Cpu),
+        &cfg,
+        3,
+        &CondSpec::default(),
+    )?;
     let alone = sample(&net, 0, &[5], 5)?;
     let beside = sample(&net, 0, &[5, 9], 9)?;
     let padded = sample(&net, 0, &[5], 12)?;
     let worst = |a: &[Vec<f32>], b: &[Vec<f32>]| {
-        a.iter().zip(b).flat_map(|(p, q)| p.iter().zip(q).map(|(x, y)| (x - y).abs())).fold(0f32, f32::max)
+        a.iter()
+            .zip(b)
+            .flat_map(|(p, q)| p.iter().zip(q).map(|(x, y)| (x - y).abs()))
+            .fold(0f32, f32::max)
     };
-    let (d1, d2) = (worst(&alone[0], &beside[0][..5]), worst(&alone[0], &padded[0][..5]));
-    eprintln!("largest difference at real positions: beside a longer row {d1:e}, padded to 12 {d2:e}");
+    let (d1, d2) = (
+        worst(&alone[0], &beside[0][..5]),
+        worst(&alone[0], &padded[0][..5]),
+    );
+    eprintln!(
+        "largest difference at real positions: beside a longer row {d1:e}, padded to 12 {d2:e}"
+    );
     // float rounding only: the matrix products of a 5- and a 12-position row may take
     // different kernel paths (exactly equal on AVX-512 machines, 2.4e-6 apart on AVX2 ones),
     // and beside another row the batched products round differently again
-    assert!(d2 < 1e-5 && d1 < 1e-4, "padding changed a sample: {d1} {d2}");
+    assert!(
+        d2 < 1e-5 && d1 < 1e-4,
+        "padding changed a sample: {d1} {d2}"
+    );
     // the longer row is the same whatever row it sits beside
     let long_alone = sample(&net, 1, &[9], 9)?;
     assert!(worst(&long_alone[0], &beside[1]) < 1e-4);
     // padded positions stay at zero noise... and are not all equal to the real ones
     assert!(padded[0][5..].iter().flatten().all(|v| v.is_finite()));
-    assert!(worst(&alone[0], &beside[1][..5]) > 1e-3, "different rows must differ");
+    assert!(
+        worst(&alone[0], &beside[1][..5]) > 1e-3,
+        "different rows must differ"
+    );
     Ok(())
 }
 

@@ -35,12 +35,20 @@ fn tensor(values: &[f64], shape: &[usize]) -> Tensor {
 }
 
 fn values(t: &Tensor) -> Vec<f64> {
-    t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap()
+    t.to_dtype(DType::F64)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap()
 }
 
 fn check_scalar(what: &str, got: f64, reference: &Value) {
     let e = max_rel_err(&[got], &[num(reference)]);
-    assert!(e < SCALAR_TOL, "{what}: {got:e} vs reference {reference} (relative error {e:e})");
+    assert!(
+        e < SCALAR_TOL,
+        "{what}: {got:e} vs reference {reference} (relative error {e:e})"
+    );
 }
 
 #[test]
@@ -58,7 +66,11 @@ fn preconditioning_and_loss_weight() {
         check_scalar(&format!("c_out({sigma})"), p.c_out, &row["c_out"]);
         check_scalar(&format!("c_in({sigma})"), p.c_in, &row["c_in"]);
         check_scalar(&format!("c_noise({sigma})"), p.c_noise, &row["c_noise"]);
-        check_scalar(&format!("lambda({sigma})"), loss_weight(sigma, 0.5), &row["lambda"]);
+        check_scalar(
+            &format!("lambda({sigma})"),
+            loss_weight(sigma, 0.5),
+            &row["lambda"],
+        );
         assert_eq!(cfg.loss_weight(sigma), loss_weight(sigma, 0.5));
     }
 }
@@ -78,7 +90,10 @@ fn sigma_grids() {
         let got = cfg.sigmas(n);
         assert_eq!(got[n], 0.0, "{key}: trailing zero");
         let e = max_rel_err(&got, &reference);
-        assert!(e < SCALAR_TOL, "{key}: relative error {e:e}\n got {got:?}\n ref {reference:?}");
+        assert!(
+            e < SCALAR_TOL,
+            "{key}: relative error {e:e}\n got {got:?}\n ref {reference:?}"
+        );
     }
 }
 
@@ -101,7 +116,10 @@ fn ancestral_steps() {
         check_scalar(&format!("pair {i} sigma_up"), up, &pair["sigma_up"]);
     }
     // the last pair steps to 0: nothing down, nothing up
-    assert_eq!((num(&pairs[9]["sigma_down"]), num(&pairs[9]["sigma_up"])), (0.0, 0.0));
+    assert_eq!(
+        (num(&pairs[9]["sigma_down"]), num(&pairs[9]["sigma_up"])),
+        (0.0, 0.0)
+    );
 }
 
 #[test]
@@ -123,7 +141,13 @@ fn training_pair_in_network_space() {
     assert!(e_noise < SCALAR_TOL, "c_noise: {e_noise:e}");
     // the reference target is the exact network output: D of it at the stored noisy x is x0
     let noisy = tensor(&flatten(&t["noisy"]), &shape);
-    let d = denoised_rows(&tensor(&flatten(&t["target"]), &shape), &noisy, &sigmas, 0.5).unwrap();
+    let d = denoised_rows(
+        &tensor(&flatten(&t["target"]), &shape),
+        &noisy,
+        &sigmas,
+        0.5,
+    )
+    .unwrap();
     let e_d = scaled_err(&values(&d), &flatten(&t["x0"]["values"]));
     assert!(e_d < TENSOR_TOL, "D(target) vs x0: {e_d:e}");
 }
@@ -150,13 +174,19 @@ fn deterministic_heun_trajectory() {
     let e = max_rel_err(&z.iter().map(|z| 80.0 * z).collect::<Vec<_>>(), &x_start);
     assert!(e < SCALAR_TOL, "x_start = sigma_max z: {e:e}");
 
-    let gaussian =
-        move |x: &Tensor, sigma: f64| -> Result<Tensor> { x.affine(s * s / (s * s + sigma * sigma), 0.0) };
+    let gaussian = move |x: &Tensor, sigma: f64| -> Result<Tensor> {
+        x.affine(s * s / (s * s + sigma * sigma), 0.0)
+    };
     let sigmas = EdmConfig::default().sigmas(10);
     let mut calls: Vec<Call> = vec![];
     let mut noise = Rows::new(0, 0, shape[0]);
-    let out =
-        heun(&gaussian, tensor(&x_start, &shape), &sigmas, &Churn::NONE, &mut noise, &mut |i: &StepInfo| {
+    let out = heun(
+        &gaussian,
+        tensor(&x_start, &shape),
+        &sigmas,
+        &Churn::NONE,
+        &mut noise,
+        &mut |i: &StepInfo| {
             assert_eq!(i.index, calls.len());
             calls.push(Call {
                 sigma: i.t,
@@ -164,8 +194,9 @@ fn deterministic_heun_trajectory() {
                 denoised: values(i.x0),
                 x: values(i.x),
             })
-        })
-        .unwrap();
+        },
+    )
+    .unwrap();
 
     let ref_calls = h["calls"].as_array().unwrap();
     assert_eq!(calls.len(), 19);
@@ -173,7 +204,11 @@ fn deterministic_heun_trajectory() {
     let mut worst = 0.0f64;
     for (i, (c, r)) in calls.iter().zip(ref_calls).enumerate() {
         check_scalar(&format!("call {i} sigma"), c.sigma, &r["sigma"]);
-        for (got, key) in [(&c.model_input, "model_input"), (&c.denoised, "denoised"), (&c.x, "x")] {
+        for (got, key) in [
+            (&c.model_input, "model_input"),
+            (&c.denoised, "denoised"),
+            (&c.x, "x"),
+        ] {
             let e = scaled_err(got, &flatten(&r[key]));
             assert!(e < TENSOR_TOL, "call {i}: {key} {e:e}");
             worst = worst.max(e);
@@ -185,7 +220,11 @@ fn deterministic_heun_trajectory() {
     assert_eq!(steps.len(), 10);
     for (i, step) in steps.iter().enumerate() {
         check_scalar(&format!("step {i} sigma"), sigmas[i], &step["sigma"]);
-        check_scalar(&format!("step {i} sigma_next"), sigmas[i + 1], &step["sigma_next"]);
+        check_scalar(
+            &format!("step {i} sigma_next"),
+            sigmas[i + 1],
+            &step["sigma_next"],
+        );
         let call = if i < 9 { 2 * i + 1 } else { 18 };
         let e = scaled_err(&calls[call].x, &flatten(&step["x"]));
         assert!(e < TENSOR_TOL, "step {i}: x {e:e}");
@@ -197,9 +236,15 @@ fn deterministic_heun_trajectory() {
     eprintln!("heun trajectory: worst scaled error {worst:.2e}");
 
     // the exact ODE solution, stored for scale: 10 Heun steps are 22% off it on this data
-    let exact: Vec<f64> = x_start.iter().map(|x| x * s / (s * s + 80.0 * 80.0).sqrt()).collect();
+    let exact: Vec<f64> = x_start
+        .iter()
+        .map(|x| x * s / (s * s + 80.0 * 80.0).sqrt())
+        .collect();
     let e = max_rel_err(&exact, &flatten(&h["ode_exact_final"]));
     assert!(e < SCALAR_TOL, "ode_exact_final: {e:e}");
     let off = max_rel_err(&last, &exact);
-    assert!((0.2..0.24).contains(&off), "Heun's 10-step discretisation error {off}");
+    assert!(
+        (0.2..0.24).contains(&off),
+        "Heun's 10-step discretisation error {off}"
+    );
 }

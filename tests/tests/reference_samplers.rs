@@ -18,8 +18,8 @@ use serde_json::Value;
 use sugarcube_core::process::Prediction;
 use sugarcube_core::rng::Rows as RowNoise;
 use sugarcube_core::sampler::gaussian::{
-    ddim, ddpm, ddpm_posterior, dpmpp_2m, euler, heun, init_noise_sigma, sigma_grid, timesteps, GaussianDenoiser,
-    SamplerKind, Spacing, VpOptions,
+    ddim, ddpm, ddpm_posterior, dpmpp_2m, euler, heun, init_noise_sigma, sigma_grid, timesteps,
+    GaussianDenoiser, SamplerKind, Spacing, VpOptions,
 };
 use sugarcube_core::sampler::StepInfo;
 use sugarcube_core::schedule::{BetaSchedule, Schedule};
@@ -40,11 +40,19 @@ fn schedule() -> Schedule {
 }
 
 fn tensor(values: &[f64], shape: &[usize], dtype: DType) -> Tensor {
-    Tensor::from_vec(values.to_vec(), shape, &Device::Cpu).unwrap().to_dtype(dtype).unwrap()
+    Tensor::from_vec(values.to_vec(), shape, &Device::Cpu)
+        .unwrap()
+        .to_dtype(dtype)
+        .unwrap()
 }
 
 fn values(t: &Tensor) -> Vec<f64> {
-    t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap()
+    t.to_dtype(DType::F64)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap()
 }
 
 fn prediction(config: &Value) -> Prediction {
@@ -91,7 +99,10 @@ fn grid(traj: &Value) -> Grid {
     let n = traj["num_inference_steps"].as_u64().unwrap() as usize;
     assert_eq!(config["num_train_timesteps"], 1000);
     assert_eq!(config["beta_schedule"], "linear");
-    assert_eq!((num(&config["beta_start"]), num(&config["beta_end"])), (1e-4, 0.02));
+    assert_eq!(
+        (num(&config["beta_start"]), num(&config["beta_end"])),
+        (1e-4, 0.02)
+    );
     let prediction = prediction(config);
     let spacing = spacing(config);
     let s = schedule();
@@ -101,10 +112,20 @@ fn grid(traj: &Value) -> Grid {
             assert_eq!(config["set_alpha_to_one"], true);
             assert_eq!(config["steps_offset"], 0);
             assert_eq!(config["thresholding"], false);
-            let clip = config["clip_sample"].as_bool().unwrap().then(|| num(&config["clip_sample_range"]));
+            let clip = config["clip_sample"]
+                .as_bool()
+                .unwrap()
+                .then(|| num(&config["clip_sample_range"]));
             let ts = timesteps(spacing, T_TRAIN, n, true);
             let init_sigma = init_noise_sigma(SamplerKind::Ddim, spacing, &[]);
-            Grid { kind: SamplerKind::Ddim, prediction, clip, ts, sigmas: vec![], init_sigma }
+            Grid {
+                kind: SamplerKind::Ddim,
+                prediction,
+                clip,
+                ts,
+                sigmas: vec![],
+                init_sigma,
+            }
         }
         name => {
             let (kind, karras) = match name {
@@ -113,21 +134,35 @@ fn grid(traj: &Value) -> Grid {
                     assert_eq!(config["solver_order"], 2);
                     assert_eq!(config["solver_type"], "midpoint");
                     assert_eq!(config["final_sigmas_type"], "zero");
-                    (SamplerKind::Dpmpp2m, config["use_karras_sigmas"].as_bool().unwrap())
+                    (
+                        SamplerKind::Dpmpp2m,
+                        config["use_karras_sigmas"].as_bool().unwrap(),
+                    )
                 }
                 "EulerDiscreteScheduler" => {
                     assert_eq!(config["interpolation_type"], "linear");
                     assert_eq!(config["final_sigmas_type"], "zero");
-                    (SamplerKind::Euler, config["use_karras_sigmas"].as_bool().unwrap())
+                    (
+                        SamplerKind::Euler,
+                        config["use_karras_sigmas"].as_bool().unwrap(),
+                    )
                 }
-                "HeunDiscreteScheduler" => {
-                    (SamplerKind::Heun, config["use_karras_sigmas"].as_bool().unwrap())
-                }
+                "HeunDiscreteScheduler" => (
+                    SamplerKind::Heun,
+                    config["use_karras_sigmas"].as_bool().unwrap(),
+                ),
                 other => panic!("unknown scheduler {other}"),
             };
             let (sigmas, ts) = sigma_grid(&s, kind, spacing, n, karras);
             let init_sigma = init_noise_sigma(kind, spacing, &sigmas);
-            Grid { kind, prediction, clip: None, ts, sigmas, init_sigma }
+            Grid {
+                kind,
+                prediction,
+                clip: None,
+                ts,
+                sigmas,
+                init_sigma,
+            }
         }
     }
 }
@@ -162,8 +197,16 @@ fn grid_from_stored(g: &Grid, ts: &[f64], sigmas: &[f64]) -> Grid {
     } else {
         (ts.to_vec(), sigmas.to_vec())
     };
-    let out = Grid { ts: ts_steps, sigmas: sigmas_steps, ..*g };
-    assert_eq!(stored_form(&out), (ts.to_vec(), sigmas.to_vec()), "stored grid round trip");
+    let out = Grid {
+        ts: ts_steps,
+        sigmas: sigmas_steps,
+        ..*g
+    };
+    assert_eq!(
+        stored_form(&out),
+        (ts.to_vec(), sigmas.to_vec()),
+        "stored grid round trip"
+    );
     out
 }
 
@@ -182,17 +225,51 @@ fn run(g: &Grid, x_t: &[f64], dtype: DType) -> Recorded {
     let model = fake_model;
     let out = match g.kind {
         SamplerKind::Ddim => {
-            let opts = VpOptions { clip: g.clip, wrap: false };
+            let opts = VpOptions {
+                clip: g.clip,
+                wrap: false,
+            };
             let mut noise = RowNoise::new(0, 0, SHAPE[0]);
-            ddim(&GaussianDenoiser::new(&model, g.prediction), &s, x, &g.ts, 0.0, opts, &mut noise, &mut obs)
+            ddim(
+                &GaussianDenoiser::new(&model, g.prediction),
+                &s,
+                x,
+                &g.ts,
+                0.0,
+                opts,
+                &mut noise,
+                &mut obs,
+            )
         }
-        SamplerKind::Euler => euler(&GaussianDenoiser::new(&model, g.prediction), x, &g.sigmas, &g.ts, &mut obs),
-        SamplerKind::Heun => heun(&GaussianDenoiser::new(&model, g.prediction), x, &g.sigmas, &g.ts, &mut obs),
-        SamplerKind::Dpmpp2m => dpmpp_2m(&GaussianDenoiser::new(&model, g.prediction), x, &g.sigmas, &g.ts, &mut obs),
+        SamplerKind::Euler => euler(
+            &GaussianDenoiser::new(&model, g.prediction),
+            x,
+            &g.sigmas,
+            &g.ts,
+            &mut obs,
+        ),
+        SamplerKind::Heun => heun(
+            &GaussianDenoiser::new(&model, g.prediction),
+            x,
+            &g.sigmas,
+            &g.ts,
+            &mut obs,
+        ),
+        SamplerKind::Dpmpp2m => dpmpp_2m(
+            &GaussianDenoiser::new(&model, g.prediction),
+            x,
+            &g.sigmas,
+            &g.ts,
+            &mut obs,
+        ),
         SamplerKind::Ddpm => unreachable!(),
     }
     .unwrap();
-    assert_eq!(values(&out), *rec.x.last().unwrap(), "the returned sample is the last step's x");
+    assert_eq!(
+        values(&out),
+        *rec.x.last().unwrap(),
+        "the returned sample is the last step's x"
+    );
     rec
 }
 
@@ -228,12 +305,18 @@ fn compare(name: &str, rec: &Recorded, mode: &Value, t_tol: f64) -> Errors {
             e.x0 = e.x0.max(scaled_err(&rec.x0[i], &flatten(r)));
         }
         if let Some(r) = step.get("model_input") {
-            e.model_input = e.model_input.max(scaled_err(&rec.model_input[i], &flatten(r)));
+            e.model_input = e
+                .model_input
+                .max(scaled_err(&rec.model_input[i], &flatten(r)));
         }
         if let Some(p) = step.get("prev_timestep") {
             // DDIM's previous timestep is t - T // N, never the next grid entry
             let n = mode["timesteps"].as_array().unwrap().len() as i64;
-            assert_eq!(p.as_i64().unwrap(), t_ref as i64 - T_TRAIN as i64 / n, "{name} step {i}");
+            assert_eq!(
+                p.as_i64().unwrap(),
+                t_ref as i64 - T_TRAIN as i64 / n,
+                "{name} step {i}"
+            );
         }
     }
     e
@@ -266,13 +349,23 @@ fn check_trajectory(name: &str) {
     let mut report = Vec::new();
     for (mode_name, dtype, tol) in [("f64", DType::F64, 1e-10), ("f32", DType::F32, 1e-5)] {
         let mode = &traj[mode_name];
-        assert_eq!(mode["dtype"], if dtype == DType::F64 { "float64" } else { "float32" });
+        assert_eq!(
+            mode["dtype"],
+            if dtype == DType::F64 {
+                "float64"
+            } else {
+                "float32"
+            }
+        );
         let (t_tol, s_tol) = grid_tolerances(name, mode_name);
 
         // the time grid
         let ts_ref = flatten(&mode["timesteps"]);
         let e_ts = max_rel_err(&ts_stored, &ts_ref);
-        assert!(e_ts <= t_tol, "{name} {mode_name}: timesteps {ts_stored:?} vs {ts_ref:?} ({e_ts:e})");
+        assert!(
+            e_ts <= t_tol,
+            "{name} {mode_name}: timesteps {ts_stored:?} vs {ts_ref:?} ({e_ts:e})"
+        );
         let e_sig = if g.kind == SamplerKind::Ddim {
             assert!(mode.get("sigmas").is_none());
             0.0
@@ -280,12 +373,19 @@ fn check_trajectory(name: &str) {
             let sig_ref = flatten(&mode["sigmas"]);
             assert_eq!(*sig_ref.last().unwrap(), 0.0);
             let e = max_rel_err(&sigmas_stored, &sig_ref);
-            assert!(e <= s_tol, "{name} {mode_name}: sigmas {sigmas_stored:?} vs {sig_ref:?} ({e:e})");
+            assert!(
+                e <= s_tol,
+                "{name} {mode_name}: sigmas {sigmas_stored:?} vs {sig_ref:?} ({e:e})"
+            );
             e
         };
         let init_ref = num(&mode["init_noise_sigma"]);
         let e_init = (g.init_sigma - init_ref).abs() / init_ref;
-        assert!(e_init <= s_tol, "{name} {mode_name}: init_noise_sigma {} vs {init_ref}", g.init_sigma);
+        assert!(
+            e_init <= s_tol,
+            "{name} {mode_name}: init_noise_sigma {} vs {init_ref}",
+            g.init_sigma
+        );
 
         // the starting latent: the stored noise times init_noise_sigma
         let x_t = flatten(&mode["x_T"]);
@@ -300,13 +400,20 @@ fn check_trajectory(name: &str) {
             "{mode_name} ({dtype:?}): x {:.2e}, x0 {:.2e}, model_input {:.2e}; grid t {e_ts:.1e}, sigma {e_sig:.1e}",
             e.x, e.x0, e.model_input
         ));
-        assert!(e.x.max(e.x0) <= tol, "{name} {mode_name}: {e:?} exceeds {tol:e}");
+        assert!(
+            e.x.max(e.x0) <= tol,
+            "{name} {mode_name}: {e:?} exceeds {tol:e}"
+        );
         // Euler Karras in float32 diffusers starts its Karras ramp from a float32 sigma_min
         // 8.3e-5 relative off sigma(t=0), which moves the middle sigmas and so the model inputs
         // x / sqrt(sigma^2 + 1) by up to 2e-5 (README); the core's float64 grid cannot follow
         // that. The samples and x0 predictions still match to 1e-5, and the run on diffusers'
         // own float32 grid below matches everything to 1e-5.
-        let input_tol = if name == "euler_karras" && mode_name == "f32" { 3e-5 } else { tol };
+        let input_tol = if name == "euler_karras" && mode_name == "f32" {
+            3e-5
+        } else {
+            tol
+        };
         assert!(
             e.model_input <= input_tol,
             "{name} {mode_name}: model_input {:e} exceeds {input_tol:e}",
@@ -322,7 +429,10 @@ fn check_trajectory(name: &str) {
                 "f32 on stored grid: x {:.2e}, x0 {:.2e}, model_input {:.2e}",
                 e.x, e.x0, e.model_input
             ));
-            assert!(e.max() <= tol, "{name} f32 on the stored grid: {e:?} exceeds {tol:e}");
+            assert!(
+                e.max() <= tol,
+                "{name} f32 on the stored grid: {e:?} exceeds {tol:e}"
+            );
         }
     }
     eprintln!("{name:>28}: {}", report.join(" | "));
@@ -369,9 +479,17 @@ trajectory_tests! {
 fn ddim_clipping_is_exercised() {
     // the clip variants must actually clip somewhere, or the noclip comparison proves nothing
     let json = load_reference("samplers.json");
-    let steps = json["trajectories"]["ddim_leading_epsilon"]["f64"]["steps"].as_array().unwrap();
-    let clipped =
-        steps.iter().filter(|s| flatten(&s["pred_original_sample"]).iter().any(|v| v.abs() == 1.0)).count();
+    let steps = json["trajectories"]["ddim_leading_epsilon"]["f64"]["steps"]
+        .as_array()
+        .unwrap();
+    let clipped = steps
+        .iter()
+        .filter(|s| {
+            flatten(&s["pred_original_sample"])
+                .iter()
+                .any(|v| v.abs() == 1.0)
+        })
+        .count();
     assert!(clipped >= 6, "clamp active in {clipped} steps");
 }
 
@@ -381,7 +499,10 @@ fn ddim_clipping_is_exercised() {
 fn posterior_prediction(variant: &str, config: &Value) -> (Prediction, Option<f64>) {
     assert_eq!(config["variance_type"], "fixed_small", "{variant}");
     assert_eq!(config["thresholding"], false, "{variant}");
-    let clip = config["clip_sample"].as_bool().unwrap().then(|| num(&config["clip_sample_range"]));
+    let clip = config["clip_sample"]
+        .as_bool()
+        .unwrap()
+        .then(|| num(&config["clip_sample_range"]));
     (prediction(config), clip)
 }
 
@@ -398,9 +519,10 @@ fn ddpm_posterior_matches() {
     for (variant, v) in variants {
         let (pred, clip) = posterior_prediction(variant, &v["config"]);
         let steps = v["num_inference_steps"].as_u64();
-        for (mode, dtype, coef_tol, tensor_tol) in
-            [("f64", DType::F64, 1e-12, 1e-12), ("f32", DType::F32, 5e-4, 1e-5)]
-        {
+        for (mode, dtype, coef_tol, tensor_tol) in [
+            ("f64", DType::F64, 1e-12, 1e-12),
+            ("f32", DType::F32, 5e-4, 1e-5),
+        ] {
             let r = &v[mode];
             if let Some(n) = steps {
                 // set_timesteps(n): leading spacing, so the next grid entry is t - T // n
@@ -432,9 +554,17 @@ fn ddpm_posterior_matches() {
                     // float32 diffusers forms beta_t = 1 - a_t / a_prev (0.002 to 0.02 here) and
                     // 1 - a_t with cancellation: 6e-8 / beta_t relative, and near t = 0, where
                     // 1 - a_t is 1e-4, up to 5e-4 (README)
-                    let coef_tol = if dtype == DType::F32 && t >= 100 { 5e-5 } else { coef_tol };
+                    let coef_tol = if dtype == DType::F32 && t >= 100 {
+                        5e-5
+                    } else {
+                        coef_tol
+                    };
                     let e = max_rel_err(&[got], &[num(&row[key])]);
-                    assert!(e <= coef_tol, "{variant} {mode} t={t}: {key} {got:e} vs {} ({e:e})", row[key]);
+                    assert!(
+                        e <= coef_tol,
+                        "{variant} {mode} t={t}: {key} {got:e} vs {} ({e:e})",
+                        row[key]
+                    );
                     worst_coef = worst_coef.max(e);
                 }
                 if t == 0 {
@@ -448,14 +578,28 @@ fn ddpm_posterior_matches() {
                 if let Some(c) = clip {
                     x0 = x0.clamp(-c, c).unwrap();
                 }
-                let mean = x0.affine(c0, 0.0).unwrap().add(&xt.affine(ct, 0.0).unwrap()).unwrap();
+                let mean = x0
+                    .affine(c0, 0.0)
+                    .unwrap()
+                    .add(&xt.affine(ct, 0.0).unwrap())
+                    .unwrap();
                 let e0 = scaled_err(&values(&x0), &flatten(&row["pred_original_sample"]));
                 let em = scaled_err(&values(&mean), &flatten(&row["posterior_mean"]));
                 // float32 diffusers computes 1 - alpha_bar near t = 0 with cancellation (2.2e-4
                 // at t = 1), so its coefficients there are only good to ~1e-4 relative
-                let tensor_tol = if dtype == DType::F32 && 1.0 - a_t < 1e-3 { 1e-4 } else { tensor_tol };
-                assert!(e0 <= tensor_tol, "{variant} {mode} t={t}: pred_original_sample {e0:e}");
-                assert!(em <= tensor_tol, "{variant} {mode} t={t}: posterior_mean {em:e}");
+                let tensor_tol = if dtype == DType::F32 && 1.0 - a_t < 1e-3 {
+                    1e-4
+                } else {
+                    tensor_tol
+                };
+                assert!(
+                    e0 <= tensor_tol,
+                    "{variant} {mode} t={t}: pred_original_sample {e0:e}"
+                );
+                assert!(
+                    em <= tensor_tol,
+                    "{variant} {mode} t={t}: posterior_mean {em:e}"
+                );
                 worst_tensor = worst_tensor.max(e0).max(em);
             }
             eprintln!(
@@ -477,7 +621,12 @@ fn ddpm_last_step_is_the_posterior_mean() {
     for variant in ["epsilon_clip", "epsilon_noclip", "v_prediction_noclip"] {
         let v = &post["variants"][variant];
         let (pred, clip) = posterior_prediction(variant, &v["config"]);
-        let row = v["f64"]["rows"].as_array().unwrap().iter().find(|r| r["t"] == 0).unwrap();
+        let row = v["f64"]["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["t"] == 0)
+            .unwrap();
         let o = tensor(&out, &SHAPE, DType::F64);
         let model = move |_: &Tensor, _: f64| Ok(o.clone());
         let mut noise = RowNoise::new(0, 0, SHAPE[0]);
@@ -494,7 +643,10 @@ fn ddpm_last_step_is_the_posterior_mean() {
         .unwrap();
         let e = scaled_err(&values(&x), &flatten(&row["posterior_mean"]));
         let e0 = scaled_err(&x0_seen, &flatten(&row["pred_original_sample"]));
-        assert!(e <= 1e-12 && e0 <= 1e-12, "{variant}: mean {e:e}, x0 {e0:e}");
+        assert!(
+            e <= 1e-12 && e0 <= 1e-12,
+            "{variant}: mean {e:e}, x0 {e0:e}"
+        );
     }
 }
 
@@ -508,7 +660,11 @@ fn ddpm_previous_timestep_is_the_next_grid_entry() {
     let s = schedule();
     let json = load_reference("samplers.json");
     let x_start = flatten(&json["initial_noise"]["values"]);
-    for (spacing, n) in [(Spacing::Linspace, 20), (Spacing::Trailing, 30), (Spacing::Leading, 20)] {
+    for (spacing, n) in [
+        (Spacing::Linspace, 20),
+        (Spacing::Trailing, 30),
+        (Spacing::Leading, 20),
+    ] {
         let ts = timesteps(spacing, T_TRAIN, n, true);
         let mut noise = RowNoise::new(7, 0, SHAPE[0]);
         let mut got = vec![];
@@ -517,7 +673,10 @@ fn ddpm_previous_timestep_is_the_next_grid_entry() {
             &s,
             tensor(&x_start, &SHAPE, DType::F64),
             &ts,
-            VpOptions { clip: Some(1.0), wrap: false },
+            VpOptions {
+                clip: Some(1.0),
+                wrap: false,
+            },
             &mut noise,
             &mut |info: &StepInfo| got.push(values(info.x)),
         )
@@ -529,10 +688,18 @@ fn ddpm_previous_timestep_is_the_next_grid_entry() {
             let t = tf as usize;
             let eps = fake_model(&x, tf).unwrap();
             let a_t = s.alphas_cumprod[t];
-            let x0 = Prediction::Epsilon.to_x0(&eps, &x, &[a_t; SHAPE[0]]).unwrap().clamp(-1.0, 1.0).unwrap();
+            let x0 = Prediction::Epsilon
+                .to_x0(&eps, &x, &[a_t; SHAPE[0]])
+                .unwrap()
+                .clamp(-1.0, 1.0)
+                .unwrap();
             let prev = ts.get(i + 1).map_or(-1, |p| *p as i64);
             let (c0, ct, var) = ddpm_posterior(&s, t, prev);
-            let mut next = x0.affine(c0, 0.0).unwrap().add(&x.affine(ct, 0.0).unwrap()).unwrap();
+            let mut next = x0
+                .affine(c0, 0.0)
+                .unwrap()
+                .add(&x.affine(ct, 0.0).unwrap())
+                .unwrap();
             if t > 0 {
                 let z = replay.normal(&SHAPE, DType::F64, &Device::Cpu).unwrap();
                 next = next.add(&z.affine(var.sqrt(), 0.0).unwrap()).unwrap();

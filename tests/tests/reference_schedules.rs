@@ -27,7 +27,12 @@ fn build(name: &str) -> Schedule {
     }
 }
 
-const VARIANTS: [&str; 4] = ["linear", "scaled_linear", "squaredcos_cap_v2", "linear_zero_snr"];
+const VARIANTS: [&str; 4] = [
+    "linear",
+    "scaled_linear",
+    "squaredcos_cap_v2",
+    "linear_zero_snr",
+];
 
 #[test]
 fn fixture_describes_the_built_schedules() {
@@ -49,7 +54,11 @@ fn fixture_describes_the_built_schedules() {
             // the first beta is the configured beta_start (zero-SNR rescales it)
             let s = build(name);
             let b0 = cfg["beta_start"].as_f64().unwrap();
-            assert!(zero_snr || (s.betas[0] - b0).abs() < 1e-15, "{name}: betas[0] = {}", s.betas[0]);
+            assert!(
+                zero_snr || (s.betas[0] - b0).abs() < 1e-15,
+                "{name}: betas[0] = {}",
+                s.betas[0]
+            );
         }
     }
 }
@@ -62,7 +71,10 @@ fn schedules_match_diffusers_f64() {
         let s = build(name);
         let betas = flatten(&v["f64"]["betas"]);
         let ab = flatten(&v["f64"]["alphas_cumprod"]);
-        assert_eq!((s.betas.len(), s.alphas_cumprod.len()), (betas.len(), ab.len()));
+        assert_eq!(
+            (s.betas.len(), s.alphas_cumprod.len()),
+            (betas.len(), ab.len())
+        );
         let eb = max_rel_err(&s.betas, &betas);
         let ea = max_rel_err(&s.alphas_cumprod, &ab);
         eprintln!(
@@ -77,7 +89,8 @@ fn schedules_match_diffusers_f64() {
             // one ulp away from correctly rounded arithmetic (moving alpha_bar[t] by one ulp
             // before the sqrt reproduces it), so the betas are held to 1e-12 relative plus a
             // floor of a few ulps of 1. alphas_cumprod is unaffected (1.4e-14 relative).
-            check_close(&s.betas, &betas, 1e-15, 1e-12).unwrap_or_else(|e| panic!("{name} betas: {e}"));
+            check_close(&s.betas, &betas, 1e-15, 1e-12)
+                .unwrap_or_else(|e| panic!("{name} betas: {e}"));
         } else {
             assert!(eb <= 1e-12, "{name}: betas rel err {eb:e}");
         }
@@ -132,12 +145,16 @@ fn schedules_match_diffusers_f32_within_float32_rounding() {
         );
         let ((ba, br), (aa, ar)) = f32_tolerances(name);
         check_close(&s.betas, &betas, ba, br).unwrap_or_else(|e| panic!("{name} betas: {e}"));
-        check_close(&s.alphas_cumprod, &ab, aa, ar).unwrap_or_else(|e| panic!("{name} alphas_cumprod: {e}"));
+        check_close(&s.alphas_cumprod, &ab, aa, ar)
+            .unwrap_or_else(|e| panic!("{name} alphas_cumprod: {e}"));
         // where float32 keeps full precision (alpha_bar above 0.01) the match is 1e-6 relative
         let head: Vec<usize> = (0..1000).filter(|&t| ab[t] > 1e-2).collect();
         let a: Vec<f64> = head.iter().map(|&t| s.alphas_cumprod[t]).collect();
         let r: Vec<f64> = head.iter().map(|&t| ab[t]).collect();
         let e = max_rel_err(&a, &r);
-        assert!(e <= 1e-6, "{name}: alphas_cumprod rel err {e:e} where alpha_bar > 0.01");
+        assert!(
+            e <= 1e-6,
+            "{name}: alphas_cumprod rel err {e:e} where alpha_bar > 0.01"
+        );
     }
 }

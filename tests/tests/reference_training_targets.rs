@@ -22,28 +22,52 @@ struct Fixture {
 
 fn fixture() -> Fixture {
     let json = load_reference("training_targets.json");
-    let timesteps: Vec<usize> = flatten(&json["timesteps"]).iter().map(|&t| t as usize).collect();
+    let timesteps: Vec<usize> = flatten(&json["timesteps"])
+        .iter()
+        .map(|&t| t as usize)
+        .collect();
     let shape = shape_of(&json["x0"]["values"]);
     let x0 = flatten(&json["x0"]["values"]);
     let noise = flatten(&json["noise"]["values"]);
     assert_eq!(timesteps, vec![0, 1, 250, 500, 999]);
     assert_eq!(shape, vec![5, 2, 3, 4]);
     assert_eq!(json["snr_gamma"].as_f64(), Some(5.0));
-    Fixture { json, timesteps, shape, x0, noise }
+    Fixture {
+        json,
+        timesteps,
+        shape,
+        x0,
+        noise,
+    }
 }
 
 fn process() -> GaussianProcess {
     let cfg = GaussianConfig::default();
-    assert_eq!((cfg.schedule.timesteps, cfg.schedule.beta_start, cfg.schedule.beta_end), (1000, 1e-4, 0.02));
+    assert_eq!(
+        (
+            cfg.schedule.timesteps,
+            cfg.schedule.beta_start,
+            cfg.schedule.beta_end
+        ),
+        (1000, 1e-4, 0.02)
+    );
     GaussianProcess::new(cfg).unwrap()
 }
 
 fn tensor(values: &[f64], shape: &[usize], dtype: DType) -> Tensor {
-    Tensor::from_vec(values.to_vec(), shape, &Device::Cpu).unwrap().to_dtype(dtype).unwrap()
+    Tensor::from_vec(values.to_vec(), shape, &Device::Cpu)
+        .unwrap()
+        .to_dtype(dtype)
+        .unwrap()
 }
 
 fn values(t: &Tensor) -> Vec<f64> {
-    t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap()
+    t.to_dtype(DType::F64)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap()
 }
 
 /// add_noise and velocity in `dtype`, compared with mode `mode` under the trajectory measure:
@@ -63,10 +87,16 @@ fn check_tensors(dtype: DType, mode: &str, tol: f64, tol_late: f64) {
     assert!(ev <= tol, "velocity {dtype:?} vs {mode}: {ev:e}");
     let row = f.x0.len() / f.shape[0];
     let late = 2 * row..;
-    let en = scaled_err(&noised[late.clone()], &flatten(&r["add_noise"])[late.clone()]);
+    let en = scaled_err(
+        &noised[late.clone()],
+        &flatten(&r["add_noise"])[late.clone()],
+    );
     let ev = scaled_err(&v[late.clone()], &flatten(&r["velocity"])[late]);
     eprintln!("{dtype:?} vs {mode} at t >= 250: add_noise err {en:.3e}, velocity err {ev:.3e}");
-    assert!(en <= tol_late && ev <= tol_late, "{dtype:?} vs {mode} at t >= 250: {en:e} {ev:e}");
+    assert!(
+        en <= tol_late && ev <= tol_late,
+        "{dtype:?} vs {mode} at t >= 250: {en:e} {ev:e}"
+    );
 }
 
 #[test]
@@ -88,7 +118,11 @@ fn alphas_and_coefficients_at_t_match() {
     let p = process();
     for (mode, tol) in [("f64", 1e-12), ("f32", 1e-6)] {
         let r = &f.json[mode];
-        let ab: Vec<f64> = f.timesteps.iter().map(|&t| p.schedule.alphas_cumprod[t]).collect();
+        let ab: Vec<f64> = f
+            .timesteps
+            .iter()
+            .map(|&t| p.schedule.alphas_cumprod[t])
+            .collect();
         let sa: Vec<f64> = ab.iter().map(|a| a.sqrt()).collect();
         let sb: Vec<f64> = ab.iter().map(|a| (1.0 - a).sqrt()).collect();
         let ea = max_rel_err(&ab, &flatten(&r["alphas_cumprod_at_t"]));
@@ -98,17 +132,29 @@ fn alphas_and_coefficients_at_t_match() {
         eprintln!(
             "{mode}: alphas_cumprod {ea:.3e}, sqrt_alpha_prod {es:.3e}, sqrt_one_minus (t >= 250) {eb:.3e}"
         );
-        assert!(ea <= tol && es <= tol && eb <= tol, "{mode}: {ea:e} {es:e} {eb:e}");
+        assert!(
+            ea <= tol && es <= tol && eb <= tol,
+            "{mode}: {ea:e} {es:e} {eb:e}"
+        );
         let eb_all = max_rel_err(&sb, &flatten(&r["sqrt_one_minus_alpha_prod"]));
-        assert!(eb_all <= if mode == "f64" { 1e-12 } else { 1e-4 }, "{mode}: sqrt_one_minus {eb_all:e}");
+        assert!(
+            eb_all <= if mode == "f64" { 1e-12 } else { 1e-4 },
+            "{mode}: sqrt_one_minus {eb_all:e}"
+        );
     }
 }
 
 /// `(snr, min-SNR epsilon weight, min-SNR v weight)` per fixture timestep.
 fn snr_and_weights(p: &GaussianProcess, ts: &[usize]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let snr: Vec<f64> = ts.iter().map(|&t| p.schedule.snr(t)).collect();
-    let we = snr.iter().map(|&s| LossWeighting::MinSnr.weight(s, Prediction::Epsilon, 5.0)).collect();
-    let wv = snr.iter().map(|&s| LossWeighting::MinSnr.weight(s, Prediction::V, 5.0)).collect();
+    let we = snr
+        .iter()
+        .map(|&s| LossWeighting::MinSnr.weight(s, Prediction::Epsilon, 5.0))
+        .collect();
+    let wv = snr
+        .iter()
+        .map(|&s| LossWeighting::MinSnr.weight(s, Prediction::V, 5.0))
+        .collect();
     (snr, we, wv)
 }
 
@@ -119,16 +165,25 @@ fn snr_and_min_snr_weights_match_f64() {
     let r = &f.json["f64"];
     assert_eq!(r["snr_dtype"], "float64");
     let (snr, we, wv) = snr_and_weights(&p, &f.timesteps);
-    for (name, got) in [("snr", &snr), ("min_snr_weight_epsilon", &we), ("min_snr_weight_v_prediction", &wv)]
-    {
+    for (name, got) in [
+        ("snr", &snr),
+        ("min_snr_weight_epsilon", &we),
+        ("min_snr_weight_v_prediction", &wv),
+    ] {
         let e = max_rel_err(got, &flatten(&r[name]));
         eprintln!("f64 {name}: max rel err {e:.3e}");
         assert!(e <= 1e-12, "{name}: {e:e}");
     }
     // the process applies the same weights when configured for min-SNR
     for prediction in [Prediction::Epsilon, Prediction::V] {
-        let cfg = GaussianConfig { weighting: LossWeighting::MinSnr, prediction, ..Default::default() };
-        let got = GaussianProcess::new(cfg).unwrap().loss_weights(&f.timesteps);
+        let cfg = GaussianConfig {
+            weighting: LossWeighting::MinSnr,
+            prediction,
+            ..Default::default()
+        };
+        let got = GaussianProcess::new(cfg)
+            .unwrap()
+            .loss_weights(&f.timesteps);
         let key = if prediction == Prediction::V {
             "min_snr_weight_v_prediction"
         } else {
@@ -149,8 +204,11 @@ fn snr_and_min_snr_weights_match_f32() {
     let r = &f.json["f32"];
     assert_eq!(r["snr_dtype"], "float32");
     let (snr, we, wv) = snr_and_weights(&p, &f.timesteps);
-    for (name, got) in [("snr", &snr), ("min_snr_weight_epsilon", &we), ("min_snr_weight_v_prediction", &wv)]
-    {
+    for (name, got) in [
+        ("snr", &snr),
+        ("min_snr_weight_epsilon", &we),
+        ("min_snr_weight_v_prediction", &wv),
+    ] {
         let reference = flatten(&r[name]);
         // t = 0 and t = 1: float32 cancellation in 1 - alpha_bar (README: 5e-4 relative)
         let small = max_rel_err(&got[..2], &reference[..2]);

@@ -8,11 +8,18 @@ use sugarcube_core::registry::{self, DomainEntry, Entry};
 use sugarcube_core::run::{Lengths, SampleRequest, TrainOptions};
 
 /// Every domain the binary knows: adding a domain is one line here.
-static DOMAINS: &[&dyn DomainEntry] =
-    &[&Entry::<sugarcube_toy::Toy>::NEW, &Entry::<sugarcube_image::Image>::NEW, &Entry::<sugarcube_dna::Dna>::NEW];
+static DOMAINS: &[&dyn DomainEntry] = &[
+    &Entry::<sugarcube_toy::Toy>::NEW,
+    &Entry::<sugarcube_image::Image>::NEW,
+    &Entry::<sugarcube_dna::Dna>::NEW,
+];
 
 #[derive(Parser)]
-#[command(name = "sugarcube", version, about = "Diffusion models for images, audio, DNA and protein backbones")]
+#[command(
+    name = "sugarcube",
+    version,
+    about = "Diffusion models for images, audio, DNA and protein backbones"
+)]
 struct Cli {
     /// Where tensors live: cpu, or cuda when built with the `cuda` feature.
     #[arg(long, global = true, default_value = "cpu")]
@@ -197,7 +204,11 @@ fn run_entry(run_dir: &Path) -> anyhow::Result<&'static dyn DomainEntry> {
 
 fn run_domain(run_dir: &Path) -> anyhow::Result<String> {
     let cfg = run_dir.join("config.toml");
-    anyhow::ensure!(cfg.exists(), "{} is not a run directory: it has no config.toml", run_dir.display());
+    anyhow::ensure!(
+        cfg.exists(),
+        "{} is not a run directory: it has no config.toml",
+        run_dir.display()
+    );
     sugarcube_core::config::domain_of(&cfg)
 }
 
@@ -214,11 +225,17 @@ fn main() {
     }
     let matches = command.get_matches();
     let result = match matches.subcommand() {
-        Some((name, sub)) if DOMAINS.iter().any(|d| d.name() == name && d.command().is_some()) => {
+        Some((name, sub))
+            if DOMAINS
+                .iter()
+                .any(|d| d.name() == name && d.command().is_some()) =>
+        {
             let d = registry::find(DOMAINS, name, "command line").expect("found above");
             d.run_command(sub)
         }
-        _ => Cli::from_arg_matches(&matches).map_err(anyhow::Error::from).and_then(real_main),
+        _ => Cli::from_arg_matches(&matches)
+            .map_err(anyhow::Error::from)
+            .and_then(real_main),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
@@ -230,8 +247,22 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
     let dev = device(&cli.device)?;
     let quiet = cli.quiet;
     match cli.command {
-        Command::Train { experiment, out, resume, seed, until, init } => {
-            let opts = TrainOptions { out, resume, seed, quiet, stop_at: until, init };
+        Command::Train {
+            experiment,
+            out,
+            resume,
+            seed,
+            until,
+            init,
+        } => {
+            let opts = TrainOptions {
+                out,
+                resume,
+                seed,
+                quiet,
+                stop_at: until,
+                init,
+            };
             let (dir, report) = experiment_domain(&experiment)?.train(&experiment, &opts, &dev)?;
             println!(
                 "trained {} steps ({} this call, {:.0} examples/s), final loss {:.4}; run directory {}",
@@ -251,8 +282,15 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Eval { run_dir, req } => {
-            let metrics = run_entry(&run_dir)?.eval(&run_dir, &req.request(quiet), &dev)?.metrics;
-            let width = metrics.iter().map(|(k, _)| k.len()).max().unwrap_or(6).max(6);
+            let metrics = run_entry(&run_dir)?
+                .eval(&run_dir, &req.request(quiet), &dev)?
+                .metrics;
+            let width = metrics
+                .iter()
+                .map(|(k, _)| k.len())
+                .max()
+                .unwrap_or(6)
+                .max(6);
             println!("{:<width$}  value", "metric");
             for (k, v) in &metrics {
                 println!("{k:<width$}  {v:.6}");
@@ -260,11 +298,26 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             println!("wrote {}", run_dir.join("eval.json").display());
         }
         Command::Experiments { dir } => list_experiments(&dir)?,
-        Command::Bench { experiment: None, workload, iters, warmup, json, bf16, .. } => {
+        Command::Bench {
+            experiment: None,
+            workload,
+            iters,
+            warmup,
+            json,
+            bf16,
+            ..
+        } => {
             sugarcube_core::nn::set_bf16_compute(bf16)?;
             bench_workloads(&workload, warmup, iters, json, &dev)?
         }
-        Command::Bench { experiment: Some(experiment), steps, n, json, bf16, .. } => {
+        Command::Bench {
+            experiment: Some(experiment),
+            steps,
+            n,
+            json,
+            bf16,
+            ..
+        } => {
             anyhow::ensure!(!bf16, "--bf16 is for the standard workloads; for {}, set precision = \"bf16\" under [train]", experiment.display());
             let results = experiment_domain(&experiment)?.bench(&experiment, steps, n, &dev)?;
             let machine = machine_description();
@@ -276,9 +329,15 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 }
             } else {
                 println!("machine: {machine}");
-                println!("{:<36} {:>12} {:>12} {:>7}", "workload", "items/s", "steps/s", "batch");
+                println!(
+                    "{:<36} {:>12} {:>12} {:>7}",
+                    "workload", "items/s", "steps/s", "batch"
+                );
                 for r in &results {
-                    println!("{:<36} {:>12.1} {:>12.2} {:>7}", r.workload, r.items_per_s, r.steps_per_s, r.batch_size);
+                    println!(
+                        "{:<36} {:>12.1} {:>12.2} {:>7}",
+                        r.workload, r.items_per_s, r.steps_per_s, r.batch_size
+                    );
                 }
             }
         }
@@ -287,12 +346,21 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// Runs the standard workloads (all, or those named) and prints each result as it comes.
-fn bench_workloads(names: &[String], warmup: usize, iters: usize, json: bool, dev: &candle_core::Device) -> anyhow::Result<()> {
+fn bench_workloads(
+    names: &[String],
+    warmup: usize,
+    iters: usize,
+    json: bool,
+    dev: &candle_core::Device,
+) -> anyhow::Result<()> {
     use sugarcube_core::bench::{self, Workload};
     let workloads = if names.is_empty() {
         Workload::ALL.to_vec()
     } else {
-        names.iter().map(|n| Workload::parse(n)).collect::<anyhow::Result<Vec<_>>>()?
+        names
+            .iter()
+            .map(|n| Workload::parse(n))
+            .collect::<anyhow::Result<Vec<_>>>()?
     };
     let machine = machine_description();
     if !json {
@@ -316,9 +384,18 @@ fn bench_workloads(names: &[String], warmup: usize, iters: usize, json: bool, de
             r.parameters as f64 / 1e6,
             r.precision
         );
-        println!("  {:<28} {:>10} {:>7} {:>10}", "region", "ms/step", "share", "calls/step");
+        println!(
+            "  {:<28} {:>10} {:>7} {:>10}",
+            "region", "ms/step", "share", "calls/step"
+        );
         for e in &r.breakdown {
-            println!("  {:<28} {:>10.2} {:>6.1}% {:>10.1}", e.name, e.ms_per_step, 100.0 * e.share, e.calls_per_step);
+            println!(
+                "  {:<28} {:>10.2} {:>6.1}% {:>10.1}",
+                e.name,
+                e.ms_per_step,
+                100.0 * e.share,
+                e.calls_per_step
+            );
         }
     }
     Ok(())
@@ -327,9 +404,15 @@ fn bench_workloads(names: &[String], warmup: usize, iters: usize, json: bool, de
 fn machine_description() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| std::env::consts::ARCH.to_string());
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     format!("{cpu}, {threads} threads")
 }
 
@@ -349,7 +432,8 @@ fn list_experiments(dir: &Path) -> anyhow::Result<()> {
         .collect();
     files.sort();
     for f in files {
-        let text = std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?;
+        let text =
+            std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?;
         match toml::from_str::<Summary>(&text) {
             Ok(s) => println!(
                 "{:<38} {:<6} {}",
@@ -357,7 +441,11 @@ fn list_experiments(dir: &Path) -> anyhow::Result<()> {
                 s.domain.unwrap_or_else(|| "?".into()),
                 s.description.or(s.name).unwrap_or_default()
             ),
-            Err(e) => println!("{:<38} (invalid: {})", f.display(), e.to_string().lines().next().unwrap_or("")),
+            Err(e) => println!(
+                "{:<38} (invalid: {})",
+                f.display(),
+                e.to_string().lines().next().unwrap_or("")
+            ),
         }
     }
     Ok(())

@@ -63,13 +63,22 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// `sugarcube train EXP --out RUN [--resume] [extra]`, crashing at `kill` if given.
 fn train(exp: &Path, run: &Path, resume: bool, kill: Option<Point>, extra: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sugarcube"));
-    cmd.arg("train").arg(exp).arg("--out").arg(run).args(extra).env_remove(ENV);
+    cmd.arg("train")
+        .arg(exp)
+        .arg("--out")
+        .arg(run)
+        .args(extra)
+        .env_remove(ENV);
     if resume {
         cmd.arg("--resume");
     }
@@ -108,7 +117,8 @@ fn metrics(run: &Path) -> Vec<String> {
         .unwrap()
         .lines()
         .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("bad metrics line `{l}`: {e}"));
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("bad metrics line `{l}`: {e}"));
             format!("{} {} {} {}", v["step"], v["loss"], v["lr"], v["grad_norm"])
         })
         .collect()
@@ -120,7 +130,9 @@ fn assert_same_as_reference(run: &Path) {
     let (_, reference) = reference();
     let (want, got) = (final_tensors(reference), final_tensors(run));
     assert_eq!(want.len(), got.len());
-    assert!(want.keys().any(|k| k.starts_with("model.")) && want.keys().any(|k| k.starts_with("ema.")));
+    assert!(
+        want.keys().any(|k| k.starts_with("model.")) && want.keys().any(|k| k.starts_with("ema."))
+    );
     for (k, v) in &want {
         assert_eq!(v, &got[k], "{k} differs from the uninterrupted run");
     }
@@ -132,7 +144,8 @@ fn assert_checkpoints_load(run: &Path, when: &str) {
     let all = checkpoint::list(&run.join("checkpoints"));
     for c in &all {
         c.read_state().unwrap_or_else(|e| panic!("{when}: {e:#}"));
-        checkpoint::load_tensors(&c.tensors, &Device::Cpu).unwrap_or_else(|e| panic!("{when}: {e:#}"));
+        checkpoint::load_tensors(&c.tensors, &Device::Cpu)
+            .unwrap_or_else(|e| panic!("{when}: {e:#}"));
     }
 }
 
@@ -140,9 +153,18 @@ fn assert_checkpoints_load(run: &Path, when: &str) {
 /// between steps anywhere, inside a checkpoint write at a checkpoint step.
 fn kill_points(seed: u64) -> Vec<Point> {
     let mut rng = Rng::new(seed);
-    let mut phases = vec![None, Some(Phase::TensorsHalf), Some(Phase::BeforeState), Some(Phase::StateHalf)];
+    let mut phases = vec![
+        None,
+        Some(Phase::TensorsHalf),
+        Some(Phase::BeforeState),
+        Some(Phase::StateHalf),
+    ];
     rng.shuffle(&mut phases);
-    phases.push(if rng.below(2) == 0 { None } else { Some(Phase::TensorsHalf) });
+    phases.push(if rng.below(2) == 0 {
+        None
+    } else {
+        Some(Phase::TensorsHalf)
+    });
     phases
         .iter()
         .enumerate()
@@ -150,7 +172,9 @@ fn kill_points(seed: u64) -> Vec<Point> {
             let lo = 8 * w + 1;
             match phase {
                 None => Point::AfterStep(lo + rng.below(7) as usize),
-                Some(p) => Point::Checkpoint(EVERY * (lo.div_ceil(EVERY) + rng.below(2) as usize), *p),
+                Some(p) => {
+                    Point::Checkpoint(EVERY * (lo.div_ceil(EVERY) + rng.below(2) as usize), *p)
+                }
             }
         })
         .collect()
@@ -160,41 +184,84 @@ fn kill_points(seed: u64) -> Vec<Point> {
 fn killed_anywhere_the_run_resumes_bit_for_bit() {
     let (exp, _) = reference();
     let points = kill_points(0x5EED_0009);
-    eprintln!("kill points: {}", points.iter().map(|p| p.to_text()).collect::<Vec<_>>().join(", "));
+    eprintln!(
+        "kill points: {}",
+        points
+            .iter()
+            .map(|p| p.to_text())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     assert!(points.windows(2).all(|w| step_of(w[0]) < step_of(w[1])));
     let run = tmp("killed").join("run");
     for (i, &p) in points.iter().enumerate() {
         let o = train(exp, &run, i > 0, Some(p), &["--quiet"]);
-        assert_eq!(o.status.signal(), Some(9), "{}: expected death by SIGKILL, got {:?}: {}", p.to_text(), o.status, text(&o));
+        assert_eq!(
+            o.status.signal(),
+            Some(9),
+            "{}: expected death by SIGKILL, got {:?}: {}",
+            p.to_text(),
+            o.status,
+            text(&o)
+        );
         // the kill happened where it was asked for
         let ckpts = run.join("checkpoints");
         match p {
             Point::Checkpoint(n, Phase::TensorsHalf) => {
                 let tmp = checkpoint::tmp_path(&Checkpoint::at(&ckpts, n).tensors);
-                let full = std::fs::metadata(Checkpoint::at(&reference().1.join("checkpoints"), STEPS).tensors).unwrap().len();
-                assert_eq!(std::fs::metadata(&tmp).unwrap().len(), full / 2, "{} is half written", tmp.display());
+                let full = std::fs::metadata(
+                    Checkpoint::at(&reference().1.join("checkpoints"), STEPS).tensors,
+                )
+                .unwrap()
+                .len();
+                assert_eq!(
+                    std::fs::metadata(&tmp).unwrap().len(),
+                    full / 2,
+                    "{} is half written",
+                    tmp.display()
+                );
             }
             Point::Checkpoint(n, Phase::BeforeState) => {
-                assert!(Checkpoint::at(&ckpts, n).tensors.exists() && !Checkpoint::at(&ckpts, n).state.exists());
+                assert!(
+                    Checkpoint::at(&ckpts, n).tensors.exists()
+                        && !Checkpoint::at(&ckpts, n).state.exists()
+                );
             }
             Point::Checkpoint(n, Phase::StateHalf) => {
                 assert!(checkpoint::tmp_path(&Checkpoint::at(&ckpts, n).state).exists());
             }
             Point::AfterStep(n) => {
                 let newest = checkpoint::latest(&ckpts).map_or(0, |c| c.step);
-                assert_eq!(newest, n / EVERY * EVERY, "after step {n}, the newest checkpoint");
+                assert_eq!(
+                    newest,
+                    n / EVERY * EVERY,
+                    "after step {n}, the newest checkpoint"
+                );
             }
         }
         let newest = checkpoint::latest(&ckpts).map_or(0, |c| c.step);
-        assert!(newest < step_of(p) || matches!(p, Point::AfterStep(_)), "{}: newest checkpoint {newest}", p.to_text());
+        assert!(
+            newest < step_of(p) || matches!(p, Point::AfterStep(_)),
+            "{}: newest checkpoint {newest}",
+            p.to_text()
+        );
         assert_checkpoints_load(&run, &p.to_text());
     }
     let o = train(exp, &run, true, None, &[]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("resuming from"), "{}", text(&o));
     assert_same_as_reference(&run);
-    let leftovers: Vec<_> = std::fs::read_dir(run.join("checkpoints")).unwrap().flatten().map(|e| e.file_name()).collect();
-    assert!(leftovers.iter().all(|n| !n.to_string_lossy().ends_with(".tmp")), "temporary files overwritten and renamed: {leftovers:?}");
+    let leftovers: Vec<_> = std::fs::read_dir(run.join("checkpoints"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        leftovers
+            .iter()
+            .all(|n| !n.to_string_lossy().ends_with(".tmp")),
+        "temporary files overwritten and renamed: {leftovers:?}"
+    );
 }
 
 fn step_of(p: Point) -> usize {
@@ -213,7 +280,9 @@ fn a_damaged_newest_checkpoint_is_reported_and_skipped() {
             let bytes = std::fs::read(&c.tensors).unwrap();
             std::fs::write(&c.tensors, &bytes[..bytes.len() / 2]).unwrap();
         }),
-        ("garbage-state", |c| std::fs::write(&c.state, b"{\"step\": 12, \"config_h").unwrap()),
+        ("garbage-state", |c| {
+            std::fs::write(&c.state, b"{\"step\": 12, \"config_h").unwrap()
+        }),
     ];
     for (name, damage) in cases {
         let run = tmp(name).join("run");
@@ -226,8 +295,14 @@ fn a_damaged_newest_checkpoint_is_reported_and_skipped() {
         let o = train(exp, &run, true, None, &[]);
         let s = text(&o);
         assert!(o.status.success(), "{name}: {s}");
-        assert!(s.contains("warning") && s.contains("step-00000012.safetensors"), "{name}: the damaged checkpoint is named:\n{s}");
-        assert!(s.contains("step-00000008.json (step 8)"), "{name}: resumes from the older one:\n{s}");
+        assert!(
+            s.contains("warning") && s.contains("step-00000012.safetensors"),
+            "{name}: the damaged checkpoint is named:\n{s}"
+        );
+        assert!(
+            s.contains("step-00000008.json (step 8)"),
+            "{name}: resumes from the older one:\n{s}"
+        );
         assert_same_as_reference(&run);
         assert_checkpoints_load(&run, name);
     }
@@ -247,14 +322,23 @@ fn damaged_checkpoint_bytes_are_errors_not_panics() {
     let try_both = |t: &[u8], s: &[u8]| -> (bool, bool) {
         std::fs::write(&c.tensors, t).unwrap();
         std::fs::write(&c.state, s).unwrap();
-        let loaded = std::panic::catch_unwind(AssertUnwindSafe(|| checkpoint::load_tensors(&c.tensors, &dev).is_ok()))
-            .unwrap_or_else(|_| panic!("load_tensors panicked on {} bytes starting {:?}", t.len(), &t[..t.len().min(64)]));
+        let loaded = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            checkpoint::load_tensors(&c.tensors, &dev).is_ok()
+        }))
+        .unwrap_or_else(|_| {
+            panic!(
+                "load_tensors panicked on {} bytes starting {:?}",
+                t.len(),
+                &t[..t.len().min(64)]
+            )
+        });
         let read = std::panic::catch_unwind(AssertUnwindSafe(|| c.read_state().is_ok()))
             .unwrap_or_else(|_| panic!("read_state panicked on {:?}", String::from_utf8_lossy(s)));
         (loaded, read)
     };
     for case in 0..600 {
-        let bytes = |rng: &mut Rng, n: usize| -> Vec<u8> { (0..n).map(|_| rng.below(256) as u8).collect() };
+        let bytes =
+            |rng: &mut Rng, n: usize| -> Vec<u8> { (0..n).map(|_| rng.below(256) as u8).collect() };
         match case % 6 {
             // random bytes of random lengths
             0 => {
@@ -289,7 +373,16 @@ fn damaged_checkpoint_bytes_are_errors_not_panics() {
             4 => {
                 let mut t = tensors.clone();
                 let at = 8 + rng.below((header - 8) as u64) as usize;
-                let pieces: [&[u8]; 8] = [b"99999999999999999999", b"-1", b"]", b"\"", b"{", b"0", b",", b"F64"];
+                let pieces: [&[u8]; 8] = [
+                    b"99999999999999999999",
+                    b"-1",
+                    b"]",
+                    b"\"",
+                    b"{",
+                    b"0",
+                    b",",
+                    b"F64",
+                ];
                 let piece = pieces[rng.below(8) as usize];
                 let end = (at + piece.len()).min(header);
                 t[at..end].copy_from_slice(&piece[..end - at]);

@@ -14,18 +14,34 @@ fn main() -> candle_core::Result<()> {
     sugarcube_core::tune_threads();
     let bf16 = std::env::args().any(|a| a == "--bf16");
     sugarcube_core::nn::set_bf16_compute(bf16)?;
-    let args: Vec<usize> = std::env::args().skip(1).filter(|a| a != "--bf16").map(|a| a.parse().expect("numbers: B C O H W K S")).collect();
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bf16")
+        .map(|a| a.parse().expect("numbers: B C O H W K S"))
+        .collect();
     let [b, c, o, h, w, kh, kw, s] = match args.len() {
         0 => [32, 64, 64, 32, 32, 3, 3, 1],
-        7 => [args[0], args[1], args[2], args[3], args[4], args[5], args[5], args[6]],
-        8 => [args[0], args[1], args[2], args[3], args[4], args[5], args[6], args[7]],
+        7 => [
+            args[0], args[1], args[2], args[3], args[4], args[5], args[5], args[6],
+        ],
+        8 => [
+            args[0], args[1], args[2], args[3], args[4], args[5], args[6], args[7],
+        ],
         _ => panic!("expected no arguments, B C O H W K S or B C O H W KH KW S (and --bf16)"),
     };
     let dev = Device::Cpu;
     let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (b, c, h, w), &dev)?)?;
     let wt = Var::from_tensor(&Tensor::randn(0f32, 0.05, (o, c, kh, kw), &dev)?)?;
     let bias = Var::from_tensor(&Tensor::zeros(o, DType::F32, &dev)?)?;
-    let conv = || conv2d(x.as_tensor(), wt.as_tensor(), bias.as_tensor(), (s, s), (kh / 2, kw / 2));
+    let conv = || {
+        conv2d(
+            x.as_tensor(),
+            wt.as_tensor(),
+            bias.as_tensor(),
+            (s, s),
+            (kh / 2, kw / 2),
+        )
+    };
     let fwd = median_ms(2, 7, || conv().map(|_| ()))?;
     let both = median_ms(2, 7, || conv()?.sum_all()?.backward().map(|_| ()))?;
     sugarcube_core::profile::enable(true);
@@ -33,9 +49,16 @@ fn main() -> candle_core::Result<()> {
         conv()?.sum_all()?.backward()?;
     }
     for e in sugarcube_core::profile::take() {
-        println!("  {:<40} {:.2} ms/call", e.name, 1e3 * e.seconds / e.calls as f64);
+        println!(
+            "  {:<40} {:.2} ms/call",
+            e.name,
+            1e3 * e.seconds / e.calls as f64
+        );
     }
-    let (ho, wo) = ((h + 2 * (kh / 2) - kh) / s + 1, (w + 2 * (kw / 2) - kw) / s + 1);
+    let (ho, wo) = (
+        (h + 2 * (kh / 2) - kh) / s + 1,
+        (w + 2 * (kw / 2) - kw) / s + 1,
+    );
     let flops = 2.0 * (o * c * kh * kw * ho * wo * b) as f64;
     println!(
         "conv2d {kh}x{kw}/{s} {c}->{o} {h}x{w} batch {b} {}: forward {fwd:.2} ms ({:.0} GFLOP/s), forward+backward {both:.2} ms",

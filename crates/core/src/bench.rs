@@ -44,8 +44,12 @@ pub enum Workload {
 
 impl Workload {
     /// Every workload, in report order.
-    pub const ALL: [Workload; 4] =
-        [Workload::Unet2dTrain, Workload::Unet1dDnaTrain, Workload::TransformerAnglesTrain, Workload::Unet2dSampleForward];
+    pub const ALL: [Workload; 4] = [
+        Workload::Unet2dTrain,
+        Workload::Unet1dDnaTrain,
+        Workload::TransformerAnglesTrain,
+        Workload::Unet2dSampleForward,
+    ];
 
     /// The workload's name in reports and on the command line.
     pub fn name(self) -> &'static str {
@@ -59,10 +63,16 @@ impl Workload {
 
     /// The workload called `name`, or an error listing the names.
     pub fn parse(name: &str) -> anyhow::Result<Self> {
-        Self::ALL.into_iter().find(|w| w.name() == name).ok_or_else(|| {
-            let names: Vec<_> = Self::ALL.iter().map(|w| w.name()).collect();
-            anyhow::anyhow!("unknown workload `{name}`; expected one of {}", names.join(", "))
-        })
+        Self::ALL
+            .into_iter()
+            .find(|w| w.name() == name)
+            .ok_or_else(|| {
+                let names: Vec<_> = Self::ALL.iter().map(|w| w.name()).collect();
+                anyhow::anyhow!(
+                    "unknown workload `{name}`; expected one of {}",
+                    names.join(", ")
+                )
+            })
     }
 
     /// Items (images, sequences, structures) per step.
@@ -153,12 +163,25 @@ fn setup(w: Workload, device: &Device) -> anyhow::Result<Setup> {
     let mut rng = Rng::new(1);
     let b = w.batch_size();
     let epsilon = GaussianProcess::new(GaussianConfig::default())?;
-    let unconditional = |x0: Tensor| Batch { x0, cond: vec![], lengths: None };
+    let unconditional = |x0: Tensor| Batch {
+        x0,
+        cond: vec![],
+        lengths: None,
+    };
     Ok(match w {
         Workload::Unet2dTrain | Workload::Unet2dSampleForward => Setup {
-            model: Box::new(UNet::new(vb, &unet2d_config(), Dims::Two, 1, 1, &CondSpec::default())?),
+            model: Box::new(UNet::new(
+                vb,
+                &unet2d_config(),
+                Dims::Two,
+                1,
+                1,
+                &CondSpec::default(),
+            )?),
             params,
-            batch: unconditional(randn(&mut rng, &[b, 1, 32, 32], DType::F32, device)?.clamp(-1f32, 1f32)?),
+            batch: unconditional(
+                randn(&mut rng, &[b, 1, 32, 32], DType::F32, device)?.clamp(-1f32, 1f32)?,
+            ),
             info: DataInfo::new(vec![1, 32, 32]),
             process: epsilon,
         },
@@ -172,23 +195,39 @@ fn setup(w: Workload, device: &Device) -> anyhow::Result<Setup> {
                     onehot[(row * 4 + base) * len + pos] = 1.0;
                 }
             }
-            let cond: Vec<Condition> = (0..b).map(|_| Condition(vec![Value::Class(rng.below(classes as u64) as u32)])).collect();
-            let spec = CondSpec::classes("cell_type", (0..classes).map(|i| i.to_string()).collect());
+            let cond: Vec<Condition> = (0..b)
+                .map(|_| Condition(vec![Value::Class(rng.below(classes as u64) as u32)]))
+                .collect();
+            let spec =
+                CondSpec::classes("cell_type", (0..classes).map(|i| i.to_string()).collect());
             Setup {
                 model: Box::new(UNet::new(vb, &unet1d_dna_config(), Dims::One, 4, 4, &spec)?),
                 params,
-                batch: Batch { x0: Tensor::from_vec(onehot, (b, 4, len), device)?, cond, lengths: None },
+                batch: Batch {
+                    x0: Tensor::from_vec(onehot, (b, 4, len), device)?,
+                    cond,
+                    lengths: None,
+                },
                 info: DataInfo::new(vec![4, len]).with_cond(spec),
                 process: epsilon,
             }
         }
         Workload::TransformerAnglesTrain => {
-            let cfg = TransformerConfig { dropout: 0.0, ..TransformerConfig::foldingdiff_small() };
+            let cfg = TransformerConfig {
+                dropout: 0.0,
+                ..TransformerConfig::foldingdiff_small()
+            };
             let (len, features) = (128, 6);
-            let angles: Vec<f32> =
-                (0..b * len * features).map(|_| ((2.0 * rng.uniform() - 1.0) * std::f64::consts::PI) as f32).collect();
+            let angles: Vec<f32> = (0..b * len * features)
+                .map(|_| ((2.0 * rng.uniform() - 1.0) * std::f64::consts::PI) as f32)
+                .collect();
             Setup {
-                model: Box::new(SequenceTransformer::new(vb, &cfg, features, &CondSpec::default())?),
+                model: Box::new(SequenceTransformer::new(
+                    vb,
+                    &cfg,
+                    features,
+                    &CondSpec::default(),
+                )?),
                 params,
                 batch: unconditional(Tensor::from_vec(angles, (b, len, features), device)?),
                 info: DataInfo::new(vec![len, features]),
@@ -199,13 +238,25 @@ fn setup(w: Workload, device: &Device) -> anyhow::Result<Setup> {
 }
 
 /// Runs one workload: `warmup` untimed steps, then `iters` timed ones (at least 1).
-pub fn run(w: Workload, device: &Device, warmup: usize, iters: usize) -> anyhow::Result<WorkloadResult> {
+pub fn run(
+    w: Workload,
+    device: &Device,
+    warmup: usize,
+    iters: usize,
+) -> anyhow::Result<WorkloadResult> {
     let iters = iters.max(1);
     let s = setup(w, device)?;
     let vars = s.params.vars();
     let mut opt = AdamW::new(vars.clone(), AdamWConfig::default())?;
     // the trainer's own micro-batch step (label dropout as the trainer's default)
-    let ctx = StepContext { process: &s.process, model: s.model.as_ref(), info: &s.info, cond_drop: 0.1, cond_drop_mode: CondDrop::Each, objective: Objective::Denoise };
+    let ctx = StepContext {
+        process: &s.process,
+        model: s.model.as_ref(),
+        info: &s.info,
+        cond_drop: 0.1,
+        cond_drop_mode: CondDrop::Each,
+        objective: Objective::Denoise,
+    };
     let mut iteration = 0usize;
     let mut step = || -> Result<()> {
         iteration += 1;
@@ -251,7 +302,12 @@ pub fn run(w: Workload, device: &Device, warmup: usize, iters: usize) -> anyhow:
         parameters: s.params.count(),
         ms_per_step: 1e3 * med,
         iters,
-        precision: if crate::nn::bf16_compute() { "bf16" } else { "f32" }.to_string(),
+        precision: if crate::nn::bf16_compute() {
+            "bf16"
+        } else {
+            "f32"
+        }
+        .to_string(),
         breakdown,
     })
 }

@@ -43,19 +43,26 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 fn write_atomic_observed(path: &Path, bytes: &[u8], halfway: impl FnOnce()) -> anyhow::Result<()> {
     let tmp = tmp_path(path);
     {
-        let mut f = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        let mut f = std::fs::File::create(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
         let (first, rest) = bytes.split_at(bytes.len() / 2);
-        f.write_all(first).with_context(|| format!("cannot write {}", tmp.display()))?;
+        f.write_all(first)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
         halfway();
-        f.write_all(rest).with_context(|| format!("cannot write {}", tmp.display()))?;
+        f.write_all(rest)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
         f.sync_all().ok();
     }
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
 }
 
 /// `path` with `.tmp` appended to its file name.
 pub fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(".tmp");
     path.with_file_name(name)
 }
@@ -74,7 +81,8 @@ pub fn save_tensors(path: &Path, tensors: &HashMap<String, Tensor>) -> anyhow::R
 
 /// Loads a safetensors file, with an error naming it.
 pub fn load_tensors(path: &Path, device: &Device) -> anyhow::Result<HashMap<String, Tensor>> {
-    candle_core::safetensors::load(path, device).with_context(|| format!("cannot read checkpoint {}", path.display()))
+    candle_core::safetensors::load(path, device)
+        .with_context(|| format!("cannot read checkpoint {}", path.display()))
 }
 
 /// One saved checkpoint on disk.
@@ -100,32 +108,47 @@ impl Checkpoint {
 
     /// Reads the state file.
     pub fn read_state(&self) -> anyhow::Result<TrainState> {
-        let text = std::fs::read_to_string(&self.state).with_context(|| format!("cannot read {}", self.state.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("{} is not a valid checkpoint state", self.state.display()))
+        let text = std::fs::read_to_string(&self.state)
+            .with_context(|| format!("cannot read {}", self.state.display()))?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a valid checkpoint state", self.state.display()))
     }
 }
 
 /// Writes a checkpoint: tensors first, then the state, each atomically (with the tests' crash
 /// points, [`crashpoint`], halfway through each file and between them).
-pub fn save(dir: &Path, tensors: &HashMap<String, Tensor>, state: &TrainState) -> anyhow::Result<Checkpoint> {
+pub fn save(
+    dir: &Path,
+    tensors: &HashMap<String, Tensor>,
+    state: &TrainState,
+) -> anyhow::Result<Checkpoint> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let step = state.step;
     let c = Checkpoint::at(dir, step);
     let bytes = serialize_tensors(tensors)?;
-    write_atomic_observed(&c.tensors, &bytes, || crashpoint::reached(Point::Checkpoint(step, Phase::TensorsHalf)))?;
+    write_atomic_observed(&c.tensors, &bytes, || {
+        crashpoint::reached(Point::Checkpoint(step, Phase::TensorsHalf))
+    })?;
     crashpoint::reached(Point::Checkpoint(step, Phase::BeforeState));
     let json = serde_json::to_string_pretty(state)?;
-    write_atomic_observed(&c.state, json.as_bytes(), || crashpoint::reached(Point::Checkpoint(step, Phase::StateHalf)))?;
+    write_atomic_observed(&c.state, json.as_bytes(), || {
+        crashpoint::reached(Point::Checkpoint(step, Phase::StateHalf))
+    })?;
     Ok(c)
 }
 
 /// Complete checkpoints in `dir`, oldest first.
 pub fn list(dir: &Path) -> Vec<Checkpoint> {
     let mut out = vec![];
-    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
-        if let Some(step) = name.strip_prefix("step-").and_then(|s| s.strip_suffix(".json")) {
+        if let Some(step) = name
+            .strip_prefix("step-")
+            .and_then(|s| s.strip_suffix(".json"))
+        {
             if let Ok(step) = step.parse::<usize>() {
                 let c = Checkpoint::at(dir, step);
                 if c.tensors.exists() {
@@ -161,7 +184,11 @@ pub fn newest_loadable<T>(
     for c in all.iter().rev() {
         match load(c)? {
             Ok(t) => return Ok(Some((c.clone(), t))),
-            Err(e) => eprintln!("warning: skipping checkpoint {} (step {}): {e:#}", c.tensors.display(), c.step),
+            Err(e) => eprintln!(
+                "warning: skipping checkpoint {} (step {}): {e:#}",
+                c.tensors.display(),
+                c.step
+            ),
         }
     }
     anyhow::bail!(
@@ -198,13 +225,26 @@ mod tests {
         std::fs::remove_dir_all(&dir).ok();
         for step in [10, 20, 30] {
             let mut t = HashMap::new();
-            t.insert("model.w".to_string(), Tensor::new(&[step as f32], &Device::Cpu)?);
-            let st = TrainState { step, config_hash: "h".into(), loss: 0.5, seconds: 1.0, window_loss: 0.0, window_steps: 0 };
+            t.insert(
+                "model.w".to_string(),
+                Tensor::new(&[step as f32], &Device::Cpu)?,
+            );
+            let st = TrainState {
+                step,
+                config_hash: "h".into(),
+                loss: 0.5,
+                seconds: 1.0,
+                window_loss: 0.0,
+                window_steps: 0,
+            };
             save(&dir, &t, &st)?;
         }
         assert_eq!(latest(&dir).unwrap().step, 30);
         prune(&dir, 2, 30)?;
-        assert_eq!(list(&dir).iter().map(|c| c.step).collect::<Vec<_>>(), vec![20, 30]);
+        assert_eq!(
+            list(&dir).iter().map(|c| c.step).collect::<Vec<_>>(),
+            vec![20, 30]
+        );
         let back = load_tensors(&latest(&dir).unwrap().tensors, &Device::Cpu)?;
         assert_eq!(back["model.w"].to_vec1::<f32>()?, vec![30.0]);
         assert_eq!(latest(&dir).unwrap().read_state()?.step, 30);
@@ -217,17 +257,26 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sugarcube-ckpt-bytes-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let mut t = HashMap::new();
-        t.insert("b".to_string(), Tensor::new(&[[1f32, 2.0], [3.0, 4.0]], &Device::Cpu)?);
+        t.insert(
+            "b".to_string(),
+            Tensor::new(&[[1f32, 2.0], [3.0, 4.0]], &Device::Cpu)?,
+        );
         t.insert("a".to_string(), Tensor::new(&[7u32], &Device::Cpu)?);
         let theirs = dir.join("candle.safetensors");
         candle_core::safetensors::save(&t, &theirs)?;
         assert_eq!(serialize_tensors(&t)?, std::fs::read(&theirs)?);
         // a stale temporary file is overwritten
         let ours = dir.join("ours.safetensors");
-        std::fs::write(tmp_path(&ours), b"stale and much longer than the tensors file would ever be, surely")?;
+        std::fs::write(
+            tmp_path(&ours),
+            b"stale and much longer than the tensors file would ever be, surely",
+        )?;
         save_tensors(&ours, &t)?;
         assert!(!tmp_path(&ours).exists());
-        assert_eq!(load_tensors(&ours, &Device::Cpu)?["b"].to_vec2::<f32>()?, vec![vec![1.0, 2.0], vec![3.0, 4.0]]);
+        assert_eq!(
+            load_tensors(&ours, &Device::Cpu)?["b"].to_vec2::<f32>()?,
+            vec![vec![1.0, 2.0], vec![3.0, 4.0]]
+        );
         std::fs::remove_dir_all(&dir).ok();
         Ok(())
     }
@@ -239,11 +288,26 @@ mod tests {
         assert!(newest_loadable(&dir, |_| Ok(Ok(())))?.is_none());
         for step in [10, 20, 30] {
             let mut t = HashMap::new();
-            t.insert("model.w".to_string(), Tensor::new(&[step as f32; 64], &Device::Cpu)?);
-            save(&dir, &t, &TrainState { step, config_hash: "h".into(), loss: 0.5, seconds: 1.0, window_loss: 0.0, window_steps: 0 })?;
+            t.insert(
+                "model.w".to_string(),
+                Tensor::new(&[step as f32; 64], &Device::Cpu)?,
+            );
+            save(
+                &dir,
+                &t,
+                &TrainState {
+                    step,
+                    config_hash: "h".into(),
+                    loss: 0.5,
+                    seconds: 1.0,
+                    window_loss: 0.0,
+                    window_steps: 0,
+                },
+            )?;
         }
         let load = |c: &Checkpoint| -> anyhow::Result<anyhow::Result<usize>> {
-            Ok(c.read_state().and_then(|s| load_tensors(&c.tensors, &Device::Cpu).map(|_| s.step)))
+            Ok(c.read_state()
+                .and_then(|s| load_tensors(&c.tensors, &Device::Cpu).map(|_| s.step)))
         };
         assert_eq!(newest_loadable(&dir, load)?.unwrap().1, 30);
         // the newest tensors file cut in half, the next one's state garbage
@@ -255,18 +319,29 @@ mod tests {
         assert_eq!((c.step, step), (10, 10));
         // a resumed run saving step 20 again keeps 10 and 20 under keep = 2, not the damaged 30
         prune(&dir, 2, 20)?;
-        assert_eq!(list(&dir).iter().map(|c| c.step).collect::<Vec<_>>(), vec![10, 20, 30]);
+        assert_eq!(
+            list(&dir).iter().map(|c| c.step).collect::<Vec<_>>(),
+            vec![10, 20, 30]
+        );
         prune(&dir, 1, 20)?;
-        assert_eq!(list(&dir).iter().map(|c| c.step).collect::<Vec<_>>(), vec![20, 30]);
+        assert_eq!(
+            list(&dir).iter().map(|c| c.step).collect::<Vec<_>>(),
+            vec![20, 30]
+        );
         // none loads: an error naming the folder; a fatal error stops the search at once
         let err = newest_loadable(&dir, load).unwrap_err().to_string();
-        assert!(err.contains("none of the 2 checkpoints") && err.contains(&dir.display().to_string()), "{err}");
+        assert!(
+            err.contains("none of the 2 checkpoints") && err.contains(&dir.display().to_string()),
+            "{err}"
+        );
         let mut tried = 0;
-        assert!(newest_loadable(&dir, |_| -> anyhow::Result<anyhow::Result<()>> {
-            tried += 1;
-            anyhow::bail!("another configuration")
-        })
-        .is_err());
+        assert!(
+            newest_loadable(&dir, |_| -> anyhow::Result<anyhow::Result<()>> {
+                tried += 1;
+                anyhow::bail!("another configuration")
+            })
+            .is_err()
+        );
         assert_eq!(tried, 1);
         std::fs::remove_dir_all(&dir).ok();
         Ok(())

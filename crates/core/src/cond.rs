@@ -48,17 +48,26 @@ pub struct Field {
 impl Field {
     /// A categorical field.
     pub fn categorical(name: &str, classes: Vec<String>) -> Self {
-        Self { name: name.into(), kind: FieldKind::Categorical { classes } }
+        Self {
+            name: name.into(),
+            kind: FieldKind::Categorical { classes },
+        }
     }
 
     /// A multi-label field.
     pub fn multi_label(name: &str, labels: Vec<String>) -> Self {
-        Self { name: name.into(), kind: FieldKind::MultiLabel { labels } }
+        Self {
+            name: name.into(),
+            kind: FieldKind::MultiLabel { labels },
+        }
     }
 
     /// A scalar field.
     pub fn scalar(name: &str) -> Self {
-        Self { name: name.into(), kind: FieldKind::Scalar }
+        Self {
+            name: name.into(),
+            kind: FieldKind::Scalar,
+        }
     }
 
     /// Columns of its encoding: K + 1 for categorical and multi-label fields, 2 for scalars.
@@ -90,7 +99,11 @@ impl Field {
                 return Ok(i as u32);
             }
         }
-        anyhow::bail!("field `{}` has no value `{text}`: expected one of {}", self.name, names.join(", "))
+        anyhow::bail!(
+            "field `{}` has no value `{text}`: expected one of {}",
+            self.name,
+            names.join(", ")
+        )
     }
 
     /// Parses one field's value as written on the command line.
@@ -105,17 +118,23 @@ impl Field {
                 let mut ids = if text.is_empty() || text == "none" {
                     vec![]
                 } else {
-                    text.split('+').map(|t| self.id_of(t.trim())).collect::<anyhow::Result<Vec<_>>>()?
+                    text.split('+')
+                        .map(|t| self.id_of(t.trim()))
+                        .collect::<anyhow::Result<Vec<_>>>()?
                 };
                 ids.sort_unstable();
                 ids.dedup();
                 Ok(Value::Labels(ids))
             }
             FieldKind::Scalar => {
-                let v: f64 = text
-                    .parse()
-                    .map_err(|_| anyhow::anyhow!("field `{}` is a number, got `{text}`", self.name))?;
-                anyhow::ensure!(v.is_finite(), "field `{}` must be finite, got {v}", self.name);
+                let v: f64 = text.parse().map_err(|_| {
+                    anyhow::anyhow!("field `{}` is a number, got `{text}`", self.name)
+                })?;
+                anyhow::ensure!(
+                    v.is_finite(),
+                    "field `{}` must be finite, got {v}",
+                    self.name
+                );
                 Ok(Value::Scalar(v))
             }
         }
@@ -123,7 +142,12 @@ impl Field {
 
     /// A value as written on the command line.
     pub fn format_value(&self, v: &Value) -> String {
-        let name = |i: &u32| self.names().get(*i as usize).cloned().unwrap_or_else(|| i.to_string());
+        let name = |i: &u32| {
+            self.names()
+                .get(*i as usize)
+                .cloned()
+                .unwrap_or_else(|| i.to_string())
+        };
         match v {
             Value::Null => "null".into(),
             Value::Class(i) => name(i),
@@ -139,9 +163,15 @@ impl Field {
         match (&self.kind, v) {
             (_, Value::Null) => Ok(()),
             (FieldKind::Categorical { .. }, Value::Class(i)) if *i < n => Ok(()),
-            (FieldKind::MultiLabel { .. }, Value::Labels(ids)) if ids.iter().all(|i| *i < n) => Ok(()),
+            (FieldKind::MultiLabel { .. }, Value::Labels(ids)) if ids.iter().all(|i| *i < n) => {
+                Ok(())
+            }
             (FieldKind::Scalar, Value::Scalar(x)) if x.is_finite() => Ok(()),
-            _ => anyhow::bail!("value {v:?} does not fit condition field `{}` ({:?})", self.name, self.kind),
+            _ => anyhow::bail!(
+                "value {v:?} does not fit condition field `{}` ({:?})",
+                self.name,
+                self.kind
+            ),
         }
     }
 }
@@ -183,7 +213,9 @@ pub struct CondSpec {
 impl CondSpec {
     /// A spec of one categorical field.
     pub fn classes(name: &str, classes: Vec<String>) -> Self {
-        Self { fields: vec![Field::categorical(name, classes)] }
+        Self {
+            fields: vec![Field::categorical(name, classes)],
+        }
     }
 
     /// True when the data is unconditional.
@@ -198,25 +230,36 @@ impl CondSpec {
 
     /// The field called `name`, with its index.
     pub fn field(&self, name: &str) -> anyhow::Result<(usize, &Field)> {
-        self.fields.iter().enumerate().find(|(_, f)| f.name == name).ok_or_else(|| {
-            let names: Vec<&str> = self.fields.iter().map(|f| f.name.as_str()).collect();
-            if names.is_empty() {
-                anyhow::anyhow!("this model is unconditional: it has no condition field `{name}`")
-            } else {
-                anyhow::anyhow!("no condition field `{name}`: the fields are {}", names.join(", "))
-            }
-        })
+        self.fields
+            .iter()
+            .enumerate()
+            .find(|(_, f)| f.name == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = self.fields.iter().map(|f| f.name.as_str()).collect();
+                if names.is_empty() {
+                    anyhow::anyhow!(
+                        "this model is unconditional: it has no condition field `{name}`"
+                    )
+                } else {
+                    anyhow::anyhow!(
+                        "no condition field `{name}`: the fields are {}",
+                        names.join(", ")
+                    )
+                }
+            })
     }
 
     /// Parses `field=value,field=value` (fields left out are null).
     pub fn parse(&self, text: &str) -> anyhow::Result<Condition> {
         let mut values = vec![Value::Null; self.fields.len()];
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (name, value) = part
-                .split_once('=')
-                .ok_or_else(|| anyhow::anyhow!("condition `{text}`: expected field=value, got `{part}`"))?;
+            let (name, value) = part.split_once('=').ok_or_else(|| {
+                anyhow::anyhow!("condition `{text}`: expected field=value, got `{part}`")
+            })?;
             let (i, field) = self.field(name.trim())?;
-            values[i] = field.parse_value(value).map_err(|e| anyhow::anyhow!("condition `{text}`: {e}"))?;
+            values[i] = field
+                .parse_value(value)
+                .map_err(|e| anyhow::anyhow!("condition `{text}`: {e}"))?;
         }
         Ok(Condition(values))
     }
@@ -244,8 +287,12 @@ impl CondSpec {
         let mut out = vec![self.null()];
         for (i, f) in self.fields.iter().enumerate() {
             let values: Vec<Value> = match &f.kind {
-                FieldKind::Categorical { classes } => (0..classes.len() as u32).map(Value::Class).collect(),
-                FieldKind::MultiLabel { labels } => (0..labels.len() as u32).map(|l| Value::Labels(vec![l])).collect(),
+                FieldKind::Categorical { classes } => {
+                    (0..classes.len() as u32).map(Value::Class).collect()
+                }
+                FieldKind::MultiLabel { labels } => (0..labels.len() as u32)
+                    .map(|l| Value::Labels(vec![l]))
+                    .collect(),
                 FieldKind::Scalar => continue,
             };
             if values.is_empty() {
@@ -273,7 +320,10 @@ impl CondSpec {
             c.0.len(),
             self.fields.len()
         );
-        self.fields.iter().zip(&c.0).try_for_each(|(f, v)| f.check(v))
+        self.fields
+            .iter()
+            .zip(&c.0)
+            .try_for_each(|(f, v)| f.check(v))
     }
 
     /// Encodes a batch of conditions, one `[B, width]` float32 tensor per field.
@@ -293,13 +343,18 @@ impl CondSpec {
                     Some(Value::Labels(ids)) => {
                         for &k in ids {
                             if k as usize >= w - 1 {
-                                candle_core::bail!("label id {k} out of range for field `{}`", f.name);
+                                candle_core::bail!(
+                                    "label id {k} out of range for field `{}`",
+                                    f.name
+                                );
                             }
                             cols[k as usize] = 1.0;
                         }
                     }
                     Some(Value::Scalar(x)) => cols[0] = *x as f32,
-                    Some(v) => candle_core::bail!("value {v:?} does not fit condition field `{}`", f.name),
+                    Some(v) => {
+                        candle_core::bail!("value {v:?} does not fit condition field `{}`", f.name)
+                    }
                 }
             }
             fields.push(Tensor::from_vec(data, (b, w), device)?);
@@ -350,9 +405,24 @@ pub enum CondDrop {
 
 /// Applies label dropout to one example's condition with probability `p`, drawing from `rng`:
 /// one uniform per field ([`CondDrop::Each`]) or one in all ([`CondDrop::All`]).
-pub fn drop_condition(c: &Condition, p: f64, mode: CondDrop, rng: &mut crate::rng::Rng) -> Condition {
+pub fn drop_condition(
+    c: &Condition,
+    p: f64,
+    mode: CondDrop,
+    rng: &mut crate::rng::Rng,
+) -> Condition {
     match mode {
-        CondDrop::Each => Condition(c.0.iter().map(|v| if rng.uniform() < p { Value::Null } else { v.clone() }).collect()),
+        CondDrop::Each => Condition(
+            c.0.iter()
+                .map(|v| {
+                    if rng.uniform() < p {
+                        Value::Null
+                    } else {
+                        v.clone()
+                    }
+                })
+                .collect(),
+        ),
         CondDrop::All => {
             if rng.uniform() < p {
                 Condition(vec![Value::Null; c.0.len()])
@@ -385,11 +455,21 @@ pub struct Guidance {
 impl Guidance {
     /// Plain guidance at `scale` from the spec's default conditions.
     pub fn defaults(scale: f64) -> Self {
-        Self { positive: vec![], negative: vec![], scale, negative_scale: scale }
+        Self {
+            positive: vec![],
+            negative: vec![],
+            scale,
+            negative_scale: scale,
+        }
     }
 
     /// The positive terms of sample `i`.
-    pub fn positive_for(&self, spec: &CondSpec, defaults: &[Condition], i: usize) -> Vec<Condition> {
+    pub fn positive_for(
+        &self,
+        spec: &CondSpec,
+        defaults: &[Condition],
+        i: usize,
+    ) -> Vec<Condition> {
         if !self.positive.is_empty() {
             self.positive.clone()
         } else if spec.is_empty() {
@@ -408,7 +488,10 @@ mod tests {
         CondSpec {
             fields: vec![
                 Field::categorical("instrument", vec!["guitar".into(), "piano".into()]),
-                Field::multi_label("celltype", vec!["HepG2".into(), "K562".into(), "GM12878".into()]),
+                Field::multi_label(
+                    "celltype",
+                    vec!["HepG2".into(), "K562".into(), "GM12878".into()],
+                ),
                 Field::scalar("pitch"),
             ],
         }
@@ -418,18 +501,41 @@ mod tests {
     fn parses_formats_and_encodes() -> anyhow::Result<()> {
         let s = spec();
         let c = s.parse("instrument=piano, celltype=K562+HepG2,pitch=60")?;
-        assert_eq!(c, Condition(vec![Value::Class(1), Value::Labels(vec![0, 1]), Value::Scalar(60.0)]));
-        assert_eq!(s.format(&c), "instrument=piano,celltype=HepG2+K562,pitch=60");
+        assert_eq!(
+            c,
+            Condition(vec![
+                Value::Class(1),
+                Value::Labels(vec![0, 1]),
+                Value::Scalar(60.0)
+            ])
+        );
+        assert_eq!(
+            s.format(&c),
+            "instrument=piano,celltype=HepG2+K562,pitch=60"
+        );
         assert_eq!(s.parse("celltype=none")?.0[1], Value::Labels(vec![]));
         assert_eq!(s.parse("instrument=0")?.0[0], Value::Class(0));
         let e = s.parse("instrument=drum").unwrap_err().to_string();
         assert!(e.contains("guitar, piano"), "{e}");
-        assert!(s.parse("colour=red").unwrap_err().to_string().contains("instrument, celltype, pitch"));
+        assert!(s
+            .parse("colour=red")
+            .unwrap_err()
+            .to_string()
+            .contains("instrument, celltype, pitch"));
         assert!(s.parse("pitch=high").is_err());
         let b = s.encode(&[c, s.null()], &Device::Cpu)?;
-        assert_eq!(b.fields[0].to_vec2::<f32>()?, vec![vec![0.0, 1.0, 0.0], vec![0.0, 0.0, 1.0]]);
-        assert_eq!(b.fields[1].to_vec2::<f32>()?, vec![vec![1.0, 1.0, 0.0, 0.0], vec![0.0, 0.0, 0.0, 1.0]]);
-        assert_eq!(b.fields[2].to_vec2::<f32>()?, vec![vec![60.0, 0.0], vec![0.0, 1.0]]);
+        assert_eq!(
+            b.fields[0].to_vec2::<f32>()?,
+            vec![vec![0.0, 1.0, 0.0], vec![0.0, 0.0, 1.0]]
+        );
+        assert_eq!(
+            b.fields[1].to_vec2::<f32>()?,
+            vec![vec![1.0, 1.0, 0.0, 0.0], vec![0.0, 0.0, 0.0, 1.0]]
+        );
+        assert_eq!(
+            b.fields[2].to_vec2::<f32>()?,
+            vec![vec![60.0, 0.0], vec![0.0, 1.0]]
+        );
         assert_eq!(CondBatch::cat(&[&b, &b])?.len(), 4);
         Ok(())
     }

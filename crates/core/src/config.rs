@@ -67,7 +67,8 @@ pub enum Task {
 }
 
 /// The experiment type of a domain.
-pub type ExperimentOf<Dm> = Experiment<<Dm as Domain>::Data, <Dm as Domain>::Model, <Dm as Domain>::Eval>;
+pub type ExperimentOf<Dm> =
+    Experiment<<Dm as Domain>::Data, <Dm as Domain>::Model, <Dm as Domain>::Eval>;
 
 /// Just the keys needed to choose a domain.
 #[derive(Deserialize)]
@@ -77,14 +78,21 @@ struct Header {
 
 /// Reads a file into a string, with an error that names it.
 pub fn read_text(path: &Path) -> anyhow::Result<String> {
-    std::fs::read_to_string(path).with_context(|| format!("cannot read experiment file {}", path.display()))
+    std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read experiment file {}", path.display()))
 }
 
 /// The `domain` key of an experiment file.
 pub fn domain_of(path: &Path) -> anyhow::Result<String> {
     let text = read_text(path)?;
-    let h: Header = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    h.domain.ok_or_else(|| anyhow::anyhow!("{}: missing key `domain` (a string such as \"toy\")", path.display()))
+    let h: Header =
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    h.domain.ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: missing key `domain` (a string such as \"toy\")",
+            path.display()
+        )
+    })
 }
 
 impl<D, M, E> Experiment<D, M, E>

@@ -117,11 +117,24 @@ mod tests {
 
     #[test]
     fn points_parse_and_print() {
-        for text in ["after-step:7", "checkpoint:10:tensors-half", "checkpoint:0:before-state", "checkpoint:3:state-half"] {
+        for text in [
+            "after-step:7",
+            "checkpoint:10:tensors-half",
+            "checkpoint:0:before-state",
+            "checkpoint:3:state-half",
+        ] {
             assert_eq!(Point::parse(text).unwrap().to_text(), text);
         }
         assert_eq!(Point::parse("after-step:7").unwrap(), Point::AfterStep(7));
-        for bad in ["", "after-step", "after-step:x", "checkpoint:10", "checkpoint:10:middle", "before:3", "after-step:1:2"] {
+        for bad in [
+            "",
+            "after-step",
+            "after-step:x",
+            "checkpoint:10",
+            "checkpoint:10:middle",
+            "before:3",
+            "after-step:1:2",
+        ] {
             let e = Point::parse(bad).unwrap_err().to_string();
             assert!(e.contains(ENV) && e.contains("after-step:N"), "{e}");
         }

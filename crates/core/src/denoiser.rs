@@ -23,7 +23,12 @@ pub struct Inputs<'a> {
 impl<'a> Inputs<'a> {
     /// Inputs with only the batch and its times.
     pub fn new(x: &'a Tensor, time: &'a Tensor) -> Self {
-        Self { x, time, cond: None, mask: None }
+        Self {
+            x,
+            time,
+            cond: None,
+            mask: None,
+        }
     }
 }
 
@@ -89,20 +94,41 @@ impl<'a> Guided<'a> {
         device: &candle_core::Device,
     ) -> Result<Self> {
         if spec.is_empty() {
-            if !negative.is_empty() || positive.iter().any(|(c, _)| c.iter().any(|c| !c.0.is_empty())) {
+            if !negative.is_empty()
+                || positive
+                    .iter()
+                    .any(|(c, _)| c.iter().any(|c| !c.0.is_empty()))
+            {
                 candle_core::bail!("this model is unconditional: it takes no conditions");
             }
-            return Ok(Self { denoiser, positive: vec![], negative: vec![], null: None, mask });
+            return Ok(Self {
+                denoiser,
+                positive: vec![],
+                negative: vec![],
+                null: None,
+                mask,
+            });
         }
         let enc = |terms: &[(Vec<Condition>, f64)]| -> Result<Vec<(CondBatch, f64)>> {
-            terms.iter().map(|(c, w)| Ok((spec.encode(c, device)?, *w))).collect()
+            terms
+                .iter()
+                .map(|(c, w)| Ok((spec.encode(c, device)?, *w)))
+                .collect()
         };
         let null = spec.encode(&vec![spec.null(); rows], device)?;
-        Ok(Self { denoiser, positive: enc(positive)?, negative: enc(negative)?, null: Some(null), mask })
+        Ok(Self {
+            denoiser,
+            positive: enc(positive)?,
+            negative: enc(negative)?,
+            null: Some(null),
+            mask,
+        })
     }
 
     fn plain(&self) -> bool {
-        self.negative.is_empty() && self.positive.len() <= 1 && self.positive.iter().all(|(_, w)| *w == 1.0)
+        self.negative.is_empty()
+            && self.positive.len() <= 1
+            && self.positive.iter().all(|(_, w)| *w == 1.0)
     }
 
     fn guided(&self, x: &Tensor, t: f64) -> Result<Tensor> {
@@ -110,9 +136,17 @@ impl<'a> Guided<'a> {
         let tt = Tensor::full(t as f32, b, x.device())?;
         if self.plain() {
             let cond = self.positive.first().map(|(c, _)| c).or(self.null.as_ref());
-            return self.denoiser.forward(&Inputs { x, time: &tt, cond, mask: self.mask.as_ref() });
+            return self.denoiser.forward(&Inputs {
+                x,
+                time: &tt,
+                cond,
+                mask: self.mask.as_ref(),
+            });
         }
-        let null = self.null.as_ref().expect("a conditional model has a null condition");
+        let null = self
+            .null
+            .as_ref()
+            .expect("a conditional model has a null condition");
         let mut conds = vec![null];
         conds.extend(self.positive.iter().map(|(c, _)| c));
         conds.extend(self.negative.iter().map(|(c, _)| c));
@@ -124,10 +158,19 @@ impl<'a> Guided<'a> {
             None => None,
         };
         let cond = CondBatch::cat(&conds)?;
-        let out = self.denoiser.forward(&Inputs { x: &xs, time: &ts, cond: Some(&cond), mask: masks.as_ref() })?;
+        let out = self.denoiser.forward(&Inputs {
+            x: &xs,
+            time: &ts,
+            cond: Some(&cond),
+            mask: masks.as_ref(),
+        })?;
         let u = out.narrow(0, 0, b)?;
         let mut acc = u.clone();
-        let weights = self.positive.iter().map(|(_, w)| *w).chain(self.negative.iter().map(|(_, v)| -*v));
+        let weights = self
+            .positive
+            .iter()
+            .map(|(_, w)| *w)
+            .chain(self.negative.iter().map(|(_, v)| -*v));
         for (i, w) in weights.enumerate() {
             let term = out.narrow(0, (i + 1) * b, b)?;
             acc = acc.add(&term.sub(&u)?.affine(w, 0.0)?)?;
@@ -170,28 +213,56 @@ mod tests {
     }
 
     fn spec() -> CondSpec {
-        CondSpec { fields: vec![Field::categorical("c", (0..4).map(|i| i.to_string()).collect())] }
+        CondSpec {
+            fields: vec![Field::categorical(
+                "c",
+                (0..4).map(|i| i.to_string()).collect(),
+            )],
+        }
     }
 
     #[test]
     fn guidance_extrapolates_from_the_null_and_composes_terms() -> Result<()> {
         let dev = Device::Cpu;
         let x = Tensor::new(&[[1f32, 2.0], [3.0, 4.0]], &dev)?;
-        let c = |ids: [u32; 2]| ids.iter().map(|&i| Condition(vec![Value::Class(i)])).collect::<Vec<_>>();
+        let c = |ids: [u32; 2]| {
+            ids.iter()
+                .map(|&i| Condition(vec![Value::Class(i)]))
+                .collect::<Vec<_>>()
+        };
         let g = |pos: Vec<(Vec<Condition>, f64)>, neg: Vec<(Vec<Condition>, f64)>| {
             Guided::new(&ByClass, &spec(), &pos, &neg, 2, None, &dev).unwrap()
         };
         let out = |g: Guided| g.predict(&x, 10.0).unwrap().to_vec2::<f32>().unwrap();
         // w = 1: plain conditional
-        assert_eq!(out(g(vec![(c([1, 2]), 1.0)], vec![])), vec![vec![2.0, 4.0], vec![9.0, 12.0]]);
+        assert_eq!(
+            out(g(vec![(c([1, 2]), 1.0)], vec![])),
+            vec![vec![2.0, 4.0], vec![9.0, 12.0]]
+        );
         // w = 0: unconditional (null = x * 5)
-        assert_eq!(out(g(vec![(c([1, 2]), 0.0)], vec![])), vec![vec![5.0, 10.0], vec![15.0, 20.0]]);
+        assert_eq!(
+            out(g(vec![(c([1, 2]), 0.0)], vec![])),
+            vec![vec![5.0, 10.0], vec![15.0, 20.0]]
+        );
         // w = 3: u + 3 (c - u)
-        assert_eq!(out(g(vec![(c([1, 2]), 3.0)], vec![])), vec![vec![5.0 - 9.0, 10.0 - 18.0], vec![15.0 - 18.0, 20.0 - 24.0]]);
+        assert_eq!(
+            out(g(vec![(c([1, 2]), 3.0)], vec![])),
+            vec![vec![5.0 - 9.0, 10.0 - 18.0], vec![15.0 - 18.0, 20.0 - 24.0]]
+        );
         // two positive terms and a negative one: u + 2 (c1 - u) + 2 (c2 - u) - 1 (n - u)
-        let got = out(g(vec![(c([0, 0]), 2.0), (c([1, 1]), 2.0)], vec![(c([3, 3]), 1.0)]));
-        let expect = |x: f32| 5.0 * x + 2.0 * (1.0 - 5.0) * x + 2.0 * (2.0 - 5.0) * x - (4.0 - 5.0) * x;
-        assert_eq!(got, vec![vec![expect(1.0), expect(2.0)], vec![expect(3.0), expect(4.0)]]);
+        let got = out(g(
+            vec![(c([0, 0]), 2.0), (c([1, 1]), 2.0)],
+            vec![(c([3, 3]), 1.0)],
+        ));
+        let expect =
+            |x: f32| 5.0 * x + 2.0 * (1.0 - 5.0) * x + 2.0 * (2.0 - 5.0) * x - (4.0 - 5.0) * x;
+        assert_eq!(
+            got,
+            vec![
+                vec![expect(1.0), expect(2.0)],
+                vec![expect(3.0), expect(4.0)]
+            ]
+        );
         Ok(())
     }
 }

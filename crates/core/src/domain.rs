@@ -41,7 +41,12 @@ pub struct DataInfo {
 impl DataInfo {
     /// Unconditional continuous data of one shape.
     pub fn new(item_shape: Vec<usize>) -> Self {
-        Self { item_shape, cond: CondSpec::default(), length_axis: None, vocab: None }
+        Self {
+            item_shape,
+            cond: CondSpec::default(),
+            length_axis: None,
+            vocab: None,
+        }
     }
 
     /// The same with a condition spec.
@@ -91,12 +96,18 @@ pub struct Evaluation {
 impl Evaluation {
     /// An evaluation of figures alone.
     pub fn of(metrics: Vec<Metric>) -> Self {
-        Self { metrics, details: Default::default() }
+        Self {
+            metrics,
+            details: Default::default(),
+        }
     }
 
     /// The figure called `name`.
     pub fn get(&self, name: &str) -> Option<f64> {
-        self.metrics.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
+        self.metrics
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| *v)
     }
 }
 
@@ -127,16 +138,30 @@ pub trait Domain: 'static {
 
     /// Builds the denoiser a model table describes, its parameters created through `vb`. For
     /// token data ([`DataInfo::vocab`]) it outputs `[B, L, vocab]` logits.
-    fn denoiser(model: &Self::Model, info: &DataInfo, vb: VarBuilder) -> anyhow::Result<Box<dyn Denoiser>>;
+    fn denoiser(
+        model: &Self::Model,
+        info: &DataInfo,
+        vb: VarBuilder,
+    ) -> anyhow::Result<Box<dyn Denoiser>>;
 
     /// Writes generated samples in the domain's file formats under `dir`; returns the files.
-    fn write_samples(data: &Self::Data, info: &DataInfo, samples: &Samples, dir: &Path) -> anyhow::Result<Vec<PathBuf>>;
+    fn write_samples(
+        data: &Self::Data,
+        info: &DataInfo,
+        samples: &Samples,
+        dir: &Path,
+    ) -> anyhow::Result<Vec<PathBuf>>;
 
     /// How many samples `eval` draws by default.
     fn eval_samples(eval: &Self::Eval) -> usize;
 
     /// Scores generated samples against held-out data.
-    fn evaluate(data: &Self::Data, eval: &Self::Eval, seed: u64, samples: &Samples) -> anyhow::Result<Evaluation>;
+    fn evaluate(
+        data: &Self::Data,
+        eval: &Self::Eval,
+        seed: u64,
+        samples: &Samples,
+    ) -> anyhow::Result<Evaluation>;
 
     /// The domain's own subcommands (`sugarcube NAME ...`), if any.
     fn command() -> Option<clap::Command> {

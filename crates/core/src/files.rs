@@ -14,7 +14,12 @@ pub fn read_maybe_gz(path: &Path) -> anyhow::Result<Vec<u8>> {
         let mut out = Vec::new();
         flate2::read::MultiGzDecoder::new(&raw[..])
             .read_to_end(&mut out)
-            .with_context(|| format!("{} is not a valid gzip file (corrupt or truncated)", path.display()))?;
+            .with_context(|| {
+                format!(
+                    "{} is not a valid gzip file (corrupt or truncated)",
+                    path.display()
+                )
+            })?;
         Ok(out)
     } else {
         Ok(raw)

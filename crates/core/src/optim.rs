@@ -1,9 +1,9 @@
 //! Optimisation: AdamW with state that can be saved, learning-rate schedules, gradient-norm
 //! clipping and an exponential moving average of the weights.
 
+use crate::nn::output_vec;
 use candle_core::{Result, Tensor, Var};
 use serde::{Deserialize, Serialize};
-use crate::nn::output_vec;
 use std::collections::HashMap;
 
 /// Learning-rate shape after the linear warmup.
@@ -45,7 +45,11 @@ pub struct AdamWConfig {
 
 impl Default for AdamWConfig {
     fn default() -> Self {
-        Self { betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0.0 }
+        Self {
+            betas: [0.9, 0.999],
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
     }
 }
 
@@ -62,9 +66,18 @@ pub struct AdamW {
 impl AdamW {
     /// An optimiser over named variables, with zeroed moments.
     pub fn new(vars: Vec<(String, Var)>, cfg: AdamWConfig) -> Result<Self> {
-        let m = vars.iter().map(|(_, v)| Ok(v.zeros_like()?.detach())).collect::<Result<Vec<_>>>()?;
+        let m = vars
+            .iter()
+            .map(|(_, v)| Ok(v.zeros_like()?.detach()))
+            .collect::<Result<Vec<_>>>()?;
         let v = m.clone();
-        Ok(Self { vars, m, v, steps: 0, cfg })
+        Ok(Self {
+            vars,
+            m,
+            v,
+            steps: 0,
+            cfg,
+        })
     }
 
     /// Optimiser steps taken so far.
@@ -99,12 +112,22 @@ impl AdamW {
     }
 
     /// Restores moments saved by [`AdamW::state`] (under `prefix`) and the step count.
-    pub fn load_state(&mut self, t: &HashMap<String, Tensor>, prefix: &str, steps: usize) -> anyhow::Result<()> {
+    pub fn load_state(
+        &mut self,
+        t: &HashMap<String, Tensor>,
+        prefix: &str,
+        steps: usize,
+    ) -> anyhow::Result<()> {
         for (i, (name, var)) in self.vars.iter().enumerate() {
             for (which, slot) in [("m", &mut self.m[i]), ("v", &mut self.v[i])] {
                 let key = format!("{prefix}{which}.{name}");
-                let x = t.get(&key).ok_or_else(|| anyhow::anyhow!("optimizer tensor `{key}` is missing"))?;
-                anyhow::ensure!(x.dims() == var.dims(), "optimizer tensor `{key}` has the wrong shape");
+                let x = t
+                    .get(&key)
+                    .ok_or_else(|| anyhow::anyhow!("optimizer tensor `{key}` is missing"))?;
+                anyhow::ensure!(
+                    x.dims() == var.dims(),
+                    "optimizer tensor `{key}` has the wrong shape"
+                );
                 *slot = x.to_dtype(var.dtype())?;
             }
         }
@@ -130,15 +153,30 @@ impl StepConstants {
     fn new(cfg: &AdamWConfig, step: usize, lr: f64) -> Self {
         let [b1, b2] = cfg.betas;
         let (bc1, bc2) = (1.0 - b1.powi(step as i32), 1.0 - b2.powi(step as i32));
-        Self { b1, b2, inv_sqrt_bc2: 1.0 / bc2.sqrt(), eps: cfg.eps, step_size: lr / bc1, decay: 1.0 - lr * cfg.weight_decay }
+        Self {
+            b1,
+            b2,
+            inv_sqrt_bc2: 1.0 / bc2.sqrt(),
+            eps: cfg.eps,
+            step_size: lr / bc1,
+            decay: 1.0 - lr * cfg.weight_decay,
+        }
     }
 }
 
 /// One AdamW update by candle's ops: the new weights and moments.
-fn update_by_ops(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, k: &StepConstants) -> Result<(Tensor, Tensor, Tensor)> {
+fn update_by_ops(
+    p: &Tensor,
+    g: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    k: &StepConstants,
+) -> Result<(Tensor, Tensor, Tensor)> {
     let g = g.detach();
     let m = m.affine(k.b1, 0.0)?.add(&g.affine(1.0 - k.b1, 0.0)?)?;
-    let v = v.affine(k.b2, 0.0)?.add(&g.sqr()?.affine(1.0 - k.b2, 0.0)?)?;
+    let v = v
+        .affine(k.b2, 0.0)?
+        .add(&g.sqr()?.affine(1.0 - k.b2, 0.0)?)?;
     let denom = v.sqrt()?.affine(k.inv_sqrt_bc2, k.eps)?;
     let update = m.div(&denom)?.affine(k.step_size, 0.0)?;
     Ok((p.affine(k.decay, 0.0)?.sub(&update)?, m, v))
@@ -158,12 +196,19 @@ fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
 /// the CPU (None otherwise): the same f32 operations in the same order (each `affine` is
 /// `x * mul + add`, its constants rounded to f32), so the same values bit for bit, in one read
 /// of the four inputs instead of a dozen full passes.
-fn fused_update(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, k: &StepConstants) -> Result<Option<(Tensor, Tensor, Tensor)>> {
+fn fused_update(
+    p: &Tensor,
+    g: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    k: &StepConstants,
+) -> Result<Option<(Tensor, Tensor, Tensor)>> {
     use rayon::prelude::*;
     const CHUNK: usize = 16_384;
     let c = |x: f64| x as f32;
     let (b1, one_b1, b2, one_b2) = (c(k.b1), c(1.0 - k.b1), c(k.b2), c(1.0 - k.b2));
-    let (inv_sqrt_bc2, eps, step_size, decay) = (c(k.inv_sqrt_bc2), c(k.eps), c(k.step_size), c(k.decay));
+    let (inv_sqrt_bc2, eps, step_size, decay) =
+        (c(k.inv_sqrt_bc2), c(k.eps), c(k.step_size), c(k.decay));
     let values = with_f32(p, |p| {
         with_f32(g, |g| {
             with_f32(m, |m| {
@@ -173,18 +218,23 @@ fn fused_update(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, k: &StepConstant
                         return None;
                     }
                     let (mut np, mut nm, mut nv) = (output_vec(n), output_vec(n), output_vec(n));
-                    np.par_chunks_mut(CHUNK).zip(nm.par_chunks_mut(CHUNK)).zip(nv.par_chunks_mut(CHUNK)).enumerate().for_each(|(chunk, ((np, nm), nv))| {
-                        let at = chunk * CHUNK;
-                        for i in 0..np.len() {
-                            let (p, g, m, v) = (p[at + i], g[at + i], m[at + i], v[at + i]);
-                            let m = (m * b1 + 0.0) + (g * one_b1 + 0.0);
-                            let v = (v * b2 + 0.0) + ((g * g) * one_b2 + 0.0);
-                            let update = (m / (v.sqrt() * inv_sqrt_bc2 + eps)) * step_size + 0.0;
-                            np[i] = (p * decay + 0.0) - update;
-                            nm[i] = m;
-                            nv[i] = v;
-                        }
-                    });
+                    np.par_chunks_mut(CHUNK)
+                        .zip(nm.par_chunks_mut(CHUNK))
+                        .zip(nv.par_chunks_mut(CHUNK))
+                        .enumerate()
+                        .for_each(|(chunk, ((np, nm), nv))| {
+                            let at = chunk * CHUNK;
+                            for i in 0..np.len() {
+                                let (p, g, m, v) = (p[at + i], g[at + i], m[at + i], v[at + i]);
+                                let m = (m * b1 + 0.0) + (g * one_b1 + 0.0);
+                                let v = (v * b2 + 0.0) + ((g * g) * one_b2 + 0.0);
+                                let update =
+                                    (m / (v.sqrt() * inv_sqrt_bc2 + eps)) * step_size + 0.0;
+                                np[i] = (p * decay + 0.0) - update;
+                                nm[i] = m;
+                                nv[i] = v;
+                            }
+                        });
                     Some((np, nm, nv))
                 })
             })
@@ -194,7 +244,9 @@ fn fused_update(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, k: &StepConstant
     .flatten()
     .flatten()
     .flatten();
-    let Some((np, nm, nv)) = values else { return Ok(None) };
+    let Some((np, nm, nv)) = values else {
+        return Ok(None);
+    };
     let tensor = |data: Vec<f32>| Tensor::from_vec(data, p.shape(), p.device());
     Ok(Some((tensor(np)?, tensor(nm)?, tensor(nv)?)))
 }
@@ -203,7 +255,10 @@ fn fused_update(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, k: &StepConstant
 /// does not depend on gets zeros. They are detached: candle's gradients can still reference the
 /// forward pass's graph, and optimiser state built from them would keep every step's activations
 /// alive (an unbounded leak).
-pub fn gradients(store: &candle_core::backprop::GradStore, vars: &[(String, Var)]) -> Result<Vec<Tensor>> {
+pub fn gradients(
+    store: &candle_core::backprop::GradStore,
+    vars: &[(String, Var)],
+) -> Result<Vec<Tensor>> {
     vars.iter()
         .map(|(_, v)| match store.get(v.as_tensor()) {
             Some(g) => Ok(g.detach()),
@@ -216,7 +271,11 @@ pub fn gradients(store: &candle_core::backprop::GradStore, vars: &[(String, Var)
 pub fn grad_norm(grads: &[Tensor]) -> Result<f64> {
     let mut total = 0.0;
     for g in grads {
-        total += g.sqr()?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+        total += g
+            .sqr()?
+            .sum_all()?
+            .to_dtype(candle_core::DType::F64)?
+            .to_scalar::<f64>()?;
     }
     Ok(total.sqrt())
 }
@@ -250,7 +309,12 @@ pub struct EmaConfig {
 
 impl Default for EmaConfig {
     fn default() -> Self {
-        Self { enabled: true, max_decay: 0.9999, inv_gamma: 1.0, power: 0.75 }
+        Self {
+            enabled: true,
+            max_decay: 0.9999,
+            inv_gamma: 1.0,
+            power: 0.75,
+        }
     }
 }
 
@@ -262,7 +326,9 @@ impl EmaConfig {
         if s <= 0.0 {
             return 0.0;
         }
-        (1.0 - (1.0 + s / self.inv_gamma).powf(-self.power)).min(self.max_decay).max(0.0)
+        (1.0 - (1.0 + s / self.inv_gamma).powf(-self.power))
+            .min(self.max_decay)
+            .max(0.0)
     }
 }
 
@@ -277,7 +343,10 @@ pub struct Ema {
 impl Ema {
     /// Starts the average at the variables' current values.
     pub fn new(vars: &[(String, Var)], cfg: EmaConfig) -> Result<Self> {
-        let shadow = vars.iter().map(|(_, v)| Ok(v.as_tensor().copy()?.detach())).collect::<Result<_>>()?;
+        let shadow = vars
+            .iter()
+            .map(|(_, v)| Ok(v.as_tensor().copy()?.detach()))
+            .collect::<Result<_>>()?;
         Ok(Self { cfg, shadow })
     }
 
@@ -285,7 +354,10 @@ impl Ema {
     pub fn update(&mut self, vars: &[(String, Var)], optimization_step: usize) -> Result<()> {
         let d = self.cfg.decay(optimization_step);
         for (s, (_, v)) in self.shadow.iter_mut().zip(vars) {
-            *s = s.affine(d, 0.0)?.add(&v.as_tensor().detach().affine(1.0 - d, 0.0)?)?.detach();
+            *s = s
+                .affine(d, 0.0)?
+                .add(&v.as_tensor().detach().affine(1.0 - d, 0.0)?)?
+                .detach();
         }
         Ok(())
     }
@@ -317,7 +389,10 @@ mod tests {
     fn adamw_matches_hand_computation() -> Result<()> {
         // one step from w = 1 with g = 0.5, lr 0.1, wd 0.01: torch gives 1*(1-0.001) - 0.1*1 = 0.899
         let v = Var::from_tensor(&Tensor::new(&[1.0f64], &Device::Cpu)?)?;
-        let cfg = AdamWConfig { weight_decay: 0.01, ..Default::default() };
+        let cfg = AdamWConfig {
+            weight_decay: 0.01,
+            ..Default::default()
+        };
         let mut opt = AdamW::new(vec![("w".into(), v.clone())], cfg)?;
         opt.step(&[Tensor::new(&[0.5f64], &Device::Cpu)?], 0.1)?;
         let w = v.as_tensor().to_vec1::<f64>()?[0];
@@ -334,7 +409,10 @@ mod tests {
         let dev = Device::Cpu;
         let mut rng = crate::rng::Rng::new(3);
         let n = 40_000;
-        let cfg = AdamWConfig { weight_decay: 0.01, ..Default::default() };
+        let cfg = AdamWConfig {
+            weight_decay: 0.01,
+            ..Default::default()
+        };
         let mut p = Tensor::from_vec(rng.normal_vec(n), n, &dev)?;
         let (mut m, mut v) = (p.zeros_like()?, p.zeros_like()?);
         for step in 1..=3 {

@@ -23,7 +23,10 @@ pub struct Params {
 impl Params {
     /// An empty set whose variables will be initialised from `seed`.
     pub fn new(seed: u64) -> Self {
-        Self { seed, vars: Arc::new(Mutex::new(BTreeMap::new())) }
+        Self {
+            seed,
+            vars: Arc::new(Mutex::new(BTreeMap::new())),
+        }
     }
 
     /// A `VarBuilder` that creates (or reuses) variables in this set.
@@ -33,17 +36,32 @@ impl Params {
 
     /// All variables, sorted by name.
     pub fn vars(&self) -> Vec<(String, Var)> {
-        self.vars.lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        self.vars
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     /// Current values, sorted by name.
     pub fn tensors(&self) -> BTreeMap<String, Tensor> {
-        self.vars.lock().unwrap().iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect()
+        self.vars
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+            .collect()
     }
 
     /// Total number of scalar parameters.
     pub fn count(&self) -> usize {
-        self.vars.lock().unwrap().values().map(|v| v.elem_count()).sum()
+        self.vars
+            .lock()
+            .unwrap()
+            .values()
+            .map(|v| v.elem_count())
+            .sum()
     }
 
     /// Overwrites every variable with the tensor of the same name in `values` (prefixed by
@@ -70,15 +88,25 @@ fn draw(init: Init, shape: &Shape, rng: &mut Rng) -> Vec<f32> {
     let n = shape.elem_count();
     match init {
         Init::Const(c) => vec![c as f32; n],
-        Init::Randn { mean, stdev } => (0..n).map(|_| (mean + stdev * rng.normal()) as f32).collect(),
-        Init::Uniform { lo, up } => (0..n).map(|_| (lo + (up - lo) * rng.uniform()) as f32).collect(),
-        Init::Kaiming { dist, fan, non_linearity } => {
+        Init::Randn { mean, stdev } => (0..n)
+            .map(|_| (mean + stdev * rng.normal()) as f32)
+            .collect(),
+        Init::Uniform { lo, up } => (0..n)
+            .map(|_| (lo + (up - lo) * rng.uniform()) as f32)
+            .collect(),
+        Init::Kaiming {
+            dist,
+            fan,
+            non_linearity,
+        } => {
             let std = non_linearity.gain() / (fan.for_shape(shape) as f64).sqrt();
             match dist {
                 NormalOrUniform::Normal => (0..n).map(|_| (std * rng.normal()) as f32).collect(),
                 NormalOrUniform::Uniform => {
                     let bound = 3f64.sqrt() * std;
-                    (0..n).map(|_| (bound * (2.0 * rng.uniform() - 1.0)) as f32).collect()
+                    (0..n)
+                        .map(|_| (bound * (2.0 * rng.uniform() - 1.0)) as f32)
+                        .collect()
                 }
             }
         }
@@ -90,7 +118,10 @@ impl SimpleBackend for Params {
         let mut vars = self.vars.lock().unwrap();
         if let Some(v) = vars.get(name) {
             if v.shape() != &s {
-                candle_core::bail!("parameter `{name}` exists with shape {:?}, asked for {s:?}", v.shape());
+                candle_core::bail!(
+                    "parameter `{name}` exists with shape {:?}, asked for {s:?}",
+                    v.shape()
+                );
             }
             return Ok(v.as_tensor().clone());
         }
@@ -132,7 +163,10 @@ mod tests {
         candle_nn::linear(3, 4, vb.pp("x"))?;
         for ((na, ta), (nb, tb)) in a.tensors().iter().zip(b.tensors().iter()) {
             assert_eq!(na, nb);
-            assert_eq!(ta.flatten_all()?.to_vec1::<f32>()?, tb.flatten_all()?.to_vec1::<f32>()?);
+            assert_eq!(
+                ta.flatten_all()?.to_vec1::<f32>()?,
+                tb.flatten_all()?.to_vec1::<f32>()?
+            );
         }
         Ok(())
     }

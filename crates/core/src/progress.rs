@@ -63,7 +63,11 @@ impl Progress {
     fn line(&self, pos: u64, msg: &str) -> String {
         let secs = self.start.elapsed().as_secs_f64().max(1e-9);
         let rate = (pos - self.first.min(pos)) as f64 / secs;
-        let eta = if rate > 0.0 { (self.total.saturating_sub(pos)) as f64 / rate } else { f64::NAN };
+        let eta = if rate > 0.0 {
+            (self.total.saturating_sub(pos)) as f64 / rate
+        } else {
+            f64::NAN
+        };
         format!(
             "{}: {pos}/{} {}s ({:.0}%), {rate:.2} {}/s, ETA {eta:.0}s {msg}",
             self.label,

@@ -15,13 +15,34 @@ pub trait DomainEntry: Sync {
     /// The domain's name (`domain = "..."` in experiment files).
     fn name(&self) -> &'static str;
     /// `sugarcube train`.
-    fn train(&self, experiment: &Path, opts: &TrainOptions, device: &Device) -> anyhow::Result<(PathBuf, TrainReport)>;
+    fn train(
+        &self,
+        experiment: &Path,
+        opts: &TrainOptions,
+        device: &Device,
+    ) -> anyhow::Result<(PathBuf, TrainReport)>;
     /// `sugarcube sample`.
-    fn sample(&self, run_dir: &Path, req: &SampleRequest, device: &Device) -> anyhow::Result<(PathBuf, Vec<PathBuf>)>;
+    fn sample(
+        &self,
+        run_dir: &Path,
+        req: &SampleRequest,
+        device: &Device,
+    ) -> anyhow::Result<(PathBuf, Vec<PathBuf>)>;
     /// `sugarcube eval`.
-    fn eval(&self, run_dir: &Path, req: &SampleRequest, device: &Device) -> anyhow::Result<Evaluation>;
+    fn eval(
+        &self,
+        run_dir: &Path,
+        req: &SampleRequest,
+        device: &Device,
+    ) -> anyhow::Result<Evaluation>;
     /// `sugarcube bench EXPERIMENT`.
-    fn bench(&self, experiment: &Path, steps: usize, n: usize, device: &Device) -> anyhow::Result<Vec<BenchResult>>;
+    fn bench(
+        &self,
+        experiment: &Path,
+        steps: usize,
+        n: usize,
+        device: &Device,
+    ) -> anyhow::Result<Vec<BenchResult>>;
     /// The domain's own subcommands, mounted as `sugarcube NAME ...`.
     fn command(&self) -> Option<clap::Command>;
     /// Runs one of them.
@@ -40,16 +61,37 @@ impl<D: Domain> DomainEntry for Entry<D> {
     fn name(&self) -> &'static str {
         D::NAME
     }
-    fn train(&self, experiment: &Path, opts: &TrainOptions, device: &Device) -> anyhow::Result<(PathBuf, TrainReport)> {
+    fn train(
+        &self,
+        experiment: &Path,
+        opts: &TrainOptions,
+        device: &Device,
+    ) -> anyhow::Result<(PathBuf, TrainReport)> {
         run::train::<D>(experiment, opts, device)
     }
-    fn sample(&self, run_dir: &Path, req: &SampleRequest, device: &Device) -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
+    fn sample(
+        &self,
+        run_dir: &Path,
+        req: &SampleRequest,
+        device: &Device,
+    ) -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
         run::sample::<D>(run_dir, req, device)
     }
-    fn eval(&self, run_dir: &Path, req: &SampleRequest, device: &Device) -> anyhow::Result<Evaluation> {
+    fn eval(
+        &self,
+        run_dir: &Path,
+        req: &SampleRequest,
+        device: &Device,
+    ) -> anyhow::Result<Evaluation> {
         run::eval::<D>(run_dir, req, device)
     }
-    fn bench(&self, experiment: &Path, steps: usize, n: usize, device: &Device) -> anyhow::Result<Vec<BenchResult>> {
+    fn bench(
+        &self,
+        experiment: &Path,
+        steps: usize,
+        n: usize,
+        device: &Device,
+    ) -> anyhow::Result<Vec<BenchResult>> {
         run::bench::<D>(experiment, steps, n, device)
     }
     fn command(&self) -> Option<clap::Command> {
@@ -61,9 +103,20 @@ impl<D: Domain> DomainEntry for Entry<D> {
 }
 
 /// The entry called `name` in `domains`, or an error naming `origin` and listing the names.
-pub fn find<'a>(domains: &[&'a dyn DomainEntry], name: &str, origin: &str) -> anyhow::Result<&'a dyn DomainEntry> {
-    domains.iter().copied().find(|d| d.name() == name).ok_or_else(|| {
-        let names: Vec<&str> = domains.iter().map(|d| d.name()).collect();
-        anyhow::anyhow!("{origin}: unknown domain `{name}`: expected one of {}", names.join(", "))
-    })
+pub fn find<'a>(
+    domains: &[&'a dyn DomainEntry],
+    name: &str,
+    origin: &str,
+) -> anyhow::Result<&'a dyn DomainEntry> {
+    domains
+        .iter()
+        .copied()
+        .find(|d| d.name() == name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = domains.iter().map(|d| d.name()).collect();
+            anyhow::anyhow!(
+                "{origin}: unknown domain `{name}`: expected one of {}",
+                names.join(", ")
+            )
+        })
 }

@@ -25,7 +25,12 @@ impl Rng {
     /// A generator seeded from one 64-bit seed.
     pub fn new(seed: u64) -> Self {
         let mut x = seed;
-        let s = [splitmix64(&mut x), splitmix64(&mut x), splitmix64(&mut x), splitmix64(&mut x)];
+        let s = [
+            splitmix64(&mut x),
+            splitmix64(&mut x),
+            splitmix64(&mut x),
+            splitmix64(&mut x),
+        ];
         Self { s }
     }
 
@@ -125,7 +130,11 @@ impl Rows {
     pub fn new(seed: u64, first: usize, rows: usize) -> Self {
         let keys: Vec<(u64, u64)> = (first..first + rows).map(|i| (seed, i as u64)).collect();
         let rngs = keys.iter().map(|&(s, i)| Rng::stream(s, i)).collect();
-        Self { keys, rngs, lengths: None }
+        Self {
+            keys,
+            rngs,
+            lengths: None,
+        }
     }
 
     /// Streams for the examples at positions `first .. first + rows` of training step `step`:
@@ -139,8 +148,16 @@ impl Rows {
     /// Independent streams for another purpose (`tag`) of the same rows: each row's stream is
     /// derived from its key and the tag, so purposes do not share or shift each other's draws.
     pub fn purpose(&self, tag: u64) -> Self {
-        let rngs = self.keys.iter().map(|&(s, i)| Rng::stream(Rng::stream(s, i).next_u64(), tag)).collect();
-        Self { keys: self.keys.clone(), rngs, lengths: self.lengths.clone() }
+        let rngs = self
+            .keys
+            .iter()
+            .map(|&(s, i)| Rng::stream(Rng::stream(s, i).next_u64(), tag))
+            .collect();
+        Self {
+            keys: self.keys.clone(),
+            rngs,
+            lengths: self.lengths.clone(),
+        }
     }
 
     /// Marks row `i` as having `lengths[i]` real positions along axis `axis` of an item (the
@@ -180,7 +197,10 @@ impl Rows {
     /// are real: all of them without lengths. Errors on a batch-size mismatch.
     fn check(&self, shape: &[usize]) -> candle_core::Result<()> {
         if shape.first() != Some(&self.rngs.len()) {
-            candle_core::bail!("Rows: a draw of shape {shape:?} for {} rows", self.rngs.len());
+            candle_core::bail!(
+                "Rows: a draw of shape {shape:?} for {} rows",
+                self.rngs.len()
+            );
         }
         Ok(())
     }
@@ -210,7 +230,12 @@ impl Rows {
         for row in 0..self.rngs.len() {
             match self.real(item, row) {
                 None => data.extend((0..per).map(|_| f(&mut self.rngs[row]))),
-                Some(real) => data.extend(real.iter().map(|&r| if r { f(&mut self.rngs[row]) } else { pad })),
+                Some(real) => {
+                    data.extend(
+                        real.iter()
+                            .map(|&r| if r { f(&mut self.rngs[row]) } else { pad }),
+                    )
+                }
             }
         }
         candle_core::Tensor::from_vec(data, shape, device)
@@ -218,13 +243,23 @@ impl Rows {
 
     /// A standard-normal tensor of `shape` (`[rows, ...]`), each row from its own stream (zero at
     /// padded positions), cast to `dtype`.
-    pub fn normal(&mut self, shape: &[usize], dtype: candle_core::DType, device: &candle_core::Device) -> candle_core::Result<candle_core::Tensor> {
-        self.per_element(shape, 0.0, device, |r| r.normal() as f32)?.to_dtype(dtype)
+    pub fn normal(
+        &mut self,
+        shape: &[usize],
+        dtype: candle_core::DType,
+        device: &candle_core::Device,
+    ) -> candle_core::Result<candle_core::Tensor> {
+        self.per_element(shape, 0.0, device, |r| r.normal() as f32)?
+            .to_dtype(dtype)
     }
 
     /// A uniform [0, 1) tensor of `shape` (`[rows, ...]`), each row from its own stream (1 at
     /// padded positions), as float32.
-    pub fn uniform_like(&mut self, shape: &[usize], device: &candle_core::Device) -> candle_core::Result<candle_core::Tensor> {
+    pub fn uniform_like(
+        &mut self,
+        shape: &[usize],
+        device: &candle_core::Device,
+    ) -> candle_core::Result<candle_core::Tensor> {
         self.per_element(shape, 1.0, device, |r| r.uniform() as f32)
     }
 
@@ -273,12 +308,27 @@ mod tests {
     #[test]
     fn rows_are_keyed_by_row_not_batch() -> candle_core::Result<()> {
         let dev = candle_core::Device::Cpu;
-        let all = Rows::training(3, 7, 0, 4).purpose(2).normal(&[4, 3], candle_core::DType::F32, &dev)?;
-        let tail = Rows::training(3, 7, 2, 2).purpose(2).normal(&[2, 3], candle_core::DType::F32, &dev)?;
-        assert_eq!(all.narrow(0, 2, 2)?.to_vec2::<f32>()?, tail.to_vec2::<f32>()?);
-        let other = Rows::training(3, 7, 0, 4).purpose(3).normal(&[4, 3], candle_core::DType::F32, &dev)?;
+        let all =
+            Rows::training(3, 7, 0, 4)
+                .purpose(2)
+                .normal(&[4, 3], candle_core::DType::F32, &dev)?;
+        let tail =
+            Rows::training(3, 7, 2, 2)
+                .purpose(2)
+                .normal(&[2, 3], candle_core::DType::F32, &dev)?;
+        assert_eq!(
+            all.narrow(0, 2, 2)?.to_vec2::<f32>()?,
+            tail.to_vec2::<f32>()?
+        );
+        let other =
+            Rows::training(3, 7, 0, 4)
+                .purpose(3)
+                .normal(&[4, 3], candle_core::DType::F32, &dev)?;
         assert_ne!(all.to_vec2::<f32>()?, other.to_vec2::<f32>()?);
-        let next_step = Rows::training(3, 8, 0, 4).purpose(2).normal(&[4, 3], candle_core::DType::F32, &dev)?;
+        let next_step =
+            Rows::training(3, 8, 0, 4)
+                .purpose(2)
+                .normal(&[4, 3], candle_core::DType::F32, &dev)?;
         assert_ne!(all.to_vec2::<f32>()?, next_step.to_vec2::<f32>()?);
         Ok(())
     }
@@ -287,13 +337,37 @@ mod tests {
     fn padded_draws_do_not_depend_on_the_padding() -> candle_core::Result<()> {
         let dev = candle_core::Device::Cpu;
         // items [L, 2] with the length on axis 0: row 0 has 2 real positions
-        let short = Rows::new(1, 0, 1).with_lengths(vec![2], 0).normal(&[1, 2, 2], candle_core::DType::F32, &dev)?;
-        let long = Rows::new(1, 0, 1).with_lengths(vec![2], 0).normal(&[1, 5, 2], candle_core::DType::F32, &dev)?;
-        assert_eq!(short.flatten_all()?.to_vec1::<f32>()?, long.narrow(1, 0, 2)?.flatten_all()?.to_vec1::<f32>()?);
-        assert!(long.narrow(1, 2, 3)?.flatten_all()?.to_vec1::<f32>()?.iter().all(|v| *v == 0.0));
+        let short = Rows::new(1, 0, 1).with_lengths(vec![2], 0).normal(
+            &[1, 2, 2],
+            candle_core::DType::F32,
+            &dev,
+        )?;
+        let long = Rows::new(1, 0, 1).with_lengths(vec![2], 0).normal(
+            &[1, 5, 2],
+            candle_core::DType::F32,
+            &dev,
+        )?;
+        assert_eq!(
+            short.flatten_all()?.to_vec1::<f32>()?,
+            long.narrow(1, 0, 2)?.flatten_all()?.to_vec1::<f32>()?
+        );
+        assert!(long
+            .narrow(1, 2, 3)?
+            .flatten_all()?
+            .to_vec1::<f32>()?
+            .iter()
+            .all(|v| *v == 0.0));
         // channels first, [C, L] with the length on axis 1
-        let a = Rows::new(1, 0, 1).with_lengths(vec![3], 1).normal(&[1, 2, 3], candle_core::DType::F32, &dev)?;
-        let b = Rows::new(1, 0, 1).with_lengths(vec![3], 1).normal(&[1, 2, 8], candle_core::DType::F32, &dev)?;
+        let a = Rows::new(1, 0, 1).with_lengths(vec![3], 1).normal(
+            &[1, 2, 3],
+            candle_core::DType::F32,
+            &dev,
+        )?;
+        let b = Rows::new(1, 0, 1).with_lengths(vec![3], 1).normal(
+            &[1, 2, 8],
+            candle_core::DType::F32,
+            &dev,
+        )?;
         assert_eq!(a.to_vec3::<f32>()?, b.narrow(2, 0, 3)?.to_vec3::<f32>()?);
         Ok(())
     }

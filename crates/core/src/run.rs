@@ -8,16 +8,16 @@
 use crate::checkpoint::{self, write_atomic, Checkpoint};
 use crate::cond::{CondSpec, Condition, Guidance};
 use crate::config::{ExperimentOf, Task};
-use crate::nn::classifier::Classifier;
-use crate::process::ProcessConfig;
-use crate::scorer::{class_targets, classifier_field, ClassifierScorer};
 use crate::denoiser::{Denoiser, Guided, Inputs};
 use crate::domain::{DataInfo, Domain, Evaluation, Samples, Split};
+use crate::nn::classifier::Classifier;
 use crate::params::Params;
+use crate::process::ProcessConfig;
 use crate::process::{Process, SampleJob};
 use crate::progress::Progress;
 use crate::rng::{Rng, Rows};
 use crate::sampler::{self, SampleConfig};
+use crate::scorer::{class_targets, classifier_field, ClassifierScorer};
 use crate::train::{strip_prefix, Objective, TrainReport, Trainer};
 use anyhow::Context;
 use candle_core::{DType, Device, Tensor};
@@ -45,7 +45,11 @@ pub struct TrainOptions {
 }
 
 /// Trains an experiment; returns the run directory and the report.
-pub fn train<Dm: Domain>(experiment: &Path, opts: &TrainOptions, device: &Device) -> anyhow::Result<(PathBuf, TrainReport)> {
+pub fn train<Dm: Domain>(
+    experiment: &Path,
+    opts: &TrainOptions,
+    device: &Device,
+) -> anyhow::Result<(PathBuf, TrainReport)> {
     let mut exp = ExperimentOf::<Dm>::load(experiment)?;
     if let Some(s) = opts.seed {
         exp.seed = s;
@@ -65,7 +69,10 @@ pub fn train_experiment<Dm: Domain>(
         exp.train.init = Some(init.clone());
     }
     let exp = &exp;
-    let dir = opts.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(&exp.name));
+    let dir = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(&exp.name));
     let ckpts = dir.join("checkpoints");
     if !opts.resume && checkpoint::latest(&ckpts).is_some() {
         anyhow::bail!(
@@ -73,7 +80,8 @@ pub fn train_experiment<Dm: Domain>(
             dir.display()
         );
     }
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create run directory {}", dir.display()))?;
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create run directory {}", dir.display()))?;
     let dataset = Dm::dataset(&exp.data, Split::Train, exp.seed)?;
     let info = dataset.info();
     let process = exp.process.build(&info)?;
@@ -82,19 +90,34 @@ pub fn train_experiment<Dm: Domain>(
     let (model, objective): (Box<dyn Denoiser>, Objective) = match exp.task {
         Task::Denoiser => {
             // the [sample] table is checked now, not after training
-            process.model_calls(&exp.sample).context("in the [sample] table")?;
+            process
+                .model_calls(&exp.sample)
+                .context("in the [sample] table")?;
             (Dm::denoiser(&exp.model, &info, vb)?, Objective::Denoise)
         }
         Task::Classifier => {
-            anyhow::ensure!(exp.train.sample_every == 0, "train.sample_every: a classifier run (task = \"classifier\") does not sample");
+            anyhow::ensure!(
+                exp.train.sample_every == 0,
+                "train.sample_every: a classifier run (task = \"classifier\") does not sample"
+            );
             anyhow::ensure!(info.vocab.is_none(), "task = \"classifier\" needs continuous data: a scorer's gradient does not exist for tokens");
             let (field, classes) = classifier_field(&info.cond, exp.classifier.field.as_deref())?;
-            let model = Classifier::new(vb, &exp.classifier, &info.item_shape, classes.len()).context("in the [classifier] table")?;
-            (Box::new(model), Objective::Classify { field, classes: classes.len() })
+            let model = Classifier::new(vb, &exp.classifier, &info.item_shape, classes.len())
+                .context("in the [classifier] table")?;
+            (
+                Box::new(model),
+                Objective::Classify {
+                    field,
+                    classes: classes.len(),
+                },
+            )
         }
     };
     write_atomic(&dir.join("config.toml"), exp.to_toml()?.as_bytes())?;
-    write_atomic(&dir.join("data_info.json"), serde_json::to_string_pretty(&info)?.as_bytes())?;
+    write_atomic(
+        &dir.join("data_info.json"),
+        serde_json::to_string_pretty(&info)?.as_bytes(),
+    )?;
     if !opts.quiet {
         eprintln!(
             "training {} ({} examples, {} parameters) into {}",
@@ -104,7 +127,8 @@ pub fn train_experiment<Dm: Domain>(
             dir.display()
         );
     }
-    let sample = |step: usize, dir: &Path| sample_while_training::<Dm>(exp, &info, step, dir, device);
+    let sample =
+        |step: usize, dir: &Path| sample_while_training::<Dm>(exp, &info, step, dir, device);
     let trainer = Trainer {
         cfg: &exp.train,
         process: process.as_ref(),
@@ -118,7 +142,11 @@ pub fn train_experiment<Dm: Domain>(
         run_dir: dir.clone(),
         quiet: opts.quiet,
         stop_at: opts.stop_at,
-        after_step: if exp.train.sample_every > 0 { Some(&sample) } else { None },
+        after_step: if exp.train.sample_every > 0 {
+            Some(&sample)
+        } else {
+            None
+        },
         init: exp.train.init.clone(),
     };
     let report = trainer.run(opts.resume)?;
@@ -141,10 +169,21 @@ fn sample_while_training<Dm: Domain>(
     let _f32 = crate::nn::Bf16Compute::set(false)?;
     let c = Checkpoint::at(&dir.join("checkpoints"), step);
     let run = LoadedRun::<Dm>::from_checkpoint(dir, exp.clone(), info.clone(), &c, device)?;
-    let req = SampleRequest { n: Some(exp.train.sample_n), quiet: true, ..Default::default() };
-    let g = run.generate(&req).with_context(|| format!("sampling at step {step} (train.sample_every)"))?;
+    let req = SampleRequest {
+        n: Some(exp.train.sample_n),
+        quiet: true,
+        ..Default::default()
+    };
+    let g = run
+        .generate(&req)
+        .with_context(|| format!("sampling at step {step} (train.sample_every)"))?;
     let (out, _) = write_generated(&run, &g, Some(&format!("train-step-{step:08}")))?;
-    Ok(Some(format!("step {step}: {} samples in {:.1}s into {}", g.sampler.n, g.seconds, out.display())))
+    Ok(Some(format!(
+        "step {step}: {} samples in {:.1}s into {}",
+        g.sampler.n,
+        g.seconds,
+        out.display()
+    )))
 }
 
 /// Overrides of the experiment's `[sample]` settings, and what to generate.
@@ -192,10 +231,20 @@ pub enum Lengths {
 impl Lengths {
     /// Parses `N` or `A..B` (inclusive).
     pub fn parse(text: &str) -> anyhow::Result<Self> {
-        let bad = || anyhow::anyhow!("--lengths: expected N or A..B (for example 64 or 50..128), got `{text}`");
+        let bad = || {
+            anyhow::anyhow!(
+                "--lengths: expected N or A..B (for example 64 or 50..128), got `{text}`"
+            )
+        };
         match text.split_once("..") {
             Some((a, b)) => {
-                let (a, b): (usize, usize) = (a.trim().parse().map_err(|_| bad())?, b.trim().trim_start_matches('=').parse().map_err(|_| bad())?);
+                let (a, b): (usize, usize) = (
+                    a.trim().parse().map_err(|_| bad())?,
+                    b.trim()
+                        .trim_start_matches('=')
+                        .parse()
+                        .map_err(|_| bad())?,
+                );
                 anyhow::ensure!(a >= 1 && a <= b, "--lengths {text}: expected 1 <= A <= B");
                 Ok(Lengths::Range(a, b))
             }
@@ -211,7 +260,9 @@ impl Lengths {
     pub fn of(&self, seed: u64, i: usize) -> usize {
         match *self {
             Lengths::Fixed(n) => n,
-            Lengths::Range(a, b) => a + Rng::stream(seed ^ 0x01E4_67A5, i as u64).below((b - a + 1) as u64) as usize,
+            Lengths::Range(a, b) => {
+                a + Rng::stream(seed ^ 0x01E4_67A5, i as u64).below((b - a + 1) as u64) as usize
+            }
         }
     }
 }
@@ -236,11 +287,16 @@ pub struct LoadedRun<Dm: Domain> {
 /// A run directory's experiment and data description.
 fn read_run<Dm: Domain>(dir: &Path) -> anyhow::Result<(ExperimentOf<Dm>, DataInfo)> {
     let cfg = dir.join("config.toml");
-    anyhow::ensure!(cfg.exists(), "{} is not a run directory: it has no config.toml", dir.display());
+    anyhow::ensure!(
+        cfg.exists(),
+        "{} is not a run directory: it has no config.toml",
+        dir.display()
+    );
     let exp = ExperimentOf::<Dm>::load(&cfg)?;
     let info_path = dir.join("data_info.json");
     let info: DataInfo = serde_json::from_str(
-        &std::fs::read_to_string(&info_path).with_context(|| format!("cannot read {}", info_path.display()))?,
+        &std::fs::read_to_string(&info_path)
+            .with_context(|| format!("cannot read {}", info_path.display()))?,
     )
     .with_context(|| format!("{} is not valid", info_path.display()))?;
     Ok((exp, info))
@@ -249,7 +305,11 @@ fn read_run<Dm: Domain>(dir: &Path) -> anyhow::Result<(ExperimentOf<Dm>, DataInf
 /// The network weights of checkpoint `c`: its EMA weights when the run kept them.
 fn checkpoint_weights(c: &Checkpoint, device: &Device) -> anyhow::Result<HashMap<String, Tensor>> {
     let t = checkpoint::load_tensors(&c.tensors, device)?;
-    let prefix = if t.keys().any(|k| k.starts_with("ema.")) { "ema." } else { "model." };
+    let prefix = if t.keys().any(|k| k.starts_with("ema.")) {
+        "ema."
+    } else {
+        "model."
+    };
     Ok(strip_prefix(&t, prefix))
 }
 
@@ -264,21 +324,45 @@ pub fn load_run<Dm: Domain>(dir: &Path, device: &Device) -> anyhow::Result<Loade
         dir.display()
     );
     let found = checkpoint::newest_loadable(&dir.join("checkpoints"), |c| {
-        Ok(LoadedRun::<Dm>::from_checkpoint(dir, exp.clone(), info.clone(), c, device))
+        Ok(LoadedRun::<Dm>::from_checkpoint(
+            dir,
+            exp.clone(),
+            info.clone(),
+            c,
+            device,
+        ))
     })?;
-    let (_, run) = found.ok_or_else(|| anyhow::anyhow!("{} has no checkpoint yet: train it first", dir.display()))?;
+    let (_, run) = found.ok_or_else(|| {
+        anyhow::anyhow!("{} has no checkpoint yet: train it first", dir.display())
+    })?;
     Ok(run)
 }
 
 impl<Dm: Domain> LoadedRun<Dm> {
     /// The run in `dir` at checkpoint `c` (EMA weights when present).
-    pub fn from_checkpoint(dir: &Path, exp: ExperimentOf<Dm>, info: DataInfo, c: &Checkpoint, device: &Device) -> anyhow::Result<Self> {
+    pub fn from_checkpoint(
+        dir: &Path,
+        exp: ExperimentOf<Dm>,
+        info: DataInfo,
+        c: &Checkpoint,
+        device: &Device,
+    ) -> anyhow::Result<Self> {
         // plain tensors, not variables: sampling builds no autograd graph, so each step's
         // activations are freed as soon as they are used
-        let vb = candle_nn::VarBuilder::from_tensors(checkpoint_weights(c, device)?, DType::F32, device);
-        let model = Dm::denoiser(&exp.model, &info, vb).with_context(|| format!("loading {}", c.tensors.display()))?;
+        let vb =
+            candle_nn::VarBuilder::from_tensors(checkpoint_weights(c, device)?, DType::F32, device);
+        let model = Dm::denoiser(&exp.model, &info, vb)
+            .with_context(|| format!("loading {}", c.tensors.display()))?;
         let process = exp.process.build(&info)?;
-        Ok(LoadedRun { dir: dir.to_path_buf(), exp, info, model, process, step: c.step, device: device.clone() })
+        Ok(LoadedRun {
+            dir: dir.to_path_buf(),
+            exp,
+            info,
+            model,
+            process,
+            step: c.step,
+            device: device.clone(),
+        })
     }
 }
 
@@ -299,18 +383,35 @@ pub struct LoadedClassifier {
 }
 
 /// Loads a classifier run's newest checkpoint that loads.
-pub fn load_classifier<Dm: Domain>(dir: &Path, device: &Device) -> anyhow::Result<LoadedClassifier> {
+pub fn load_classifier<Dm: Domain>(
+    dir: &Path,
+    device: &Device,
+) -> anyhow::Result<LoadedClassifier> {
     let (exp, info) = read_run::<Dm>(dir)?;
-    anyhow::ensure!(exp.task == Task::Classifier, "{} is not a classifier run: its experiment has no `task = \"classifier\"`", dir.display());
+    anyhow::ensure!(
+        exp.task == Task::Classifier,
+        "{} is not a classifier run: its experiment has no `task = \"classifier\"`",
+        dir.display()
+    );
     let (field, classes) = classifier_field(&info.cond, exp.classifier.field.as_deref())?;
     let found = checkpoint::newest_loadable(&dir.join("checkpoints"), |c| {
         Ok(checkpoint_weights(c, device).and_then(|w| {
             let vb = candle_nn::VarBuilder::from_tensors(w, DType::F32, device);
-            Classifier::new(vb, &exp.classifier, &info.item_shape, classes.len()).with_context(|| format!("loading {}", c.tensors.display()))
+            Classifier::new(vb, &exp.classifier, &info.item_shape, classes.len())
+                .with_context(|| format!("loading {}", c.tensors.display()))
         }))
     })?;
-    let (c, classifier) = found.ok_or_else(|| anyhow::anyhow!("{} has no checkpoint yet: train it first", dir.display()))?;
-    Ok(LoadedClassifier { dir: dir.to_path_buf(), process: exp.process.clone(), info, classifier, field, step: c.step })
+    let (c, classifier) = found.ok_or_else(|| {
+        anyhow::anyhow!("{} has no checkpoint yet: train it first", dir.display())
+    })?;
+    Ok(LoadedClassifier {
+        dir: dir.to_path_buf(),
+        process: exp.process.clone(),
+        info,
+        classifier,
+        field,
+        step: c.step,
+    })
 }
 
 /// Generated samples with their settings.
@@ -340,7 +441,11 @@ pub struct Generated {
 impl Generated {
     /// The view a domain's writer and evaluation take.
     pub fn view(&self) -> Samples<'_> {
-        Samples { x: &self.samples, conditions: &self.conditions, lengths: self.lengths.as_deref() }
+        Samples {
+            x: &self.samples,
+            conditions: &self.conditions,
+            lengths: self.lengths.as_deref(),
+        }
     }
 }
 
@@ -375,9 +480,17 @@ impl<Dm: Domain> LoadedRun<Dm> {
 
     /// The conditions a request asks for, parsed against `spec` (the model's condition fields,
     /// or a scorer's for an unconditional model steered by one).
-    pub fn guidance(&self, req: &SampleRequest, cfg: &SampleConfig, spec: &CondSpec) -> anyhow::Result<Guidance> {
+    pub fn guidance(
+        &self,
+        req: &SampleRequest,
+        cfg: &SampleConfig,
+        spec: &CondSpec,
+    ) -> anyhow::Result<Guidance> {
         let parse = |texts: &[String], flag: &str| -> anyhow::Result<Vec<Condition>> {
-            texts.iter().map(|t| spec.parse(t).with_context(|| format!("{flag} {t}"))).collect()
+            texts
+                .iter()
+                .map(|t| spec.parse(t).with_context(|| format!("{flag} {t}")))
+                .collect()
         };
         if spec.is_empty() {
             anyhow::ensure!(
@@ -388,8 +501,16 @@ impl<Dm: Domain> LoadedRun<Dm> {
         }
         let positive = parse(&req.cond, "--cond")?;
         let negative = parse(&req.not, "--not")?;
-        anyhow::ensure!(negative.is_empty() || !self.info.cond.is_empty(), "--not needs a conditional model");
-        Ok(Guidance { positive, negative, scale: cfg.guidance, negative_scale: cfg.not_guidance.unwrap_or(cfg.guidance) })
+        anyhow::ensure!(
+            negative.is_empty() || !self.info.cond.is_empty(),
+            "--not needs a conditional model"
+        );
+        Ok(Guidance {
+            positive,
+            negative,
+            scale: cfg.guidance,
+            negative_scale: cfg.not_guidance.unwrap_or(cfg.guidance),
+        })
     }
 
     /// Loads the classifier a request steers with and checks it fits this run: the same item
@@ -397,10 +518,14 @@ impl<Dm: Domain> LoadedRun<Dm> {
     /// model a field of the same name and classes.
     fn scorer(&self, req: &SampleRequest) -> anyhow::Result<Option<LoadedClassifier>> {
         let Some(dir) = &req.scorer else {
-            anyhow::ensure!(req.scorer_scale.is_none(), "--scorer-scale needs --scorer RUN_DIR");
+            anyhow::ensure!(
+                req.scorer_scale.is_none(),
+                "--scorer-scale needs --scorer RUN_DIR"
+            );
             return Ok(None);
         };
-        let c = load_classifier::<Dm>(dir, &self.device).with_context(|| format!("--scorer {}", dir.display()))?;
+        let c = load_classifier::<Dm>(dir, &self.device)
+            .with_context(|| format!("--scorer {}", dir.display()))?;
         anyhow::ensure!(
             c.info.item_shape == self.info.item_shape,
             "--scorer {}: the classifier reads items of shape {:?}, this run makes {:?}",
@@ -423,7 +548,11 @@ impl<Dm: Domain> LoadedRun<Dm> {
         if !self.info.cond.is_empty() {
             let f = &c.info.cond.fields[c.field];
             let (_, mine) = self.info.cond.field(&f.name).with_context(|| {
-                format!("--scorer {}: it predicts `{}`, a field this model does not have", dir.display(), f.name)
+                format!(
+                    "--scorer {}: it predicts `{}`, a field this model does not have",
+                    dir.display(),
+                    f.name
+                )
             })?;
             anyhow::ensure!(
                 mine.kind == f.kind,
@@ -447,8 +576,15 @@ impl<Dm: Domain> LoadedRun<Dm> {
         let seed = req.seed.unwrap_or(self.exp.seed);
         let scorer = self.scorer(req)?;
         let scale = req.scorer_scale.unwrap_or(1.0);
-        anyhow::ensure!(scale.is_finite(), "--scorer-scale must be a number, got {scale}");
-        anyhow::ensure!(cfg.scorer_max_sigma > 0.0, "sample.scorer_max_sigma must be positive, got {}", cfg.scorer_max_sigma);
+        anyhow::ensure!(
+            scale.is_finite(),
+            "--scorer-scale must be a number, got {scale}"
+        );
+        anyhow::ensure!(
+            cfg.scorer_max_sigma > 0.0,
+            "sample.scorer_max_sigma must be positive, got {}",
+            cfg.scorer_max_sigma
+        );
         // the samples' conditions: the model's fields, or for an unconditional model steered by
         // a classifier the classifier's (sample i then aims at class i mod K)
         let spec = match &scorer {
@@ -466,28 +602,50 @@ impl<Dm: Domain> LoadedRun<Dm> {
                 let max = self.info.item_shape[axis];
                 let v: Vec<usize> = (0..cfg.n).map(|i| l.of(seed, i)).collect();
                 if let Some(&too_long) = v.iter().find(|&&n| n > max) {
-                    anyhow::bail!("--lengths: {too_long} is longer than the model's longest length {max}");
+                    anyhow::bail!(
+                        "--lengths: {too_long} is longer than the model's longest length {max}"
+                    );
                 }
                 Some(v)
             }
-            (Some(_), None) => anyhow::bail!("--lengths: this data has one fixed shape {:?}", self.info.item_shape),
+            (Some(_), None) => anyhow::bail!(
+                "--lengths: this data has one fixed shape {:?}",
+                self.info.item_shape
+            ),
             (None, _) => None,
         };
         let calls_per_batch = self.process.model_calls(&cfg)? as u64;
         let batches = cfg.n.div_ceil(cfg.batch_size);
-        let mut progress = Progress::new("sample", "call", calls_per_batch * batches as u64, 0, req.quiet);
+        let mut progress = Progress::new(
+            "sample",
+            "call",
+            calls_per_batch * batches as u64,
+            0,
+            req.quiet,
+        );
         let began = Instant::now();
         let mut parts = vec![];
         let mut conditions = vec![];
         let mut done_calls = 0u64;
         for first in (0..cfg.n).step_by(cfg.batch_size) {
             let b = cfg.batch_size.min(cfg.n - first);
-            let per_row: Vec<Vec<Condition>> = (first..first + b).map(|i| guidance.positive_for(spec, &defaults, i)).collect();
+            let per_row: Vec<Vec<Condition>> = (first..first + b)
+                .map(|i| guidance.positive_for(spec, &defaults, i))
+                .collect();
             let terms = per_row.first().map_or(0, |p| p.len());
-            let positive: Vec<(Vec<Condition>, f64)> =
-                (0..terms).map(|k| (per_row.iter().map(|p| p[k].clone()).collect(), guidance.scale)).collect();
-            let negative: Vec<(Vec<Condition>, f64)> =
-                guidance.negative.iter().map(|n| (vec![n.clone(); b], guidance.negative_scale)).collect();
+            let positive: Vec<(Vec<Condition>, f64)> = (0..terms)
+                .map(|k| {
+                    (
+                        per_row.iter().map(|p| p[k].clone()).collect(),
+                        guidance.scale,
+                    )
+                })
+                .collect();
+            let negative: Vec<(Vec<Condition>, f64)> = guidance
+                .negative
+                .iter()
+                .map(|n| (vec![n.clone(); b], guidance.negative_scale))
+                .collect();
             conditions.extend(per_row.iter().filter_map(|p| p.first().cloned()));
             let mut shape = vec![b];
             shape.extend(&self.info.item_shape);
@@ -496,19 +654,43 @@ impl<Dm: Domain> LoadedRun<Dm> {
             if let (Some(all), Some(axis)) = (&lengths, self.info.length_axis) {
                 let own = all[first..first + b].to_vec();
                 shape[axis + 1] = *own.iter().max().expect("a batch has rows");
-                mask = Some(crate::tensor_util::length_mask(&own, shape[axis + 1], &self.device)?);
+                mask = Some(crate::tensor_util::length_mask(
+                    &own,
+                    shape[axis + 1],
+                    &self.device,
+                )?);
                 rows = rows.with_lengths(own, axis);
             }
             let bound = match (&scorer, scorer_field) {
                 (Some(c), Some(field)) => {
-                    let firsts: Vec<Condition> = per_row.iter().map(|p| p.first().cloned().unwrap_or_else(|| spec.null())).collect();
-                    let targets = class_targets(&firsts, field, c.classifier.classes(), &self.device)?;
-                    Some(ClassifierScorer { classifier: &c.classifier, targets, mask: mask.clone() })
+                    let firsts: Vec<Condition> = per_row
+                        .iter()
+                        .map(|p| p.first().cloned().unwrap_or_else(|| spec.null()))
+                        .collect();
+                    let targets =
+                        class_targets(&firsts, field, c.classifier.classes(), &self.device)?;
+                    Some(ClassifierScorer {
+                        classifier: &c.classifier,
+                        targets,
+                        mask: mask.clone(),
+                    })
                 }
                 _ => None,
             };
-            let (positive, negative) = if self.info.cond.is_empty() { (vec![], vec![]) } else { (positive, negative) };
-            let guided = Guided::new(self.model.as_ref(), &self.info.cond, &positive, &negative, b, mask, &self.device)?;
+            let (positive, negative) = if self.info.cond.is_empty() {
+                (vec![], vec![])
+            } else {
+                (positive, negative)
+            };
+            let guided = Guided::new(
+                self.model.as_ref(),
+                &self.info.cond,
+                &positive,
+                &negative,
+                b,
+                mask,
+                &self.device,
+            )?;
             let mut obs = |_: &sampler::StepInfo| {
                 done_calls += 1;
                 progress.set(done_calls, "");
@@ -519,7 +701,9 @@ impl<Dm: Domain> LoadedRun<Dm> {
                 rows: &mut rows,
                 shape: &shape,
                 device: &self.device,
-                scorer: bound.as_ref().map(|s| (s as &dyn crate::denoiser::Scorer, scale)),
+                scorer: bound
+                    .as_ref()
+                    .map(|s| (s as &dyn crate::denoiser::Scorer, scale)),
                 edit: None,
                 obs: &mut obs,
             };
@@ -533,7 +717,17 @@ impl<Dm: Domain> LoadedRun<Dm> {
         };
         let spec = spec.clone();
         let scorer = scorer.map(|c| (c.dir, scale));
-        Ok(Generated { samples, conditions, guidance, spec, scorer, lengths, sampler: cfg, seed, seconds })
+        Ok(Generated {
+            samples,
+            conditions,
+            guidance,
+            spec,
+            scorer,
+            lengths,
+            sampler: cfg,
+            seed,
+            seconds,
+        })
     }
 
     /// The model's bound on the negative log-likelihood of held-out data, in bits per real
@@ -546,16 +740,34 @@ impl<Dm: Domain> LoadedRun<Dm> {
         for first in (0..n).step_by(256) {
             let idx: Vec<usize> = (first..n.min(first + 256)).collect();
             let batch = held.batch(&idx, &self.device)?;
-            let cond = if self.info.cond.is_empty() { None } else { Some(self.info.cond.encode(&batch.cond, &self.device)?) };
+            let cond = if self.info.cond.is_empty() {
+                None
+            } else {
+                Some(self.info.cond.encode(&batch.cond, &self.device)?)
+            };
             let mask = match (&batch.lengths, self.info.length_axis) {
-                (Some(l), Some(axis)) => Some(crate::tensor_util::length_mask(l, batch.x0.dim(axis + 1)?, &self.device)?),
+                (Some(l), Some(axis)) => Some(crate::tensor_util::length_mask(
+                    l,
+                    batch.x0.dim(axis + 1)?,
+                    &self.device,
+                )?),
                 _ => None,
             };
             let net = |x: &Tensor, time: &Tensor| {
-                self.model.forward(&Inputs { x, time, cond: cond.as_ref(), mask: mask.as_ref() }).map(|t| t.detach())
+                self.model
+                    .forward(&Inputs {
+                        x,
+                        time,
+                        cond: cond.as_ref(),
+                        mask: mask.as_ref(),
+                    })
+                    .map(|t| t.detach())
             };
             let mut rows = Rows::new(self.exp.seed ^ 0xE1B0, first, idx.len());
-            match self.process.nll_bound(&net, &batch.x0, mask.as_ref(), &mut rows, 16)? {
+            match self
+                .process
+                .nll_bound(&net, &batch.x0, mask.as_ref(), &mut rows, 16)?
+            {
                 None => return Ok(None),
                 Some(v) => {
                     total += v.iter().sum::<f64>();
@@ -569,7 +781,13 @@ impl<Dm: Domain> LoadedRun<Dm> {
 
 /// Concatenates batches along the rows, padding each with zeros along `axis` to the longest.
 fn pad_cat(parts: &[Tensor], axis: usize) -> anyhow::Result<Tensor> {
-    let max = parts.iter().map(|p| p.dim(axis)).collect::<candle_core::Result<Vec<_>>>()?.into_iter().max().unwrap_or(0);
+    let max = parts
+        .iter()
+        .map(|p| p.dim(axis))
+        .collect::<candle_core::Result<Vec<_>>>()?
+        .into_iter()
+        .max()
+        .unwrap_or(0);
     let padded = parts
         .iter()
         .map(|p| {
@@ -591,7 +809,11 @@ fn pad_cat(parts: &[Tensor], axis: usize) -> anyhow::Result<Tensor> {
 /// asked for with `--cond`/`--not`; `-bf16` when drawn with bfloat16 compute,
 /// [`crate::nn::Bf16Compute`]): the domain's files plus `samples.safetensors` (`samples`, and
 /// `lengths` for variable-length data) and `conditions.json` (each sample's condition).
-pub fn sample<Dm: Domain>(dir: &Path, req: &SampleRequest, device: &Device) -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
+pub fn sample<Dm: Domain>(
+    dir: &Path,
+    req: &SampleRequest,
+    device: &Device,
+) -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
     let run = load_run::<Dm>(dir, device)?;
     let g = run.generate(req)?;
     write_generated(&run, &g, None)
@@ -599,7 +821,11 @@ pub fn sample<Dm: Domain>(dir: &Path, req: &SampleRequest, device: &Device) -> a
 
 /// Writes generated samples into `RUN/samples/NAME/` (without a name, the one `sample`'s
 /// settings give); returns the folder and its files.
-fn write_generated<Dm: Domain>(run: &LoadedRun<Dm>, g: &Generated, name: Option<&str>) -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
+fn write_generated<Dm: Domain>(
+    run: &LoadedRun<Dm>,
+    g: &Generated,
+    name: Option<&str>,
+) -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
     let spec = &g.spec;
     let out = run.dir.join("samples").join(match name {
         Some(n) => n.to_string(),
@@ -609,7 +835,14 @@ fn write_generated<Dm: Domain>(run: &LoadedRun<Dm>, g: &Generated, name: Option<
     let mut t = HashMap::new();
     t.insert("samples".to_string(), g.samples.clone());
     if let Some(l) = &g.lengths {
-        t.insert("lengths".to_string(), Tensor::from_vec(l.iter().map(|&v| v as u32).collect::<Vec<_>>(), l.len(), &Device::Cpu)?);
+        t.insert(
+            "lengths".to_string(),
+            Tensor::from_vec(
+                l.iter().map(|&v| v as u32).collect::<Vec<_>>(),
+                l.len(),
+                &Device::Cpu,
+            )?,
+        );
     }
     let raw = out.join("samples.safetensors");
     checkpoint::save_tensors(&raw, &t)?;
@@ -628,7 +861,12 @@ fn write_generated<Dm: Domain>(run: &LoadedRun<Dm>, g: &Generated, name: Option<
         write_atomic(&path, serde_json::to_string_pretty(&listing)?.as_bytes())?;
         files.push(path);
     }
-    files.extend(Dm::write_samples(&run.exp.data, &run.info, &g.view(), &out)?);
+    files.extend(Dm::write_samples(
+        &run.exp.data,
+        &run.info,
+        &g.view(),
+        &out,
+    )?);
     Ok((out, files))
 }
 
@@ -643,7 +881,12 @@ fn settings_folder(spec: &crate::cond::CondSpec, g: &Generated) -> String {
             .positive
             .iter()
             .map(|c| spec.format(c))
-            .chain(g.guidance.negative.iter().map(|c| format!("not {}", spec.format(c))))
+            .chain(
+                g.guidance
+                    .negative
+                    .iter()
+                    .map(|c| format!("not {}", spec.format(c))),
+            )
             .collect();
         let h = sha2::Sha256::digest(format!("{text:?}{}", g.guidance.negative_scale).as_bytes());
         format!("-c{:x}", h)[..10].to_string()
@@ -664,7 +907,11 @@ fn settings_folder(spec: &crate::cond::CondSpec, g: &Generated) -> String {
         g.sampler.n,
         conds,
         scorer,
-        if crate::nn::bf16_compute() { "-bf16" } else { "" }
+        if crate::nn::bf16_compute() {
+            "-bf16"
+        } else {
+            ""
+        }
     )
 }
 
@@ -673,9 +920,17 @@ fn settings_folder(spec: &crate::cond::CondSpec, g: &Generated) -> String {
 /// each with its floor beside it where one exists) and `RUN/eval-details.json` (tables and
 /// matrices), and returns the evaluation. For processes with a likelihood bound it adds
 /// `nll_bound_bits`, the bound in bits per position on held-out data.
-pub fn eval<Dm: Domain>(dir: &Path, req: &SampleRequest, device: &Device) -> anyhow::Result<Evaluation> {
+pub fn eval<Dm: Domain>(
+    dir: &Path,
+    req: &SampleRequest,
+    device: &Device,
+) -> anyhow::Result<Evaluation> {
     let cfg = dir.join("config.toml");
-    anyhow::ensure!(cfg.exists(), "{} is not a run directory: it has no config.toml", dir.display());
+    anyhow::ensure!(
+        cfg.exists(),
+        "{} is not a run directory: it has no config.toml",
+        dir.display()
+    );
     if ExperimentOf::<Dm>::load(&cfg)?.task == Task::Classifier {
         return eval_classifier::<Dm>(dir, req, device);
     }
@@ -691,7 +946,8 @@ pub fn eval<Dm: Domain>(dir: &Path, req: &SampleRequest, device: &Device) -> any
         ev.metrics.push(("nll_bound_bits".into(), bits));
     }
     ev.metrics.push(("samples".into(), g.sampler.n as f64));
-    ev.metrics.push(("sampling_steps".into(), g.sampler.steps as f64));
+    ev.metrics
+        .push(("sampling_steps".into(), g.sampler.steps as f64));
     ev.metrics.push(("guidance".into(), g.sampler.guidance));
     ev.metrics.push(("checkpoint_step".into(), run.step as f64));
     write_evaluation(dir, &ev)?;
@@ -699,12 +955,21 @@ pub fn eval<Dm: Domain>(dir: &Path, req: &SampleRequest, device: &Device) -> any
 }
 
 /// Writes `RUN/eval.json` (the flat figures) and, when there are any, `RUN/eval-details.json`.
-fn write_evaluation(dir: &Path, ev: &Evaluation) -> anyhow::Result<()> {
-    let obj: serde_json::Map<String, serde_json::Value> =
-        ev.metrics.iter().map(|(k, v)| (k.clone(), serde_json::json!(v))).collect();
-    write_atomic(&dir.join("eval.json"), serde_json::to_string_pretty(&obj)?.as_bytes())?;
+pub fn write_evaluation(dir: &Path, ev: &Evaluation) -> anyhow::Result<()> {
+    let obj: serde_json::Map<String, serde_json::Value> = ev
+        .metrics
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::json!(v)))
+        .collect();
+    write_atomic(
+        &dir.join("eval.json"),
+        serde_json::to_string_pretty(&obj)?.as_bytes(),
+    )?;
     if !ev.details.is_empty() {
-        write_atomic(&dir.join("eval-details.json"), serde_json::to_string_pretty(&ev.details)?.as_bytes())?;
+        write_atomic(
+            &dir.join("eval-details.json"),
+            serde_json::to_string_pretty(&ev.details)?.as_bytes(),
+        )?;
     }
     Ok(())
 }
@@ -713,7 +978,11 @@ fn write_evaluation(dir: &Path, ev: &Evaluation) -> anyhow::Result<()> {
 /// example, from the experiment's seed): `accuracy` overall, `accuracy_q1` .. `accuracy_q4` by
 /// quarter of the drawn times (q1 least noisy), and `chance` (1 / classes); the quarters'
 /// time ranges go to eval-details.json.
-fn eval_classifier<Dm: Domain>(dir: &Path, req: &SampleRequest, device: &Device) -> anyhow::Result<Evaluation> {
+fn eval_classifier<Dm: Domain>(
+    dir: &Path,
+    req: &SampleRequest,
+    device: &Device,
+) -> anyhow::Result<Evaluation> {
     let c = load_classifier::<Dm>(dir, device)?;
     let exp = ExperimentOf::<Dm>::load(&dir.join("config.toml"))?;
     let held = Dm::dataset(&exp.data, Split::Heldout, exp.seed)?;
@@ -729,10 +998,16 @@ fn eval_classifier<Dm: Domain>(dir: &Path, req: &SampleRequest, device: &Device)
         let mut mask = None;
         if let (Some(l), Some(axis)) = (&batch.lengths, info.length_axis) {
             rows = rows.with_lengths(l.clone(), axis);
-            mask = Some(crate::tensor_util::length_mask(l, batch.x0.dim(axis + 1)?, device)?);
+            mask = Some(crate::tensor_util::length_mask(
+                l,
+                batch.x0.dim(axis + 1)?,
+                device,
+            )?);
         }
         let noised = process.corrupt(&batch.x0, &mut rows)?;
-        let logits = c.classifier.logits(&noised.x_t, &noised.time, mask.as_ref(), None)?;
+        let logits = c
+            .classifier
+            .logits(&noised.x_t, &noised.time, mask.as_ref(), None)?;
         let predicted = logits.argmax(candle_core::D::Minus1)?.to_vec1::<u32>()?;
         let times = noised.time.to_vec1::<f32>()?;
         for (i, cond) in batch.cond.iter().enumerate() {
@@ -741,8 +1016,13 @@ fn eval_classifier<Dm: Domain>(dir: &Path, req: &SampleRequest, device: &Device)
             }
         }
     }
-    anyhow::ensure!(!scored.is_empty(), "no held-out example of {} has a label for the classifier's field", dir.display());
-    let accuracy = |s: &[(f32, bool)]| s.iter().filter(|x| x.1).count() as f64 / s.len().max(1) as f64;
+    anyhow::ensure!(
+        !scored.is_empty(),
+        "no held-out example of {} has a label for the classifier's field",
+        dir.display()
+    );
+    let accuracy =
+        |s: &[(f32, bool)]| s.iter().filter(|x| x.1).count() as f64 / s.len().max(1) as f64;
     let mut metrics = vec![("accuracy".to_string(), accuracy(&scored))];
     scored.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut quarters = vec![];
@@ -757,7 +1037,10 @@ fn eval_classifier<Dm: Domain>(dir: &Path, req: &SampleRequest, device: &Device)
     metrics.push(("examples".to_string(), scored.len() as f64));
     metrics.push(("checkpoint_step".to_string(), c.step as f64));
     let mut ev = Evaluation::of(metrics);
-    ev.details.insert("accuracy_by_time".into(), serde_json::Value::Array(quarters));
+    ev.details.insert(
+        "accuracy_by_time".into(),
+        serde_json::Value::Array(quarters),
+    );
     write_evaluation(dir, &ev)?;
     Ok(ev)
 }
@@ -779,14 +1062,27 @@ pub struct BenchResult {
 
 /// Measures training throughput (`steps` optimiser steps, set-up included) and sampling
 /// throughput (`n` samples) for an experiment's model, in a temporary run directory.
-pub fn bench<Dm: Domain>(experiment: &Path, steps: usize, n: usize, device: &Device) -> anyhow::Result<Vec<BenchResult>> {
+pub fn bench<Dm: Domain>(
+    experiment: &Path,
+    steps: usize,
+    n: usize,
+    device: &Device,
+) -> anyhow::Result<Vec<BenchResult>> {
     let mut exp = ExperimentOf::<Dm>::load(experiment)?;
-    let dir = std::env::temp_dir().join(format!("sugarcube-bench-{}-{}", exp.name, std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "sugarcube-bench-{}-{}",
+        exp.name,
+        std::process::id()
+    ));
     std::fs::remove_dir_all(&dir).ok();
     exp.train.steps = steps.max(1);
     exp.train.checkpoint_every = exp.train.steps;
     exp.train.keep_checkpoints = 1;
-    let opts = TrainOptions { out: Some(dir.clone()), quiet: true, ..Default::default() };
+    let opts = TrainOptions {
+        out: Some(dir.clone()),
+        quiet: true,
+        ..Default::default()
+    };
     let began = Instant::now();
     train_experiment::<Dm>(&exp, &opts, device)?;
     let train_secs = began.elapsed().as_secs_f64();
@@ -799,11 +1095,20 @@ pub fn bench<Dm: Domain>(experiment: &Path, steps: usize, n: usize, device: &Dev
         seconds: train_secs,
     }];
     let run = load_run::<Dm>(&dir, device)?;
-    let req = SampleRequest { n: Some(n), quiet: true, ..Default::default() };
+    let req = SampleRequest {
+        n: Some(n),
+        quiet: true,
+        ..Default::default()
+    };
     let g = run.generate(&req)?;
     let calls = run.process.model_calls(&g.sampler)? * n.div_ceil(g.sampler.batch_size);
     out.push(BenchResult {
-        workload: format!("{}_sample_{}{}", exp.name, g.sampler.sampler_name(), g.sampler.steps),
+        workload: format!(
+            "{}_sample_{}{}",
+            exp.name,
+            g.sampler.sampler_name(),
+            g.sampler.steps
+        ),
         items_per_s: n as f64 / g.seconds,
         steps_per_s: calls as f64 / g.seconds,
         batch_size: g.sampler.batch_size.min(n),
@@ -828,8 +1133,15 @@ mod tests {
         let l = Lengths::Range(50, 128);
         let all: Vec<usize> = (0..500).map(|i| l.of(3, i)).collect();
         assert!(all.iter().all(|&n| (50..=128).contains(&n)));
-        assert!(all.contains(&50) && all.contains(&128), "both ends are reachable");
+        assert!(
+            all.contains(&50) && all.contains(&128),
+            "both ends are reachable"
+        );
         assert_eq!(l.of(3, 17), all[17]);
-        assert_ne!((0..20).map(|i| l.of(4, i)).collect::<Vec<_>>(), all[..20].to_vec(), "the seed matters");
+        assert_ne!(
+            (0..20).map(|i| l.of(4, i)).collect::<Vec<_>>(),
+            all[..20].to_vec(),
+            "the seed matters"
+        );
     }
 }

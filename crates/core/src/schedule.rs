@@ -24,7 +24,8 @@ pub enum BetaSchedule {
 
 impl BetaSchedule {
     /// Names accepted in experiment files.
-    pub const NAMES: &'static str = "linear, scaled_linear, cosine (alias squaredcos_cap_v2), sigmoid";
+    pub const NAMES: &'static str =
+        "linear, scaled_linear, cosine (alias squaredcos_cap_v2), sigmoid";
 }
 
 /// A schedule's settings, as written in an experiment's `[process]` table.
@@ -110,7 +111,11 @@ fn cumprod_one_minus(betas: &[f64]) -> Vec<f64> {
 impl Schedule {
     /// Builds the schedule a config describes; errors name the offending setting.
     pub fn from_config(c: &ScheduleConfig) -> anyhow::Result<Self> {
-        anyhow::ensure!(c.timesteps >= 2, "process.timesteps must be at least 2, got {}", c.timesteps);
+        anyhow::ensure!(
+            c.timesteps >= 2,
+            "process.timesteps must be at least 2, got {}",
+            c.timesteps
+        );
         if c.schedule != BetaSchedule::Cosine {
             anyhow::ensure!(
                 c.beta_start > 0.0 && c.beta_end > 0.0 && c.beta_start < 1.0 && c.beta_end < 1.0,
@@ -120,7 +125,11 @@ impl Schedule {
             );
         }
         let s = Self::new(c.schedule, c.timesteps, c.beta_start, c.beta_end);
-        Ok(if c.zero_terminal_snr { s.rescaled_zero_terminal_snr() } else { s })
+        Ok(if c.zero_terminal_snr {
+            s.rescaled_zero_terminal_snr()
+        } else {
+            s
+        })
     }
 
     /// Builds a schedule of `t_max` steps.
@@ -132,7 +141,11 @@ impl Schedule {
                 .map(|b| b * b)
                 .collect(),
             BetaSchedule::Cosine => {
-                let abar = |s: f64| ((s + 0.008) / 1.008 * std::f64::consts::PI / 2.0).cos().powi(2);
+                let abar = |s: f64| {
+                    ((s + 0.008) / 1.008 * std::f64::consts::PI / 2.0)
+                        .cos()
+                        .powi(2)
+                };
                 (0..t_max)
                     .map(|i| {
                         let t1 = i as f64 / t_max as f64;
@@ -152,7 +165,10 @@ impl Schedule {
     /// A schedule from explicit betas.
     pub fn from_betas(betas: Vec<f64>) -> Self {
         let alphas_cumprod = cumprod_one_minus(&betas);
-        Self { betas, alphas_cumprod }
+        Self {
+            betas,
+            alphas_cumprod,
+        }
     }
 
     /// Rescales to zero terminal SNR (Lin et al. 2023, Algorithm 1), as diffusers'
@@ -162,7 +178,10 @@ impl Schedule {
         let first = sqrt_ab[0];
         let last = *sqrt_ab.last().unwrap();
         let scale = first / (first - last);
-        let ab: Vec<f64> = sqrt_ab.iter().map(|s| ((s - last) * scale).powi(2)).collect();
+        let ab: Vec<f64> = sqrt_ab
+            .iter()
+            .map(|s| ((s - last) * scale).powi(2))
+            .collect();
         let mut betas = Vec::with_capacity(ab.len());
         betas.push(1.0 - ab[0]);
         for i in 1..ab.len() {

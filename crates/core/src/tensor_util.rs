@@ -14,12 +14,18 @@ pub fn per_row(values: &[f64], like: &Tensor) -> Result<Tensor> {
 
 /// `a * x + b * y` with per-row coefficients.
 pub fn combine(a: &[f64], x: &Tensor, b: &[f64], y: &Tensor) -> Result<Tensor> {
-    per_row(a, x)?.broadcast_mul(x)?.add(&per_row(b, y)?.broadcast_mul(y)?)
+    per_row(a, x)?
+        .broadcast_mul(x)?
+        .add(&per_row(b, y)?.broadcast_mul(y)?)
 }
 
 /// A `[B]` float32 tensor holding one timestep per row.
 pub fn timesteps_tensor(t: &[f64], device: &Device) -> Result<Tensor> {
-    Tensor::from_vec(t.iter().map(|v| *v as f32).collect::<Vec<_>>(), t.len(), device)
+    Tensor::from_vec(
+        t.iter().map(|v| *v as f32).collect::<Vec<_>>(),
+        t.len(),
+        device,
+    )
 }
 
 /// Wraps angles to [-pi, pi). The offset is computed without gradient, so gradients flow
@@ -65,7 +71,12 @@ pub fn one_hot(ids: &Tensor, classes: usize) -> Result<Tensor> {
 /// have `lengths[i]` real positions along item axis `axis`: 1 at real positions, 0 at padding,
 /// with size-1 axes everywhere but the batch and length axes (so it broadcasts against the
 /// batch).
-pub fn position_mask(lengths: &[usize], item: &[usize], axis: usize, device: &Device) -> Result<Tensor> {
+pub fn position_mask(
+    lengths: &[usize],
+    item: &[usize],
+    axis: usize,
+    device: &Device,
+) -> Result<Tensor> {
     let l = item[axis];
     let mut shape = vec![1usize; item.len() + 1];
     shape[0] = lengths.len();

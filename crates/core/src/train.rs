@@ -18,11 +18,13 @@
 //! weights.
 
 use crate::checkpoint::{self, Checkpoint, TrainState};
-use crate::crashpoint::{self, Point};
 use crate::cond::{drop_condition, CondDrop};
+use crate::crashpoint::{self, Point};
 use crate::denoiser::{Denoiser, Inputs};
 use crate::domain::{Batch, DataInfo, Dataset};
-use crate::optim::{clip_grad_norm, grad_norm, gradients, lr_at, AdamW, AdamWConfig, Ema, EmaConfig, LrSchedule};
+use crate::optim::{
+    clip_grad_norm, grad_norm, gradients, lr_at, AdamW, AdamWConfig, Ema, EmaConfig, LrSchedule,
+};
 use crate::params::Params;
 use crate::process::Process;
 use crate::profile;
@@ -146,11 +148,26 @@ impl TrainConfig {
         anyhow::ensure!(self.steps >= 1, "train.steps must be at least 1");
         anyhow::ensure!(self.batch_size >= 1, "train.batch_size must be at least 1");
         anyhow::ensure!(self.grad_accum >= 1, "train.grad_accum must be at least 1");
-        anyhow::ensure!(self.lr > 0.0 && self.lr.is_finite(), "train.lr must be a positive number, got {}", self.lr);
-        anyhow::ensure!((0.0..1.0).contains(&self.cond_drop), "train.cond_drop must lie in [0, 1), got {}", self.cond_drop);
-        anyhow::ensure!(self.grad_clip >= 0.0, "train.grad_clip must be >= 0 (0 disables), got {}", self.grad_clip);
+        anyhow::ensure!(
+            self.lr > 0.0 && self.lr.is_finite(),
+            "train.lr must be a positive number, got {}",
+            self.lr
+        );
+        anyhow::ensure!(
+            (0.0..1.0).contains(&self.cond_drop),
+            "train.cond_drop must lie in [0, 1), got {}",
+            self.cond_drop
+        );
+        anyhow::ensure!(
+            self.grad_clip >= 0.0,
+            "train.grad_clip must be >= 0 (0 disables), got {}",
+            self.grad_clip
+        );
         anyhow::ensure!(self.log_every >= 1, "train.log_every must be at least 1");
-        anyhow::ensure!(self.checkpoint_every >= 1, "train.checkpoint_every must be at least 1");
+        anyhow::ensure!(
+            self.checkpoint_every >= 1,
+            "train.checkpoint_every must be at least 1"
+        );
         anyhow::ensure!(
             self.sample_every == 0 || self.sample_n >= 1,
             "train.sample_n must be at least 1 when train.sample_every is set"
@@ -162,7 +179,12 @@ impl TrainConfig {
     /// at their defaults (which serialise to nothing), so the configuration hash ignores them:
     /// sampling does not change a run, and a resumed run's own checkpoint holds its start.
     pub fn for_hash(&self) -> Self {
-        Self { sample_every: 0, sample_n: DEFAULT_SAMPLE_N, init: None, ..self.clone() }
+        Self {
+            sample_every: 0,
+            sample_n: DEFAULT_SAMPLE_N,
+            init: None,
+            ..self.clone()
+        }
     }
 
     /// Whether a checkpoint is due after `step` of a run ending at `end`: every
@@ -191,7 +213,12 @@ const DATA_STREAM: u64 = 0x5EED_DA7A;
 impl DataOrder {
     /// The order over `len` examples.
     pub fn new(seed: u64, len: usize) -> Self {
-        Self { seed, len, epoch: None, perm: vec![] }
+        Self {
+            seed,
+            len,
+            epoch: None,
+            perm: vec![],
+        }
     }
 
     /// The `count` example indices starting at position `start` of the endless stream.
@@ -342,10 +369,15 @@ impl StepContext<'_> {
                 .cond
                 .iter()
                 .enumerate()
-                .map(|(i, c)| drop_condition(c, self.cond_drop, self.cond_drop_mode, drop_rows.row(i)))
+                .map(|(i, c)| {
+                    drop_condition(c, self.cond_drop, self.cond_drop_mode, drop_rows.row(i))
+                })
                 .collect();
             if conds.len() != b {
-                candle_core::bail!("a batch of {b} examples came with {} conditions", conds.len());
+                candle_core::bail!(
+                    "a batch of {b} examples came with {} conditions",
+                    conds.len()
+                );
             }
             Some(self.info.cond.encode(&conds, device)?)
         };
@@ -367,24 +399,41 @@ impl StepContext<'_> {
         };
         let out = {
             let _t = profile::scope("forward");
-            let inputs = Inputs { x: &corrupted.x_t, time: &corrupted.time, cond: cond.as_ref(), mask: input_mask.as_ref() };
-            self.model.forward_train(&inputs, &mut rows.purpose(DROPOUT_STREAM))?
+            let inputs = Inputs {
+                x: &corrupted.x_t,
+                time: &corrupted.time,
+                cond: cond.as_ref(),
+                mask: input_mask.as_ref(),
+            };
+            self.model
+                .forward_train(&inputs, &mut rows.purpose(DROPOUT_STREAM))?
         };
         let _t = profile::scope("loss");
         match self.objective {
             Objective::Denoise => self.process.loss(&out, &corrupted, loss_mask.as_ref()),
-            Objective::Classify { field, classes } => {
-                crate::scorer::cross_entropy(&out, &crate::scorer::class_targets(&batch.cond, field, classes, device)?)
-            }
+            Objective::Classify { field, classes } => crate::scorer::cross_entropy(
+                &out,
+                &crate::scorer::class_targets(&batch.cond, field, classes, device)?,
+            ),
         }
     }
 
     /// The loss (as a number) and the gradients of `vars` for one micro-batch, the loss scaled
     /// by `scale` before the backward pass (1 / grad_accum).
-    pub fn gradients(&self, batch: &Batch, rows: &Rows, scale: f64, vars: &[(String, Var)]) -> candle_core::Result<(f64, Vec<Tensor>)> {
+    pub fn gradients(
+        &self,
+        batch: &Batch,
+        rows: &Rows,
+        scale: f64,
+        vars: &[(String, Var)],
+    ) -> candle_core::Result<(f64, Vec<Tensor>)> {
         let loss = self.loss(batch, rows)?;
         let value = crate::tensor_util::scalar_f64(&loss)?;
-        let scaled = if scale != 1.0 { loss.affine(scale, 0.0)? } else { loss };
+        let scaled = if scale != 1.0 {
+            loss.affine(scale, 0.0)?
+        } else {
+            loss
+        };
         let _t = profile::scope("backward");
         Ok((value, gradients(&scaled.backward()?, vars)?))
     }
@@ -410,38 +459,68 @@ impl Trainer<'_> {
     fn start(&self, vars: &[(String, Var)], resume: bool) -> anyhow::Result<RunState> {
         let cfg = self.cfg;
         let ckpt_dir = self.checkpoint_dir();
-        let found = if resume { checkpoint::newest_loadable(&ckpt_dir, |c| self.read_checkpoint(c, vars))? } else { None };
+        let found = if resume {
+            checkpoint::newest_loadable(&ckpt_dir, |c| self.read_checkpoint(c, vars))?
+        } else {
+            None
+        };
         match (&found, &self.init) {
             (None, Some(source)) => {
                 if resume && !self.quiet {
-                    eprintln!("no checkpoint in {}: starting from step 0", ckpt_dir.display());
+                    eprintln!(
+                        "no checkpoint in {}: starting from step 0",
+                        ckpt_dir.display()
+                    );
                 }
                 load_init(self.params, source, &self.device, self.quiet)?;
             }
-            (None, None) if resume && !self.quiet => eprintln!("no checkpoint in {}: starting from step 0", ckpt_dir.display()),
+            (None, None) if resume && !self.quiet => eprintln!(
+                "no checkpoint in {}: starting from step 0",
+                ckpt_dir.display()
+            ),
             (Some(_), Some(source)) if !self.quiet => {
-                eprintln!("train.init = {} is not used: this run resumes from its own checkpoint", source.display())
+                eprintln!(
+                    "train.init = {} is not used: this run resumes from its own checkpoint",
+                    source.display()
+                )
             }
             _ => {}
         }
         // the EMA starts at the weights as they are now: the seeded ones, or the init's
-        let adam = AdamWConfig { betas: cfg.betas, eps: cfg.eps, weight_decay: cfg.weight_decay };
+        let adam = AdamWConfig {
+            betas: cfg.betas,
+            eps: cfg.eps,
+            weight_decay: cfg.weight_decay,
+        };
         let mut st = RunState {
             opt: AdamW::new(vars.to_vec(), adam)?,
-            ema: if cfg.ema.enabled { Some(Ema::new(vars, cfg.ema.clone())?) } else { None },
+            ema: if cfg.ema.enabled {
+                Some(Ema::new(vars, cfg.ema.clone())?)
+            } else {
+                None
+            },
             step: 0,
             seconds: 0.0,
             window: (0.0, 0),
         };
         if let Some((c, (state, t))) = found {
-            self.params.load(&t, "model.").with_context(|| format!("in {}", c.tensors.display()))?;
-            st.opt.load_state(&t, "opt.", state.step).with_context(|| format!("in {}", c.tensors.display()))?;
+            self.params
+                .load(&t, "model.")
+                .with_context(|| format!("in {}", c.tensors.display()))?;
+            st.opt
+                .load_state(&t, "opt.", state.step)
+                .with_context(|| format!("in {}", c.tensors.display()))?;
             if let Some(e) = st.ema.as_mut() {
                 let shadow = strip_prefix(&t, "ema.");
                 for (i, (name, _)) in vars.iter().enumerate() {
                     e.shadow[i] = shadow
                         .get(name)
-                        .ok_or_else(|| anyhow::anyhow!("{}: tensor `ema.{name}` is missing", c.tensors.display()))?
+                        .ok_or_else(|| {
+                            anyhow::anyhow!(
+                                "{}: tensor `ema.{name}` is missing",
+                                c.tensors.display()
+                            )
+                        })?
                         .clone();
                 }
             }
@@ -481,13 +560,23 @@ impl Trainer<'_> {
     }
 
     /// The tensors of checkpoint `c`, with every one a resume sets present in the model's shape.
-    fn checked_tensors(&self, c: &Checkpoint, vars: &[(String, Var)]) -> anyhow::Result<HashMap<String, Tensor>> {
+    fn checked_tensors(
+        &self,
+        c: &Checkpoint,
+        vars: &[(String, Var)],
+    ) -> anyhow::Result<HashMap<String, Tensor>> {
         let t = checkpoint::load_tensors(&c.tensors, &self.device)?;
-        let prefixes: &[&str] = if self.cfg.ema.enabled { &["model.", "ema.", "opt.m.", "opt.v."] } else { &["model.", "opt.m.", "opt.v."] };
+        let prefixes: &[&str] = if self.cfg.ema.enabled {
+            &["model.", "ema.", "opt.m.", "opt.v."]
+        } else {
+            &["model.", "opt.m.", "opt.v."]
+        };
         for (name, var) in vars {
             for p in prefixes {
                 let key = format!("{p}{name}");
-                let x = t.get(&key).ok_or_else(|| anyhow::anyhow!("{}: tensor `{key}` is missing", c.tensors.display()))?;
+                let x = t.get(&key).ok_or_else(|| {
+                    anyhow::anyhow!("{}: tensor `{key}` is missing", c.tensors.display())
+                })?;
                 anyhow::ensure!(
                     x.dims() == var.dims(),
                     "{}: tensor `{key}` has shape {:?}, the model expects {:?}",
@@ -502,7 +591,13 @@ impl Trainer<'_> {
 
     /// One optimiser step: the micro-batches' gradients summed, clipped, applied, the EMA
     /// updated. Returns the step's mean loss and its gradient norm before clipping.
-    fn step(&self, st: &mut RunState, order: &mut DataOrder, ctx: &StepContext, vars: &[(String, Var)]) -> anyhow::Result<(f64, f64, f64)> {
+    fn step(
+        &self,
+        st: &mut RunState,
+        order: &mut DataOrder,
+        ctx: &StepContext,
+        vars: &[(String, Var)],
+    ) -> anyhow::Result<(f64, f64, f64)> {
         let cfg = self.cfg;
         let step = st.step;
         let lr = lr_at(cfg.lr_schedule, cfg.lr, cfg.warmup_steps, cfg.steps, step);
@@ -521,11 +616,19 @@ impl Trainer<'_> {
             step_loss += loss / cfg.grad_accum as f64;
             grads = Some(match grads {
                 None => g,
-                Some(acc) => acc.iter().zip(&g).map(|(a, b)| a.add(b)).collect::<candle_core::Result<_>>()?,
+                Some(acc) => acc
+                    .iter()
+                    .zip(&g)
+                    .map(|(a, b)| a.add(b))
+                    .collect::<candle_core::Result<_>>()?,
             });
         }
         let mut grads = grads.expect("grad_accum >= 1");
-        let norm = if cfg.grad_clip > 0.0 { clip_grad_norm(&mut grads, cfg.grad_clip)? } else { grad_norm(&grads)? };
+        let norm = if cfg.grad_clip > 0.0 {
+            clip_grad_norm(&mut grads, cfg.grad_clip)?
+        } else {
+            grad_norm(&grads)?
+        };
         if !norm.is_finite() {
             return Err(self.diverged(step + 1, "gradient norm", norm));
         }
@@ -540,7 +643,12 @@ impl Trainer<'_> {
     /// Writes a checkpoint of the run at its current step (after checking the weights are
     /// finite, so the last good checkpoint stays good) and prunes old ones.
     fn save(&self, st: &RunState, vars: &[(String, Var)], loss: f64) -> anyhow::Result<PathBuf> {
-        let total = grad_norm(&vars.iter().map(|(_, v)| v.as_tensor().clone()).collect::<Vec<_>>())?;
+        let total = grad_norm(
+            &vars
+                .iter()
+                .map(|(_, v)| v.as_tensor().clone())
+                .collect::<Vec<_>>(),
+        )?;
         if !total.is_finite() {
             return Err(self.diverged(st.step, "weight norm", total));
         }
@@ -574,7 +682,8 @@ impl Trainer<'_> {
     pub fn run(&self, resume: bool) -> anyhow::Result<TrainReport> {
         let cfg = self.cfg;
         cfg.validate()?;
-        let _precision = crate::nn::Bf16Compute::set(cfg.precision == Precision::Bf16).context("train.precision = \"bf16\"")?;
+        let _precision = crate::nn::Bf16Compute::set(cfg.precision == Precision::Bf16)
+            .context("train.precision = \"bf16\"")?;
         anyhow::ensure!(!self.dataset.is_empty(), "the training data is empty");
         let vars = self.params.vars();
         anyhow::ensure!(!vars.is_empty(), "the model has no parameters");
@@ -595,7 +704,14 @@ impl Trainer<'_> {
         }
 
         let info = self.dataset.info();
-        let ctx = StepContext { process: self.process, model: self.model, info: &info, cond_drop: cfg.cond_drop, cond_drop_mode: cfg.cond_drop_mode, objective: self.objective };
+        let ctx = StepContext {
+            process: self.process,
+            model: self.model,
+            info: &info,
+            cond_drop: cfg.cond_drop,
+            cond_drop_mode: cfg.cond_drop_mode,
+            objective: self.objective,
+        };
         let mut order = DataOrder::new(self.seed, self.dataset.len());
         let metrics_path = self.run_dir.join("metrics.jsonl");
         let mut metrics = std::fs::OpenOptions::new()
@@ -603,7 +719,8 @@ impl Trainer<'_> {
             .append(true)
             .open(&metrics_path)
             .with_context(|| format!("cannot open {}", metrics_path.display()))?;
-        let mut progress = Progress::new("train", "step", cfg.steps as u64, start as u64, self.quiet);
+        let mut progress =
+            Progress::new("train", "step", cfg.steps as u64, start as u64, self.quiet);
         let began = Instant::now();
         // time spent in the hook (sampling), left out of the training time
         let mut paused = std::time::Duration::ZERO;
@@ -622,7 +739,13 @@ impl Trainer<'_> {
             progress.set(done as u64, &format!("loss {step_loss:.4}"));
             if done % cfg.log_every == 0 || done == cfg.steps {
                 last_loss = window_loss / window_n as f64;
-                let line = MetricsLine { step: done, loss: last_loss, lr, grad_norm: norm, seconds: st.seconds };
+                let line = MetricsLine {
+                    step: done,
+                    loss: last_loss,
+                    lr,
+                    grad_norm: norm,
+                    seconds: st.seconds,
+                };
                 // one write per line: a run killed mid-line leaves at most one torn line, which
                 // truncate_metrics drops on resume
                 metrics.write_all(format!("{}\n", serde_json::to_string(&line)?).as_bytes())?;
@@ -630,7 +753,11 @@ impl Trainer<'_> {
             }
             st.window = (window_loss, window_n);
             if cfg.checkpoint_due(done, end) {
-                let loss = if window_n == 0 { last_loss } else { window_loss / window_n as f64 };
+                let loss = if window_n == 0 {
+                    last_loss
+                } else {
+                    window_loss / window_n as f64
+                };
                 last_ckpt = Some(self.save(&st, &vars, loss)?);
             }
             if let Some(hook) = self.after_step {
@@ -651,13 +778,23 @@ impl Trainer<'_> {
         let steps_run = end - start;
         let items_per_s = (steps_run * cfg.batch_size * cfg.grad_accum) as f64 / secs.max(1e-9);
         progress.finish(&format!("loss {last_loss:.4}, {items_per_s:.0} examples/s"));
-        Ok(TrainReport { steps: end, steps_run, final_loss: last_loss, items_per_s, checkpoint: last_ckpt })
+        Ok(TrainReport {
+            steps: end,
+            steps_run,
+            final_loss: last_loss,
+            items_per_s,
+            checkpoint: last_ckpt,
+        })
     }
 
     fn diverged(&self, step: usize, what: &str, value: f64) -> anyhow::Error {
         let last = checkpoint::latest(&self.checkpoint_dir());
         let keep = match last {
-            Some(c) => format!("the last good checkpoint is {} (step {})", c.tensors.display(), c.step),
+            Some(c) => format!(
+                "the last good checkpoint is {} (step {})",
+                c.tensors.display(),
+                c.step
+            ),
             None => "no checkpoint had been written yet".to_string(),
         };
         anyhow::anyhow!(
@@ -695,10 +832,16 @@ fn is_condition_embedding(name: &str) -> bool {
 /// count), which keeps its fresh initial values; a tensor of the source the model lacks is an
 /// error too, except a condition embedding, which is ignored. Nothing is set unless all match.
 /// Prints what it did unless `quiet`.
-pub fn load_init(params: &Params, source: &Path, device: &Device, quiet: bool) -> anyhow::Result<InitReport> {
+pub fn load_init(
+    params: &Params,
+    source: &Path,
+    device: &Device,
+    quiet: bool,
+) -> anyhow::Result<InitReport> {
     let dir = source.join("checkpoints");
-    let found = checkpoint::newest_loadable(&dir, |c| Ok(checkpoint::load_tensors(&c.tensors, device)))
-        .with_context(|| format!("train.init = {}", source.display()))?;
+    let found =
+        checkpoint::newest_loadable(&dir, |c| Ok(checkpoint::load_tensors(&c.tensors, device)))
+            .with_context(|| format!("train.init = {}", source.display()))?;
     let Some((c, t)) = found else {
         anyhow::bail!(
             "train.init = {}: no checkpoint in {} (expected the directory of a trained run)",
@@ -735,7 +878,10 @@ pub fn load_init(params: &Params, source: &Path, device: &Device, quiet: bool) -
         }
     }
     let own: std::collections::HashSet<&str> = vars.iter().map(|(n, _)| n.as_str()).collect();
-    let mut extra: Vec<(&String, &Tensor)> = from.iter().filter(|(n, _)| !own.contains(n.as_str())).collect();
+    let mut extra: Vec<(&String, &Tensor)> = from
+        .iter()
+        .filter(|(n, _)| !own.contains(n.as_str()))
+        .collect();
     extra.sort_by(|a, b| a.0.cmp(b.0));
     for (name, x) in extra {
         anyhow::ensure!(
@@ -743,7 +889,9 @@ pub fn load_init(params: &Params, source: &Path, device: &Device, quiet: bool) -
             "train.init: {file} has tensor `{name}` (shape {:?}) that this model lacks: {same_model}",
             x.dims()
         );
-        notes.push(format!("  {name}: ignored (a condition this model does not have)"));
+        notes.push(format!(
+            "  {name}: ignored (a condition this model does not have)"
+        ));
         ignored.push(name.clone());
     }
     for (name, var) in &vars {
@@ -752,21 +900,37 @@ pub fn load_init(params: &Params, source: &Path, device: &Device, quiet: bool) -
         }
     }
     if !quiet {
-        eprintln!("fine-tuning from {file} (step {}, its {} weights)", c.step, if ema { "EMA" } else { "raw" });
+        eprintln!(
+            "fine-tuning from {file} (step {}, its {} weights)",
+            c.step,
+            if ema { "EMA" } else { "raw" }
+        );
         for n in &notes {
             eprintln!("{n}");
         }
     }
-    Ok(InitReport { checkpoint: c.tensors.clone(), step: c.step, ema, fresh, ignored })
+    Ok(InitReport {
+        checkpoint: c.tensors.clone(),
+        step: c.step,
+        ema,
+        fresh,
+        ignored,
+    })
 }
 
 /// Drops metrics lines after `step` (left by a run that went on past its last checkpoint), so
 /// a resumed run's log has each step once. Rewrites through a temporary file.
 fn truncate_metrics(path: &Path, step: usize) -> anyhow::Result<()> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
     let kept: Vec<&str> = text
         .lines()
-        .filter(|l| serde_json::from_str::<MetricsLine>(l).map(|m| m.step <= step).unwrap_or(false))
+        .filter(|l| {
+            serde_json::from_str::<MetricsLine>(l)
+                .map(|m| m.step <= step)
+                .unwrap_or(false)
+        })
         .collect();
     let mut out = kept.join("\n");
     if !out.is_empty() {

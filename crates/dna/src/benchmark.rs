@@ -457,9 +457,20 @@ mod tests {
         let motifs = markers().unwrap();
         let mut rng = SplitMix64::new(2);
         let backgrounds: Vec<Vec<u8>> = (0..30).map(|_| random_dna(&mut rng, 1000)).collect();
-        let config = BenchmarkConfig { count: 600, seed: 7, site_pvalue, ..Default::default() };
+        let config = BenchmarkConfig {
+            count: 600,
+            seed: 7,
+            site_pvalue,
+            ..Default::default()
+        };
         let records = generate(&config, &backgrounds, &motifs).unwrap();
-        Planted { motifs, backgrounds, config, records, rng }
+        Planted {
+            motifs,
+            backgrounds,
+            config,
+            records,
+            rng,
+        }
     }
 
     #[test]
@@ -500,7 +511,9 @@ mod tests {
 
     #[test]
     fn plain_draws_are_weaker() {
-        let Planted { motifs, records, .. } = benchmark(None);
+        let Planted {
+            motifs, records, ..
+        } = benchmark(None);
         let pwms: HashMap<String, crate::motif::Pwm> = motifs
             .iter()
             .map(|m| (m.name.clone(), m.default_pwm()))
@@ -519,7 +532,13 @@ mod tests {
 
     #[test]
     fn generates_labelled_sequences_with_markers() {
-        let Planted { motifs, backgrounds, config, records, mut rng } = benchmark(Some(1e-4));
+        let Planted {
+            motifs,
+            backgrounds,
+            config,
+            records,
+            mut rng,
+        } = benchmark(Some(1e-4));
         assert_eq!(records.len(), 600);
         assert_eq!(records, generate(&config, &backgrounds, &motifs).unwrap());
 

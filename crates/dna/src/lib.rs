@@ -36,19 +36,21 @@
 pub mod benchmark;
 pub mod domain;
 pub mod encode;
+pub mod evaluate;
 pub mod fasta;
 #[cfg(test)]
 mod fuzz;
-#[cfg(feature = "parquet")]
-pub mod parquet;
 pub mod kmer;
 pub mod metrics;
+pub mod model;
 pub mod motif;
+#[cfg(feature = "parquet")]
+pub mod parquet;
 pub mod sequence;
 pub mod shuffle;
 pub mod table;
 
-pub use domain::{Dna, DnaData, DnaEval};
+pub use domain::{Dna, DnaData, DnaEval, Representation};
 pub use encode::{
     decode_one_hot, decode_tokens, one_hot, one_hot_batch, reverse_complement,
     reverse_complement_one_hot, reverse_complement_tokens, tokens, ALPHABET,

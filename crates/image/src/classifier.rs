@@ -1,19 +1,16 @@
-//! The evaluation classifier: a small convolutional network trained (deterministically, from a
-//! seed) on the training split of an image dataset. Its penultimate features give the space in
-//! which `fd` (the Fréchet distance) is measured, and its predictions give `cond_accuracy`.
+//! The image domain's evaluation classifier: the shared one
+//! ([`sugarcube_core::nn::eval_classifier`], 2-D) trained on the training split of an image
+//! dataset with shifts and mirrors. Its penultimate features give the space in which `fd` (the
+//! Fréchet distance) is measured, and its predictions give `cond_accuracy`.
 
-use anyhow::Context;
-use candle_core::{DType, Module, Result, Tensor, D};
-use candle_nn::{Linear, VarBuilder};
-use sugarcube_core::nn::unet::Conv;
+use candle_core::{Result, Tensor};
+use sugarcube_core::nn::eval_classifier::{
+    self, EvalClassifier, Prediction, Targets, TrainSettings,
+};
 use sugarcube_core::nn::Dims;
-use sugarcube_core::optim::{AdamW, AdamWConfig};
-use sugarcube_core::params::Params;
-use sugarcube_core::progress::Progress;
 use sugarcube_core::rng::Rng;
 
-/// Width of the feature vector the Fréchet distance is computed on.
-pub const FEATURES: usize = 128;
+pub use sugarcube_core::nn::eval_classifier::FEATURES;
 
 /// Training settings of the evaluation classifier.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -35,16 +32,14 @@ pub struct ClassifierConfig {
 
 impl Default for ClassifierConfig {
     fn default() -> Self {
-        Self { epochs: 20, batch_size: 64, lr: 2e-3, shift: 2, flip: true }
+        Self {
+            epochs: 20,
+            batch_size: 64,
+            lr: 2e-3,
+            shift: 2,
+            flip: true,
+        }
     }
-}
-
-/// conv3x3 -> SiLU, twice per stage (the second with stride 2), three stages, global average
-/// pooling to `FEATURES` values, then a linear layer to the classes. The convolutions are
-/// sugarcube's fused CPU convolutions ([`Conv`]).
-pub struct Classifier {
-    convs: Vec<Conv>,
-    head: Linear,
 }
 
 /// Bumped whenever the classifier's architecture or training changes, so that cached
@@ -82,90 +77,8 @@ pub fn augment(x: &Tensor, shift: usize, flip: bool, rng: &mut Rng) -> Result<Te
     Tensor::from_vec(out, (b, c, h, w), x.device())
 }
 
-impl Classifier {
-    /// Builds the network for `channels`-channel images and `classes` classes.
-    pub fn new(vb: VarBuilder, channels: usize, classes: usize) -> Result<Self> {
-        let plan = [(channels, 32, 1), (32, 32, 2), (32, 64, 1), (64, 64, 2), (64, FEATURES, 1), (FEATURES, FEATURES, 2)];
-        let convs = plan
-            .iter()
-            .enumerate()
-            .map(|(i, &(cin, cout, stride))| Conv::new(vb.pp(format!("conv{i}")), Dims::Two, cin, cout, 3, stride, false))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Self { convs, head: candle_nn::linear(FEATURES, classes, vb.pp("head"))? })
-    }
-
-    /// `[B, FEATURES]` features of `[B, C, H, W]` images in [-1, 1].
-    pub fn features(&self, x: &Tensor) -> Result<Tensor> {
-        let mut h = x.clone();
-        for c in &self.convs {
-            h = c.forward(&h)?.silu()?;
-        }
-        h.flatten_from(2)?.mean(D::Minus1)
-    }
-
-    /// `[B, classes]` logits.
-    pub fn logits(&self, x: &Tensor) -> Result<Tensor> {
-        self.head.forward(&self.features(x)?)
-    }
-
-    /// Features and predicted classes of many images, in batches.
-    pub fn describe(&self, images: &Tensor, batch: usize) -> Result<(Vec<f32>, Vec<u32>)> {
-        let n = images.dim(0)?;
-        let (mut feats, mut preds) = (Vec::with_capacity(n * FEATURES), Vec::with_capacity(n));
-        for first in (0..n).step_by(batch) {
-            let x = images.narrow(0, first, batch.min(n - first))?;
-            let f = self.features(&x)?;
-            let p = self.head.forward(&f)?.argmax(D::Minus1)?;
-            feats.extend(f.flatten_all()?.to_vec1::<f32>()?);
-            preds.extend(p.to_vec1::<u32>()?);
-        }
-        Ok((feats, preds))
-    }
-}
-
-/// Trains a classifier on `images` (`[N, C, H, W]`) with `labels`; deterministic for a seed.
-pub fn train(
-    images: &Tensor,
-    labels: &[u32],
-    classes: usize,
-    cfg: &ClassifierConfig,
-    seed: u64,
-    quiet: bool,
-) -> anyhow::Result<(Params, Classifier)> {
-    let device = images.device().clone();
-    let (n, c) = (images.dim(0)?, images.dim(1)?);
-    anyhow::ensure!(n == labels.len() && n > 0, "classifier: {n} images but {} labels", labels.len());
-    let params = Params::new(seed);
-    let net = Classifier::new(params.var_builder(DType::F32, &device), c, classes)?;
-    let vars = params.vars();
-    let mut opt = AdamW::new(vars.clone(), AdamWConfig { weight_decay: 1e-4, ..Default::default() })?;
-    let steps_per_epoch = n.div_ceil(cfg.batch_size);
-    let total = steps_per_epoch * cfg.epochs;
-    let mut progress = Progress::new("classifier", "step", total as u64, 0, quiet);
-    let labels_t = Tensor::from_vec(labels.to_vec(), n, &device)?;
-    let mut step = 0;
-    let mut aug_rng = Rng::stream(seed, 999);
-    for epoch in 0..cfg.epochs {
-        let mut order: Vec<u32> = (0..n as u32).collect();
-        Rng::stream(seed, 1000 + epoch as u64).shuffle(&mut order);
-        for chunk in order.chunks(cfg.batch_size) {
-            let idx = Tensor::from_vec(chunk.to_vec(), chunk.len(), &device)?;
-            let x = augment(&images.index_select(&idx, 0)?, cfg.shift, cfg.flip, &mut aug_rng)?;
-            let y = labels_t.index_select(&idx, 0)?;
-            let loss = candle_nn::loss::cross_entropy(&net.logits(&x)?, &y)?;
-            let grads = loss.backward()?;
-            let g = sugarcube_core::optim::gradients(&grads, &vars)?;
-            let lr = sugarcube_core::optim::lr_at(sugarcube_core::optim::LrSchedule::Cosine, cfg.lr, total / 20, total, step);
-            opt.step(&g, lr)?;
-            step += 1;
-            progress.set(step as u64, &format!("epoch {} loss {:.3}", epoch + 1, loss.to_scalar::<f32>()?));
-        }
-    }
-    progress.finish("trained");
-    Ok((params, net))
-}
-
-/// Loads the classifier cached at `path`, or trains one and caches it there (atomically).
+/// Loads the classifier cached at `path`, or trains one on `images` (`[N, C, H, W]`) with
+/// `labels` and caches it there (atomically); deterministic for a seed.
 pub fn load_or_train(
     path: &std::path::Path,
     images: &Tensor,
@@ -174,29 +87,44 @@ pub fn load_or_train(
     cfg: &ClassifierConfig,
     seed: u64,
     quiet: bool,
-) -> anyhow::Result<Classifier> {
-    let device = images.device().clone();
-    if path.exists() {
-        // plain tensors, not variables: scoring builds no autograd graph
-        let t = sugarcube_core::checkpoint::load_tensors(path, &device)?;
-        let vb = VarBuilder::from_tensors(t, DType::F32, &device);
-        return Classifier::new(vb, images.dim(1)?, classes)
-            .with_context(|| format!("in cached classifier {}", path.display()));
-    }
-    if !quiet {
-        eprintln!("training the evaluation classifier (cached afterwards in {})", path.display());
-    }
-    let (params, net) = train(images, labels, classes, cfg, seed, quiet)?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    sugarcube_core::checkpoint::save_tensors(path, &params.tensors().into_iter().collect())?;
-    Ok(net)
+) -> anyhow::Result<EvalClassifier> {
+    let targets = Targets::Classes {
+        labels: labels.to_vec(),
+        classes,
+    };
+    let settings = TrainSettings {
+        epochs: cfg.epochs,
+        batch_size: cfg.batch_size,
+        lr: cfg.lr,
+    };
+    let (shift, flip) = (cfg.shift, cfg.flip);
+    eval_classifier::load_or_train(
+        path,
+        images,
+        &targets,
+        Dims::Two,
+        &settings,
+        seed,
+        quiet,
+        &|x, rng| augment(x, shift, flip, rng),
+    )
+}
+
+/// The classes of single-class predictions.
+pub fn classes_of(predictions: &[Prediction]) -> Vec<u32> {
+    predictions
+        .iter()
+        .map(|p| {
+            if let Prediction::Class(c) = p {
+                *c
+            } else {
+                u32::MAX
+            }
+        })
+        .collect()
 }
 
 /// Fraction of `predicted` equal to `expected`.
 pub fn accuracy(predicted: &[u32], expected: &[u32]) -> f64 {
-    let hits = predicted.iter().zip(expected).filter(|(a, b)| a == b).count();
-    hits as f64 / expected.len().max(1) as f64
+    eval_classifier::accuracy(predicted, expected)
 }
-

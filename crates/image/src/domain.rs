@@ -81,7 +81,11 @@ pub struct ImageEval {
 
 impl Default for ImageEval {
     fn default() -> Self {
-        Self { n: 1000, classifier_seed: 0, classifier: ClassifierConfig::default() }
+        Self {
+            n: 1000,
+            classifier_seed: 0,
+            classifier: ClassifierConfig::default(),
+        }
     }
 }
 
@@ -107,7 +111,11 @@ impl ImageData {
             set.width,
             self.size
         );
-        let set = if set.height < self.size || set.width < self.size { set.pad_to(self.size)? } else { set };
+        let set = if set.height < self.size || set.width < self.size {
+            set.pad_to(self.size)?
+        } else {
+            set
+        };
         if self.conditional {
             ensure!(
                 set.labels.is_some(),
@@ -167,10 +175,17 @@ impl Dataset for ImageDataset {
     fn batch(&self, indices: &[usize], device: &Device) -> candle_core::Result<Batch> {
         let (x0, _) = self.set.batch(indices, device)?;
         let cond = match (&self.set.labels, self.conditional) {
-            (Some(labels), true) => indices.iter().map(|&i| Condition(vec![Value::Class(labels[i])])).collect(),
+            (Some(labels), true) => indices
+                .iter()
+                .map(|&i| Condition(vec![Value::Class(labels[i])]))
+                .collect(),
             _ => vec![],
         };
-        Ok(Batch { x0, cond, lengths: None })
+        Ok(Batch {
+            x0,
+            cond,
+            lengths: None,
+        })
     }
 }
 
@@ -191,8 +206,14 @@ pub fn classifier_cache(data: &ImageData, eval: &ImageEval) -> anyhow::Result<Pa
         eval.classifier_seed
     );
     let hash = format!("{:x}", sha2::Sha256::digest(key.as_bytes()));
-    let dir = if data.train.is_dir() { data.train.clone() } else { data.train.parent().unwrap_or(Path::new(".")).to_path_buf() };
-    Ok(dir.join(".sugarcube-cache").join(format!("classifier-{}.safetensors", &hash[..16])))
+    let dir = if data.train.is_dir() {
+        data.train.clone()
+    } else {
+        data.train.parent().unwrap_or(Path::new(".")).to_path_buf()
+    };
+    Ok(dir
+        .join(".sugarcube-cache")
+        .join(format!("classifier-{}.safetensors", &hash[..16])))
 }
 
 fn set_tensor(set: &ImageSet, device: &Device) -> anyhow::Result<Tensor> {
@@ -214,18 +235,34 @@ impl Domain for Image {
 
     fn dataset(data: &ImageData, split: Split, seed: u64) -> anyhow::Result<Box<dyn Dataset>> {
         let set = data.load(split, seed)?;
-        Ok(Box::new(ImageDataset { set, conditional: data.conditional }))
+        Ok(Box::new(ImageDataset {
+            set,
+            conditional: data.conditional,
+        }))
     }
 
-    fn denoiser(model: &UNetConfig, info: &DataInfo, vb: VarBuilder) -> anyhow::Result<Box<dyn Denoiser>> {
-        ensure!(info.item_shape.len() == 3, "image data must be [C, H, W], got {:?}", info.item_shape);
+    fn denoiser(
+        model: &UNetConfig,
+        info: &DataInfo,
+        vb: VarBuilder,
+    ) -> anyhow::Result<Box<dyn Denoiser>> {
+        ensure!(
+            info.item_shape.len() == 3,
+            "image data must be [C, H, W], got {:?}",
+            info.item_shape
+        );
         let c = info.item_shape[0];
         Ok(Box::new(UNet::new(vb, model, Dims::Two, c, c, &info.cond)?))
     }
 
     /// Writes `sample-NNNNN.png` per sample (`sample-NNNNN-CLASS.png` when conditional) and
     /// `grid.png`: one row per class for conditional models (up to 10 per row), else a square.
-    fn write_samples(_data: &ImageData, info: &DataInfo, samples: &Samples, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    fn write_samples(
+        _data: &ImageData,
+        info: &DataInfo,
+        samples: &Samples,
+        dir: &Path,
+    ) -> anyhow::Result<Vec<PathBuf>> {
         let labels = class_labels(samples.conditions);
         let labels = labels.as_deref();
         let class_names: Vec<String> = match info.cond.fields.first().map(|f| &f.kind) {
@@ -239,8 +276,14 @@ impl Domain for Image {
         for i in 0..n {
             let name = match labels {
                 Some(l) => {
-                    let class = class_names.get(l[i] as usize).cloned().unwrap_or_else(|| l[i].to_string());
-                    let safe: String = class.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+                    let class = class_names
+                        .get(l[i] as usize)
+                        .cloned()
+                        .unwrap_or_else(|| l[i].to_string());
+                    let safe: String = class
+                        .chars()
+                        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                        .collect();
                     format!("sample-{i:05}-{safe}.png")
                 }
                 None => format!("sample-{i:05}.png"),
@@ -255,13 +298,21 @@ impl Domain for Image {
                 let cols = 10.min(n.div_ceil(k).max(1));
                 let mut rows: Vec<Tensor> = vec![];
                 for class in 0..k as u32 {
-                    let idx: Vec<u32> = (0..n as u32).filter(|&i| l[i as usize] == class).take(cols).collect();
-                    let mut row = if idx.is_empty() { vec![] } else { vec![samples.index_select(&Tensor::new(idx.as_slice(), &Device::Cpu)?, 0)?] };
+                    let idx: Vec<u32> = (0..n as u32)
+                        .filter(|&i| l[i as usize] == class)
+                        .take(cols)
+                        .collect();
+                    let mut row = if idx.is_empty() {
+                        vec![]
+                    } else {
+                        vec![samples.index_select(&Tensor::new(idx.as_slice(), &Device::Cpu)?, 0)?]
+                    };
                     let missing = cols - idx.len();
                     if missing > 0 {
                         let mut shape = vec![missing];
                         shape.extend(&samples.dims()[1..]);
-                        row.push(Tensor::ones(shape, samples.dtype(), &Device::Cpu)?); // white
+                        row.push(Tensor::ones(shape, samples.dtype(), &Device::Cpu)?);
+                        // white
                     }
                     rows.push(Tensor::cat(&row, 0)?);
                 }
@@ -270,7 +321,13 @@ impl Domain for Image {
             _ => {
                 let shown = n.min(100);
                 let cols = (shown as f64).sqrt().ceil() as usize;
-                write_grid(&grid, &samples.narrow(0, 0, shown)?, shown.div_ceil(cols), cols, 2)?;
+                write_grid(
+                    &grid,
+                    &samples.narrow(0, 0, shown)?,
+                    shown.div_ceil(cols),
+                    cols,
+                    2,
+                )?;
             }
         }
         files.insert(0, grid);
@@ -286,7 +343,12 @@ impl Domain for Image {
     /// - `fd_floor`: the same between as many real training images and the held-out images;
     /// - `cond_accuracy` (conditional): fraction of samples classified as their requested class;
     /// - `classifier_accuracy`: the classifier's accuracy on the held-out images.
-    fn evaluate(data: &ImageData, eval: &ImageEval, seed: u64, samples: &Samples) -> anyhow::Result<Evaluation> {
+    fn evaluate(
+        data: &ImageData,
+        eval: &ImageEval,
+        seed: u64,
+        samples: &Samples,
+    ) -> anyhow::Result<Evaluation> {
         let labels = class_labels(samples.conditions);
         let labels = labels.as_deref();
         let samples = samples.x;
@@ -310,11 +372,17 @@ impl Domain for Image {
         )?;
         let n = samples.dim(0)?;
         let m = n.min(held.len()).min(train.len());
-        ensure!(m > classifier::FEATURES, "the Fréchet distance needs more than {} samples, got {m}", classifier::FEATURES);
+        ensure!(
+            m > classifier::FEATURES,
+            "the Fréchet distance needs more than {} samples, got {m}",
+            classifier::FEATURES
+        );
         let samples = samples.to_device(&device)?.narrow(0, 0, m)?;
         let (f_gen, p_gen) = net.describe(&samples, 256)?;
+        let p_gen = classifier::classes_of(&p_gen);
         let held_m = first(&held, m)?;
         let (f_held, p_held) = net.describe(&set_tensor(&held_m, &device)?, 256)?;
+        let p_held = classifier::classes_of(&p_held);
         // an even spread of training images, not the first m (which may be class-sorted)
         let mut pick: Vec<usize> = (0..train.len()).collect();
         Rng::stream(seed, 0xF1D).shuffle(&mut pick);
@@ -322,15 +390,33 @@ impl Domain for Image {
         pick.sort_unstable();
         let (f_train, _) = net.describe(&set_tensor(&train.subset(&pick)?, &device)?, 256)?;
         let mut metrics = vec![
-            ("fd".to_string(), frechet_between(&f_gen, &f_held, classifier::FEATURES)),
-            ("fd_floor".to_string(), frechet_between(&f_train, &f_held, classifier::FEATURES)),
+            (
+                "fd".to_string(),
+                frechet_between(&f_gen, &f_held, classifier::FEATURES),
+            ),
+            (
+                "fd_floor".to_string(),
+                frechet_between(&f_train, &f_held, classifier::FEATURES),
+            ),
         ];
-        metrics.push(("fd_ratio".to_string(), metrics[0].1 / metrics[1].1.max(1e-12)));
+        metrics.push((
+            "fd_ratio".to_string(),
+            metrics[0].1 / metrics[1].1.max(1e-12),
+        ));
         if let (Some(l), Some(held_labels)) = (labels, &held_m.labels) {
-            metrics.push(("cond_accuracy".to_string(), classifier::accuracy(&p_gen, &l[..m])));
-            metrics.push(("classifier_accuracy".to_string(), classifier::accuracy(&p_held, held_labels)));
+            metrics.push((
+                "cond_accuracy".to_string(),
+                classifier::accuracy(&p_gen, &l[..m]),
+            ));
+            metrics.push((
+                "classifier_accuracy".to_string(),
+                classifier::accuracy(&p_held, held_labels),
+            ));
         } else if let Some(held_labels) = &held_m.labels {
-            metrics.push(("classifier_accuracy".to_string(), classifier::accuracy(&p_held, held_labels)));
+            metrics.push((
+                "classifier_accuracy".to_string(),
+                classifier::accuracy(&p_held, held_labels),
+            ));
         }
         Ok(Evaluation::of(metrics))
     }

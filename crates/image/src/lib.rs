@@ -14,8 +14,8 @@
 pub mod classifier;
 mod digits;
 pub mod domain;
-pub mod frechet;
 mod folder;
+pub mod frechet;
 mod idx;
 mod set;
 mod write;

@@ -132,7 +132,10 @@ impl ImageSet {
     pub fn data_info(&self) -> DataInfo {
         let info = DataInfo::new(self.item_shape());
         match &self.labels {
-            Some(_) => info.with_cond(sugarcube_core::cond::CondSpec::classes("class", self.class_names.clone())),
+            Some(_) => info.with_cond(sugarcube_core::cond::CondSpec::classes(
+                "class",
+                self.class_names.clone(),
+            )),
             None => info,
         }
     }

@@ -17,11 +17,18 @@ fn main() -> Result<()> {
     let bias = Var::from_tensor(&Tensor::randn(0f32, 1.0, c, &dev)?)?;
     let shift = Var::from_tensor(&Tensor::randn(0f32, 1.0, (b, c), &dev)?)?;
     let r = Tensor::randn(0f32, 1.0, (b, c, h, w), &dev)?;
-    let norm = candle_nn::GroupNorm::new(weight.as_tensor().clone(), bias.as_tensor().clone(), c, groups, eps)?;
+    let norm = candle_nn::GroupNorm::new(
+        weight.as_tensor().clone(),
+        bias.as_tensor().clone(),
+        c,
+        groups,
+        eps,
+    )?;
 
     let candle = |with_shift: bool| -> Result<Tensor> {
         let x = if with_shift {
-            x.as_tensor().broadcast_add(&shift.as_tensor().reshape((b, c, 1, 1))?)?
+            x.as_tensor()
+                .broadcast_add(&shift.as_tensor().reshape((b, c, 1, 1))?)?
         } else {
             x.as_tensor().clone()
         };
@@ -29,24 +36,50 @@ fn main() -> Result<()> {
     };
     let fused = |with_shift: bool| -> Result<Tensor> {
         let s = with_shift.then(|| shift.as_tensor());
-        group_norm(x.as_tensor(), weight.as_tensor(), bias.as_tensor(), groups, eps, s, true)
+        group_norm(
+            x.as_tensor(),
+            weight.as_tensor(),
+            bias.as_tensor(),
+            groups,
+            eps,
+            s,
+            true,
+        )
     };
 
     println!(
         "GroupNorm({groups}) + SiLU on [{b}, {c}, {h}, {w}] f32, {} threads; median ms",
         rayon::current_num_threads()
     );
-    println!("{:<36} {:>10} {:>10} {:>10}", "", "candle_nn", "fused", "speed-up");
+    println!(
+        "{:<36} {:>10} {:>10} {:>10}",
+        "", "candle_nn", "fused", "speed-up"
+    );
     for with_shift in [false, true] {
-        let label = if with_shift { "shift + norm + silu" } else { "norm + silu" };
-        let forward = |f: &dyn Fn(bool) -> Result<Tensor>| median_ms(1, 5, || f(with_shift).map(drop));
+        let label = if with_shift {
+            "shift + norm + silu"
+        } else {
+            "norm + silu"
+        };
+        let forward =
+            |f: &dyn Fn(bool) -> Result<Tensor>| median_ms(1, 5, || f(with_shift).map(drop));
         let train = |f: &dyn Fn(bool) -> Result<Tensor>| {
-            median_ms(1, 5, || f(with_shift)?.mul(&r)?.sum_all()?.backward().map(drop))
+            median_ms(1, 5, || {
+                f(with_shift)?.mul(&r)?.sum_all()?.backward().map(drop)
+            })
         };
         let (a, b) = (forward(&candle)?, forward(&fused)?);
-        println!("{:<36} {a:>10.1} {b:>10.1} {:>9.1}x", format!("{label}, forward"), a / b);
+        println!(
+            "{:<36} {a:>10.1} {b:>10.1} {:>9.1}x",
+            format!("{label}, forward"),
+            a / b
+        );
         let (a, b) = (train(&candle)?, train(&fused)?);
-        println!("{:<36} {a:>10.1} {b:>10.1} {:>9.1}x", format!("{label}, forward + backward"), a / b);
+        println!(
+            "{:<36} {a:>10.1} {b:>10.1} {:>9.1}x",
+            format!("{label}, forward + backward"),
+            a / b
+        );
     }
     Ok(())
 }

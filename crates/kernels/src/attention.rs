@@ -22,7 +22,10 @@
 //! ops.
 
 use crate::elementwise::softmax_last;
-use crate::machinery::{contiguous, dispatch, matmul, matmul_strided, softmax_grad_row, softmax_row, unpack, Float, Mat, Stash};
+use crate::machinery::{
+    contiguous, dispatch, matmul, matmul_strided, softmax_grad_row, softmax_row, unpack, Float,
+    Mat, Stash,
+};
 use crate::relative::add_relative_scores;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -52,19 +55,33 @@ impl Spec {
     /// Row of the table where the `2L - 1` distances of a length-`L` sequence start: the pair
     /// (query `l`, key `r`) uses row `start + l - r + L - 1`.
     fn table_start(&self) -> usize {
-        self.table_rows.map_or(0, |rows| rows.div_ceil(2) - self.len)
+        self.table_rows
+            .map_or(0, |rows| rows.div_ceil(2) - self.len)
     }
 
     /// Checks the packed projections (and table) against the spec; their contiguous slices.
-    fn slices<'a, T>(&self, qkv: (&'a [T], &Layout), table: (&'a [T], &Layout), op: &str) -> Result<(&'a [T], &'a [T])> {
+    fn slices<'a, T>(
+        &self,
+        qkv: (&'a [T], &Layout),
+        table: (&'a [T], &Layout),
+        op: &str,
+    ) -> Result<(&'a [T], &'a [T])> {
         let qkv = contiguous(qkv.0, qkv.1, op)?;
         let table = contiguous(table.0, table.1, op)?;
         if qkv.len() != self.batch * self.len * 3 * self.hidden() {
-            bail!("{op}: {} packed projections do not fit {:?}", qkv.len(), self);
+            bail!(
+                "{op}: {} packed projections do not fit {:?}",
+                qkv.len(),
+                self
+            );
         }
         if let Some(rows) = self.table_rows {
             if table.len() != rows * self.head_dim {
-                bail!("{op}: a relative-position table of {} elements does not fit {:?}", table.len(), self);
+                bail!(
+                    "{op}: a relative-position table of {} elements does not fit {:?}",
+                    table.len(),
+                    self
+                );
             }
         }
         Ok((qkv, table))
@@ -72,7 +89,15 @@ impl Spec {
 
     /// The probabilities of head `h` of one batch row into `p` (`L x L`): scores, relative
     /// term, key bias, softmax. `qkv` is the row's `[L, 3H]`, `rel` a `L x (2L - 1)` buffer.
-    fn probabilities<T: Float>(&self, b: usize, h: usize, qkv: &[T], table: &[T], p: &mut [T], rel: &mut [T]) {
+    fn probabilities<T: Float>(
+        &self,
+        b: usize,
+        h: usize,
+        qkv: &[T],
+        table: &[T],
+        p: &mut [T],
+        rel: &mut [T],
+    ) {
         let (l, d, hid) = (self.len, self.head_dim, self.hidden());
         let q = Mat::strided(&qkv[h * d..], l, d, 3 * hid);
         let k = Mat::strided(&qkv[hid + h * d..], l, d, 3 * hid);
@@ -81,7 +106,11 @@ impl Spec {
             let span = 2 * l - 1;
             let e = Mat::new(&table[self.table_start() * d..][..span * d], span, d);
             matmul(rel, q, e.t(), false);
-            for (i, (row, rel)) in p.chunks_exact_mut(l).zip(rel.chunks_exact(span)).enumerate() {
+            for (i, (row, rel)) in p
+                .chunks_exact_mut(l)
+                .zip(rel.chunks_exact(span))
+                .enumerate()
+            {
                 // key j uses distance column i - j + L - 1: columns i + L - 1 down to i.
                 let rel = &rel[i..i + l];
                 for (s, &r) in row.iter_mut().zip(rel.iter().rev()) {
@@ -93,7 +122,10 @@ impl Spec {
         let bias = self.key_bias.as_ref().map(|kb| &kb[b * l..][..l]);
         for row in p.chunks_exact_mut(l) {
             match bias {
-                Some(bias) => row.iter_mut().zip(bias).for_each(|(s, &kb)| *s = *s * scale + T::from_f64(kb as f64)),
+                Some(bias) => row
+                    .iter_mut()
+                    .zip(bias)
+                    .for_each(|(s, &kb)| *s = *s * scale + T::from_f64(kb as f64)),
                 None => row.iter_mut().for_each(|s| *s = *s * scale),
             }
             softmax_row(row);
@@ -103,7 +135,9 @@ impl Spec {
     /// Head `h`'s dropout multipliers for batch row `b`, if any.
     fn keep_of(&self, b: usize, h: usize) -> Option<&[f32]> {
         let n = self.len * self.len;
-        self.keep.as_ref().map(|k| &k[(b * self.heads + h) * n..][..n])
+        self.keep
+            .as_ref()
+            .map(|k| &k[(b * self.heads + h) * n..][..n])
     }
 }
 
@@ -147,18 +181,31 @@ impl AttentionFwd {
         let mut probs_all = vec![T::default(); spec.batch * per_row];
         let rows = out.par_chunks_mut(l * hid).zip(qkv.par_chunks(3 * l * hid));
         let kept_rows = per_row_slices(&mut probs_all, spec.batch, per_row);
-        rows.zip(kept_rows).enumerate().for_each(|(b, ((out, qkv), kept))| {
-            let mut own = vec![T::default(); if per_row == 0 { l * l } else { 0 }];
-            let mut drop_buf = vec![T::default(); if spec.keep.is_some() { l * l } else { 0 }];
-            let mut rel = vec![T::default(); if spec.table_rows.is_some() { l * (2 * l - 1) } else { 0 }];
-            for h in 0..heads {
-                let p = if per_row == 0 { &mut own[..] } else { &mut kept[h * l * l..][..l * l] };
-                spec.probabilities(b, h, qkv, table, p, &mut rel);
-                let probs = dropped(p, spec.keep_of(b, h), &mut drop_buf);
-                let v = Mat::strided(&qkv[2 * hid + h * d..], l, d, 3 * hid);
-                matmul_strided(&mut out[h * d..], hid, Mat::new(probs, l, l), v, false);
-            }
-        });
+        rows.zip(kept_rows)
+            .enumerate()
+            .for_each(|(b, ((out, qkv), kept))| {
+                let mut own = vec![T::default(); if per_row == 0 { l * l } else { 0 }];
+                let mut drop_buf = vec![T::default(); if spec.keep.is_some() { l * l } else { 0 }];
+                let mut rel = vec![
+                    T::default();
+                    if spec.table_rows.is_some() {
+                        l * (2 * l - 1)
+                    } else {
+                        0
+                    }
+                ];
+                for h in 0..heads {
+                    let p = if per_row == 0 {
+                        &mut own[..]
+                    } else {
+                        &mut kept[h * l * l..][..l * l]
+                    };
+                    spec.probabilities(b, h, qkv, table, p, &mut rel);
+                    let probs = dropped(p, spec.keep_of(b, h), &mut drop_buf);
+                    let v = Mat::strided(&qkv[2 * hid + h * d..], l, d, 3 * hid);
+                    matmul_strided(&mut out[h * d..], hid, Mat::new(probs, l, l), v, false);
+                }
+            });
         self.stash.put(T::into_storage(probs_all));
         Ok(out)
     }
@@ -169,18 +216,41 @@ impl CustomOp2 for AttentionFwd {
         "attention"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let _t = crate::profile::scope("attention (forward)");
         let spec = &self.spec;
         let shape = Shape::from((spec.batch, spec.len, spec.hidden()));
         dispatch!("attention", (s1 => q, s2 => t), self.run((q, l1), (t, l2)).map(|v| (v, shape.clone())))
     }
 
-    fn bwd(&self, qkv: &Tensor, table: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        qkv: &Tensor,
+        table: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         // The kept probabilities move to the backward op (a second backward recomputes them).
         let probs = self.stash.take();
-        let packed = qkv.apply_op3_no_bwd(table, &grad.contiguous()?, &AttentionBwd { spec: self.spec.clone(), probs })?;
-        let like: &[&Tensor] = if self.spec.table_rows.is_some() { &[qkv, table] } else { &[qkv] };
+        let packed = qkv.apply_op3_no_bwd(
+            table,
+            &grad.contiguous()?,
+            &AttentionBwd {
+                spec: self.spec.clone(),
+                probs,
+            },
+        )?;
+        let like: &[&Tensor] = if self.spec.table_rows.is_some() {
+            &[qkv, table]
+        } else {
+            &[qkv]
+        };
         let mut grads = unpack(&packed, like)?.into_iter();
         Ok((grads.next(), grads.next()))
     }
@@ -195,20 +265,37 @@ struct AttentionBwd {
 }
 
 impl AttentionBwd {
-    fn run<T: Float>(&self, qkv: (&[T], &Layout), table: (&[T], &Layout), grad: (&[T], &Layout)) -> Result<Vec<T>> {
+    fn run<T: Float>(
+        &self,
+        qkv: (&[T], &Layout),
+        table: (&[T], &Layout),
+        grad: (&[T], &Layout),
+    ) -> Result<Vec<T>> {
         let spec = &self.spec;
         let per_row = spec.heads * spec.len * spec.len;
-        let kept = self.probs.as_ref().and_then(T::of_storage).filter(|p| p.len() == spec.batch * per_row);
+        let kept = self
+            .probs
+            .as_ref()
+            .and_then(T::of_storage)
+            .filter(|p| p.len() == spec.batch * per_row);
         let (qkv, table) = spec.slices(qkv, table, "attention-backward")?;
         let grad = contiguous(grad.0, grad.1, "attention-backward")?;
         let (l, d, hid) = (spec.len, spec.head_dim, spec.hidden());
         if grad.len() != spec.batch * l * hid {
-            bail!("attention-backward: gradient of {} elements for {:?}", grad.len(), spec);
+            bail!(
+                "attention-backward: gradient of {} elements for {:?}",
+                grad.len(),
+                spec
+            );
         }
         let span = 2 * l - 1;
         let table_len = spec.table_rows.map_or(0, |rows| rows * d);
         // Per batch row: its share of the table's gradient (the `2L - 1` rows in use).
-        let part_len = if spec.table_rows.is_some() { span * d } else { 0 };
+        let part_len = if spec.table_rows.is_some() {
+            span * d
+        } else {
+            0
+        };
         let mut parts = vec![T::default(); spec.batch * part_len];
         let mut out = vec![T::default(); qkv.len() + table_len];
         let (dqkv, dtable) = out.split_at_mut(qkv.len());
@@ -216,11 +303,21 @@ impl AttentionBwd {
             .zip(per_row_slices(&mut parts, spec.batch, part_len))
             .enumerate()
             .for_each(|(b, (dqkv, dtable))| {
-                let (qkv, grad) = (&qkv[b * 3 * l * hid..][..3 * l * hid], &grad[b * l * hid..][..l * hid]);
+                let (qkv, grad) = (
+                    &qkv[b * 3 * l * hid..][..3 * l * hid],
+                    &grad[b * l * hid..][..l * hid],
+                );
                 let mut own = vec![T::default(); if kept.is_none() { l * l } else { 0 }];
                 let mut drop_buf = vec![T::default(); if spec.keep.is_some() { l * l } else { 0 }];
                 let mut ds = vec![T::default(); l * l];
-                let mut rel = vec![T::default(); if spec.table_rows.is_some() { l * span } else { 0 }];
+                let mut rel = vec![
+                    T::default();
+                    if spec.table_rows.is_some() {
+                        l * span
+                    } else {
+                        0
+                    }
+                ];
                 // The band of dR that [`Spec::probabilities`] reads; zero elsewhere, always.
                 let mut drel = vec![T::default(); rel.len()];
                 let scale = T::from_f64(spec.scale);
@@ -239,10 +336,18 @@ impl AttentionBwd {
                     let v = Mat::strided(&qkv[2 * hid + h * d..], l, d, 3 * hid);
                     let dctx = Mat::strided(&grad[h * d..], l, d, hid);
                     // dv = probs^T dctx; dprobs = dctx v^T.
-                    matmul_strided(&mut dqkv[2 * hid + h * d..], 3 * hid, Mat::new(probs, l, l).t(), dctx, false);
+                    matmul_strided(
+                        &mut dqkv[2 * hid + h * d..],
+                        3 * hid,
+                        Mat::new(probs, l, l).t(),
+                        dctx,
+                        false,
+                    );
                     matmul(&mut ds, dctx, v.t(), false);
                     if let Some(keep) = keep {
-                        ds.iter_mut().zip(keep).for_each(|(g, &k)| *g = *g * T::from_f64(k as f64));
+                        ds.iter_mut()
+                            .zip(keep)
+                            .for_each(|(g, &k)| *g = *g * T::from_f64(k as f64));
                     }
                     // Softmax backward, times the scale: ds = s p (dp - sum(dp p)).
                     for (g, p) in ds.chunks_exact_mut(l).zip(p.chunks_exact(l)) {
@@ -250,13 +355,32 @@ impl AttentionBwd {
                     }
                     // dq = ds k (+ dR E); dk = ds^T q.
                     matmul_strided(&mut dqkv[h * d..], 3 * hid, Mat::new(&ds, l, l), k, false);
-                    matmul_strided(&mut dqkv[hid + h * d..], 3 * hid, Mat::new(&ds, l, l).t(), q, false);
+                    matmul_strided(
+                        &mut dqkv[hid + h * d..],
+                        3 * hid,
+                        Mat::new(&ds, l, l).t(),
+                        q,
+                        false,
+                    );
                     if spec.table_rows.is_some() {
-                        for (i, (dr, g)) in drel.chunks_exact_mut(span).zip(ds.chunks_exact(l)).enumerate() {
-                            dr[i..i + l].iter_mut().zip(g.iter().rev()).for_each(|(dr, &g)| *dr = g);
+                        for (i, (dr, g)) in drel
+                            .chunks_exact_mut(span)
+                            .zip(ds.chunks_exact(l))
+                            .enumerate()
+                        {
+                            dr[i..i + l]
+                                .iter_mut()
+                                .zip(g.iter().rev())
+                                .for_each(|(dr, &g)| *dr = g);
                         }
                         let e = Mat::new(&table[spec.table_start() * d..][..span * d], span, d);
-                        matmul_strided(&mut dqkv[h * d..], 3 * hid, Mat::new(&drel, l, span), e, true);
+                        matmul_strided(
+                            &mut dqkv[h * d..],
+                            3 * hid,
+                            Mat::new(&drel, l, span),
+                            e,
+                            true,
+                        );
                         matmul(dtable, Mat::new(&drel, l, span).t(), q, true);
                     }
                 }
@@ -287,7 +411,8 @@ impl CustomOp3 for AttentionBwd {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let _t = crate::profile::scope("attention (backward)");
-        let len = l1.shape().elem_count() + self.spec.table_rows.map_or(0, |r| r * self.spec.head_dim);
+        let len =
+            l1.shape().elem_count() + self.spec.table_rows.map_or(0, |r| r * self.spec.head_dim);
         dispatch!("attention-backward", (s1 => q, s2 => t, s3 => g), self.run((q, l1), (t, l2), (g, l3)).map(|v| (v, Shape::from(len))))
     }
 }
@@ -314,7 +439,10 @@ pub fn self_attention(
 ) -> Result<Tensor> {
     let (batch, len, h3) = qkv.dims3()?;
     if heads == 0 || !h3.is_multiple_of(3 * heads) {
-        bail!("attention: packed projections {:?} do not split into q, k, v of {heads} heads", qkv.dims());
+        bail!(
+            "attention: packed projections {:?} do not split into q, k, v of {heads} heads",
+            qkv.dims()
+        );
     }
     let head_dim = h3 / (3 * heads);
     if let Some(table) = relative {
@@ -329,7 +457,10 @@ pub fn self_attention(
     }
     if let Some(kb) = key_bias {
         if kb.dims() != [batch, len] {
-            bail!("attention: key bias must be [{batch}, {len}], got {:?}", kb.dims());
+            bail!(
+                "attention: key bias must be [{batch}, {len}], got {:?}",
+                kb.dims()
+            );
         }
     }
     if let Some(keep) = dropout {
@@ -337,7 +468,14 @@ pub fn self_attention(
             bail!("attention: {} dropout multipliers for [{batch}, {heads}, {len}, {len}] probabilities", keep.len());
         }
     }
-    attend(qkv, heads, relative, key_bias, dropout, crate::switches::use_fused(qkv))
+    attend(
+        qkv,
+        heads,
+        relative,
+        key_bias,
+        dropout,
+        crate::switches::use_fused(qkv),
+    )
 }
 
 /// [`self_attention`] after its checks: by the fused op or by candle ops.
@@ -357,17 +495,31 @@ fn attend(
     }
     let table_rows = relative.map(|t| t.dim(0)).transpose()?;
     let key_bias = match key_bias {
-        Some(kb) => Some(Arc::from(kb.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?)),
+        Some(kb) => Some(Arc::from(
+            kb.to_dtype(candle_core::DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?,
+        )),
         None => None,
     };
-    let spec = Spec { batch, len, heads, head_dim, scale, table_rows, key_bias, keep: keep.map(Arc::from) };
+    let spec = Spec {
+        batch,
+        len,
+        heads,
+        head_dim,
+        scale,
+        table_rows,
+        key_bias,
+        keep: keep.map(Arc::from),
+    };
     let table = match relative {
         Some(t) => t.contiguous()?,
         None => Tensor::zeros((1, head_dim), qkv.dtype(), qkv.device())?,
     };
     // Keep the probabilities for backward only where there will be one.
     let stash = Stash::for_inputs(&[qkv, &table]);
-    qkv.contiguous()?.apply_op2(&table, AttentionFwd { spec, stash })
+    qkv.contiguous()?
+        .apply_op2(&table, AttentionFwd { spec, stash })
 }
 
 /// The same attention as candle ops (the fallback for other devices and dtypes).
@@ -382,7 +534,10 @@ fn composite(
     let (b, l, h3) = qkv.dims3()?;
     let (h, d) = (h3 / 3, h3 / (3 * heads));
     // [B, L, 3H] -> [3, B, heads, L, d]
-    let qkv = qkv.reshape((b, l, 3, heads, d))?.permute((2, 0, 3, 1, 4))?.contiguous()?;
+    let qkv = qkv
+        .reshape((b, l, 3, heads, d))?
+        .permute((2, 0, 3, 1, 4))?
+        .contiguous()?;
     let q = qkv.get(0)?.affine(scale, 0.0)?;
     let (k, v) = (qkv.get(1)?, qkv.get(2)?);
     let mut scores = q.matmul(&k.t()?)?; // [B, heads, L, L]
@@ -390,15 +545,21 @@ fn composite(
         // scores[b, h, l, r] += q[b, h, l] . E[l - r + max_len - 1]: the queries against
         // every distance in one matmul, then gathered per (query, key) pair.
         let r = table.dim(0)?;
-        let qe = q.reshape((b * heads * l, d))?.matmul(&table.t()?)?.reshape((b * heads, l, r))?;
-        scores = add_relative_scores(&scores.reshape((b * heads, l, l))?, &qe)?.reshape((b, heads, l, l))?;
+        let qe = q
+            .reshape((b * heads * l, d))?
+            .matmul(&table.t()?)?
+            .reshape((b * heads, l, r))?;
+        scores = add_relative_scores(&scores.reshape((b * heads, l, l))?, &qe)?
+            .reshape((b, heads, l, l))?;
     }
     if let Some(kb) = key_bias {
         scores = scores.broadcast_add(&kb.to_dtype(scores.dtype())?.reshape((b, 1, 1, l))?)?;
     }
     let mut probs = softmax_last(&scores)?;
     if let Some(keep) = keep {
-        probs = probs.mul(&Tensor::from_slice(keep, probs.shape(), probs.device())?.to_dtype(probs.dtype())?)?;
+        probs = probs.mul(
+            &Tensor::from_slice(keep, probs.shape(), probs.device())?.to_dtype(probs.dtype())?,
+        )?;
     }
     probs.matmul(&v)?.transpose(1, 2)?.reshape((b, l, h))
 }
@@ -421,10 +582,42 @@ mod tests {
     }
 
     const CASES: [Case; 4] = [
-        Case { batch: 2, len: 5, heads: 2, d: 3, max_len: None, padded: false, dropout: false },
-        Case { batch: 3, len: 4, heads: 1, d: 4, max_len: Some(6), padded: true, dropout: false },
-        Case { batch: 2, len: 6, heads: 3, d: 2, max_len: Some(6), padded: false, dropout: true },
-        Case { batch: 1, len: 7, heads: 2, d: 5, max_len: Some(9), padded: true, dropout: true },
+        Case {
+            batch: 2,
+            len: 5,
+            heads: 2,
+            d: 3,
+            max_len: None,
+            padded: false,
+            dropout: false,
+        },
+        Case {
+            batch: 3,
+            len: 4,
+            heads: 1,
+            d: 4,
+            max_len: Some(6),
+            padded: true,
+            dropout: false,
+        },
+        Case {
+            batch: 2,
+            len: 6,
+            heads: 3,
+            d: 2,
+            max_len: Some(6),
+            padded: false,
+            dropout: true,
+        },
+        Case {
+            batch: 1,
+            len: 7,
+            heads: 2,
+            d: 5,
+            max_len: Some(9),
+            padded: true,
+            dropout: true,
+        },
     ];
 
     /// The inputs of a case in `dtype`: packed projections and table as variables, the key
@@ -436,25 +629,65 @@ mod tests {
         let dev = Device::Cpu;
         let mut rng = TestRng::new(seed);
         let h = case.heads * case.d;
-        let qkv = Var::from_tensor(&randn(&mut rng, &[case.batch, case.len, 3 * h], dtype, &dev)?)?;
+        let qkv = Var::from_tensor(&randn(
+            &mut rng,
+            &[case.batch, case.len, 3 * h],
+            dtype,
+            &dev,
+        )?)?;
         let table = match case.max_len {
-            Some(m) => Some(Var::from_tensor(&randn(&mut rng, &[2 * m - 1, case.d], dtype, &dev)?)?),
+            Some(m) => Some(Var::from_tensor(&randn(
+                &mut rng,
+                &[2 * m - 1, case.d],
+                dtype,
+                &dev,
+            )?)?),
             None => None,
         };
         let key_bias = case.padded.then(|| {
             let bias: Vec<f32> = (0..case.batch * case.len)
-                .map(|i| if i % case.len == case.len - 1 && (i / case.len).is_multiple_of(2) { -10_000.0 } else { 0.0 })
+                .map(|i| {
+                    if i % case.len == case.len - 1 && (i / case.len).is_multiple_of(2) {
+                        -10_000.0
+                    } else {
+                        0.0
+                    }
+                })
                 .collect();
             Tensor::from_vec(bias, (case.batch, case.len), &dev)?.to_dtype(dtype)
         });
         // Dropout multipliers as a caller draws them: 0 with probability 0.3, else 1 / 0.7.
         let n = case.batch * case.heads * case.len * case.len;
-        let keep = case.dropout.then(|| (0..n).map(|_| if rng.uniform() < 0.3 { 0.0 } else { (1.0 / 0.7) as f32 }).collect());
+        let keep = case.dropout.then(|| {
+            (0..n)
+                .map(|_| {
+                    if rng.uniform() < 0.3 {
+                        0.0
+                    } else {
+                        (1.0 / 0.7) as f32
+                    }
+                })
+                .collect()
+        });
         Ok((qkv, table, key_bias.transpose()?, keep))
     }
 
-    fn run(case: &Case, qkv: &Tensor, table: Option<&Var>, key_bias: Option<&Tensor>, keep: &Option<Vec<f32>>, fused: bool) -> Result<Tensor> {
-        attend(qkv, case.heads, table.map(|t| t.as_tensor()), key_bias, keep.as_deref(), fused)
+    fn run(
+        case: &Case,
+        qkv: &Tensor,
+        table: Option<&Var>,
+        key_bias: Option<&Tensor>,
+        keep: &Option<Vec<f32>>,
+        fused: bool,
+    ) -> Result<Tensor> {
+        attend(
+            qkv,
+            case.heads,
+            table.map(|t| t.as_tensor()),
+            key_bias,
+            keep.as_deref(),
+            fused,
+        )
     }
 
     #[test]
@@ -466,15 +699,35 @@ mod tests {
             let r = randn(&mut rng, &out_shape, DType::F32, &Device::Cpu)?;
             let mut results = Vec::new();
             for fused in [true, false] {
-                let y = run(case, qkv.as_tensor(), table.as_ref(), key_bias.as_ref(), &keep, fused)?;
+                let y = run(
+                    case,
+                    qkv.as_tensor(),
+                    table.as_ref(),
+                    key_bias.as_ref(),
+                    &keep,
+                    fused,
+                )?;
                 assert_eq!(y.dims(), out_shape);
                 let grads = y.mul(&r)?.sum_all()?.backward()?;
-                let dtable = table.as_ref().map(|t| values(grads.get(t.as_tensor()).unwrap())).transpose()?;
-                results.push((values(&y)?, values(grads.get(qkv.as_tensor()).unwrap())?, dtable));
+                let dtable = table
+                    .as_ref()
+                    .map(|t| values(grads.get(t.as_tensor()).unwrap()))
+                    .transpose()?;
+                results.push((
+                    values(&y)?,
+                    values(grads.get(qkv.as_tensor()).unwrap())?,
+                    dtable,
+                ));
             }
             let (fused, plain) = (&results[0], &results[1]);
-            assert!(rel_err(&fused.0, &plain.0) < 1e-5, "case {n}: outputs differ");
-            assert!(rel_err(&fused.1, &plain.1) < 1e-5, "case {n}: qkv gradients differ");
+            assert!(
+                rel_err(&fused.0, &plain.0) < 1e-5,
+                "case {n}: outputs differ"
+            );
+            assert!(
+                rel_err(&fused.1, &plain.1) < 1e-5,
+                "case {n}: qkv gradients differ"
+            );
             if let (Some(a), Some(b)) = (&fused.2, &plain.2) {
                 assert!(rel_err(a, b) < 1e-5, "case {n}: table gradients differ");
             }
@@ -487,9 +740,23 @@ mod tests {
         for (n, case) in CASES.iter().enumerate() {
             let (qkv, table, key_bias, keep) = inputs(case, DType::F64, 60 + n as u64)?;
             let mut rng = TestRng::new(70 + n as u64);
-            let r = randn(&mut rng, &[case.batch, case.len, case.heads * case.d], DType::F64, &Device::Cpu)?;
+            let r = randn(
+                &mut rng,
+                &[case.batch, case.len, case.heads * case.d],
+                DType::F64,
+                &Device::Cpu,
+            )?;
             let loss = || -> Result<Tensor> {
-                run(case, qkv.as_tensor(), table.as_ref(), key_bias.as_ref(), &keep, true)?.mul(&r)?.sum_all()
+                run(
+                    case,
+                    qkv.as_tensor(),
+                    table.as_ref(),
+                    key_bias.as_ref(),
+                    &keep,
+                    true,
+                )?
+                .mul(&r)?
+                .sum_all()
             };
             let grads = loss()?.backward()?;
             let scalar = || loss()?.to_scalar::<f64>();
@@ -501,7 +768,11 @@ mod tests {
                 let numeric = numeric_grad(var, &idx, &scalar)?;
                 let picked: Vec<f64> = idx.iter().map(|&i| analytic[i]).collect();
                 let err = rel_err(&picked, &numeric);
-                assert!(err < 1e-6, "case {n}: relative error {err:e} for {:?}", var.dims());
+                assert!(
+                    err < 1e-6,
+                    "case {n}: relative error {err:e} for {:?}",
+                    var.dims()
+                );
             }
         }
         Ok(())
@@ -513,9 +784,23 @@ mod tests {
         // every batch row.
         for case in &CASES {
             let (qkv, table, key_bias, keep) = inputs(case, DType::F32, 12)?;
-            let tracked = run(case, qkv.as_tensor(), table.as_ref(), key_bias.as_ref(), &keep, true)?;
+            let tracked = run(
+                case,
+                qkv.as_tensor(),
+                table.as_ref(),
+                key_bias.as_ref(),
+                &keep,
+                true,
+            )?;
             let plain_table = table.as_ref().map(|t| t.as_tensor().detach());
-            let plain = attend(&qkv.as_tensor().detach(), case.heads, plain_table.as_ref(), key_bias.as_ref(), keep.as_deref(), true)?;
+            let plain = attend(
+                &qkv.as_tensor().detach(),
+                case.heads,
+                plain_table.as_ref(),
+                key_bias.as_ref(),
+                keep.as_deref(),
+                true,
+            )?;
             assert_eq!(values(&plain)?, values(&tracked)?);
             assert!(values(&plain)?.iter().any(|&v| v != 0.0));
         }
@@ -527,12 +812,27 @@ mod tests {
         // The first backward uses the probabilities the forward kept, the second recomputes them.
         let case = &CASES[2];
         let (qkv, table, key_bias, keep) = inputs(case, DType::F32, 8)?;
-        let y = run(case, qkv.as_tensor(), table.as_ref(), key_bias.as_ref(), &keep, true)?;
+        let y = run(
+            case,
+            qkv.as_tensor(),
+            table.as_ref(),
+            key_bias.as_ref(),
+            &keep,
+            true,
+        )?;
         let loss = y.sqr()?.sum_all()?;
         let (first, second) = (loss.backward()?, loss.backward()?);
         for var in [Some(&qkv), table.as_ref()].into_iter().flatten() {
-            let (a, b) = (values(first.get(var.as_tensor()).unwrap())?, values(second.get(var.as_tensor()).unwrap())?);
-            assert!(rel_err(&a, &b) < 1e-6, "{:?}: {}", var.dims(), rel_err(&a, &b));
+            let (a, b) = (
+                values(first.get(var.as_tensor()).unwrap())?,
+                values(second.get(var.as_tensor()).unwrap())?,
+            );
+            assert!(
+                rel_err(&a, &b) < 1e-6,
+                "{:?}: {}",
+                var.dims(),
+                rel_err(&a, &b)
+            );
         }
         Ok(())
     }
@@ -541,7 +841,14 @@ mod tests {
     fn padded_keys_do_not_matter_and_batch_rows_are_independent() -> Result<()> {
         let case = &CASES[1];
         let (qkv, table, key_bias, _) = inputs(case, DType::F32, 5)?;
-        let full = run(case, qkv.as_tensor(), table.as_ref(), key_bias.as_ref(), &None, true)?;
+        let full = run(
+            case,
+            qkv.as_tensor(),
+            table.as_ref(),
+            key_bias.as_ref(),
+            &None,
+            true,
+        )?;
         // Row 0's last key is padded: changing its key and value leaves row 0's output alone.
         let h = case.heads * case.d;
         let mut v = values(qkv.as_tensor())?;
@@ -549,11 +856,28 @@ mod tests {
             v[(case.len - 1) * 3 * h + j] += 3.0;
         }
         let changed = Tensor::from_vec(v, qkv.dims(), &Device::Cpu)?.to_dtype(DType::F32)?;
-        let out = run(case, &changed, table.as_ref(), key_bias.as_ref(), &None, true)?;
-        let (a, b) = (values(&full.get(0)?.narrow(0, 0, case.len - 1)?)?, values(&out.get(0)?.narrow(0, 0, case.len - 1)?)?);
+        let out = run(
+            case,
+            &changed,
+            table.as_ref(),
+            key_bias.as_ref(),
+            &None,
+            true,
+        )?;
+        let (a, b) = (
+            values(&full.get(0)?.narrow(0, 0, case.len - 1)?)?,
+            values(&out.get(0)?.narrow(0, 0, case.len - 1)?)?,
+        );
         assert!(rel_err(&a, &b) < 1e-6, "a padded key changed the outputs");
         // Batch row 1 alone gives the same output as within the batch.
-        let one = run(case, &qkv.as_tensor().narrow(0, 1, 1)?, table.as_ref(), Some(&key_bias.unwrap().narrow(0, 1, 1)?), &None, true)?;
+        let one = run(
+            case,
+            &qkv.as_tensor().narrow(0, 1, 1)?,
+            table.as_ref(),
+            Some(&key_bias.unwrap().narrow(0, 1, 1)?),
+            &None,
+            true,
+        )?;
         assert_eq!(values(&one)?, values(&full.narrow(0, 1, 1)?)?);
         Ok(())
     }
@@ -562,16 +886,27 @@ mod tests {
     fn bad_shapes_are_errors() -> Result<()> {
         let dev = Device::Cpu;
         let qkv = Tensor::zeros((2, 4, 12), DType::F32, &dev)?;
-        let err = self_attention(&qkv, 3, None, None, None).unwrap_err().to_string();
+        let err = self_attention(&qkv, 3, None, None, None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("3 heads"), "{err}");
         let table = Tensor::zeros((5, 2), DType::F32, &dev)?; // max_len 3 < 4
-        let err = self_attention(&qkv, 2, Some(&table), None, None).unwrap_err().to_string();
+        let err = self_attention(&qkv, 2, Some(&table), None, None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("max_len >= 4"), "{err}");
         let kb = Tensor::zeros((2, 3), DType::F32, &dev)?;
-        let err = self_attention(&qkv, 2, None, Some(&kb), None).unwrap_err().to_string();
+        let err = self_attention(&qkv, 2, None, Some(&kb), None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("key bias must be [2, 4]"), "{err}");
-        let err = self_attention(&qkv, 2, None, None, Some(&[1.0f32; 31][..])).unwrap_err().to_string();
-        assert!(err.contains("31 dropout multipliers for [2, 2, 4, 4]"), "{err}");
+        let err = self_attention(&qkv, 2, None, None, Some(&[1.0f32; 31][..]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("31 dropout multipliers for [2, 2, 4, 4]"),
+            "{err}"
+        );
         Ok(())
     }
 }

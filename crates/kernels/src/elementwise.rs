@@ -14,7 +14,9 @@
 //! Off the CPU (or for dtypes other than f32/f64) they fall back to compositions of candle ops
 //! with the same result.
 
-use crate::machinery::{contiguous, dispatch, output_vec, rows_per_task, softmax_grad_row, softmax_row, wide_fn, Float};
+use crate::machinery::{
+    contiguous, dispatch, output_vec, rows_per_task, softmax_grad_row, softmax_row, wide_fn, Float,
+};
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
@@ -33,12 +35,14 @@ impl Softmax {
         let mut out = output_vec(x.len());
         if n > 0 && !x.is_empty() {
             let chunk = n * rows_per_task(n);
-            out.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(dst, src)| {
-                for (d, s) in dst.chunks_mut(n).zip(src.chunks(n)) {
-                    d.copy_from_slice(s);
-                    softmax_row(d);
-                }
-            });
+            out.par_chunks_mut(chunk)
+                .zip(x.par_chunks(chunk))
+                .for_each(|(dst, src)| {
+                    for (d, s) in dst.chunks_mut(n).zip(src.chunks(n)) {
+                        d.copy_from_slice(s);
+                        softmax_row(d);
+                    }
+                });
         }
         Ok((out, layout.shape().clone()))
     }
@@ -46,20 +50,29 @@ impl Softmax {
 
 impl SoftmaxBackward {
     fn run<T: Float>(&self, y: &[T], yl: &Layout, g: &[T], gl: &Layout) -> Result<(Vec<T>, Shape)> {
-        let (y, g) = (contiguous(y, yl, "softmax backward")?, contiguous(g, gl, "softmax backward")?);
+        let (y, g) = (
+            contiguous(y, yl, "softmax backward")?,
+            contiguous(g, gl, "softmax backward")?,
+        );
         if yl.shape() != gl.shape() {
-            bail!("softmax backward: output {:?} and gradient {:?} differ", yl.shape(), gl.shape());
+            bail!(
+                "softmax backward: output {:?} and gradient {:?} differ",
+                yl.shape(),
+                gl.shape()
+            );
         }
         let n = yl.shape().dims().last().copied().unwrap_or(1);
         let mut out = output_vec(y.len());
         if n > 0 && !y.is_empty() {
             let chunk = n * rows_per_task(n);
-            out.par_chunks_mut(chunk).zip(y.par_chunks(chunk).zip(g.par_chunks(chunk))).for_each(|(dst, (ys, gs))| {
-                for ((d, yr), gr) in dst.chunks_mut(n).zip(ys.chunks(n)).zip(gs.chunks(n)) {
-                    d.copy_from_slice(gr);
-                    softmax_grad_row(yr, d, T::ONE);
-                }
-            });
+            out.par_chunks_mut(chunk)
+                .zip(y.par_chunks(chunk).zip(g.par_chunks(chunk)))
+                .for_each(|(dst, (ys, gs))| {
+                    for ((d, yr), gr) in dst.chunks_mut(n).zip(ys.chunks(n)).zip(gs.chunks(n)) {
+                        d.copy_from_slice(gr);
+                        softmax_grad_row(yr, d, T::ONE);
+                    }
+                });
         }
         Ok((out, yl.shape().clone()))
     }
@@ -76,7 +89,9 @@ impl CustomOp1 for Softmax {
     }
 
     fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(res.apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxBackward)?))
+        Ok(Some(
+            res.apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxBackward)?,
+        ))
     }
 }
 
@@ -85,7 +100,13 @@ impl CustomOp2 for SoftmaxBackward {
         "softmax-last-backward"
     }
 
-    fn cpu_fwd(&self, y: &CpuStorage, yl: &Layout, g: &CpuStorage, gl: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        y: &CpuStorage,
+        yl: &Layout,
+        g: &CpuStorage,
+        gl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let _t = crate::profile::scope("softmax");
         dispatch!("softmax backward", (y => y, g => g), self.run(y, yl, g, gl))
     }
@@ -97,7 +118,9 @@ pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
         return x.contiguous()?.apply_op1(Softmax);
     }
     // the max is subtracted without gradient: it cancels exactly
-    let e = x.broadcast_sub(&x.max_keepdim(D::Minus1)?.detach())?.exp()?;
+    let e = x
+        .broadcast_sub(&x.max_keepdim(D::Minus1)?.detach())?
+        .exp()?;
     e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
 }
 
@@ -110,20 +133,34 @@ struct Gelu;
 struct GeluBackward;
 
 /// The contiguous data of two inputs of one shape, or an error naming the op and both shapes.
-fn same_shape<'a, T>(a: (&'a [T], &Layout), b: (&'a [T], &Layout), op: &str) -> Result<(&'a [T], &'a [T])> {
+fn same_shape<'a, T>(
+    a: (&'a [T], &Layout),
+    b: (&'a [T], &Layout),
+    op: &str,
+) -> Result<(&'a [T], &'a [T])> {
     if a.1.shape() != b.1.shape() {
-        bail!("{op}: shapes {:?} and {:?} differ", a.1.shape(), b.1.shape());
+        bail!(
+            "{op}: shapes {:?} and {:?} differ",
+            a.1.shape(),
+            b.1.shape()
+        );
     }
     Ok((contiguous(a.0, a.1, op)?, contiguous(b.0, b.1, op)?))
 }
 
 /// Applies `chunk(out, a, b)` over matching chunks of two equally shaped contiguous inputs (or
 /// `a` twice), in parallel.
-fn map_par<T: Float>(a: &[T], b: Option<&[T]>, chunk: impl Fn(&mut [T], &[T], &[T]) + Sync) -> Vec<T> {
+fn map_par<T: Float>(
+    a: &[T],
+    b: Option<&[T]>,
+    chunk: impl Fn(&mut [T], &[T], &[T]) + Sync,
+) -> Vec<T> {
     let mut out = output_vec(a.len());
     const CHUNK: usize = 16_384;
     let b = b.unwrap_or(a);
-    out.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK))).for_each(|(o, (x, y))| chunk(o, x, y));
+    out.par_chunks_mut(CHUNK)
+        .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+        .for_each(|(o, (x, y))| chunk(o, x, y));
     out
 }
 
@@ -135,7 +172,8 @@ fn gelu<T: Float>(x: T) -> T {
 
 #[inline(always)]
 fn gelu_grad<T: Float>(x: T, g: T) -> T {
-    let cdf = T::from_f64(0.5) * (T::from_f64(1.0) + (x * T::from_f64(std::f64::consts::FRAC_1_SQRT_2)).erf());
+    let cdf = T::from_f64(0.5)
+        * (T::from_f64(1.0) + (x * T::from_f64(std::f64::consts::FRAC_1_SQRT_2)).erf());
     let pdf = (T::from_f64(-0.5) * x * x).exp() * T::from_f64(0.398_942_280_401_432_7);
     g * (cdf + x * pdf)
 }
@@ -182,7 +220,9 @@ impl CustomOp1 for Gelu {
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(arg.apply_op2_no_bwd(&grad.contiguous()?, &GeluBackward)?))
+        Ok(Some(
+            arg.apply_op2_no_bwd(&grad.contiguous()?, &GeluBackward)?,
+        ))
     }
 }
 
@@ -191,7 +231,13 @@ impl CustomOp2 for GeluBackward {
         "gelu-erf-backward"
     }
 
-    fn cpu_fwd(&self, x: &CpuStorage, xl: &Layout, g: &CpuStorage, gl: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        xl: &Layout,
+        g: &CpuStorage,
+        gl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let _t = crate::profile::scope("gelu");
         dispatch!(
             "gelu backward",
@@ -227,7 +273,11 @@ fn split_at_axis(shape: &Shape, axis: usize) -> Result<(usize, usize, usize)> {
     if axis >= dims.len() {
         bail!("bias: axis {axis} out of range for shape {dims:?}");
     }
-    Ok((dims[..axis].iter().product(), dims[axis], dims[axis + 1..].iter().product()))
+    Ok((
+        dims[..axis].iter().product(),
+        dims[axis],
+        dims[axis + 1..].iter().product(),
+    ))
 }
 
 /// Below this many elements the bias kernels run on the calling thread: handing so little work
@@ -250,10 +300,18 @@ fn add_row_bias<T: Float>(row: &mut [T], bias: &[T], inner: usize) {
 
 impl AddBias {
     fn run<T: Float>(&self, x: (&[T], &Layout), b: (&[T], &Layout)) -> Result<(Vec<T>, Shape)> {
-        let (xs, bs) = (contiguous(x.0, x.1, "add_bias")?, contiguous(b.0, b.1, "add_bias")?);
+        let (xs, bs) = (
+            contiguous(x.0, x.1, "add_bias")?,
+            contiguous(b.0, b.1, "add_bias")?,
+        );
         let (_, c, inner) = split_at_axis(x.1.shape(), self.axis)?;
         if bs.len() != c {
-            bail!("add_bias: bias of {} entries for axis {} of size {c} in {:?}", bs.len(), self.axis, x.1.shape().dims());
+            bail!(
+                "add_bias: bias of {} entries for axis {} of size {c} in {:?}",
+                bs.len(),
+                self.axis,
+                x.1.shape().dims()
+            );
         }
         let mut out = xs.to_vec();
         if let Some(rows) = 16_384usize.checked_div(c * inner) {
@@ -315,13 +373,27 @@ impl CustomOp2 for AddBias {
         "add-bias"
     }
 
-    fn cpu_fwd(&self, x: &CpuStorage, xl: &Layout, b: &CpuStorage, bl: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        xl: &Layout,
+        b: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let _t = crate::profile::scope("bias add");
         dispatch!("add_bias", (x => x, b => b), self.run((x, xl), (b, bl)))
     }
 
-    fn bwd(&self, _x: &Tensor, _b: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let db = grad.contiguous()?.apply_op1_no_bwd(&ChannelSum { axis: self.axis })?;
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let db = grad
+            .contiguous()?
+            .apply_op1_no_bwd(&ChannelSum { axis: self.axis })?;
         Ok((Some(grad.clone()), Some(db)))
     }
 }
@@ -340,11 +412,16 @@ impl CustomOp1 for ChannelSum {
 /// `x + bias` with `bias: [C]` laid along `axis` of `x` (size C), differentiable in both.
 pub fn add_bias(x: &Tensor, bias: &Tensor, axis: usize) -> Result<Tensor> {
     if crate::switches::use_fused(x) && x.dtype() == bias.dtype() {
-        return x.contiguous()?.apply_op2(&bias.contiguous()?, AddBias { axis });
+        return x
+            .contiguous()?
+            .apply_op2(&bias.contiguous()?, AddBias { axis });
     }
     let mut shape = vec![1; x.rank()];
     if axis >= shape.len() {
-        bail!("add_bias: axis {axis} out of range for shape {:?}", x.dims());
+        bail!(
+            "add_bias: axis {axis} out of range for shape {:?}",
+            x.dims()
+        );
     }
     shape[axis] = bias.elem_count();
     x.broadcast_add(&bias.reshape(shape)?)
@@ -367,12 +444,24 @@ impl CustomOp2 for Sum {
         "add"
     }
 
-    fn cpu_fwd(&self, a: &CpuStorage, al: &Layout, b: &CpuStorage, bl: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        a: &CpuStorage,
+        al: &Layout,
+        b: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let _t = crate::profile::scope("add");
         dispatch!("add", (a => a, b => b), same_shape((a, al), (b, bl), "add").map(|(a, b)| (map_par(a, Some(b), add_chunk), al.shape().clone())))
     }
 
-    fn bwd(&self, _a: &Tensor, _b: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        _a: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         Ok((Some(grad.clone()), Some(grad.clone())))
     }
 }
@@ -381,7 +470,11 @@ impl CustomOp2 for Sum {
 /// f32/f64 it runs on all threads (candle's element-wise ops run on the calling thread here,
 /// see `tune_threads`); otherwise it is candle's `add`.
 pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    if crate::switches::use_fused(a) && a.shape() == b.shape() && a.dtype() == b.dtype() && a.device().same_device(b.device()) {
+    if crate::switches::use_fused(a)
+        && a.shape() == b.shape()
+        && a.dtype() == b.dtype()
+        && a.device().same_device(b.device())
+    {
         return a.contiguous()?.apply_op2(&b.contiguous()?, Sum);
     }
     a.add(b)
@@ -390,19 +483,38 @@ pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{assert_gradient_matches_differences, assert_matches_reference, max_diff, randn, values, TestRng};
+    use crate::testing::{
+        assert_gradient_matches_differences, assert_matches_reference, max_diff, randn, values,
+        TestRng,
+    };
     use candle_core::{DType, Device, Var};
 
     /// Softmax over the last axis as candle ops (the fallback's formula).
     fn composite_softmax(x: &Tensor) -> Result<Tensor> {
-        let e = x.broadcast_sub(&x.max_keepdim(D::Minus1)?.detach())?.exp()?;
+        let e = x
+            .broadcast_sub(&x.max_keepdim(D::Minus1)?.detach())?
+            .exp()?;
         e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
     }
 
     #[test]
     fn forward_and_gradients_match_candle_composites() -> Result<()> {
-        assert_matches_reference("softmax", &[3, 2, 7], 0, &softmax_last, &composite_softmax, None)?;
-        assert_matches_reference("softmax", &[5, 1], 1, &softmax_last, &composite_softmax, None)?;
+        assert_matches_reference(
+            "softmax",
+            &[3, 2, 7],
+            0,
+            &softmax_last,
+            &composite_softmax,
+            None,
+        )?;
+        assert_matches_reference(
+            "softmax",
+            &[5, 1],
+            1,
+            &softmax_last,
+            &composite_softmax,
+            None,
+        )?;
         // candle's own gelu_erf gradient rounds 1/sqrt(2 pi) to 6 digits (the finite
         // difference test below checks ours exactly)
         assert_matches_reference("gelu", &[4, 9], 4, &gelu_erf, &|x| x.gelu_erf(), Some(1e-6))
@@ -417,19 +529,32 @@ mod tests {
     #[test]
     fn bias_matches_candle() -> Result<()> {
         let dev = Device::Cpu;
-        for (shape, axis) in [(vec![3, 4, 5], 1), (vec![70, 3], 1), (vec![2, 3, 2, 2], 1), (vec![4, 6], 0)] {
+        for (shape, axis) in [
+            (vec![3, 4, 5], 1),
+            (vec![70, 3], 1),
+            (vec![2, 3, 2, 2], 1),
+            (vec![4, 6], 0),
+        ] {
             let mut rng = TestRng::new(shape.len() as u64 + axis as u64);
             let x = Var::from_tensor(&randn(&mut rng, &shape, DType::F64, &dev)?)?;
             let b = Var::from_tensor(&randn(&mut rng, &[shape[axis]], DType::F64, &dev)?)?;
             let y = add_bias(x.as_tensor(), b.as_tensor(), axis)?;
             let mut bshape = vec![1; shape.len()];
             bshape[axis] = shape[axis];
-            let want = x.as_tensor().broadcast_add(&b.as_tensor().reshape(bshape)?)?;
+            let want = x
+                .as_tensor()
+                .broadcast_add(&b.as_tensor().reshape(bshape)?)?;
             assert!(max_diff(&values(&y)?, &values(&want)?) < 1e-14);
             let r = randn(&mut rng, &shape, DType::F64, &dev)?;
-            let (g, gw) = (y.mul(&r)?.sum_all()?.backward()?, want.mul(&r)?.sum_all()?.backward()?);
+            let (g, gw) = (
+                y.mul(&r)?.sum_all()?.backward()?,
+                want.mul(&r)?.sum_all()?.backward()?,
+            );
             for v in [&x, &b] {
-                let d = max_diff(&values(g.get(v.as_tensor()).unwrap())?, &values(gw.get(v.as_tensor()).unwrap())?);
+                let d = max_diff(
+                    &values(g.get(v.as_tensor()).unwrap())?,
+                    &values(gw.get(v.as_tensor()).unwrap())?,
+                );
                 assert!(d < 1e-12, "{shape:?} axis {axis}: gradient differs by {d}");
             }
         }

@@ -35,4 +35,6 @@ mod switches;
 pub mod testing;
 
 pub use machinery::{output_vec, Float};
-pub use switches::{bf16_compute, bf16_supported, set_bf16_compute, set_fused_kernels, Bf16Compute};
+pub use switches::{
+    bf16_compute, bf16_supported, set_bf16_compute, set_fused_kernels, Bf16Compute,
+};

@@ -11,7 +11,9 @@
 //! followed by [`add_bias`].
 
 use crate::elementwise::{add_bias, channel_sums};
-use crate::machinery::{contiguous, dispatch, matmul_parallel, output_vec, rows_per_task, unpack, Float, Mat};
+use crate::machinery::{
+    contiguous, dispatch, matmul_parallel, output_vec, rows_per_task, unpack, Float, Mat,
+};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -40,22 +42,45 @@ fn linear_dims(x: &Shape, w: &Shape, b: &Shape) -> Result<(usize, usize, usize)>
     let (out, inp) = w.dims2()?;
     let last = x.dims().last().copied().unwrap_or(0);
     if x.rank() == 0 || last != inp || b.dims() != [out] {
-        bail!("linear: input {:?}, weight {:?} and bias {:?} do not fit", x.dims(), w.dims(), b.dims());
+        bail!(
+            "linear: input {:?}, weight {:?} and bias {:?} do not fit",
+            x.dims(),
+            w.dims(),
+            b.dims()
+        );
     }
     Ok((x.elem_count() / inp.max(1), inp, out))
 }
 
 impl LinearOp {
-    fn run<T: Float>(&self, x: (&[T], &Layout), w: (&[T], &Layout), b: (&[T], &Layout)) -> Result<(Vec<T>, Shape)> {
+    fn run<T: Float>(
+        &self,
+        x: (&[T], &Layout),
+        w: (&[T], &Layout),
+        b: (&[T], &Layout),
+    ) -> Result<(Vec<T>, Shape)> {
         let (rows, inp, out) = linear_dims(x.1.shape(), w.1.shape(), b.1.shape())?;
-        let (xs, ws, bs) = (contiguous(x.0, x.1, "linear")?, contiguous(w.0, w.1, "linear")?, contiguous(b.0, b.1, "linear")?);
+        let (xs, ws, bs) = (
+            contiguous(x.0, x.1, "linear")?,
+            contiguous(w.0, w.1, "linear")?,
+            contiguous(b.0, b.1, "linear")?,
+        );
         let mut y = output_vec(rows * out);
         if out > 0 {
-            y.par_chunks_mut(out * rows_per_task(out)).for_each(|chunk| {
-                chunk.chunks_mut(out).for_each(|row| row.copy_from_slice(bs));
-            });
+            y.par_chunks_mut(out * rows_per_task(out))
+                .for_each(|chunk| {
+                    chunk
+                        .chunks_mut(out)
+                        .for_each(|row| row.copy_from_slice(bs));
+                });
         }
-        product(&mut y, Mat::new(xs, rows, inp), Mat::new(ws, out, inp).t(), true, self.bf16);
+        product(
+            &mut y,
+            Mat::new(xs, rows, inp),
+            Mat::new(ws, out, inp).t(),
+            true,
+            self.bf16,
+        );
         let mut shape = x.1.shape().dims().to_vec();
         *shape.last_mut().expect("rank checked") = out;
         Ok((y, Shape::from(shape)))
@@ -67,13 +92,30 @@ impl CustomOp3 for LinearOp {
         "linear"
     }
 
-    fn cpu_fwd(&self, x: &CpuStorage, xl: &Layout, w: &CpuStorage, wl: &Layout, b: &CpuStorage, bl: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        xl: &Layout,
+        w: &CpuStorage,
+        wl: &Layout,
+        b: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let _t = crate::profile::scope("linear (forward)");
         dispatch!("linear", (x => x, w => w, b => b), self.run((x, xl), (w, wl), (b, bl)))
     }
 
-    fn bwd(&self, x: &Tensor, w: &Tensor, b: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let packed = grad.contiguous()?.apply_op3_no_bwd(x, w, &LinearBackward { bf16: self.bf16 })?;
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let packed =
+            grad.contiguous()?
+                .apply_op3_no_bwd(x, w, &LinearBackward { bf16: self.bf16 })?;
         let mut grads = unpack(&packed, &[x, w, b])?.into_iter();
         Ok((grads.next(), grads.next(), grads.next()))
     }
@@ -87,21 +129,46 @@ struct LinearBackward {
 }
 
 impl LinearBackward {
-    fn run<T: Float>(&self, g: (&[T], &Layout), x: (&[T], &Layout), w: (&[T], &Layout)) -> Result<(Vec<T>, Shape)> {
+    fn run<T: Float>(
+        &self,
+        g: (&[T], &Layout),
+        x: (&[T], &Layout),
+        w: (&[T], &Layout),
+    ) -> Result<(Vec<T>, Shape)> {
         let (out, inp) = w.1.shape().dims2()?;
-        let (gs, xs, ws) = (contiguous(g.0, g.1, "linear backward")?, contiguous(x.0, x.1, "linear backward")?, contiguous(w.0, w.1, "linear backward")?);
+        let (gs, xs, ws) = (
+            contiguous(g.0, g.1, "linear backward")?,
+            contiguous(x.0, x.1, "linear backward")?,
+            contiguous(w.0, w.1, "linear backward")?,
+        );
         let rows = xs.len() / inp.max(1);
         if gs.len() != rows * out || xs.len() != rows * inp {
-            bail!("linear backward: gradient {:?} does not fit input {:?} and weight [{out}, {inp}]", g.1.shape().dims(), x.1.shape().dims());
+            bail!(
+                "linear backward: gradient {:?} does not fit input {:?} and weight [{out}, {inp}]",
+                g.1.shape().dims(),
+                x.1.shape().dims()
+            );
         }
         let mut packed = output_vec(rows * inp + out * inp + out);
         let (dx, rest) = packed.split_at_mut(rows * inp);
         let (dw, db) = rest.split_at_mut(out * inp);
-        product(dx, Mat::new(gs, rows, out), Mat::new(ws, out, inp), false, self.bf16);
+        product(
+            dx,
+            Mat::new(gs, rows, out),
+            Mat::new(ws, out, inp),
+            false,
+            self.bf16,
+        );
         // The weight gradient stays float32: in bfloat16 its operands (every row of the batch)
         // must be converted and transposed whole, which measured no faster than gemm's own
         // blocked packing (576 x 8192 x 192: 12.4 vs 11.3 ms).
-        product(dw, Mat::new(gs, rows, out).t(), Mat::new(xs, rows, inp), false, false);
+        product(
+            dw,
+            Mat::new(gs, rows, out).t(),
+            Mat::new(xs, rows, inp),
+            false,
+            false,
+        );
         db.copy_from_slice(&channel_sums(gs, rows, out, 1));
         let n = packed.len();
         Ok((packed, Shape::from(n)))
@@ -113,7 +180,15 @@ impl CustomOp3 for LinearBackward {
         "linear-backward"
     }
 
-    fn cpu_fwd(&self, g: &CpuStorage, gl: &Layout, x: &CpuStorage, xl: &Layout, w: &CpuStorage, wl: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        g: &CpuStorage,
+        gl: &Layout,
+        x: &CpuStorage,
+        xl: &Layout,
+        w: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let _t = crate::profile::scope("linear (backward)");
         dispatch!("linear backward", (g => g, x => x, w => w), self.run((g, gl), (x, xl), (w, wl)))
     }
@@ -131,13 +206,19 @@ impl Linear {
     /// A layer from `in_dim` to `out_dim` features with a bias (arguments as candle_nn's `linear`).
     pub fn new(in_dim: usize, out_dim: usize, vb: candle_nn::VarBuilder) -> Result<Self> {
         let l = candle_nn::linear(in_dim, out_dim, vb)?;
-        Ok(Self { weight: l.weight().clone(), bias: l.bias().cloned() })
+        Ok(Self {
+            weight: l.weight().clone(),
+            bias: l.bias().cloned(),
+        })
     }
 
     /// A layer without a bias.
     pub fn no_bias(in_dim: usize, out_dim: usize, vb: candle_nn::VarBuilder) -> Result<Self> {
         let l = candle_nn::linear_no_bias(in_dim, out_dim, vb)?;
-        Ok(Self { weight: l.weight().clone(), bias: None })
+        Ok(Self {
+            weight: l.weight().clone(),
+            bias: None,
+        })
     }
 
     /// A layer from existing tensors: `weight` `[out, in]` and an optional `bias` `[out]`.
@@ -159,14 +240,22 @@ impl Linear {
 impl candle_nn::Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dims = x.dims().to_vec();
-        let Some((&last, lead)) = dims.split_last() else { bail!("linear: scalar input") };
+        let Some((&last, lead)) = dims.split_last() else {
+            bail!("linear: scalar input")
+        };
         let (out, inp) = self.weight.dims2()?;
         if last != inp {
             bail!("linear: input {dims:?} does not end in the layer's {inp} features");
         }
         if let (Some(b), true) = (&self.bias, crate::switches::use_fused(x)) {
             if b.dtype() == x.dtype() && self.weight.dtype() == x.dtype() {
-                return x.contiguous()?.apply_op3(&self.weight.contiguous()?, &b.contiguous()?, LinearOp { bf16: crate::bf16_compute() });
+                return x.contiguous()?.apply_op3(
+                    &self.weight.contiguous()?,
+                    &b.contiguous()?,
+                    LinearOp {
+                        bf16: crate::bf16_compute(),
+                    },
+                );
             }
         }
         let rows: usize = lead.iter().product();
@@ -196,7 +285,11 @@ mod tests {
         let dev = Device::Cpu;
         // Linear (the fused op) over [2, 3, 4], [70, 4] and [1, 4] -> 5 against candle_nn's
         let mut varmap = VarMap::new();
-        let ours = Linear::new(4, 5, VarBuilder::from_varmap(&varmap, DType::F64, &dev).pp("l"))?;
+        let ours = Linear::new(
+            4,
+            5,
+            VarBuilder::from_varmap(&varmap, DType::F64, &dev).pp("l"),
+        )?;
         // Seeded values in place of candle's (unseeded) initialisation.
         let mut rng = TestRng::new(3);
         varmap.set_one("l.weight", randn(&mut rng, &[5, 4], DType::F64, &dev)?)?;
@@ -207,9 +300,15 @@ mod tests {
             let (y1, y2) = (ours.forward(x.as_tensor())?, theirs.forward(x.as_tensor())?);
             assert_eq!(y1.dims(), y2.dims());
             assert!(max_diff(&values(&y1)?, &values(&y2)?) < 1e-13);
-            let (g1, g2) = (y1.sqr()?.sum_all()?.backward()?, y2.sqr()?.sum_all()?.backward()?);
+            let (g1, g2) = (
+                y1.sqr()?.sum_all()?.backward()?,
+                y2.sqr()?.sum_all()?.backward()?,
+            );
             for t in [x.as_tensor(), &ours.weight, ours.bias.as_ref().unwrap()] {
-                assert!(max_diff(&values(g1.get(t).unwrap())?, &values(g2.get(t).unwrap())?) < 1e-12, "{shape:?}");
+                assert!(
+                    max_diff(&values(g1.get(t).unwrap())?, &values(g2.get(t).unwrap())?) < 1e-12,
+                    "{shape:?}"
+                );
             }
         }
         Ok(())

@@ -16,10 +16,12 @@
 //! The fused path covers f32 and f64 on the CPU; other devices and dtypes run the same math as a
 //! composition of candle ops (`composite`).
 
+use crate::machinery::{
+    contiguous, dispatch, output_vec, sum_by, sum_zip, unpack, wide_fn, Float, Stash,
+};
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use candle_nn::{Init, VarBuilder};
 use rayon::prelude::*;
-use crate::machinery::{contiguous, dispatch, output_vec, sum_by, sum_zip, unpack, wide_fn, Float, Stash};
 
 /// How the kernel reads its input: `[rows, channels, spatial]`, channels in `groups` groups.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,7 +72,11 @@ impl Spec {
     }
 
     /// The weight, bias and (if any) shift slices of the packed parameters for block `i`.
-    fn block_params<'a, T>(&self, params: &'a [T], i: usize) -> (&'a [T], &'a [T], Option<&'a [T]>) {
+    fn block_params<'a, T>(
+        &self,
+        params: &'a [T],
+        i: usize,
+    ) -> (&'a [T], &'a [T], Option<&'a [T]>) {
         let (c, g) = (self.geo.channels, self.geo.groups);
         let cg = self.geo.group_channels();
         let (row, first) = (i / g, (i % g) * cg);
@@ -81,11 +87,21 @@ impl Spec {
     }
 
     /// Checks the storages' sizes against the geometry and returns their contiguous slices.
-    fn slices<'a, T>(&self, x: (&'a [T], &Layout), params: (&'a [T], &Layout), op: &str) -> Result<(&'a [T], &'a [T])> {
+    fn slices<'a, T>(
+        &self,
+        x: (&'a [T], &Layout),
+        params: (&'a [T], &Layout),
+        op: &str,
+    ) -> Result<(&'a [T], &'a [T])> {
         let x = contiguous(x.0, x.1, op)?;
         let params = contiguous(params.0, params.1, op)?;
         if x.len() != self.geo.len() || params.len() != self.params_len() {
-            bail!("{op}: input of {} elements and {} packed parameters do not fit {:?}", x.len(), params.len(), self);
+            bail!(
+                "{op}: input of {} elements and {} packed parameters do not fit {:?}",
+                x.len(),
+                params.len(),
+                self
+            );
         }
         Ok((x, params))
     }
@@ -108,7 +124,8 @@ fn block_stats<T: Float>(x: &[T], shift: Option<&[T]>, spatial: usize, eps: f64)
             let channels = x.len() / spatial;
             let mut sum = 0.0;
             for c in 0..channels {
-                sum += sum_by(&x[c * spatial..][..spatial], |v| v) + shift[c].to_f64() * spatial as f64;
+                sum += sum_by(&x[c * spatial..][..spatial], |v| v)
+                    + shift[c].to_f64() * spatial as f64;
             }
             let mean = sum / n;
             let mut sq = 0.0;
@@ -164,7 +181,14 @@ wide_fn! {
 /// Normalises one block: `out = silu?((x + shift - mean) * rstd * weight + bias)`; returns the
 /// block's `(mean, rstd)`.
 #[inline(always)]
-fn forward_block<T: Float>(spec: &Spec, x: &[T], weight: &[T], bias: &[T], shift: Option<&[T]>, out: &mut [T]) -> (f64, f64) {
+fn forward_block<T: Float>(
+    spec: &Spec,
+    x: &[T],
+    weight: &[T],
+    bias: &[T],
+    shift: Option<&[T]>,
+    out: &mut [T],
+) -> (f64, f64) {
     let s = spec.geo.spatial;
     if s == 1 {
         // One element per channel (LayerNorm): vectorise over the channels. (Index loops: an
@@ -234,13 +258,18 @@ fn backward_block<T: Float>(
         let (mean, rstd) = stats.unwrap_or_else(|| block_stats(xhat, None, 1, spec.eps));
         let (m, r) = (T::from_f64(mean), T::from_f64(rstd));
         let len = dx.len();
-        let (xhat, dout, weight, bias) = (&mut xhat[..len], &dout[..len], &weight[..len], &bias[..len]);
+        let (xhat, dout, weight, bias) =
+            (&mut xhat[..len], &dout[..len], &weight[..len], &bias[..len]);
         let (gw, gb) = (&mut grads.weight[..len], &mut grads.bias[..len]);
         xhat.iter_mut().for_each(|v| *v = (*v - m) * r);
         // dx holds dxhat = dy * weight for now.
         for c in 0..len {
             let (xh, w, g) = (xhat[c], weight[c], dout[c]);
-            let dy = if spec.silu { g * silu_grad(xh * w + bias[c]) } else { g };
+            let dy = if spec.silu {
+                g * silu_grad(xh * w + bias[c])
+            } else {
+                g
+            };
             gw[c] += (dy * xh).to_f64();
             gb[c] += dy.to_f64();
             dx[c] = dy * w;
@@ -349,7 +378,13 @@ impl CustomOp2 for NormFwd {
         "fused-norm"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let _t = crate::profile::scope("norm (forward)");
         dispatch!("fused-norm", (s1 => x, s2 => p), self.run((x, l1), (p, l2)).map(|v| (v, l1.shape().clone())))
     }
@@ -363,7 +398,14 @@ impl CustomOp2 for NormFwd {
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         // The kept statistics move to the backward op (a second backward recomputes them).
         let stats = self.stash.take();
-        let packed = x.apply_op3_no_bwd(params, &grad.contiguous()?, &NormBwd { spec: self.spec, stats })?;
+        let packed = x.apply_op3_no_bwd(
+            params,
+            &grad.contiguous()?,
+            &NormBwd {
+                spec: self.spec,
+                stats,
+            },
+        )?;
         let mut grads = unpack(&packed, &[x, params])?.into_iter();
         Ok((grads.next(), grads.next()))
     }
@@ -379,13 +421,22 @@ struct NormBwd {
 }
 
 impl NormBwd {
-    fn run<T: Float>(&self, x: (&[T], &Layout), params: (&[T], &Layout), dout: (&[T], &Layout)) -> Result<Vec<T>> {
+    fn run<T: Float>(
+        &self,
+        x: (&[T], &Layout),
+        params: (&[T], &Layout),
+        dout: (&[T], &Layout),
+    ) -> Result<Vec<T>> {
         let spec = &self.spec;
         let geo = &spec.geo;
         let (x, params) = spec.slices(x, params, "fused-norm-backward")?;
         let dout = contiguous(dout.0, dout.1, "fused-norm-backward")?;
         if dout.len() != x.len() {
-            bail!("fused-norm-backward: gradient of {} elements for an input of {}", dout.len(), x.len());
+            bail!(
+                "fused-norm-backward: gradient of {} elements for an input of {}",
+                dout.len(),
+                x.len()
+            );
         }
         let (len, cg, c) = (geo.block_len(), geo.group_channels(), geo.channels);
         let mut out = output_vec(x.len() + spec.params_len());
@@ -399,11 +450,16 @@ impl NormBwd {
         let shift_len = if spec.shift { per_task * cg } else { 0 };
         let part_len = 2 * c + shift_len;
         let tasks = (geo.rows * geo.groups).div_ceil(per_task);
-        let stats = self.stats.as_deref().filter(|st| st.len() == geo.rows * geo.groups);
+        let stats = self
+            .stats
+            .as_deref()
+            .filter(|st| st.len() == geo.rows * geo.groups);
         let mut partials = vec![0.0f64; tasks * part_len];
         let (dx, dparams) = out.split_at_mut(x.len());
-        dx.par_chunks_mut(per_task * len).zip(partials.par_chunks_mut(part_len)).enumerate().for_each(
-            |(task, (dx, part))| {
+        dx.par_chunks_mut(per_task * len)
+            .zip(partials.par_chunks_mut(part_len))
+            .enumerate()
+            .for_each(|(task, (dx, part))| {
                 let mut scratch = vec![T::default(); if geo.spatial == 1 { len } else { 0 }];
                 let (wb, dshift) = part.split_at_mut(2 * c);
                 let (dweight, dbias) = wb.split_at_mut(c);
@@ -414,14 +470,28 @@ impl NormBwd {
                     let grads = ParamGrads {
                         weight: &mut dweight[first..first + cg],
                         bias: &mut dbias[first..first + cg],
-                        shift: if spec.shift { &mut dshift[j * cg..][..cg] } else { &mut [] },
+                        shift: if spec.shift {
+                            &mut dshift[j * cg..][..cg]
+                        } else {
+                            &mut []
+                        },
                     };
                     let at = i * len;
                     let st = stats.map(|st| st[i]);
-                    backward_block_wide(spec, &x[at..at + len], w, b, shift, &dout[at..at + len], dx, grads, &mut scratch, st);
+                    backward_block_wide(
+                        spec,
+                        &x[at..at + len],
+                        w,
+                        b,
+                        shift,
+                        &dout[at..at + len],
+                        dx,
+                        grads,
+                        &mut scratch,
+                        st,
+                    );
                 }
-            },
-        );
+            });
         let mut dweight = vec![0.0f64; 2 * c];
         for part in partials.chunks_exact(part_len) {
             dweight.iter_mut().zip(part).for_each(|(d, &p)| *d += p);
@@ -486,11 +556,17 @@ fn normalize(
     }
     if let Some(shift) = shift {
         if shift.dims() != [geo.rows, c] {
-            bail!("norm: shift must be [{}, {c}] for input {:?}, got {:?}", geo.rows, x.dims(), shift.dims());
+            bail!(
+                "norm: shift must be [{}, {c}] for input {:?}, got {:?}",
+                geo.rows,
+                x.dims(),
+                shift.dims()
+            );
         }
     }
     let dtype = x.dtype();
-    if weight.dtype() != dtype || bias.dtype() != dtype || shift.is_some_and(|s| s.dtype() != dtype) {
+    if weight.dtype() != dtype || bias.dtype() != dtype || shift.is_some_and(|s| s.dtype() != dtype)
+    {
         bail!("norm: input, weight, bias and shift must share a dtype, input is {dtype:?}");
     }
     if !crate::switches::use_fused(x) {
@@ -501,7 +577,12 @@ fn normalize(
         parts.push(shift.flatten_all()?);
     }
     let params = Tensor::cat(&parts, 0)?;
-    let spec = Spec { geo, eps, silu, shift: shift.is_some() };
+    let spec = Spec {
+        geo,
+        eps,
+        silu,
+        shift: shift.is_some(),
+    };
     let stash = Stash::for_inputs(&[x, &params]);
     x.contiguous()?.apply_op2(&params, NormFwd { spec, stash })
 }
@@ -517,7 +598,12 @@ fn composite(
     eps: f64,
     silu: bool,
 ) -> Result<Tensor> {
-    let Geometry { rows, channels: c, spatial, groups } = geo;
+    let Geometry {
+        rows,
+        channels: c,
+        spatial,
+        groups,
+    } = geo;
     let dtype = x.dtype();
     let internal = match dtype {
         DType::F16 | DType::BF16 => DType::F32,
@@ -531,8 +617,12 @@ fn composite(
     let z = z.reshape((rows, groups, geo.block_len()))?;
     let centered = z.broadcast_sub(&z.mean_keepdim(2)?)?;
     let var = centered.sqr()?.mean_keepdim(2)?;
-    let xhat = centered.broadcast_div(&(var + eps)?.sqrt()?)?.reshape((rows, c, spatial))?;
-    let y = xhat.broadcast_mul(&per_channel(weight, 1)?)?.broadcast_add(&per_channel(bias, 1)?)?;
+    let xhat = centered
+        .broadcast_div(&(var + eps)?.sqrt()?)?
+        .reshape((rows, c, spatial))?;
+    let y = xhat
+        .broadcast_mul(&per_channel(weight, 1)?)?
+        .broadcast_add(&per_channel(bias, 1)?)?;
     let y = if silu { y.silu()? } else { y };
     y.to_dtype(dtype)?.reshape(x.shape())
 }
@@ -556,10 +646,26 @@ pub fn group_norm(
     }
     let (rows, channels) = (x.dim(0)?, x.dim(1)?);
     if groups == 0 || !channels.is_multiple_of(groups) {
-        bail!("group_norm: input {:?} has {channels} channels, not divisible into {groups} groups", x.dims());
+        bail!(
+            "group_norm: input {:?} has {channels} channels, not divisible into {groups} groups",
+            x.dims()
+        );
     }
     let spatial = x.dims()[2..].iter().product();
-    normalize(x, weight, bias, shift, Geometry { rows, channels, spatial, groups }, eps, silu)
+    normalize(
+        x,
+        weight,
+        bias,
+        shift,
+        Geometry {
+            rows,
+            channels,
+            spatial,
+            groups,
+        },
+        eps,
+        silu,
+    )
 }
 
 /// LayerNorm of `x: [..., H]` over its last axis (biased variance), then the per-element affine
@@ -569,7 +675,20 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
         bail!("layer_norm: input must have at least one axis, got a scalar");
     };
     let rows = x.dims()[..x.rank() - 1].iter().product();
-    normalize(x, weight, bias, None, Geometry { rows, channels, spatial: 1, groups: 1 }, eps, false)
+    normalize(
+        x,
+        weight,
+        bias,
+        None,
+        Geometry {
+            rows,
+            channels,
+            spatial: 1,
+            groups: 1,
+        },
+        eps,
+        false,
+    )
 }
 
 /// A GroupNorm layer (parameters `weight`, initialised to ones, and `bias`, to zeros: the names
@@ -599,7 +718,15 @@ impl Norm {
     /// Normalises `x: [B, C, ...]`, after adding `shift: [B, C]` if given and followed by SiLU
     /// if `silu`, see [`group_norm`].
     pub fn forward(&self, x: &Tensor, shift: Option<&Tensor>, silu: bool) -> Result<Tensor> {
-        group_norm(x, &self.weight, &self.bias, self.groups, self.eps, shift, silu)
+        group_norm(
+            x,
+            &self.weight,
+            &self.bias,
+            self.groups,
+            self.eps,
+            shift,
+            silu,
+        )
     }
 }
 
@@ -641,8 +768,14 @@ mod tests {
 
     /// (input shape, groups): 1-D, 2-D, odd sizes (C = 6, G = 3, 5 positions, B = 3), one
     /// group, one channel per group.
-    const GROUP_CASES: [(&[usize], usize); 6] =
-        [(&[2, 4, 5], 2), (&[2, 4, 3, 3], 2), (&[3, 6, 5], 3), (&[3, 6, 1, 5], 3), (&[2, 6, 7], 1), (&[1, 4, 2, 3], 4)];
+    const GROUP_CASES: [(&[usize], usize); 6] = [
+        (&[2, 4, 5], 2),
+        (&[2, 4, 3, 3], 2),
+        (&[3, 6, 5], 3),
+        (&[3, 6, 1, 5], 3),
+        (&[2, 6, 7], 1),
+        (&[1, 4, 2, 3], 4),
+    ];
 
     /// Every (shift, silu) combination.
     const FLAGS: [(bool, bool); 4] = [(false, false), (false, true), (true, false), (true, true)];
@@ -668,7 +801,11 @@ mod tests {
         }
 
         fn vars(&self, shift: bool) -> Vec<(&'static str, &Var)> {
-            let mut vars = vec![("x", &self.x), ("weight", &self.weight), ("bias", &self.bias)];
+            let mut vars = vec![
+                ("x", &self.x),
+                ("weight", &self.weight),
+                ("bias", &self.bias),
+            ];
             if shift {
                 vars.push(("shift", &self.shift));
             }
@@ -677,7 +814,15 @@ mod tests {
 
         fn fused(&self, groups: usize, shift: bool, silu: bool) -> Result<Tensor> {
             let s = shift.then(|| self.shift.as_tensor());
-            group_norm(self.x.as_tensor(), self.weight.as_tensor(), self.bias.as_tensor(), groups, EPS, s, silu)
+            group_norm(
+                self.x.as_tensor(),
+                self.weight.as_tensor(),
+                self.bias.as_tensor(),
+                groups,
+                EPS,
+                s,
+                silu,
+            )
         }
 
         /// candle_nn's GroupNorm of `x + shift` (broadcast over positions), then SiLU.
@@ -690,7 +835,10 @@ mod tests {
             } else {
                 x.clone()
             };
-            let (w, b) = (self.weight.as_tensor().clone(), self.bias.as_tensor().clone());
+            let (w, b) = (
+                self.weight.as_tensor().clone(),
+                self.bias.as_tensor().clone(),
+            );
             let y = candle_nn::GroupNorm::new(w, b, x.dim(1)?, groups, EPS)?.forward(&x)?;
             if silu {
                 y.silu()
@@ -704,16 +852,30 @@ mod tests {
     /// ones (a shift gradient is exactly zero with one channel per group and no SiLU).
     fn err(a: &[f64], b: &[f64]) -> f64 {
         assert_eq!(a.len(), b.len());
-        let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+        let diff = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max);
         diff / b.iter().map(|y| y.abs()).fold(1.0, f64::max)
     }
 
     /// The gradients of `sum(f() * r)` for every var, and the loss closure for finite
     /// differences.
-    fn grads_of(f: &dyn Fn() -> Result<Tensor>, r: &Tensor, vars: &[(&str, &Var)]) -> Result<Vec<Vec<f64>>> {
+    fn grads_of(
+        f: &dyn Fn() -> Result<Tensor>,
+        r: &Tensor,
+        vars: &[(&str, &Var)],
+    ) -> Result<Vec<Vec<f64>>> {
         let grads = f()?.mul(r)?.sum_all()?.backward()?;
         vars.iter()
-            .map(|(name, v)| values(grads.get(v.as_tensor()).unwrap_or_else(|| panic!("no gradient for {name}"))))
+            .map(|(name, v)| {
+                values(
+                    grads
+                        .get(v.as_tensor())
+                        .unwrap_or_else(|| panic!("no gradient for {name}")),
+                )
+            })
             .collect()
     }
 
@@ -733,7 +895,10 @@ mod tests {
                 for (shift, silu) in FLAGS {
                     let y = inp.fused(groups, shift, silu)?;
                     let e = err(&values(&y)?, &values(&inp.reference(groups, shift, silu)?)?);
-                    assert!(e < tol, "{dtype:?} {shape:?} G{groups} shift {shift} silu {silu}: {e}");
+                    assert!(
+                        e < tol,
+                        "{dtype:?} {shape:?} G{groups} shift {shift} silu {silu}: {e}"
+                    );
                 }
                 // A strided input gives the same result.
                 let (w, b) = (inp.weight.as_tensor(), inp.bias.as_tensor());
@@ -756,7 +921,10 @@ mod tests {
                     let want = grads_of(&|| inp.reference(groups, shift, silu), &r, &vars)?;
                     for ((name, _), (a, b)) in vars.iter().zip(fused.iter().zip(&want)) {
                         let e = err(a, b);
-                        assert!(e < tol, "{dtype:?} {shape:?} G{groups} shift {shift} silu {silu} {name}: {e}");
+                        assert!(
+                            e < tol,
+                            "{dtype:?} {shape:?} G{groups} shift {shift} silu {silu} {name}: {e}"
+                        );
                     }
                 }
             }
@@ -768,7 +936,12 @@ mod tests {
     fn gradients_match_finite_differences() -> Result<()> {
         for (n, &(shape, groups)) in GROUP_CASES[..4].iter().enumerate() {
             let inp = Inputs::new(shape, DType::F64, 30 + n as u64)?;
-            let r = randn(&mut TestRng::new(40 + n as u64), shape, DType::F64, &Device::Cpu)?;
+            let r = randn(
+                &mut TestRng::new(40 + n as u64),
+                shape,
+                DType::F64,
+                &Device::Cpu,
+            )?;
             for (shift, silu) in FLAGS {
                 let vars = inp.vars(shift);
                 let f = || inp.fused(groups, shift, silu);
@@ -776,7 +949,10 @@ mod tests {
                 for ((name, var), analytic) in vars.iter().zip(grads_of(&f, &r, &vars)?) {
                     let all: Vec<usize> = (0..var.elem_count()).collect();
                     let e = rel_err(&analytic, &numeric_grad(var, &all, &loss)?);
-                    assert!(e < 1e-7, "{shape:?} G{groups} shift {shift} silu {silu} {name}: {e}");
+                    assert!(
+                        e < 1e-7,
+                        "{shape:?} G{groups} shift {shift} silu {silu} {name}: {e}"
+                    );
                 }
             }
         }
@@ -785,20 +961,36 @@ mod tests {
 
     #[test]
     fn layer_norm_matches_candle_and_finite_differences() -> Result<()> {
-        for (n, shape) in [&[5usize, 7][..], &[2, 3, 6], &[4, 1]].into_iter().enumerate() {
+        for (n, shape) in [&[5usize, 7][..], &[2, 3, 6], &[4, 1]]
+            .into_iter()
+            .enumerate()
+        {
             let h = *shape.last().unwrap();
             // candle_nn's LayerNorm takes a fast path for contiguous inputs that computes in f32
             // and has no gradient; a strided input takes the composite (differentiable) path.
-            for (dtype, tol, input) in [(DType::F32, 1e-5, "contiguous"), (DType::F64, 1e-12, "strided")] {
+            for (dtype, tol, input) in [
+                (DType::F32, 1e-5, "contiguous"),
+                (DType::F64, 1e-12, "strided"),
+            ] {
                 let mut rng = TestRng::new(50 + n as u64);
-                let x = Var::from_tensor(&randn(&mut rng, shape, dtype, &Device::Cpu)?.affine(2.0, -1.0)?)?;
+                let x = Var::from_tensor(
+                    &randn(&mut rng, shape, dtype, &Device::Cpu)?.affine(2.0, -1.0)?,
+                )?;
                 let w = Var::from_tensor(&randn(&mut rng, &[h], dtype, &Device::Cpu)?)?;
                 let b = Var::from_tensor(&randn(&mut rng, &[h], dtype, &Device::Cpu)?)?;
                 let r = randn(&mut rng, shape, dtype, &Device::Cpu)?;
                 let fused = || layer_norm(x.as_tensor(), w.as_tensor(), b.as_tensor(), EPS);
                 let reference = || {
-                    let norm = candle_nn::LayerNorm::new(w.as_tensor().clone(), b.as_tensor().clone(), EPS);
-                    let x = if input == "strided" { strided(x.as_tensor())? } else { x.as_tensor().clone() };
+                    let norm = candle_nn::LayerNorm::new(
+                        w.as_tensor().clone(),
+                        b.as_tensor().clone(),
+                        EPS,
+                    );
+                    let x = if input == "strided" {
+                        strided(x.as_tensor())?
+                    } else {
+                        x.as_tensor().clone()
+                    };
                     norm.forward(&x)
                 };
                 let e = err(&values(&fused()?)?, &values(&reference()?)?);
@@ -827,20 +1019,40 @@ mod tests {
     fn fallback_matches_fused() -> Result<()> {
         for (n, &(shape, groups)) in GROUP_CASES.iter().enumerate() {
             let inp = Inputs::new(shape, DType::F64, 60 + n as u64)?;
-            let r = randn(&mut TestRng::new(70 + n as u64), shape, DType::F64, &Device::Cpu)?;
+            let r = randn(
+                &mut TestRng::new(70 + n as u64),
+                shape,
+                DType::F64,
+                &Device::Cpu,
+            )?;
             let (b, c) = (shape[0], shape[1]);
-            let geo = Geometry { rows: b, channels: c, spatial: shape[2..].iter().product(), groups };
+            let geo = Geometry {
+                rows: b,
+                channels: c,
+                spatial: shape[2..].iter().product(),
+                groups,
+            };
             for (shift, silu) in FLAGS {
                 let vars = inp.vars(shift);
                 let composite = || {
                     let s = shift.then(|| inp.shift.as_tensor());
-                    let (x, w, b) = (inp.x.as_tensor(), inp.weight.as_tensor(), inp.bias.as_tensor());
+                    let (x, w, b) = (
+                        inp.x.as_tensor(),
+                        inp.weight.as_tensor(),
+                        inp.bias.as_tensor(),
+                    );
                     composite(x, w, b, s, geo, EPS, silu)
                 };
-                let e = err(&values(&composite()?)?, &values(&inp.fused(groups, shift, silu)?)?);
+                let e = err(
+                    &values(&composite()?)?,
+                    &values(&inp.fused(groups, shift, silu)?)?,
+                );
                 assert!(e < 1e-12, "{shape:?} forward: {e}");
                 let got = grads_of(&|| inp.fused(groups, shift, silu), &r, &vars)?;
-                for ((name, _), (a, want)) in vars.iter().zip(got.iter().zip(&grads_of(&composite, &r, &vars)?)) {
+                for ((name, _), (a, want)) in vars
+                    .iter()
+                    .zip(got.iter().zip(&grads_of(&composite, &r, &vars)?))
+                {
                     let e = err(a, want);
                     assert!(e < 1e-12, "{shape:?} shift {shift} silu {silu} {name}: {e}");
                 }
@@ -875,8 +1087,14 @@ mod tests {
             let loss = inp.fused(groups, true, true)?.mul(&r)?.sum_all()?;
             let (first, second) = (loss.backward()?, loss.backward()?);
             for (name, v) in &vars {
-                let (a, b) = (values(first.get(v.as_tensor()).unwrap())?, values(second.get(v.as_tensor()).unwrap())?);
-                assert_eq!(a, b, "{shape:?} {name}: kept and recomputed statistics differ");
+                let (a, b) = (
+                    values(first.get(v.as_tensor()).unwrap())?,
+                    values(second.get(v.as_tensor()).unwrap())?,
+                );
+                assert_eq!(
+                    a, b,
+                    "{shape:?} {name}: kept and recomputed statistics differ"
+                );
             }
         }
         Ok(())
@@ -912,18 +1130,43 @@ mod tests {
         assert!(e.contains("[2, 6, 5]") && e.contains("4 groups"), "{e}");
         let e = message(group_norm(&x, &v(5)?, &v(6)?, 3, EPS, None, false));
         assert!(e.contains("6 channels") && e.contains("[5]"), "{e}");
-        let e = message(group_norm(&x, &v(6)?, &v(6)?, 3, EPS, Some(&Tensor::zeros((2, 5), DType::F32, &dev)?), false));
-        assert!(e.contains("shift must be [2, 6]") && e.contains("[2, 5]"), "{e}");
+        let e = message(group_norm(
+            &x,
+            &v(6)?,
+            &v(6)?,
+            3,
+            EPS,
+            Some(&Tensor::zeros((2, 5), DType::F32, &dev)?),
+            false,
+        ));
+        assert!(
+            e.contains("shift must be [2, 6]") && e.contains("[2, 5]"),
+            "{e}"
+        );
         let e = message(group_norm(&x, &v(6)?, &v(6)?, 3, EPS, Some(&v(6)?), true));
         assert!(e.contains("shift must be [2, 6]"), "{e}");
         let e = message(group_norm(&v(6)?, &v(6)?, &v(6)?, 3, EPS, None, false));
         assert!(e.contains("[B, C, ...]"), "{e}");
-        let e = message(group_norm(&x, &v(6)?.to_dtype(DType::F64)?, &v(6)?, 3, EPS, None, false));
+        let e = message(group_norm(
+            &x,
+            &v(6)?.to_dtype(DType::F64)?,
+            &v(6)?,
+            3,
+            EPS,
+            None,
+            false,
+        ));
         assert!(e.contains("dtype"), "{e}");
         let e = message(layer_norm(&x, &v(6)?, &v(6)?, EPS));
         assert!(e.contains("5 channels") && e.contains("[6]"), "{e}");
         let varmap = VarMap::new();
-        assert!(Norm::new(VarBuilder::from_varmap(&varmap, DType::F32, &dev), 4, 6, EPS).is_err());
+        assert!(Norm::new(
+            VarBuilder::from_varmap(&varmap, DType::F32, &dev),
+            4,
+            6,
+            EPS
+        )
+        .is_err());
         Ok(())
     }
 
@@ -933,20 +1176,44 @@ mod tests {
     fn norm_layer_parameters_match_candle_nn() -> Result<()> {
         let dev = Device::Cpu;
         let (ours, theirs) = (VarMap::new(), VarMap::new());
-        let norm = Norm::new(VarBuilder::from_varmap(&ours, DType::F32, &dev).pp("norm1"), 2, 4, EPS)?;
-        let reference = candle_nn::group_norm(2, 4, EPS, VarBuilder::from_varmap(&theirs, DType::F32, &dev).pp("norm1"))?;
+        let norm = Norm::new(
+            VarBuilder::from_varmap(&ours, DType::F32, &dev).pp("norm1"),
+            2,
+            4,
+            EPS,
+        )?;
+        let reference = candle_nn::group_norm(
+            2,
+            4,
+            EPS,
+            VarBuilder::from_varmap(&theirs, DType::F32, &dev).pp("norm1"),
+        )?;
         // The variables by name, sorted.
         let tensors = |m: &VarMap| -> BTreeMap<String, Tensor> {
-            m.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect()
+            m.data()
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+                .collect()
         };
         let (ours, theirs) = (tensors(&ours), tensors(&theirs));
-        assert_eq!(ours.keys().collect::<Vec<_>>(), ["norm1.bias", "norm1.weight"]);
-        assert_eq!(ours.keys().collect::<Vec<_>>(), theirs.keys().collect::<Vec<_>>());
+        assert_eq!(
+            ours.keys().collect::<Vec<_>>(),
+            ["norm1.bias", "norm1.weight"]
+        );
+        assert_eq!(
+            ours.keys().collect::<Vec<_>>(),
+            theirs.keys().collect::<Vec<_>>()
+        );
         for (name, t) in &ours {
             assert_eq!(values(t)?, values(&theirs[name])?, "{name}");
         }
         let x = randn(&mut TestRng::new(1), &[2, 4, 3], DType::F32, &dev)?;
-        let e = err(&values(&norm.forward(&x, None, false)?)?, &values(&reference.forward(&x)?)?);
+        let e = err(
+            &values(&norm.forward(&x, None, false)?)?,
+            &values(&reference.forward(&x)?)?,
+        );
         assert!(e < 1e-6, "{e}");
         Ok(())
     }

@@ -6,10 +6,10 @@
 //! kernels that run inside it), so the totals of different names can overlap. [`median_ms`]
 //! times a closure for micro-benchmarks.
 
+use candle_core::Result;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-use candle_core::Result;
 use std::time::Instant;
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
@@ -34,7 +34,10 @@ pub struct Scope {
 
 /// Starts timing a region called `name` (a no-op while profiling is off).
 pub fn scope(name: &'static str) -> Scope {
-    Scope { name, start: enabled().then(Instant::now) }
+    Scope {
+        name,
+        start: enabled().then(Instant::now),
+    }
 }
 
 impl Drop for Scope {
@@ -65,7 +68,11 @@ pub fn take() -> Vec<Entry> {
     let mut totals = TOTALS.lock().unwrap_or_else(|e| e.into_inner());
     let mut out: Vec<Entry> = std::mem::take(&mut *totals)
         .into_iter()
-        .map(|(name, (seconds, calls))| Entry { name: name.to_string(), seconds, calls })
+        .map(|(name, (seconds, calls))| Entry {
+            name: name.to_string(),
+            seconds,
+            calls,
+        })
         .collect();
     out.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
     out
@@ -112,7 +119,10 @@ mod tests {
         enable(false);
         let got = take();
         assert!(got.iter().all(|e| e.name != "profile-test-off"));
-        let on = got.iter().find(|e| e.name == "profile-test-on").expect("recorded");
+        let on = got
+            .iter()
+            .find(|e| e.name == "profile-test-on")
+            .expect("recorded");
         assert_eq!(on.calls, 2);
         assert!(on.seconds >= 0.0);
         assert!(take().is_empty());

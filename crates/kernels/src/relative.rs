@@ -31,16 +31,22 @@ fn relative_shapes(scores: &Shape, qe: &Shape) -> Result<(usize, usize, usize)> 
 impl RelativeScores {
     fn run<T: Float>(&self, s: (&[T], &Layout), qe: (&[T], &Layout)) -> Result<(Vec<T>, Shape)> {
         let (n, l, r) = relative_shapes(s.1.shape(), qe.1.shape())?;
-        let (ss, qs) = (contiguous(s.0, s.1, "relative scores")?, contiguous(qe.0, qe.1, "relative scores")?);
+        let (ss, qs) = (
+            contiguous(s.0, s.1, "relative scores")?,
+            contiguous(qe.0, qe.1, "relative scores")?,
+        );
         let m = r.div_ceil(2);
         let mut out = ss.to_vec();
         if n * l > 0 {
-            out.par_chunks_mut(l).zip(qs.par_chunks(r)).enumerate().for_each(|(row, (o, q))| {
-                let li = row % l;
-                for (ri, v) in o.iter_mut().enumerate() {
-                    *v += q[li + m - 1 - ri];
-                }
-            });
+            out.par_chunks_mut(l)
+                .zip(qs.par_chunks(r))
+                .enumerate()
+                .for_each(|(row, (o, q))| {
+                    let li = row % l;
+                    for (ri, v) in o.iter_mut().enumerate() {
+                        *v += q[li + m - 1 - ri];
+                    }
+                });
         }
         Ok((out, s.1.shape().clone()))
     }
@@ -53,12 +59,15 @@ impl RelativeScoresBackward {
         let (r, m) = (self.distances, self.distances.div_ceil(2));
         let mut out = vec![T::default(); n * l * r];
         if n * l > 0 {
-            out.par_chunks_mut(r).zip(g.par_chunks(l)).enumerate().for_each(|(row, (o, gr))| {
-                let li = row % l;
-                for (ri, &v) in gr.iter().enumerate() {
-                    o[li + m - 1 - ri] = v;
-                }
-            });
+            out.par_chunks_mut(r)
+                .zip(g.par_chunks(l))
+                .enumerate()
+                .for_each(|(row, (o, gr))| {
+                    let li = row % l;
+                    for (ri, &v) in gr.iter().enumerate() {
+                        o[li + m - 1 - ri] = v;
+                    }
+                });
         }
         Ok((out, Shape::from((n, l, r))))
     }
@@ -69,13 +78,29 @@ impl CustomOp2 for RelativeScores {
         "relative-scores"
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, sl: &Layout, q: &CpuStorage, ql: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s: &CpuStorage,
+        sl: &Layout,
+        q: &CpuStorage,
+        ql: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let _t = crate::profile::scope("relative positions");
         dispatch!("relative scores", (s => s, q => q), self.run((s, sl), (q, ql)))
     }
 
-    fn bwd(&self, _s: &Tensor, qe: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let dq = grad.contiguous()?.apply_op1_no_bwd(&RelativeScoresBackward { distances: qe.dim(2)? })?;
+    fn bwd(
+        &self,
+        _s: &Tensor,
+        qe: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dq = grad
+            .contiguous()?
+            .apply_op1_no_bwd(&RelativeScoresBackward {
+                distances: qe.dim(2)?,
+            })?;
         Ok((Some(grad.clone()), Some(dq)))
     }
 }
@@ -97,11 +122,17 @@ impl CustomOp1 for RelativeScoresBackward {
 pub fn add_relative_scores(scores: &Tensor, qe: &Tensor) -> Result<Tensor> {
     let (n, l, r) = relative_shapes(scores.shape(), qe.shape())?;
     if crate::switches::use_fused(scores) && scores.dtype() == qe.dtype() {
-        return scores.contiguous()?.apply_op2(&qe.contiguous()?, RelativeScores);
+        return scores
+            .contiguous()?
+            .apply_op2(&qe.contiguous()?, RelativeScores);
     }
     let m = r.div_ceil(2);
-    let idx: Vec<u32> = (0..l).flat_map(|q| (0..l).map(move |k| (q + m - 1 - k) as u32)).collect();
-    let idx = Tensor::from_vec(idx, (1, l, l), scores.device())?.broadcast_as((n, l, l))?.contiguous()?;
+    let idx: Vec<u32> = (0..l)
+        .flat_map(|q| (0..l).map(move |k| (q + m - 1 - k) as u32))
+        .collect();
+    let idx = Tensor::from_vec(idx, (1, l, l), scores.device())?
+        .broadcast_as((n, l, l))?
+        .contiguous()?;
     scores.add(&qe.contiguous()?.gather(&idx, 2)?)
 }
 
@@ -119,11 +150,16 @@ mod tests {
         let s = Var::from_tensor(&randn(&mut rng, &[n, l, l], DType::F64, &dev)?)?;
         let qe = Var::from_tensor(&randn(&mut rng, &[n, l, 2 * m - 1], DType::F64, &dev)?)?;
         let out = add_relative_scores(s.as_tensor(), qe.as_tensor())?;
-        let (sv, qv, ov) = (values(s.as_tensor())?, values(qe.as_tensor())?, values(&out)?);
+        let (sv, qv, ov) = (
+            values(s.as_tensor())?,
+            values(qe.as_tensor())?,
+            values(&out)?,
+        );
         for i in 0..n {
             for a in 0..l {
                 for b in 0..l {
-                    let want = sv[(i * l + a) * l + b] + qv[(i * l + a) * (2 * m - 1) + a + m - 1 - b];
+                    let want =
+                        sv[(i * l + a) * l + b] + qv[(i * l + a) * (2 * m - 1) + a + m - 1 - b];
                     assert!((ov[(i * l + a) * l + b] - want).abs() < 1e-14);
                 }
             }
@@ -132,15 +168,27 @@ mod tests {
         // switch is not flipped here, other tests run at the same time)
         let r = randn(&mut rng, &[n, l, l], DType::F64, &dev)?;
         let g = out.mul(&r)?.sum_all()?.backward()?;
-        let idx: Vec<u32> = (0..l).flat_map(|q| (0..l).map(move |k| (q + m - 1 - k) as u32)).collect();
-        let idx = Tensor::from_vec(idx, (1, l, l), &dev)?.broadcast_as((n, l, l))?.contiguous()?;
+        let idx: Vec<u32> = (0..l)
+            .flat_map(|q| (0..l).map(move |k| (q + m - 1 - k) as u32))
+            .collect();
+        let idx = Tensor::from_vec(idx, (1, l, l), &dev)?
+            .broadcast_as((n, l, l))?
+            .contiguous()?;
         let plain = s.as_tensor().add(&qe.as_tensor().gather(&idx, 2)?)?;
         assert!(max_diff(&values(&plain)?, &ov) < 1e-14);
         let gp = plain.mul(&r)?.sum_all()?.backward()?;
         for v in [&s, &qe] {
-            assert!(max_diff(&values(g.get(v.as_tensor()).unwrap())?, &values(gp.get(v.as_tensor()).unwrap())?) < 1e-14);
+            assert!(
+                max_diff(
+                    &values(g.get(v.as_tensor()).unwrap())?,
+                    &values(gp.get(v.as_tensor()).unwrap())?
+                ) < 1e-14
+            );
         }
-        assert!(add_relative_scores(s.as_tensor(), &Tensor::zeros((n, l, 5), DType::F64, &dev)?).is_err());
+        assert!(
+            add_relative_scores(s.as_tensor(), &Tensor::zeros((n, l, 5), DType::F64, &dev)?)
+                .is_err()
+        );
         Ok(())
     }
 }

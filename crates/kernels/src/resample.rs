@@ -34,7 +34,11 @@ fn planes(shape: &Shape, sh: usize) -> Result<(usize, usize, usize)> {
     if dims.len() < 2 + spatial {
         bail!("upsample: expected [B, C, ...] with {spatial} spatial axes, got {dims:?}");
     }
-    let (h, w) = if sh == 2 { (dims[dims.len() - 2], dims[dims.len() - 1]) } else { (1, dims[dims.len() - 1]) };
+    let (h, w) = if sh == 2 {
+        (dims[dims.len() - 2], dims[dims.len() - 1])
+    } else {
+        (1, dims[dims.len() - 1])
+    };
     Ok((shape.elem_count() / (h * w).max(1), h, w))
 }
 
@@ -45,17 +49,19 @@ impl Upsample {
         let (oh, ow) = (h * self.sh, w * 2);
         let mut out = output_vec(n * oh * ow);
         if !out.is_empty() {
-            out.par_chunks_mut(oh * ow).zip(x.par_chunks(h * w)).for_each(|(dst, src)| {
-                for (i, row) in src.chunks(w).enumerate() {
-                    for r in 0..self.sh {
-                        let d = &mut dst[(i * self.sh + r) * ow..][..ow];
-                        for (pair, &v) in d.chunks_mut(2).zip(row) {
-                            pair[0] = v;
-                            pair[1] = v;
+            out.par_chunks_mut(oh * ow)
+                .zip(x.par_chunks(h * w))
+                .for_each(|(dst, src)| {
+                    for (i, row) in src.chunks(w).enumerate() {
+                        for r in 0..self.sh {
+                            let d = &mut dst[(i * self.sh + r) * ow..][..ow];
+                            for (pair, &v) in d.chunks_mut(2).zip(row) {
+                                pair[0] = v;
+                                pair[1] = v;
+                            }
                         }
                     }
-                }
-            });
+                });
         }
         let mut dims = layout.shape().dims().to_vec();
         let rank = dims.len();
@@ -72,22 +78,27 @@ impl BlockSum {
         let g = contiguous(g, layout, "upsample backward")?;
         let (n, oh, ow) = planes(layout.shape(), self.sh)?;
         if oh % self.sh != 0 || ow % 2 != 0 {
-            bail!("upsample backward: gradient {:?} is not a x2 upsampled shape", layout.shape().dims());
+            bail!(
+                "upsample backward: gradient {:?} is not a x2 upsampled shape",
+                layout.shape().dims()
+            );
         }
         let (h, w) = (oh / self.sh, ow / 2);
         let mut out = vec![T::default(); n * h * w];
         if !out.is_empty() {
-            out.par_chunks_mut(h * w).zip(g.par_chunks(oh * ow)).for_each(|(dst, src)| {
-                for (i, row) in dst.chunks_mut(w).enumerate() {
-                    for r in 0..self.sh {
-                        let s = &src[(i * self.sh + r) * ow..][..ow];
-                        for (d, pair) in row.iter_mut().zip(s.chunks(2)) {
-                            *d += pair[0];
-                            *d += pair[1];
+            out.par_chunks_mut(h * w)
+                .zip(g.par_chunks(oh * ow))
+                .for_each(|(dst, src)| {
+                    for (i, row) in dst.chunks_mut(w).enumerate() {
+                        for r in 0..self.sh {
+                            let s = &src[(i * self.sh + r) * ow..][..ow];
+                            for (d, pair) in row.iter_mut().zip(s.chunks(2)) {
+                                *d += pair[0];
+                                *d += pair[1];
+                            }
                         }
                     }
-                }
-            });
+                });
         }
         let mut dims = layout.shape().dims().to_vec();
         let rank = dims.len();
@@ -110,7 +121,9 @@ impl CustomOp1 for Upsample {
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(grad.contiguous()?.apply_op1(BlockSum { sh: self.sh })?))
+        Ok(Some(
+            grad.contiguous()?.apply_op1(BlockSum { sh: self.sh })?,
+        ))
     }
 }
 
@@ -125,7 +138,9 @@ impl CustomOp1 for BlockSum {
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(grad.contiguous()?.apply_op1(Upsample { sh: self.sh })?))
+        Ok(Some(
+            grad.contiguous()?.apply_op1(Upsample { sh: self.sh })?,
+        ))
     }
 }
 
@@ -181,11 +196,24 @@ impl CustomOp2 for CatChannels {
         "cat-channels"
     }
 
-    fn cpu_fwd(&self, a: &CpuStorage, al: &Layout, b: &CpuStorage, bl: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        a: &CpuStorage,
+        al: &Layout,
+        b: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let _t = crate::profile::scope("concat");
-        let ((n, c1, rest), (nb, c2, _)) = (batch_channels_rest(al.shape(), "cat")?, batch_channels_rest(bl.shape(), "cat")?);
+        let ((n, c1, rest), (nb, c2, _)) = (
+            batch_channels_rest(al.shape(), "cat")?,
+            batch_channels_rest(bl.shape(), "cat")?,
+        );
         if (n, &al.shape().dims()[2..]) != (nb, &bl.shape().dims()[2..]) {
-            bail!("cat: {:?} and {:?} differ outside axis 1", al.shape(), bl.shape());
+            bail!(
+                "cat: {:?} and {:?} differ outside axis 1",
+                al.shape(),
+                bl.shape()
+            );
         }
         let mut dims = al.shape().dims().to_vec();
         dims[1] = c1 + c2;
@@ -203,8 +231,16 @@ impl CustomOp2 for CatChannels {
         })
     }
 
-    fn bwd(&self, a: &Tensor, b: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let packed = grad.contiguous()?.apply_op1_no_bwd(&SplitChannels { first: a.dim(1)? })?;
+    fn bwd(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let packed = grad
+            .contiguous()?
+            .apply_op1_no_bwd(&SplitChannels { first: a.dim(1)? })?;
         let mut grads = unpack(&packed, &[a, b])?.into_iter();
         Ok((grads.next(), grads.next()))
     }
@@ -219,7 +255,10 @@ impl CustomOp1 for SplitChannels {
         let _t = crate::profile::scope("concat");
         let (n, c, rest) = batch_channels_rest(gl.shape(), "cat backward")?;
         if self.first > c {
-            bail!("cat backward: {} channels for the first part of {c}", self.first);
+            bail!(
+                "cat backward: {} channels for the first part of {c}",
+                self.first
+            );
         }
         let (la, lb) = (self.first * rest, (c - self.first) * rest);
         dispatch!("cat backward", (g => g), {
@@ -245,7 +284,11 @@ impl CustomOp1 for SplitChannels {
 /// differentiable: on the CPU in f32/f64 both ways (copy and split) run on all threads;
 /// otherwise it is candle's `Tensor::cat`.
 pub fn cat_channels(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    if crate::switches::use_fused(a) && a.rank() >= 2 && a.dtype() == b.dtype() && a.device().same_device(b.device()) {
+    if crate::switches::use_fused(a)
+        && a.rank() >= 2
+        && a.dtype() == b.dtype()
+        && a.device().same_device(b.device())
+    {
         return a.contiguous()?.apply_op2(&b.contiguous()?, CatChannels);
     }
     Tensor::cat(&[a, b], 1)
@@ -255,14 +298,20 @@ pub fn cat_channels(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 mod tests {
     use super::*;
     use crate::elementwise::add;
-    use crate::testing::{assert_gradient_matches_differences, assert_matches_reference, randn, values, TestRng};
+    use crate::testing::{
+        assert_gradient_matches_differences, assert_matches_reference, randn, values, TestRng,
+    };
     use candle_core::{DType, Device, Var};
 
     /// x2 nearest upsampling of the last `spatial` axes by broadcasting, for reference.
     fn broadcast_upsample(x: &Tensor, spatial: usize) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let rank = dims.len();
-        let (mut e, mut t, mut o) = (dims[..rank - spatial].to_vec(), dims[..rank - spatial].to_vec(), dims[..rank - spatial].to_vec());
+        let (mut e, mut t, mut o) = (
+            dims[..rank - spatial].to_vec(),
+            dims[..rank - spatial].to_vec(),
+            dims[..rank - spatial].to_vec(),
+        );
         for &d in &dims[rank - spatial..] {
             e.extend([d, 1]);
             t.extend([d, 2]);
@@ -273,9 +322,26 @@ mod tests {
 
     #[test]
     fn forward_and_gradients_match_candle_composites() -> Result<()> {
-        let (up1, up2) = (|x: &Tensor| upsample_nearest(x, 1), |x: &Tensor| upsample_nearest(x, 2));
-        assert_matches_reference("up1", &[2, 3, 5], 2, &up1, &|x| broadcast_upsample(x, 1), None)?;
-        assert_matches_reference("up2", &[2, 3, 4, 5], 3, &up2, &|x| broadcast_upsample(x, 2), None)
+        let (up1, up2) = (
+            |x: &Tensor| upsample_nearest(x, 1),
+            |x: &Tensor| upsample_nearest(x, 2),
+        );
+        assert_matches_reference(
+            "up1",
+            &[2, 3, 5],
+            2,
+            &up1,
+            &|x| broadcast_upsample(x, 1),
+            None,
+        )?;
+        assert_matches_reference(
+            "up2",
+            &[2, 3, 4, 5],
+            3,
+            &up2,
+            &|x| broadcast_upsample(x, 2),
+            None,
+        )
     }
 
     #[test]
@@ -294,21 +360,38 @@ mod tests {
             // A strided operand: [3, 5, 4] transposed to [3, 4, 5].
             let c = Var::from_tensor(&randn(&mut rng, &[3, 5, 4], dtype, &dev)?)?;
             let ct = c.transpose(1, 2)?;
-            let fused = |a: &Tensor, b: &Tensor, ct: &Tensor| -> Result<Tensor> { cat_channels(a, &add(b, ct)?) };
-            let plain = |a: &Tensor, b: &Tensor, ct: &Tensor| -> Result<Tensor> { Tensor::cat(&[a, &b.add(ct)?], 1) };
+            let fused = |a: &Tensor, b: &Tensor, ct: &Tensor| -> Result<Tensor> {
+                cat_channels(a, &add(b, ct)?)
+            };
+            let plain = |a: &Tensor, b: &Tensor, ct: &Tensor| -> Result<Tensor> {
+                Tensor::cat(&[a, &b.add(ct)?], 1)
+            };
             let (y, want) = (fused(&a, &b, &ct)?, plain(&a, &b, &ct)?);
             assert_eq!(y.dims(), &[3, 6, 5]);
             assert_eq!(values(&y)?, values(&want)?, "{dtype:?} forward");
             let r = randn(&mut rng, y.dims(), dtype, &dev)?;
             // `a` is used twice: in the concatenation and, through b + a's channels, in a sum.
-            let twice = |y: &Tensor| -> Result<Tensor> { y.mul(&r)?.sum_all()?.add(&a.sqr()?.sum_all()?) };
+            let twice =
+                |y: &Tensor| -> Result<Tensor> { y.mul(&r)?.sum_all()?.add(&a.sqr()?.sum_all()?) };
             let (g, g_ref) = (twice(&y)?.backward()?, twice(&want)?.backward()?);
             for v in [&a, &b, &c] {
-                assert_eq!(values(g.get(v).unwrap())?, values(g_ref.get(v).unwrap())?, "{dtype:?} gradient");
+                assert_eq!(
+                    values(g.get(v).unwrap())?,
+                    values(g_ref.get(v).unwrap())?,
+                    "{dtype:?} gradient"
+                );
             }
         }
-        assert!(add(&Tensor::zeros((2, 3), DType::F32, &dev)?, &Tensor::zeros((3, 2), DType::F32, &dev)?).is_err());
-        assert!(cat_channels(&Tensor::zeros((2, 3, 4), DType::F32, &dev)?, &Tensor::zeros((2, 3, 5), DType::F32, &dev)?).is_err());
+        assert!(add(
+            &Tensor::zeros((2, 3), DType::F32, &dev)?,
+            &Tensor::zeros((3, 2), DType::F32, &dev)?
+        )
+        .is_err());
+        assert!(cat_channels(
+            &Tensor::zeros((2, 3, 4), DType::F32, &dev)?,
+            &Tensor::zeros((2, 3, 5), DType::F32, &dev)?
+        )
+        .is_err());
         Ok(())
     }
 

@@ -12,7 +12,11 @@ pub fn values(t: &Tensor) -> Result<Vec<f64>> {
 /// Largest |analytic - numeric| over the largest |numeric|.
 pub fn rel_err(analytic: &[f64], numeric: &[f64]) -> f64 {
     assert_eq!(analytic.len(), numeric.len(), "gradient lengths differ");
-    let diff = analytic.iter().zip(numeric).map(|(a, n)| (a - n).abs()).fold(0.0, f64::max);
+    let diff = analytic
+        .iter()
+        .zip(numeric)
+        .map(|(a, n)| (a - n).abs())
+        .fold(0.0, f64::max);
     let scale = numeric.iter().map(|n| n.abs()).fold(0.0, f64::max);
     assert!(scale > 1e-8, "numeric gradient is (nearly) zero");
     diff / scale
@@ -49,7 +53,10 @@ pub struct TestRng {
 impl TestRng {
     /// A generator seeded from `seed` (PCG's seeding: one step, the seed added, another step).
     pub fn new(seed: u64) -> Self {
-        let mut rng = TestRng { state: 0, inc: (0xDA3E_39CB_94B9_5BDB << 1) | 1 };
+        let mut rng = TestRng {
+            state: 0,
+            inc: (0xDA3E_39CB_94B9_5BDB << 1) | 1,
+        };
         rng.next_u32();
         rng.state = rng.state.wrapping_add(seed);
         rng.next_u32();
@@ -59,7 +66,9 @@ impl TestRng {
     /// The next 32 random bits.
     pub fn next_u32(&mut self) -> u32 {
         let old = self.state;
-        self.state = old.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(self.inc);
+        self.state = old
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(self.inc);
         let xorshifted = (((old >> 18) ^ old) >> 27) as u32;
         xorshifted.rotate_right((old >> 59) as u32)
     }
@@ -80,14 +89,19 @@ impl TestRng {
 
 /// A standard-normal tensor of `shape` drawn from `rng` (float32 draws, cast to `dtype`).
 pub fn randn(rng: &mut TestRng, shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
-    let values: Vec<f32> = (0..shape.iter().product::<usize>()).map(|_| rng.normal() as f32).collect();
+    let values: Vec<f32> = (0..shape.iter().product::<usize>())
+        .map(|_| rng.normal() as f32)
+        .collect();
     Tensor::from_vec(values, shape, device)?.to_dtype(dtype)
 }
 
 /// Largest |a - b| over two lists of one length.
 pub fn max_diff(a: &[f64], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
 }
 
 /// Checks `op` against `reference`, the composition of candle ops it replaces, on a random
@@ -109,13 +123,23 @@ pub fn assert_matches_reference(
         let y = op(x.as_tensor())?;
         let want = reference(x.as_tensor())?;
         assert_eq!(y.dims(), want.dims(), "{name}");
-        assert!(max_diff(&values(&y)?, &values(&want)?) < tol, "{name} {dtype:?} forward");
+        assert!(
+            max_diff(&values(&y)?, &values(&want)?) < tol,
+            "{name} {dtype:?} forward"
+        );
         let r = randn(&mut rng, y.dims(), dtype, &dev)?;
         let g = y.mul(&r)?.sum_all()?.backward()?;
         let g_ref = want.mul(&r)?.sum_all()?.backward()?;
-        let (a, b) = (values(g.get(x.as_tensor()).unwrap())?, values(g_ref.get(x.as_tensor()).unwrap())?);
+        let (a, b) = (
+            values(g.get(x.as_tensor()).unwrap())?,
+            values(g_ref.get(x.as_tensor()).unwrap())?,
+        );
         let gtol = gradient_tol.unwrap_or(10.0 * tol);
-        assert!(max_diff(&a, &b) < gtol, "{name} {dtype:?} gradient: {}", max_diff(&a, &b));
+        assert!(
+            max_diff(&a, &b) < gtol,
+            "{name} {dtype:?} gradient: {}",
+            max_diff(&a, &b)
+        );
     }
     Ok(())
 }
@@ -123,21 +147,41 @@ pub fn assert_matches_reference(
 /// Checks the gradient of `op` at a random f64 input of `shape` (drawn from `seed`) against
 /// central differences (step 1e-6) of a random projection of its output, entry by entry, to
 /// 1e-7.
-pub fn assert_gradient_matches_differences(name: &str, shape: &[usize], seed: u64, op: &dyn Fn(&Tensor) -> Result<Tensor>) -> Result<()> {
+pub fn assert_gradient_matches_differences(
+    name: &str,
+    shape: &[usize],
+    seed: u64,
+    op: &dyn Fn(&Tensor) -> Result<Tensor>,
+) -> Result<()> {
     let dev = Device::Cpu;
     let mut rng = TestRng::new(seed);
     let x0 = values(&randn(&mut rng, shape, DType::F64, &dev)?)?;
     let x = Var::from_tensor(&Tensor::from_vec(x0.clone(), shape, &dev)?)?;
     let y = op(x.as_tensor())?;
     let r = randn(&mut rng, y.dims(), DType::F64, &dev)?;
-    let analytic = values(y.mul(&r)?.sum_all()?.backward()?.get(x.as_tensor()).unwrap())?;
-    let loss = |v: Vec<f64>| -> Result<f64> { op(&Tensor::from_vec(v, shape, &dev)?)?.mul(&r)?.sum_all()?.to_scalar::<f64>() };
+    let analytic = values(
+        y.mul(&r)?
+            .sum_all()?
+            .backward()?
+            .get(x.as_tensor())
+            .unwrap(),
+    )?;
+    let loss = |v: Vec<f64>| -> Result<f64> {
+        op(&Tensor::from_vec(v, shape, &dev)?)?
+            .mul(&r)?
+            .sum_all()?
+            .to_scalar::<f64>()
+    };
     for i in 0..x0.len() {
         let (mut up, mut down) = (x0.clone(), x0.clone());
         up[i] += 1e-6;
         down[i] -= 1e-6;
         let numeric = (loss(up)? - loss(down)?) / 2e-6;
-        assert!((numeric - analytic[i]).abs() < 1e-7, "{name} entry {i}: {numeric} vs {}", analytic[i]);
+        assert!(
+            (numeric - analytic[i]).abs() < 1e-7,
+            "{name} entry {i}: {numeric} vs {}",
+            analytic[i]
+        );
     }
     Ok(())
 }
@@ -155,7 +199,12 @@ mod tests {
         let xs: Vec<f64> = (0..n).map(|_| rng.normal()).collect();
         let mean = xs.iter().sum::<f64>() / n as f64;
         let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64;
-        assert!(mean.abs() < 0.01 && (var - 1.0).abs() < 0.02, "mean {mean}, variance {var}");
-        assert!((0..1000).map(|_| rng.uniform()).all(|u| (0.0..1.0).contains(&u)));
+        assert!(
+            mean.abs() < 0.01 && (var - 1.0).abs() < 0.02,
+            "mean {mean}, variance {var}"
+        );
+        assert!((0..1000)
+            .map(|_| rng.uniform())
+            .all(|u| (0.0..1.0).contains(&u)));
     }
 }

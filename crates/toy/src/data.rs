@@ -40,8 +40,13 @@ const QUADRANT_OFFSET: f64 = 2.0;
 
 impl ToyKind {
     /// All kinds, in a fixed order.
-    pub const ALL: [ToyKind; 5] =
-        [ToyKind::Moons, ToyKind::Swissroll, ToyKind::EightGaussians, ToyKind::Checkerboard, ToyKind::Quadrants];
+    pub const ALL: [ToyKind; 5] = [
+        ToyKind::Moons,
+        ToyKind::Swissroll,
+        ToyKind::EightGaussians,
+        ToyKind::Checkerboard,
+        ToyKind::Quadrants,
+    ];
 
     /// The name used in experiment files.
     pub fn name(self) -> &'static str {
@@ -91,7 +96,10 @@ impl ToyKind {
         let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         match self {
             ToyKind::Quadrants => CondSpec {
-                fields: vec![Field::categorical("x", names(&["left", "right"])), Field::categorical("y", names(&["bottom", "top"]))],
+                fields: vec![
+                    Field::categorical("x", names(&["left", "right"])),
+                    Field::categorical("y", names(&["bottom", "top"])),
+                ],
             },
             _ => CondSpec::classes("class", names(self.class_names())),
         }
@@ -135,7 +143,13 @@ impl ToyKind {
             ToyKind::EightGaussians => {
                 let k = rng.below(8) as u32;
                 let angle = k as f64 * PI / 4.0;
-                ([GAUSSIANS_RADIUS * angle.cos(), GAUSSIANS_RADIUS * angle.sin()], k)
+                (
+                    [
+                        GAUSSIANS_RADIUS * angle.cos(),
+                        GAUSSIANS_RADIUS * angle.sin(),
+                    ],
+                    k,
+                )
             }
             ToyKind::Checkerboard => {
                 // x1 in [-2, 2); x2 in one of the two unit rows of the column x1 falls in whose
@@ -151,10 +165,15 @@ impl ToyKind {
                 let sy = if k % 2 == 1 { 1.0 } else { -1.0 };
                 ([QUADRANT_OFFSET * sx, QUADRANT_OFFSET * sy], k)
             }
-            ToyKind::Markov => panic!("markov data is token sequences, not points: see crate::markov"),
+            ToyKind::Markov => {
+                panic!("markov data is token sequences, not points: see crate::markov")
+            }
         };
         if noise > 0.0 {
-            ([p[0] + noise * rng.normal(), p[1] + noise * rng.normal()], label)
+            (
+                [p[0] + noise * rng.normal(), p[1] + noise * rng.normal()],
+                label,
+            )
         } else {
             (p, label)
         }
@@ -213,8 +232,18 @@ pub struct ToyDataset {
 
 impl ToyDataset {
     /// Wraps points of `kind` and, for conditional data, their labels.
-    pub fn new(kind: ToyKind, points: Vec<[f32; 2]>, labels: Option<Vec<u32>>, info: DataInfo) -> Self {
-        Self { kind, points, labels, info }
+    pub fn new(
+        kind: ToyKind,
+        points: Vec<[f32; 2]>,
+        labels: Option<Vec<u32>>,
+        info: DataInfo,
+    ) -> Self {
+        Self {
+            kind,
+            points,
+            labels,
+            info,
+        }
     }
 
     /// The points, in model (standardised) coordinates.
@@ -241,16 +270,26 @@ impl Dataset for ToyDataset {
         let mut flat = Vec::with_capacity(2 * indices.len());
         for &i in indices {
             let p = self.points.get(i).ok_or_else(|| {
-                candle_core::Error::Msg(format!("index {i} is out of range for {} points", self.points.len()))
+                candle_core::Error::Msg(format!(
+                    "index {i} is out of range for {} points",
+                    self.points.len()
+                ))
             })?;
             flat.extend_from_slice(p);
         }
         let x0 = Tensor::from_vec(flat, (indices.len(), 2), device)?;
         let cond = match &self.labels {
-            Some(labels) => indices.iter().map(|&i| self.kind.condition(labels[i])).collect(),
+            Some(labels) => indices
+                .iter()
+                .map(|&i| self.kind.condition(labels[i]))
+                .collect(),
             None => vec![],
         };
-        Ok(Batch { x0, cond, lengths: None })
+        Ok(Batch {
+            x0,
+            cond,
+            lengths: None,
+        })
     }
 }
 
@@ -264,7 +303,12 @@ mod tests {
         let mut std = [0.0; 2];
         for a in 0..2 {
             mean[a] = points.iter().map(|p| p[a] as f64).sum::<f64>() / n;
-            std[a] = (points.iter().map(|p| (p[a] as f64 - mean[a]).powi(2)).sum::<f64>() / n).sqrt();
+            std[a] = (points
+                .iter()
+                .map(|p| (p[a] as f64 - mean[a]).powi(2))
+                .sum::<f64>()
+                / n)
+                .sqrt();
         }
         (mean, std)
     }
@@ -279,8 +323,14 @@ mod tests {
                 assert_eq!(la, lb);
                 let (mean, std) = mean_std(&a);
                 for ax in 0..2 {
-                    assert!(mean[ax].abs() < 0.02, "{kind:?} noise {noise}: mean {mean:?}");
-                    assert!((std[ax] - 1.0).abs() < 0.02, "{kind:?} noise {noise}: std {std:?}");
+                    assert!(
+                        mean[ax].abs() < 0.02,
+                        "{kind:?} noise {noise}: mean {mean:?}"
+                    );
+                    assert!(
+                        (std[ax] - 1.0).abs() < 0.02,
+                        "{kind:?} noise {noise}: std {std:?}"
+                    );
                 }
                 let (c, _) = kind.draw(noise, 10, &mut Rng::stream(5, 1));
                 assert_ne!(a[..10], c[..]);
@@ -298,7 +348,12 @@ mod tests {
         let (points, labels) = ToyKind::Moons.draw(0.0, 1000, &mut Rng::new(2));
         // The upper moon lies above the lower one on average.
         let mean_y = |c: u32| {
-            let ys: Vec<f32> = points.iter().zip(&labels).filter(|(_, &l)| l == c).map(|(p, _)| p[1]).collect();
+            let ys: Vec<f32> = points
+                .iter()
+                .zip(&labels)
+                .filter(|(_, &l)| l == c)
+                .map(|(p, _)| p[1])
+                .collect();
             ys.iter().sum::<f32>() / ys.len() as f32
         };
         assert!(mean_y(0) > mean_y(1) + 0.5);
@@ -312,7 +367,10 @@ mod tests {
         for p in &points {
             let x = p[0] as f64 * std[0] + mean[0];
             let y = p[1] as f64 * std[1] + mean[1];
-            let (i, j) = (((x + 4.0) / 2.0).floor() as usize, ((y + 4.0) / 2.0).floor() as usize);
+            let (i, j) = (
+                ((x + 4.0) / 2.0).floor() as usize,
+                ((y + 4.0) / 2.0).floor() as usize,
+            );
             counts[i.min(3)][j.min(3)] += 1;
         }
         for (i, row) in counts.iter().enumerate() {

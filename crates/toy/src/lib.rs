@@ -67,12 +67,25 @@ impl ToyData {
     pub fn info(&self) -> anyhow::Result<DataInfo> {
         ensure!(self.n > 0, "data.n must be positive");
         if self.dataset.is_tokens() {
-            ensure!(!self.conditional, "data.conditional = true, but the markov dataset has no classes");
-            ensure!(self.length >= 2, "data.length must be at least 2, got {}", self.length);
-            return Ok(DataInfo { vocab: Some(4), ..DataInfo::new(vec![self.length]) });
+            ensure!(
+                !self.conditional,
+                "data.conditional = true, but the markov dataset has no classes"
+            );
+            ensure!(
+                self.length >= 2,
+                "data.length must be at least 2, got {}",
+                self.length
+            );
+            return Ok(DataInfo {
+                vocab: Some(4),
+                ..DataInfo::new(vec![self.length])
+            });
         }
         let noise = self.noise();
-        ensure!(noise.is_finite() && noise >= 0.0, "data.noise must be a finite number >= 0, got {noise}");
+        ensure!(
+            noise.is_finite() && noise >= 0.0,
+            "data.noise must be a finite number >= 0, got {noise}"
+        );
         if self.conditional && self.dataset.class_names().is_empty() {
             bail!(
                 "data.conditional = true, but the {} dataset has no classes (only moons, 8gaussians and quadrants do)",
@@ -80,7 +93,11 @@ impl ToyData {
             );
         }
         let info = DataInfo::new(vec![2]);
-        Ok(if self.conditional { info.with_cond(self.dataset.cond_spec()) } else { info })
+        Ok(if self.conditional {
+            info.with_cond(self.dataset.cond_spec())
+        } else {
+            info
+        })
     }
 }
 
@@ -121,7 +138,13 @@ fn default_time_dim() -> usize {
 
 impl Default for ToyModel {
     fn default() -> Self {
-        Self { hidden: default_hidden(), blocks: default_blocks(), time_dim: default_time_dim(), layer_norm: false, heads: default_heads() }
+        Self {
+            hidden: default_hidden(),
+            blocks: default_blocks(),
+            time_dim: default_time_dim(),
+            layer_norm: false,
+            heads: default_heads(),
+        }
     }
 }
 
@@ -146,7 +169,10 @@ fn default_projections() -> usize {
 
 impl Default for ToyEval {
     fn default() -> Self {
-        Self { n: default_eval_n(), projections: default_projections() }
+        Self {
+            n: default_eval_n(),
+            projections: default_projections(),
+        }
     }
 }
 
@@ -180,7 +206,11 @@ fn labels_of(kind: ToyKind, conditions: &[Condition]) -> Option<Vec<u32>> {
 
 /// Reads `[N, L]` token samples.
 fn sequences_of(samples: &Tensor) -> anyhow::Result<Vec<Vec<u32>>> {
-    ensure!(samples.rank() == 2, "token samples must be shaped [N, L], got {:?}", samples.dims());
+    ensure!(
+        samples.rank() == 2,
+        "token samples must be shaped [N, L], got {:?}",
+        samples.dims()
+    );
     Ok(samples.to_dtype(DType::U32)?.to_vec2::<u32>()?)
 }
 
@@ -197,16 +227,31 @@ impl Domain for Toy {
     fn dataset(data: &ToyData, split: Split, seed: u64) -> anyhow::Result<Box<dyn Dataset>> {
         let info = data.info()?;
         if data.dataset.is_tokens() {
-            let seqs = MarkovChain::default().draw(data.n, data.length, &mut split_rng(seed, split));
+            let seqs =
+                MarkovChain::default().draw(data.n, data.length, &mut split_rng(seed, split));
             return Ok(Box::new(TokenDataset::new(seqs, 4)));
         }
-        let (points, labels) = data.dataset.draw(data.noise(), data.n, &mut split_rng(seed, split));
+        let (points, labels) = data
+            .dataset
+            .draw(data.noise(), data.n, &mut split_rng(seed, split));
         let labels = data.conditional.then_some(labels);
-        Ok(Box::new(ToyDataset::new(data.dataset, points, labels, info)))
+        Ok(Box::new(ToyDataset::new(
+            data.dataset,
+            points,
+            labels,
+            info,
+        )))
     }
 
-    fn denoiser(model: &ToyModel, info: &DataInfo, vb: VarBuilder) -> anyhow::Result<Box<dyn Denoiser>> {
-        ensure!(model.hidden > 0 && model.time_dim > 0, "model.hidden and model.time_dim must be positive");
+    fn denoiser(
+        model: &ToyModel,
+        info: &DataInfo,
+        vb: VarBuilder,
+    ) -> anyhow::Result<Box<dyn Denoiser>> {
+        ensure!(
+            model.hidden > 0 && model.time_dim > 0,
+            "model.hidden and model.time_dim must be positive"
+        );
         if info.vocab.is_some() {
             return Ok(Box::new(TokenDenoiser::new(model, info, vb)?));
         }
@@ -236,7 +281,9 @@ impl Domain for Toy {
     }
 
     fn run_command(matches: &clap::ArgMatches) -> anyhow::Result<()> {
-        let Some(("draw", m)) = matches.subcommand() else { bail!("expected a toy subcommand: draw") };
+        let Some(("draw", m)) = matches.subcommand() else {
+            bail!("expected a toy subcommand: draw")
+        };
         let name = m.get_one::<String>("dataset").expect("required");
         let dataset: ToyKind = toml::Value::String(name.clone()).try_into().map_err(|_| {
             anyhow::anyhow!("unknown toy dataset `{name}`: expected moons, swissroll, 8gaussians, checkerboard, quadrants or markov")
@@ -249,11 +296,28 @@ impl Domain for Toy {
             length: default_length(),
         };
         let info = data.info()?;
-        let ds = Toy::dataset(&data, Split::Train, *m.get_one::<u64>("seed").expect("default"))?;
-        let batch = ds.batch(&(0..ds.len()).collect::<Vec<_>>(), &candle_core::Device::Cpu)?;
+        let ds = Toy::dataset(
+            &data,
+            Split::Train,
+            *m.get_one::<u64>("seed").expect("default"),
+        )?;
+        let batch = ds.batch(
+            &(0..ds.len()).collect::<Vec<_>>(),
+            &candle_core::Device::Cpu,
+        )?;
         let out = m.get_one::<PathBuf>("out").expect("required");
-        std::fs::create_dir_all(out).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out.display()))?;
-        let files = Toy::write_samples(&data, &info, &Samples { x: &batch.x0, conditions: &batch.cond, lengths: None }, out)?;
+        std::fs::create_dir_all(out)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out.display()))?;
+        let files = Toy::write_samples(
+            &data,
+            &info,
+            &Samples {
+                x: &batch.x0,
+                conditions: &batch.cond,
+                lengths: None,
+            },
+            out,
+        )?;
         for f in files {
             println!("wrote {}", f.display());
         }
@@ -263,11 +327,21 @@ impl Domain for Toy {
     /// Points: `samples.csv` and `samples.png` (coordinates are model (standardised)
     /// coordinates, not the generator's raw ones; the plot shows [-3, 3]^2). Tokens:
     /// `samples.txt`, one sequence per line in the letters a to d.
-    fn write_samples(data: &ToyData, info: &DataInfo, samples: &Samples, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    fn write_samples(
+        data: &ToyData,
+        info: &DataInfo,
+        samples: &Samples,
+        dir: &Path,
+    ) -> anyhow::Result<Vec<PathBuf>> {
         if data.dataset.is_tokens() {
             let text: String = sequences_of(samples.x)?
                 .iter()
-                .map(|s| s.iter().map(|&t| markov::LETTERS.get(t as usize).copied().unwrap_or('?')).collect::<String>() + "\n")
+                .map(|s| {
+                    s.iter()
+                        .map(|&t| markov::LETTERS.get(t as usize).copied().unwrap_or('?'))
+                        .collect::<String>()
+                        + "\n"
+                })
                 .collect();
             let path = dir.join("samples.txt");
             sugarcube_core::checkpoint::write_atomic(&path, text.as_bytes())?;
@@ -276,9 +350,18 @@ impl Domain for Toy {
         let points = points_of(samples.x)?;
         let labels = labels_of(data.dataset, samples.conditions);
         if let Some(l) = &labels {
-            ensure!(l.len() == points.len(), "{} labels for {} samples", l.len(), points.len());
+            ensure!(
+                l.len() == points.len(),
+                "{} labels for {} samples",
+                l.len(),
+                points.len()
+            );
         }
-        let classes = if info.cond.is_empty() { 0 } else { data.dataset.class_names().len() };
+        let classes = if info.cond.is_empty() {
+            0
+        } else {
+            data.dataset.class_names().len()
+        };
         plot::write_points(&points, labels.as_deref(), classes, dir)
     }
 
@@ -299,7 +382,12 @@ impl Domain for Toy {
     /// frequencies and the chain's exact bigram distribution; `bigram_tv_floor`, the same for
     /// as many sequences drawn from the chain (mean of five draws); `bigram_tv_ratio`; and
     /// `entropy_bits`, the data's exact entropy per token (the floor of `nll_bound_bits`).
-    fn evaluate(data: &ToyData, eval: &ToyEval, seed: u64, samples: &Samples) -> anyhow::Result<Evaluation> {
+    fn evaluate(
+        data: &ToyData,
+        eval: &ToyEval,
+        seed: u64,
+        samples: &Samples,
+    ) -> anyhow::Result<Evaluation> {
         data.info()?;
         if data.dataset.is_tokens() {
             return evaluate_tokens(data, eval, seed, samples.x);
@@ -307,10 +395,17 @@ impl Domain for Toy {
         ensure!(eval.projections > 0, "eval.projections must be positive");
         let all = points_of(samples.x)?;
         let m = all.len().min(eval.n);
-        ensure!(m > 0, "no samples to evaluate (eval.n = {}, {} samples)", eval.n, all.len());
+        ensure!(
+            m > 0,
+            "no samples to evaluate (eval.n = {}, {} samples)",
+            eval.n,
+            all.len()
+        );
         let points = &all[..m];
         let noise = data.noise();
-        let (held, held_labels) = data.dataset.draw(noise, m, &mut split_rng(seed, Split::Heldout));
+        let (held, held_labels) = data
+            .dataset
+            .draw(noise, m, &mut split_rng(seed, Split::Heldout));
         let sw2 = sliced_wasserstein2(points, &held, eval.projections, seed);
         const FLOOR_DRAWS: u64 = 5;
         let floor = (2..2 + FLOOR_DRAWS)
@@ -328,15 +423,27 @@ impl Domain for Toy {
         let mut details = serde_json::Map::new();
         if data.conditional && !samples.conditions.is_empty() {
             let conds = samples.conditions;
-            ensure!(conds.len() == all.len(), "{} conditions for {} samples", conds.len(), all.len());
+            ensure!(
+                conds.len() == all.len(),
+                "{} conditions for {} samples",
+                conds.len(),
+                all.len()
+            );
             if let Some(labels) = labels_of(data.dataset, conds) {
                 let of_class = |pts: &[[f32; 2]], ls: &[u32], c: u32| -> Vec<[f32; 2]> {
-                    pts.iter().zip(ls).filter(|(_, &l)| l == c).map(|(p, _)| *p).collect()
+                    pts.iter()
+                        .zip(ls)
+                        .filter(|(_, &l)| l == c)
+                        .map(|(p, _)| *p)
+                        .collect()
                 };
                 let mut per_class = serde_json::Map::new();
                 let mut values = vec![];
                 for (c, name) in data.dataset.class_names().iter().enumerate() {
-                    let (a, b) = (of_class(points, &labels[..m], c as u32), of_class(&held, &held_labels, c as u32));
+                    let (a, b) = (
+                        of_class(points, &labels[..m], c as u32),
+                        of_class(&held, &held_labels, c as u32),
+                    );
                     if !a.is_empty() && !b.is_empty() {
                         let d = sliced_wasserstein2(&a, &b, eval.projections, seed);
                         per_class.insert(name.to_string(), serde_json::json!(d));
@@ -344,12 +451,21 @@ impl Domain for Toy {
                     }
                 }
                 if !values.is_empty() {
-                    metrics.push(("cond_sw2".to_string(), values.iter().sum::<f64>() / values.len() as f64));
-                    details.insert("cond_sw2_per_class".into(), serde_json::Value::Object(per_class));
+                    metrics.push((
+                        "cond_sw2".to_string(),
+                        values.iter().sum::<f64>() / values.len() as f64,
+                    ));
+                    details.insert(
+                        "cond_sw2_per_class".into(),
+                        serde_json::Value::Object(per_class),
+                    );
                 }
             }
             if data.dataset == ToyKind::Quadrants {
-                metrics.push(("cond_accuracy".to_string(), quadrant_accuracy(points, &conds[..m])));
+                metrics.push((
+                    "cond_accuracy".to_string(),
+                    quadrant_accuracy(points, &conds[..m]),
+                ));
             }
         }
         Ok(Evaluation { metrics, details })
@@ -363,14 +479,22 @@ pub fn quadrant_accuracy(points: &[[f32; 2]], conds: &[Condition]) -> f64 {
         .iter()
         .zip(conds)
         .filter(|(p, c)| {
-            let side = |axis: usize| c.class(axis).is_none_or(|want| (p[axis] > 0.0) == (want == 1));
+            let side = |axis: usize| {
+                c.class(axis)
+                    .is_none_or(|want| (p[axis] > 0.0) == (want == 1))
+            };
             side(0) && side(1)
         })
         .count();
     ok as f64 / points.len().max(1) as f64
 }
 
-fn evaluate_tokens(data: &ToyData, eval: &ToyEval, seed: u64, samples: &Tensor) -> anyhow::Result<Evaluation> {
+fn evaluate_tokens(
+    data: &ToyData,
+    eval: &ToyEval,
+    seed: u64,
+    samples: &Tensor,
+) -> anyhow::Result<Evaluation> {
     let seqs = sequences_of(samples)?;
     let m = seqs.len().min(eval.n);
     ensure!(m > 0, "no samples to evaluate");
@@ -379,7 +503,16 @@ fn evaluate_tokens(data: &ToyData, eval: &ToyEval, seed: u64, samples: &Tensor) 
     let tv = markov::total_variation(&markov::bigram_frequencies(&seqs[..m]), &truth);
     const FLOOR_DRAWS: u64 = 5;
     let floor = (2..2 + FLOOR_DRAWS)
-        .map(|stream| markov::total_variation(&markov::bigram_frequencies(&chain.draw(m, data.length, &mut Rng::stream(seed, stream))), &truth))
+        .map(|stream| {
+            markov::total_variation(
+                &markov::bigram_frequencies(&chain.draw(
+                    m,
+                    data.length,
+                    &mut Rng::stream(seed, stream),
+                )),
+                &truth,
+            )
+        })
         .sum::<f64>()
         / FLOOR_DRAWS as f64;
     let freq = markov::bigram_frequencies(&seqs[..m]);
@@ -405,7 +538,13 @@ mod tests {
     use sugarcube_core::params::Params;
 
     fn data(kind: ToyKind, conditional: bool) -> ToyData {
-        ToyData { dataset: kind, n: 500, noise: None, conditional, length: 32 }
+        ToyData {
+            dataset: kind,
+            n: 500,
+            noise: None,
+            conditional,
+            length: 32,
+        }
     }
 
     fn metric(ev: &Evaluation, name: &str) -> f64 {
@@ -417,22 +556,42 @@ mod tests {
     }
 
     fn view<'a>(x: &'a Tensor, conditions: &'a [Condition]) -> Samples<'a> {
-        Samples { x, conditions, lengths: None }
+        Samples {
+            x,
+            conditions,
+            lengths: None,
+        }
     }
 
     #[test]
     fn tables_parse_with_defaults_and_reject_unknown_keys() {
         let d: ToyData = toml::from_str("dataset = \"8gaussians\"").unwrap();
-        assert_eq!(d, ToyData { dataset: ToyKind::EightGaussians, n: 20_000, noise: None, conditional: false, length: 32 });
+        assert_eq!(
+            d,
+            ToyData {
+                dataset: ToyKind::EightGaussians,
+                n: 20_000,
+                noise: None,
+                conditional: false,
+                length: 32
+            }
+        );
         assert_eq!(d.noise(), 0.5);
-        let d: ToyData = toml::from_str("dataset = \"eight_gaussians\"\nconditional = true").unwrap();
+        let d: ToyData =
+            toml::from_str("dataset = \"eight_gaussians\"\nconditional = true").unwrap();
         assert!(d.conditional);
         assert!(toml::from_str::<ToyData>("dataset = \"moons\"\nnoize = 0.1").is_err());
         let m: ToyModel = toml::from_str("").unwrap();
         assert_eq!(m, ToyModel::default());
         let e: ToyEval = toml::from_str("projections = 64").unwrap();
         assert_eq!((e.n, e.projections), (2000, 64));
-        assert_eq!(toml::to_string(&data(ToyKind::EightGaussians, false)).unwrap().lines().next(), Some("dataset = \"8gaussians\""));
+        assert_eq!(
+            toml::to_string(&data(ToyKind::EightGaussians, false))
+                .unwrap()
+                .lines()
+                .next(),
+            Some("dataset = \"8gaussians\"")
+        );
     }
 
     #[test]
@@ -458,8 +617,15 @@ mod tests {
         let ds = Toy::dataset(&data(ToyKind::Quadrants, true), Split::Train, 0)?;
         assert_eq!(ds.info().cond.fields.len(), 2);
         let b = ds.batch(&(0..200).collect::<Vec<_>>(), &dev)?;
-        let points: Vec<[f32; 2]> = b.x0.to_vec2::<f32>()?.iter().map(|p| [p[0], p[1]]).collect();
-        assert!(quadrant_accuracy(&points, &b.cond) > 0.99, "points lie in the quadrant their condition names");
+        let points: Vec<[f32; 2]> =
+            b.x0.to_vec2::<f32>()?
+                .iter()
+                .map(|p| [p[0], p[1]])
+                .collect();
+        assert!(
+            quadrant_accuracy(&points, &b.cond) > 0.99,
+            "points lie in the quadrant their condition names"
+        );
 
         // markov: tokens
         let ds = Toy::dataset(&data(ToyKind::Markov, false), Split::Train, 0)?;
@@ -474,7 +640,11 @@ mod tests {
         let dev = Device::Cpu;
         let d = data(ToyKind::Swissroll, false);
         let first = |split, seed| -> anyhow::Result<Vec<f32>> {
-            Ok(Toy::dataset(&d, split, seed)?.batch(&[0, 1], &dev)?.x0.flatten_all()?.to_vec1()?)
+            Ok(Toy::dataset(&d, split, seed)?
+                .batch(&[0, 1], &dev)?
+                .x0
+                .flatten_all()?
+                .to_vec1()?)
         };
         assert_eq!(first(Split::Train, 3)?, first(Split::Train, 3)?);
         assert_ne!(first(Split::Train, 3)?, first(Split::Heldout, 3)?);
@@ -485,7 +655,9 @@ mod tests {
     #[test]
     fn conditional_data_without_classes_is_an_error() {
         for kind in [ToyKind::Swissroll, ToyKind::Checkerboard] {
-            let err = Toy::dataset(&data(kind, true), Split::Train, 0).err().expect("should fail");
+            let err = Toy::dataset(&data(kind, true), Split::Train, 0)
+                .err()
+                .expect("should fail");
             assert!(err.to_string().contains("data.conditional"), "{err}");
         }
     }
@@ -493,7 +665,13 @@ mod tests {
     #[test]
     fn denoiser_gives_one_prediction_per_point() -> anyhow::Result<()> {
         let dev = Device::Cpu;
-        let model = ToyModel { hidden: 32, blocks: 2, time_dim: 16, layer_norm: true, heads: 4 };
+        let model = ToyModel {
+            hidden: 32,
+            blocks: 2,
+            time_dim: 16,
+            layer_norm: true,
+            heads: 4,
+        };
         let x = Tensor::zeros((5, 2), DType::F32, &dev)?;
         let t = Tensor::new(&[0.0f32, 1.5, 10.0, 500.0, 999.0], &dev)?;
         for conditional in [false, true] {
@@ -501,9 +679,19 @@ mod tests {
             let params = Params::new(0);
             let net = Toy::denoiser(&model, &info, params.var_builder(DType::F32, &dev))?;
             let spec = ToyKind::EightGaussians.cond_spec();
-            let ids = spec.encode(&[conds(ToyKind::EightGaussians, &[0, 3, 7]), vec![spec.null(), spec.null()]].concat(), &dev)?;
+            let ids = spec.encode(
+                &[
+                    conds(ToyKind::EightGaussians, &[0, 3, 7]),
+                    vec![spec.null(), spec.null()],
+                ]
+                .concat(),
+                &dev,
+            )?;
             if conditional {
-                let with = net.forward(&Inputs { cond: Some(&ids), ..Inputs::new(&x, &t) })?;
+                let with = net.forward(&Inputs {
+                    cond: Some(&ids),
+                    ..Inputs::new(&x, &t)
+                })?;
                 assert_eq!(with.dims(), &[5, 2]);
                 // No conditions means the null condition for every row.
                 let null = net.forward(&Inputs::new(&x, &t))?.to_vec2::<f32>()?;
@@ -511,7 +699,12 @@ mod tests {
                 assert!(params.vars().iter().any(|(n, _)| n == "cond.class.weight"));
             } else {
                 assert_eq!(net.forward(&Inputs::new(&x, &t))?.dims(), &[5, 2]);
-                assert!(net.forward(&Inputs { cond: Some(&ids), ..Inputs::new(&x, &t) }).is_err());
+                assert!(net
+                    .forward(&Inputs {
+                        cond: Some(&ids),
+                        ..Inputs::new(&x, &t)
+                    })
+                    .is_err());
             }
         }
         Ok(())
@@ -520,8 +713,14 @@ mod tests {
     #[test]
     fn evaluation_scores_held_out_data_near_the_floor() -> anyhow::Result<()> {
         let dev = Device::Cpu;
-        let d = ToyData { n: 2000, ..data(ToyKind::EightGaussians, true) };
-        let eval = ToyEval { n: 2000, projections: 128 };
+        let d = ToyData {
+            n: 2000,
+            ..data(ToyKind::EightGaussians, true)
+        };
+        let eval = ToyEval {
+            n: 2000,
+            projections: 128,
+        };
         // A fresh draw from the true distribution stands in for a perfect model.
         let (points, labels) = d.dataset.draw(d.noise(), 2500, &mut Rng::stream(11, 7));
         let flat: Vec<f32> = points.iter().flatten().copied().collect();
@@ -535,7 +734,10 @@ mod tests {
         let wrong: Vec<u32> = labels.iter().map(|l| (l + 1) % 8).collect();
         let bad = Toy::evaluate(&d, &eval, 0, &view(&samples, &conds(d.dataset, &wrong)))?;
         assert_eq!(metric(&bad, "sw2"), metric(&good, "sw2"));
-        assert!(metric(&bad, "cond_sw2") > 5.0 * metric(&good, "cond_sw2"), "{bad:?} {good:?}");
+        assert!(
+            metric(&bad, "cond_sw2") > 5.0 * metric(&good, "cond_sw2"),
+            "{bad:?} {good:?}"
+        );
         // Noise alone is far from the data.
         let noise = Tensor::from_vec(Rng::new(1).normal_vec(5000), (2500, 2), &dev)?;
         let far = Toy::evaluate(&d, &eval, 0, &view(&noise, &[]))?;
@@ -551,8 +753,16 @@ mod tests {
         let d = data(ToyKind::Moons, true);
         let info = d.info()?;
         let samples = Tensor::new(&[[0.0f32, 0.5], [-1.0, 2.0], [10.0, 0.0]], &dev)?;
-        let paths = Toy::write_samples(&d, &info, &view(&samples, &conds(d.dataset, &[0, 1, 2])), &dir)?;
-        assert_eq!(paths, vec![dir.join("samples.csv"), dir.join("samples.png")]);
+        let paths = Toy::write_samples(
+            &d,
+            &info,
+            &view(&samples, &conds(d.dataset, &[0, 1, 2])),
+            &dir,
+        )?;
+        assert_eq!(
+            paths,
+            vec![dir.join("samples.csv"), dir.join("samples.png")]
+        );
         let csv = std::fs::read_to_string(&paths[0])?;
         assert_eq!(csv, "x,y,label\n0,0.5,0\n-1,2,1\n10,0,2\n");
         let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&paths[1])?));
@@ -564,21 +774,37 @@ mod tests {
     }
 
     #[test]
-    fn token_evaluation_is_near_its_floor_for_true_sequences_and_far_for_uniform_ones() -> anyhow::Result<()> {
+    fn token_evaluation_is_near_its_floor_for_true_sequences_and_far_for_uniform_ones(
+    ) -> anyhow::Result<()> {
         let dev = Device::Cpu;
-        let d = ToyData { n: 1000, ..data(ToyKind::Markov, false) };
-        let eval = ToyEval { n: 1000, projections: 16 };
+        let d = ToyData {
+            n: 1000,
+            ..data(ToyKind::Markov, false)
+        };
+        let eval = ToyEval {
+            n: 1000,
+            projections: 16,
+        };
         let to_tensor = |seqs: Vec<Vec<u32>>| Tensor::new(seqs, &dev);
         let truth = to_tensor(MarkovChain::default().draw(1000, 32, &mut Rng::new(5)))?;
         let good = Toy::evaluate(&d, &eval, 0, &view(&truth, &[]))?;
         assert!(metric(&good, "bigram_tv_ratio") < 2.0, "{:?}", good.metrics);
         let uniform: Vec<Vec<u32>> = {
             let mut r = Rng::new(6);
-            (0..1000).map(|_| (0..32).map(|_| r.below(4) as u32).collect()).collect()
+            (0..1000)
+                .map(|_| (0..32).map(|_| r.below(4) as u32).collect())
+                .collect()
         };
         let bad = Toy::evaluate(&d, &eval, 0, &view(&to_tensor(uniform)?, &[]))?;
-        assert!(metric(&bad, "bigram_tv") > 5.0 * metric(&good, "bigram_tv"), "{:?}", bad.metrics);
-        assert!((metric(&good, "entropy_bits") - MarkovChain::default().entropy_per_token(32)).abs() < 1e-12);
+        assert!(
+            metric(&bad, "bigram_tv") > 5.0 * metric(&good, "bigram_tv"),
+            "{:?}",
+            bad.metrics
+        );
+        assert!(
+            (metric(&good, "entropy_bits") - MarkovChain::default().entropy_per_token(32)).abs()
+                < 1e-12
+        );
         Ok(())
     }
 }

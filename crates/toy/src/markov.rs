@@ -58,7 +58,11 @@ impl MarkovChain {
 
     /// The entropy rate `sum_i pi_i H(P_i)`, in bits per token.
     pub fn entropy_rate(&self) -> f64 {
-        self.stationary.iter().zip(&self.p).map(|(pi, row)| pi * entropy(row)).sum()
+        self.stationary
+            .iter()
+            .zip(&self.p)
+            .map(|(pi, row)| pi * entropy(row))
+            .sum()
     }
 
     /// The exact entropy of a sequence of `length` tokens, per token, in bits:
@@ -130,7 +134,12 @@ pub fn bigram_frequencies(seqs: &[Vec<u32>]) -> [[f64; 4]; 4] {
 
 /// The total variation distance between two bigram distributions.
 pub fn total_variation(a: &[[f64; 4]; 4], b: &[[f64; 4]; 4]) -> f64 {
-    0.5 * a.iter().flatten().zip(b.iter().flatten()).map(|(x, y)| (x - y).abs()).sum::<f64>()
+    0.5 * a
+        .iter()
+        .flatten()
+        .zip(b.iter().flatten())
+        .map(|(x, y)| (x - y).abs())
+        .sum::<f64>()
 }
 
 /// Token sequences held in memory, as the trainer sees them: `[B, L]` u32.
@@ -143,7 +152,10 @@ impl TokenDataset {
     /// Wraps sequences of equal length over `vocab` tokens.
     pub fn new(seqs: Vec<Vec<u32>>, vocab: usize) -> Self {
         let length = seqs.first().map_or(0, |s| s.len());
-        let info = DataInfo { vocab: Some(vocab), ..DataInfo::new(vec![length]) };
+        let info = DataInfo {
+            vocab: Some(vocab),
+            ..DataInfo::new(vec![length])
+        };
         Self { seqs, info }
     }
 }
@@ -161,10 +173,19 @@ impl Dataset for TokenDataset {
         let l = self.info.item_shape[0];
         let mut flat = Vec::with_capacity(indices.len() * l);
         for &i in indices {
-            let s = self.seqs.get(i).ok_or_else(|| candle_core::Error::Msg(format!("index {i} is out of range for {} sequences", self.seqs.len())))?;
+            let s = self.seqs.get(i).ok_or_else(|| {
+                candle_core::Error::Msg(format!(
+                    "index {i} is out of range for {} sequences",
+                    self.seqs.len()
+                ))
+            })?;
             flat.extend_from_slice(s);
         }
-        Ok(Batch { x0: Tensor::from_vec(flat, (indices.len(), l), device)?, cond: vec![], lengths: None })
+        Ok(Batch {
+            x0: Tensor::from_vec(flat, (indices.len(), l), device)?,
+            cond: vec![],
+            lengths: None,
+        })
     }
 }
 
@@ -196,6 +217,9 @@ mod tests {
             }
         }
         let per_token = nll / (seqs.len() * 32) as f64;
-        assert!((per_token - c.entropy_per_token(32)).abs() < 0.02, "{per_token}");
+        assert!(
+            (per_token - c.entropy_per_token(32)).abs() < 0.02,
+            "{per_token}"
+        );
     }
 }

@@ -25,7 +25,10 @@ fn w2_squared_sorted(a: &[f64], b: &[f64]) -> f64 {
 
 /// The 2-Wasserstein distance between two 1-D samples (any sizes). Panics if either is empty.
 pub fn wasserstein2_1d(a: &[f64], b: &[f64]) -> f64 {
-    assert!(!a.is_empty() && !b.is_empty(), "wasserstein2_1d needs two non-empty samples");
+    assert!(
+        !a.is_empty() && !b.is_empty(),
+        "wasserstein2_1d needs two non-empty samples"
+    );
     let mut a = a.to_vec();
     let mut b = b.to_vec();
     a.sort_by(f64::total_cmp);
@@ -38,11 +41,20 @@ pub fn wasserstein2_1d(a: &[f64], b: &[f64]) -> f64 {
 /// squared 1-D W2 between the projected sets. Panics if either set is empty or
 /// `projections` is 0.
 pub fn sliced_wasserstein2(a: &[[f32; 2]], b: &[[f32; 2]], projections: usize, seed: u64) -> f64 {
-    assert!(!a.is_empty() && !b.is_empty(), "sliced_wasserstein2 needs two non-empty sets");
-    assert!(projections > 0, "sliced_wasserstein2 needs at least one projection");
+    assert!(
+        !a.is_empty() && !b.is_empty(),
+        "sliced_wasserstein2 needs two non-empty sets"
+    );
+    assert!(
+        projections > 0,
+        "sliced_wasserstein2 needs at least one projection"
+    );
     let mut rng = Rng::new(seed);
     let project = |points: &[[f32; 2]], (c, s): (f64, f64)| {
-        let mut v: Vec<f64> = points.iter().map(|p| c * p[0] as f64 + s * p[1] as f64).collect();
+        let mut v: Vec<f64> = points
+            .iter()
+            .map(|p| c * p[0] as f64 + s * p[1] as f64)
+            .collect();
         v.sort_by(f64::total_cmp);
         v
     };
@@ -86,7 +98,10 @@ mod tests {
         let sw = sliced_wasserstein2(&a, &b, 2000, 7);
         // Each projection shifts by d cos(angle); the mean of cos^2 is 1/2.
         let expected = d as f64 / 2f64.sqrt();
-        assert!((sw - expected).abs() < 0.02, "sw2 {sw}, expected {expected}");
+        assert!(
+            (sw - expected).abs() < 0.02,
+            "sw2 {sw}, expected {expected}"
+        );
     }
 
     #[test]
@@ -101,7 +116,9 @@ mod tests {
         let (moons, _) = ToyKind::Moons.draw(0.05, 2000, &mut Rng::stream(0, 1));
         let (other, _) = ToyKind::Moons.draw(0.05, 2000, &mut Rng::stream(0, 2));
         let mut rng = Rng::new(9);
-        let normal: Vec<[f32; 2]> = (0..2000).map(|_| [rng.normal() as f32, rng.normal() as f32]).collect();
+        let normal: Vec<[f32; 2]> = (0..2000)
+            .map(|_| [rng.normal() as f32, rng.normal() as f32])
+            .collect();
         let floor = sliced_wasserstein2(&moons, &other, 256, 0);
         let far = sliced_wasserstein2(&moons, &normal, 256, 0);
         assert!(far > 3.0 * floor, "moons vs normal {far}, floor {floor}");

@@ -4,10 +4,10 @@
 use crate::ToyModel;
 use candle_core::{Result, Tensor};
 use candle_nn::{Module, VarBuilder};
-use sugarcube_core::nn::norm::LayerNorm;
-use sugarcube_core::nn::ops::Linear;
 use sugarcube_core::denoiser::{Denoiser, Inputs};
 use sugarcube_core::domain::DataInfo;
+use sugarcube_core::nn::norm::LayerNorm;
+use sugarcube_core::nn::ops::Linear;
 use sugarcube_core::nn::{CondEmbedding, SequenceTransformer, TimeEmbedding, TransformerConfig};
 use sugarcube_core::tensor_util::one_hot;
 
@@ -20,7 +20,11 @@ struct ResBlock {
 
 impl ResBlock {
     fn new(hidden: usize, layer_norm: bool, vb: VarBuilder) -> Result<Self> {
-        let norm = if layer_norm { Some(LayerNorm::new(vb.pp("norm"), hidden, 1e-5)?) } else { None };
+        let norm = if layer_norm {
+            Some(LayerNorm::new(vb.pp("norm"), hidden, 1e-5)?)
+        } else {
+            None
+        };
         Ok(Self {
             norm,
             fc1: Linear::new(hidden, hidden, vb.pp("fc1"))?,
@@ -58,7 +62,11 @@ impl ToyDenoiser {
             shape => candle_core::bail!("the toy model needs 1-D items, got item shape {shape:?}"),
         };
         let h = model.hidden;
-        let cond = if info.cond.is_empty() { None } else { Some(CondEmbedding::new(vb.pp("cond"), &info.cond, h)?) };
+        let cond = if info.cond.is_empty() {
+            None
+        } else {
+            Some(CondEmbedding::new(vb.pp("cond"), &info.cond, h)?)
+        };
         let blocks = (0..model.blocks)
             .map(|i| ResBlock::new(h, model.layer_norm, vb.pp("blocks").pp(i)))
             .collect::<Result<Vec<_>>>()?;
@@ -77,10 +85,15 @@ impl Denoiser for ToyDenoiser {
     /// unconditional model rejects conditions.
     fn forward(&self, inputs: &Inputs) -> Result<Tensor> {
         let x_t = inputs.x;
-        let mut h = self.input.forward(x_t)?.add(&self.time.forward(inputs.time)?)?;
+        let mut h = self
+            .input
+            .forward(x_t)?
+            .add(&self.time.forward(inputs.time)?)?;
         match (&self.cond, inputs.cond) {
             (Some(embed), c) => h = h.add(&embed.forward(c, x_t.dim(0)?, x_t.device())?)?,
-            (None, Some(_)) => candle_core::bail!("this toy model is unconditional but was given conditions"),
+            (None, Some(_)) => {
+                candle_core::bail!("this toy model is unconditional but was given conditions")
+            }
             (None, None) => {}
         }
         for block in &self.blocks {
@@ -103,7 +116,9 @@ impl TokenDenoiser {
     /// Builds the network for token data described by `info`.
     pub fn new(model: &ToyModel, info: &DataInfo, vb: VarBuilder) -> Result<Self> {
         let (Some(vocab), [length]) = (info.vocab, info.item_shape.as_slice()) else {
-            candle_core::bail!("the token model needs [L] token data with a vocabulary, got {info:?}");
+            candle_core::bail!(
+                "the token model needs [L] token data with a vocabulary, got {info:?}"
+            );
         };
         let cfg = TransformerConfig {
             hidden: model.hidden,
@@ -114,7 +129,10 @@ impl TokenDenoiser {
             dropout: 0.0,
             ..TransformerConfig::default()
         };
-        Ok(Self { net: SequenceTransformer::new(vb, &cfg, vocab + 1, &info.cond)?, vocab })
+        Ok(Self {
+            net: SequenceTransformer::new(vb, &cfg, vocab + 1, &info.cond)?,
+            vocab,
+        })
     }
 }
 

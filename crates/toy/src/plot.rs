@@ -31,14 +31,22 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    let mut file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    file.write_all(bytes).and_then(|_| file.sync_all()).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    let mut file =
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    file.write_all(bytes)
+        .and_then(|_| file.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }
 
 /// The CSV text for points (`x,y`) or labelled points (`x,y,label`), in model coordinates.
 pub fn samples_csv(points: &[[f32; 2]], labels: Option<&[u32]>) -> String {
-    let mut out = String::from(if labels.is_some() { "x,y,label\n" } else { "x,y\n" });
+    let mut out = String::from(if labels.is_some() {
+        "x,y,label\n"
+    } else {
+        "x,y\n"
+    });
     for (i, p) in points.iter().enumerate() {
         match labels {
             Some(l) => out.push_str(&format!("{},{},{}\n", p[0], p[1], l[i])),

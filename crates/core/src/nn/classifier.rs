@@ -48,15 +48,33 @@ pub struct ClassifierConfig {
 
 impl Default for ClassifierConfig {
     fn default() -> Self {
-        Self { field: None, channels: 32, channel_mults: vec![1, 2, 2], layers_per_block: 1, groups: 8, hidden: 256, dropout: 0.0 }
+        Self {
+            field: None,
+            channels: 32,
+            channel_mults: vec![1, 2, 2],
+            layers_per_block: 1,
+            groups: 8,
+            hidden: 256,
+            dropout: 0.0,
+        }
     }
 }
 
 // one per network: the variants' size difference costs nothing
 #[allow(clippy::large_enum_variant)]
 enum Body {
-    Conv { dims: Dims, conv_in: Conv, levels: Vec<(Vec<ResBlock>, Option<Conv>)>, mid: ResBlock, norm_out: Norm },
-    Mlp { input: Linear, blocks: Vec<Linear>, p: f64 },
+    Conv {
+        dims: Dims,
+        conv_in: Conv,
+        levels: Vec<(Vec<ResBlock>, Option<Conv>)>,
+        mid: ResBlock,
+        norm_out: Norm,
+    },
+    Mlp {
+        input: Linear,
+        blocks: Vec<Linear>,
+        p: f64,
+    },
 }
 
 /// A noise-aware classifier: `[B, ...]` noised data and `[B]` times to `[B, classes]` logits.
@@ -73,11 +91,20 @@ pub struct Classifier {
 impl Classifier {
     /// Builds a classifier of `classes` classes for items of `item_shape` (`[D]`, `[C, L]` or
     /// `[C, H, W]`); invalid settings are errors that name the key.
-    pub fn new(vb: VarBuilder, cfg: &ClassifierConfig, item_shape: &[usize], classes: usize) -> Result<Self> {
+    pub fn new(
+        vb: VarBuilder,
+        cfg: &ClassifierConfig,
+        item_shape: &[usize],
+        classes: usize,
+    ) -> Result<Self> {
         if classes < 2 {
             candle_core::bail!("a classifier needs at least 2 classes, the field has {classes}");
         }
-        if cfg.channel_mults.is_empty() || cfg.channel_mults.contains(&0) || cfg.channels == 0 || cfg.hidden == 0 {
+        if cfg.channel_mults.is_empty()
+            || cfg.channel_mults.contains(&0)
+            || cfg.channels == 0
+            || cfg.hidden == 0
+        {
             candle_core::bail!("classifier.channels, classifier.hidden and every classifier.channel_mults entry must be positive, and channel_mults non-empty");
         }
         if !(0.0..1.0).contains(&cfg.dropout) {
@@ -145,9 +172,19 @@ impl Classifier {
 
     /// `[B, classes]` logits for `x` at times `t`; `mask` (`[B, L]`, 1 at real positions) limits
     /// the pooling of 1-D data to real positions; `rows` given: training mode (dropout on).
-    pub fn logits(&self, x: &Tensor, t: &Tensor, mask: Option<&Tensor>, mut rows: Option<&mut Rows>) -> Result<Tensor> {
+    pub fn logits(
+        &self,
+        x: &Tensor,
+        t: &Tensor,
+        mask: Option<&Tensor>,
+        mut rows: Option<&mut Rows>,
+    ) -> Result<Tensor> {
         if x.dims().get(1..) != Some(&self.item_shape[..]) && mask.is_none() {
-            candle_core::bail!("the classifier was built for items of shape {:?}, got a batch of {:?}", self.item_shape, x.dims());
+            candle_core::bail!(
+                "the classifier was built for items of shape {:?}, got a batch of {:?}",
+                self.item_shape,
+                x.dims()
+            );
         }
         let emb = self.time.forward(t)?;
         let h = match &self.body {
@@ -162,12 +199,20 @@ impl Classifier {
                 }
                 h.silu()?
             }
-            Body::Conv { dims, conv_in, levels, mid, norm_out } => {
+            Body::Conv {
+                dims,
+                conv_in,
+                levels,
+                mid,
+                norm_out,
+            } => {
                 let emb = emb.silu()?;
                 let mut m = mask.cloned();
                 let x = match (&m, dims) {
                     (Some(m), Dims::One) => x.broadcast_mul(&m.unsqueeze(1)?)?,
-                    (Some(_), Dims::Two) => candle_core::bail!("a padding mask needs 1-D data ([C, L])"),
+                    (Some(_), Dims::Two) => {
+                        candle_core::bail!("a padding mask needs 1-D data ([C, L])")
+                    }
                     (None, _) => x.clone(),
                 };
                 let mut h = conv_in.forward(&x)?;
@@ -190,7 +235,9 @@ impl Classifier {
                 match &m {
                     Some(m) => {
                         let m = m.unsqueeze(1)?;
-                        h.broadcast_mul(&m)?.sum(D::Minus1)?.broadcast_div(&m.sum(D::Minus1)?.clamp(1.0, f64::INFINITY)?)?
+                        h.broadcast_mul(&m)?
+                            .sum(D::Minus1)?
+                            .broadcast_div(&m.sum(D::Minus1)?.clamp(1.0, f64::INFINITY)?)?
                     }
                     None => h.flatten_from(2)?.mean(D::Minus1)?,
                 }
@@ -220,7 +267,13 @@ mod tests {
     #[test]
     fn logits_have_one_column_per_class_for_every_shape() -> Result<()> {
         let dev = Device::Cpu;
-        let cfg = ClassifierConfig { channels: 8, channel_mults: vec![1, 2], groups: 4, hidden: 16, ..Default::default() };
+        let cfg = ClassifierConfig {
+            channels: 8,
+            channel_mults: vec![1, 2],
+            groups: 4,
+            hidden: 16,
+            ..Default::default()
+        };
         for shape in [vec![3], vec![2, 9], vec![1, 7, 5]] {
             let params = Params::new(0);
             let c = Classifier::new(params.var_builder(DType::F32, &dev), &cfg, &shape, 4)?;
@@ -236,7 +289,12 @@ mod tests {
     #[test]
     fn pooling_ignores_padding_of_1d_data() -> Result<()> {
         let dev = Device::Cpu;
-        let cfg = ClassifierConfig { channels: 8, channel_mults: vec![1], groups: 4, ..Default::default() };
+        let cfg = ClassifierConfig {
+            channels: 8,
+            channel_mults: vec![1],
+            groups: 4,
+            ..Default::default()
+        };
         let params = Params::new(1);
         let c = Classifier::new(params.var_builder(DType::F32, &dev), &cfg, &[2, 6], 3)?;
         let x = Tensor::randn(0f32, 1.0, (1, 2, 6), &dev)?;
@@ -244,7 +302,10 @@ mod tests {
         let t = Tensor::new(&[10f32], &dev)?;
         let a = c.logits(&x, &t, Some(&m), None)?;
         // the input is zeroed at padding before the first conv: values there change nothing
-        let noise = Tensor::new(&[[[0f32, 0., 0., 0., 5., -3.], [0., 0., 0., 0., 2., 9.]]], &dev)?;
+        let noise = Tensor::new(
+            &[[[0f32, 0., 0., 0., 5., -3.], [0., 0., 0., 0., 2., 9.]]],
+            &dev,
+        )?;
         let b = c.logits(&x.add(&noise)?, &t, Some(&m), None)?;
         let d = a.sub(&b)?.abs()?.max_all()?.to_scalar::<f32>()?;
         assert!(d < 1e-6, "padding changed the logits by {d}");
@@ -255,10 +316,20 @@ mod tests {
     fn bad_settings_name_their_key() {
         let params = Params::new(0);
         let vb = params.var_builder(DType::F32, &Device::Cpu);
-        let cfg = ClassifierConfig { channels: 6, groups: 4, ..Default::default() };
-        let e = Classifier::new(vb.clone(), &cfg, &[1, 8, 8], 3).err().unwrap().to_string();
+        let cfg = ClassifierConfig {
+            channels: 6,
+            groups: 4,
+            ..Default::default()
+        };
+        let e = Classifier::new(vb.clone(), &cfg, &[1, 8, 8], 3)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("classifier.groups"), "{e}");
-        let e = Classifier::new(vb, &ClassifierConfig::default(), &[1, 2, 3, 4], 3).err().unwrap().to_string();
+        let e = Classifier::new(vb, &ClassifierConfig::default(), &[1, 2, 3, 4], 3)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("rank"), "{e}");
     }
 }

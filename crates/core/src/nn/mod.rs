@@ -10,16 +10,19 @@ use candle_core::{DType, Result, Tensor, D};
 use candle_nn::{Module, VarBuilder};
 
 pub mod classifier;
+pub mod eval_classifier;
 pub mod transformer;
 pub mod unet;
 
 // The kernels and the layers around them live in sugarcube-kernels; re-exported here under the
 // paths the networks and the domain crates use.
-pub use sugarcube_kernels::{attention, conv, elementwise, linear, norm, relative, resample};
-pub use sugarcube_kernels::{bf16_compute, bf16_supported, set_bf16_compute, set_fused_kernels, Bf16Compute};
 pub(crate) use sugarcube_kernels::output_vec;
 #[cfg(test)]
 pub(crate) use sugarcube_kernels::testing as test_util;
+pub use sugarcube_kernels::{attention, conv, elementwise, linear, norm, relative, resample};
+pub use sugarcube_kernels::{
+    bf16_compute, bf16_supported, set_bf16_compute, set_fused_kernels, Bf16Compute,
+};
 
 /// The small ops under their earlier common path (`nn::ops`): element-wise ones, resampling,
 /// the relative-position term and the linear layer, from [`sugarcube_kernels`].
@@ -30,7 +33,9 @@ pub mod ops {
     pub use sugarcube_kernels::resample::{cat_channels, upsample_nearest};
 }
 
-pub use transformer::{DecoderHead, PositionEmbedding, SequenceTransformer, TimeEncoding, TransformerConfig};
+pub use transformer::{
+    DecoderHead, PositionEmbedding, SequenceTransformer, TimeEncoding, TransformerConfig,
+};
 pub use unet::{Dims, UNet, UNetConfig};
 
 /// Sinusoidal embedding of a `[B]` tensor of timesteps, giving `[B, dim]` float32.
@@ -47,7 +52,10 @@ pub fn timestep_embedding(t: &Tensor, dim: usize, max_period: f64) -> Result<Ten
         .map(|i| (-max_period.ln() * i as f64 / half as f64).exp() as f32)
         .collect();
     let freqs = Tensor::from_vec(freqs, (1, half), t.device())?;
-    let args = t.to_dtype(DType::F32)?.reshape((b, 1))?.broadcast_mul(&freqs)?;
+    let args = t
+        .to_dtype(DType::F32)?
+        .reshape((b, 1))?
+        .broadcast_mul(&freqs)?;
     let mut parts = vec![args.cos()?, args.sin()?];
     if dim % 2 == 1 {
         parts.push(Tensor::zeros((b, 1), DType::F32, t.device())?);
@@ -102,20 +110,36 @@ impl CondEmbedding {
         let tables = spec
             .fields
             .iter()
-            .map(|f| vb.pp(&f.name).get_with_hints((f.width(), dim), "weight", candle_nn::Init::Randn { mean: 0.0, stdev: 1.0 }))
+            .map(|f| {
+                vb.pp(&f.name).get_with_hints(
+                    (f.width(), dim),
+                    "weight",
+                    candle_nn::Init::Randn {
+                        mean: 0.0,
+                        stdev: 1.0,
+                    },
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self { tables, dim })
     }
 
     /// Embeds `[B]` conditions as `[B, dim]`; None (or an empty spec) embeds the null
     /// condition of every row (zero without fields).
-    pub fn forward(&self, cond: Option<&crate::cond::CondBatch>, batch: usize, device: &candle_core::Device) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        cond: Option<&crate::cond::CondBatch>,
+        batch: usize,
+        device: &candle_core::Device,
+    ) -> Result<Tensor> {
         let dtype = self.tables.first().map_or(DType::F32, |t| t.dtype());
         let mut out = Tensor::zeros((batch, self.dim), dtype, device)?;
         for (i, table) in self.tables.iter().enumerate() {
             let w = table.dim(0)?;
             let enc = match cond {
-                Some(c) => c.fields.get(i).cloned().ok_or_else(|| candle_core::Error::Msg(format!("condition batch has no field {i}")))?,
+                Some(c) => c.fields.get(i).cloned().ok_or_else(|| {
+                    candle_core::Error::Msg(format!("condition batch has no field {i}"))
+                })?,
                 None => {
                     // the null: the last column
                     let mut v = vec![0f32; batch * w];
@@ -126,7 +150,10 @@ impl CondEmbedding {
                 }
             };
             if enc.dims() != [batch, w] {
-                candle_core::bail!("condition field {i} is encoded as {:?}, expected [{batch}, {w}]", enc.dims());
+                candle_core::bail!(
+                    "condition field {i} is encoded as {:?}, expected [{batch}, {w}]",
+                    enc.dims()
+                );
             }
             out = out.add(&enc.to_dtype(dtype)?.matmul(table)?)?;
         }
@@ -172,7 +199,10 @@ mod tests {
                 let f = (-(10_000f64.ln()) * i as f64 / (dim / 2) as f64).exp();
                 let a = tv as f64 * f;
                 assert!((row[i] as f64 - a.cos()).abs() < 1e-4, "cos t={tv} i={i}");
-                assert!((row[dim / 2 + i] as f64 - a.sin()).abs() < 1e-4, "sin t={tv} i={i}");
+                assert!(
+                    (row[dim / 2 + i] as f64 - a.sin()).abs() < 1e-4,
+                    "sin t={tv} i={i}"
+                );
             }
         }
         // t = 0: cos part is 1, sin part is 0.
@@ -204,13 +234,28 @@ mod tests {
         assert_eq!(te.forward(&t)?.dims(), &[3, 64]);
         let spec = crate::cond::CondSpec::classes("class", (0..4).map(|i| i.to_string()).collect());
         let ce = CondEmbedding::new(vb.pp("cond"), &spec, 64)?;
-        let conds: Vec<_> = [0u32, 3].iter().map(|&c| crate::cond::Condition(vec![crate::cond::Value::Class(c)])).chain([spec.null()]).collect();
+        let conds: Vec<_> = [0u32, 3]
+            .iter()
+            .map(|&c| crate::cond::Condition(vec![crate::cond::Value::Class(c)]))
+            .chain([spec.null()])
+            .collect();
         let emb = ce.forward(Some(&spec.encode(&conds, &dev)?), 3, &dev)?;
         assert_eq!(emb.dims(), &[3, 64]);
         // a class's embedding is its row of the table; None is the null row
-        let table = params.vars().into_iter().find(|(n, _)| n == "cond.class.weight").unwrap().1;
-        assert_eq!(emb.get(1)?.to_vec1::<f32>()?, table.as_tensor().get(3)?.to_vec1::<f32>()?);
-        assert_eq!(ce.forward(None, 1, &dev)?.get(0)?.to_vec1::<f32>()?, table.as_tensor().get(4)?.to_vec1::<f32>()?);
+        let table = params
+            .vars()
+            .into_iter()
+            .find(|(n, _)| n == "cond.class.weight")
+            .unwrap()
+            .1;
+        assert_eq!(
+            emb.get(1)?.to_vec1::<f32>()?,
+            table.as_tensor().get(3)?.to_vec1::<f32>()?
+        );
+        assert_eq!(
+            ce.forward(None, 1, &dev)?.get(0)?.to_vec1::<f32>()?,
+            table.as_tensor().get(4)?.to_vec1::<f32>()?
+        );
         let names: Vec<String> = params.vars().into_iter().map(|(n, _)| n).collect();
         assert!(names.contains(&"time.linear_1.weight".to_string()));
         Ok(())
@@ -223,14 +268,25 @@ mod tests {
         let b = dropout(&x, 0.3, &mut Rows::new(5, 0, 100))?;
         // row 40's mask does not depend on the rows before it
         let tail = dropout(&x.narrow(0, 40, 60)?, 0.3, &mut Rows::new(5, 40, 60))?;
-        assert_eq!(tail.to_vec2::<f32>()?, a.narrow(0, 40, 60)?.to_vec2::<f32>()?);
-        assert_eq!(a.flatten_all()?.to_vec1::<f32>()?, b.flatten_all()?.to_vec1::<f32>()?);
+        assert_eq!(
+            tail.to_vec2::<f32>()?,
+            a.narrow(0, 40, 60)?.to_vec2::<f32>()?
+        );
+        assert_eq!(
+            a.flatten_all()?.to_vec1::<f32>()?,
+            b.flatten_all()?.to_vec1::<f32>()?
+        );
         let vals = a.flatten_all()?.to_vec1::<f32>()?;
         let zeros = vals.iter().filter(|v| **v == 0.0).count() as f64 / vals.len() as f64;
         assert!((zeros - 0.3).abs() < 0.02, "dropped fraction {zeros}");
         let mean = vals.iter().map(|v| *v as f64).sum::<f64>() / vals.len() as f64;
         assert!((mean - 1.0).abs() < 0.03, "mean {mean}");
-        assert_eq!(dropout(&x, 0.0, &mut Rows::new(5, 0, 100))?.sum_all()?.to_scalar::<f32>()?, 10_000.0);
+        assert_eq!(
+            dropout(&x, 0.0, &mut Rows::new(5, 0, 100))?
+                .sum_all()?
+                .to_scalar::<f32>()?,
+            10_000.0
+        );
         assert!(dropout(&x, 1.0, &mut Rows::new(5, 0, 100)).is_err());
         Ok(())
     }

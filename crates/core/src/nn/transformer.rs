@@ -62,13 +62,13 @@
 
 use super::attention::self_attention;
 use super::dropout;
-use crate::denoiser::Denoiser;
+use super::ops::Linear;
 use crate::cond::{CondBatch, CondSpec};
+use crate::denoiser::Denoiser;
 use crate::denoiser::Inputs;
 use crate::rng::{Rng, Rows};
 use candle_core::{bail, DType, Result, Tensor};
 use candle_nn::{Init, Module, VarBuilder};
-use super::ops::Linear;
 use serde::{Deserialize, Serialize};
 use std::f64::consts::PI;
 
@@ -165,7 +165,13 @@ impl TransformerConfig {
     /// intermediate 384; everything else as the default. With 6 features it has 1,871,430
     /// parameters, as in PyTorch.
     pub fn foldingdiff_small() -> Self {
-        Self { hidden: 192, layers: 6, heads: 6, intermediate: 384, ..Self::default() }
+        Self {
+            hidden: 192,
+            layers: 6,
+            heads: 6,
+            intermediate: 384,
+            ..Self::default()
+        }
     }
 
     /// Checks that the sizes fit together.
@@ -174,10 +180,17 @@ impl TransformerConfig {
             bail!("transformer hidden, heads, intermediate and max_len must be positive: {self:?}");
         }
         if !self.hidden.is_multiple_of(self.heads) {
-            bail!("transformer hidden = {} is not a multiple of heads = {}", self.hidden, self.heads);
+            bail!(
+                "transformer hidden = {} is not a multiple of heads = {}",
+                self.hidden,
+                self.heads
+            );
         }
         if !self.hidden.is_multiple_of(2) || self.hidden < 4 {
-            bail!("the time encoding needs an even hidden width of at least 4, got {}", self.hidden);
+            bail!(
+                "the time encoding needs an even hidden width of at least 4, got {}",
+                self.hidden
+            );
         }
         if !(0.0..1.0).contains(&self.dropout) {
             bail!("dropout must be in [0, 1), got {}", self.dropout);
@@ -203,7 +216,14 @@ type Norm = super::norm::LayerNorm;
 /// `std`, and `bias`, zero.
 fn dense(vb: VarBuilder, in_dim: usize, out_dim: usize, std: f64) -> Result<Linear> {
     Ok(Linear::from_parts(
-        vb.get_with_hints((out_dim, in_dim), "weight", Init::Randn { mean: 0.0, stdev: std })?,
+        vb.get_with_hints(
+            (out_dim, in_dim),
+            "weight",
+            Init::Randn {
+                mean: 0.0,
+                stdev: std,
+            },
+        )?,
         Some(vb.get_with_hints(out_dim, "bias", Init::Const(0.0))?),
     ))
 }
@@ -211,8 +231,14 @@ fn dense(vb: VarBuilder, in_dim: usize, out_dim: usize, std: f64) -> Result<Line
 /// Layers stacked along the output axis, as one layer (one matmul for q, k and v).
 fn stacked(parts: &[&Linear]) -> Result<Linear> {
     let weights: Vec<&Tensor> = parts.iter().map(|p| p.weight()).collect();
-    let biases = parts.iter().map(|p| p.bias().cloned()).collect::<Option<Vec<Tensor>>>();
-    Ok(Linear::from_parts(Tensor::cat(&weights, 0)?, biases.map(|b| Tensor::cat(&b, 0)).transpose()?))
+    let biases = parts
+        .iter()
+        .map(|p| p.bias().cloned())
+        .collect::<Option<Vec<Tensor>>>();
+    Ok(Linear::from_parts(
+        Tensor::cat(&weights, 0)?,
+        biases.map(|b| Tensor::cat(&b, 0)).transpose()?,
+    ))
 }
 
 /// The dropout to apply: probability `p` and the generator, in training (when `rng` is given)
@@ -258,7 +284,10 @@ impl Layer {
             PositionEmbedding::RelativeKey => Some(sa.pp("distance_embedding").get_with_hints(
                 (2 * cfg.max_len - 1, h / cfg.heads),
                 "weight",
-                Init::Randn { mean: 0.0, stdev: std },
+                Init::Randn {
+                    mean: 0.0,
+                    stdev: std,
+                },
             )?),
             PositionEmbedding::Absolute => None,
         };
@@ -294,7 +323,13 @@ impl Layer {
             }
             None => None,
         };
-        self_attention(&qkv, self.heads, self.distance.as_ref(), key_bias, keep.as_deref())
+        self_attention(
+            &qkv,
+            self.heads,
+            self.distance.as_ref(),
+            key_bias,
+            keep.as_deref(),
+        )
     }
 
     fn forward(
@@ -304,25 +339,36 @@ impl Layer {
         rng: &mut Option<&mut Rows>,
     ) -> Result<Tensor> {
         let a = self.attn_out.forward(&self.context(x, key_bias, rng)?)?;
-        let x = self.attn_norm.forward(&super::ops::add(x, &train_dropout(a, self.dropout, rng)?)?)?;
-        let f = self.output.forward(&super::ops::gelu_erf(&self.intermediate.forward(&x)?)?)?;
-        self.out_norm.forward(&super::ops::add(&x, &train_dropout(f, self.dropout, rng)?)?)
+        let x = self
+            .attn_norm
+            .forward(&super::ops::add(x, &train_dropout(a, self.dropout, rng)?)?)?;
+        let f = self
+            .output
+            .forward(&super::ops::gelu_erf(&self.intermediate.forward(&x)?)?)?;
+        self.out_norm
+            .forward(&super::ops::add(&x, &train_dropout(f, self.dropout, rng)?)?)
     }
 }
 
 /// The per-position output head.
 #[derive(Clone, Debug)]
 enum Decoder {
-    Mlp { dense1: Linear, norm: Norm, dense2: Linear },
+    Mlp {
+        dense1: Linear,
+        norm: Norm,
+        dense2: Linear,
+    },
     Linear(Linear),
 }
 
 impl Decoder {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
-            Decoder::Mlp { dense1, norm, dense2 } => {
-                dense2.forward(&norm.forward(&super::ops::gelu_erf(&dense1.forward(x)?)?)?)
-            }
+            Decoder::Mlp {
+                dense1,
+                norm,
+                dense2,
+            } => dense2.forward(&norm.forward(&super::ops::gelu_erf(&dense1.forward(x)?)?)?),
             Decoder::Linear(dense) => dense.forward(x),
         }
     }
@@ -352,7 +398,12 @@ impl SequenceTransformer {
     /// `vb` (whose dtype the network computes in). Invalid configurations are errors.
     /// With a non-empty `cond` spec the network is conditional: each field is embedded
     /// (parameters `cond.{field}.weight`) and added to the time encoding of every position.
-    pub fn new(vb: VarBuilder, cfg: &TransformerConfig, features: usize, cond: &CondSpec) -> Result<Self> {
+    pub fn new(
+        vb: VarBuilder,
+        cfg: &TransformerConfig,
+        features: usize,
+        cond: &CondSpec,
+    ) -> Result<Self> {
         cfg.validate()?;
         if features == 0 {
             bail!("the transformer needs at least one feature per position");
@@ -362,7 +413,9 @@ impl SequenceTransformer {
         let time_freqs = match cfg.time_encoding {
             TimeEncoding::GaussianFourier => {
                 let mut rng = Rng::new(cfg.fourier_seed);
-                (0..half).map(|_| rng.normal() * cfg.fourier_scale * 2.0 * PI).collect()
+                (0..half)
+                    .map(|_| rng.normal() * cfg.fourier_scale * 2.0 * PI)
+                    .collect()
             }
             TimeEncoding::Sinusoidal => {
                 let step = 10_000f64.ln() / (half - 1) as f64;
@@ -374,7 +427,10 @@ impl SequenceTransformer {
             PositionEmbedding::Absolute => Some(emb.pp("position_embeddings").get_with_hints(
                 (cfg.max_len, h),
                 "weight",
-                Init::Randn { mean: 0.0, stdev: std },
+                Init::Randn {
+                    mean: 0.0,
+                    stdev: std,
+                },
             )?),
             PositionEmbedding::RelativeKey => None,
         };
@@ -398,7 +454,11 @@ impl SequenceTransformer {
             position,
             emb_norm: Norm::new(emb.pp("LayerNorm"), h, cfg.layer_norm_eps)?,
             time_freqs,
-            cond: if cond.is_empty() { None } else { Some(super::CondEmbedding::new(vb.pp("cond"), cond, h)?) },
+            cond: if cond.is_empty() {
+                None
+            } else {
+                Some(super::CondEmbedding::new(vb.pp("cond"), cond, h)?)
+            },
             layers,
             decoder,
         })
@@ -431,7 +491,10 @@ impl SequenceTransformer {
     fn check_input(&self, x: &Tensor, t: &Tensor, mask: Option<&Tensor>) -> Result<(usize, usize)> {
         let f = self.features;
         if x.rank() != 3 || x.dim(2)? != f {
-            bail!("the transformer expects [B, L, {f}] input (F = {f} features), got shape {:?}", x.dims());
+            bail!(
+                "the transformer expects [B, L, {f}] input (F = {f} features), got shape {:?}",
+                x.dims()
+            );
         }
         let (b, l, _) = x.dims3()?;
         if l == 0 || l > self.cfg.max_len {
@@ -442,11 +505,19 @@ impl SequenceTransformer {
             );
         }
         if t.dims() != [b] {
-            bail!("timesteps must have shape [{b}] for input {:?}, got {:?}", x.dims(), t.dims());
+            bail!(
+                "timesteps must have shape [{b}] for input {:?}, got {:?}",
+                x.dims(),
+                t.dims()
+            );
         }
         if let Some(mask) = mask {
             if mask.dims() != [b, l] {
-                bail!("the padding mask must have shape [{b}, {l}] for input {:?}, got {:?}", x.dims(), mask.dims());
+                bail!(
+                    "the padding mask must have shape [{b}, {l}] for input {:?}, got {:?}",
+                    x.dims(),
+                    mask.dims()
+                );
             }
         }
         Ok((b, l))
@@ -527,12 +598,25 @@ mod tests {
         }
     }
 
-    fn build(params: &Params, cfg: &TransformerConfig, features: usize, dtype: DType) -> Result<SequenceTransformer> {
-        SequenceTransformer::new(params.var_builder(dtype, &Device::Cpu), cfg, features, &CondSpec::default())
+    fn build(
+        params: &Params,
+        cfg: &TransformerConfig,
+        features: usize,
+        dtype: DType,
+    ) -> Result<SequenceTransformer> {
+        SequenceTransformer::new(
+            params.var_builder(dtype, &Device::Cpu),
+            cfg,
+            features,
+            &CondSpec::default(),
+        )
     }
 
     fn tensor_of(params: &Params, name: &str) -> Tensor {
-        params.tensors().remove(name).unwrap_or_else(|| panic!("no parameter {name}"))
+        params
+            .tensors()
+            .remove(name)
+            .unwrap_or_else(|| panic!("no parameter {name}"))
     }
 
     #[test]
@@ -543,14 +627,23 @@ mod tests {
         for position_embedding in [PositionEmbedding::RelativeKey, PositionEmbedding::Absolute] {
             for time_encoding in [TimeEncoding::GaussianFourier, TimeEncoding::Sinusoidal] {
                 for decoder in [DecoderHead::Mlp, DecoderHead::Linear] {
-                    let cfg = TransformerConfig { position_embedding, time_encoding, decoder, ..tiny() };
+                    let cfg = TransformerConfig {
+                        position_embedding,
+                        time_encoding,
+                        decoder,
+                        ..tiny()
+                    };
                     let net = build(&Params::new(2), &cfg, 3, DType::F32)?;
                     let out = net.forward(&Inputs::new(&x, &t))?;
                     assert_eq!(out.dims(), &[2, 5, 3], "{cfg:?}");
                     assert!(values(&out)?.iter().all(|v| v.is_finite()), "{cfg:?}");
                     // The full length fits too.
                     let full = randn(&mut Rng::new(3), &[1, 7, 3], DType::F32, &dev)?;
-                    assert_eq!(net.forward(&Inputs::new(&full, &Tensor::new(&[4.0f32], &dev)?))?.dims(), &[1, 7, 3]);
+                    assert_eq!(
+                        net.forward(&Inputs::new(&full, &Tensor::new(&[4.0f32], &dev)?))?
+                            .dims(),
+                        &[1, 7, 3]
+                    );
                 }
             }
         }
@@ -573,7 +666,12 @@ mod tests {
     #[test]
     fn foldingdiff_small_parameter_count() -> Result<()> {
         let params = Params::new(0);
-        build(&params, &TransformerConfig::foldingdiff_small(), 6, DType::F32)?;
+        build(
+            &params,
+            &TransformerConfig::foldingdiff_small(),
+            6,
+            DType::F32,
+        )?;
         assert_eq!(params.count(), 1_871_430);
         let names: Vec<String> = params.vars().into_iter().map(|(n, _)| n).collect();
         for name in [
@@ -592,7 +690,10 @@ mod tests {
 
         // Absolute positions instead: one 128 x 192 table, no distance tables.
         let params = Params::new(0);
-        let cfg = TransformerConfig { position_embedding: PositionEmbedding::Absolute, ..TransformerConfig::foldingdiff_small() };
+        let cfg = TransformerConfig {
+            position_embedding: PositionEmbedding::Absolute,
+            ..TransformerConfig::foldingdiff_small()
+        };
         build(&params, &cfg, 6, DType::F32)?;
         assert_eq!(params.count(), 1_871_430 - 6 * 8_160 + 128 * 192);
         Ok(())
@@ -604,7 +705,10 @@ mod tests {
         let ts = [0.0f32, 1.0, 17.0, 999.0];
         let t = Tensor::new(&ts, &dev)?;
         for kind in [TimeEncoding::GaussianFourier, TimeEncoding::Sinusoidal] {
-            let cfg = TransformerConfig { time_encoding: kind, ..tiny() };
+            let cfg = TransformerConfig {
+                time_encoding: kind,
+                ..tiny()
+            };
             let net = build(&Params::new(0), &cfg, 3, DType::F64)?;
             let rows = net.time_encoding(&t)?.to_vec2::<f64>()?;
             let half = cfg.hidden / 2;
@@ -614,13 +718,21 @@ mod tests {
                     let w: Vec<f64> = (0..half).map(|_| rng.normal() * 2.0 * PI).collect();
                     w[i] * 2.0 * PI
                 }
-                TimeEncoding::Sinusoidal => (-(10_000f64.ln()) * i as f64 / (half - 1) as f64).exp(),
+                TimeEncoding::Sinusoidal => {
+                    (-(10_000f64.ln()) * i as f64 / (half - 1) as f64).exp()
+                }
             };
             for (row, &tv) in rows.iter().zip(&ts) {
                 for i in 0..half {
                     let a = tv as f64 * freq(i);
-                    assert!((row[i] - a.sin()).abs() < 1e-12, "{kind:?} sin t={tv} i={i}");
-                    assert!((row[half + i] - a.cos()).abs() < 1e-12, "{kind:?} cos t={tv} i={i}");
+                    assert!(
+                        (row[i] - a.sin()).abs() < 1e-12,
+                        "{kind:?} sin t={tv} i={i}"
+                    );
+                    assert!(
+                        (row[half + i] - a.cos()).abs() < 1e-12,
+                        "{kind:?} cos t={tv} i={i}"
+                    );
                 }
             }
         }
@@ -657,10 +769,15 @@ mod tests {
         let (b, l, h, heads, m) = (2, 5, cfg.hidden, cfg.heads, cfg.max_len);
         let d = h / heads;
         let x = randn(&mut Rng::new(5), &[b, l, h], DType::F64, &dev)?;
-        let mask = Tensor::new(&[[1f64, 1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0, 1.0]], &dev)?;
+        let mask = Tensor::new(
+            &[[1f64, 1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0, 1.0]],
+            &dev,
+        )?;
 
         let key_bias = mask.affine(10_000.0, -10_000.0)?;
-        let got = net.layers[0].context(&x, Some(&key_bias), &mut None)?.to_vec3::<f64>()?;
+        let got = net.layers[0]
+            .context(&x, Some(&key_bias), &mut None)?
+            .to_vec3::<f64>()?;
 
         let p = "encoder.layer.0.attention.self";
         let lin = |name: &str| -> Result<(Vec<Vec<f64>>, Vec<f64>)> {
@@ -672,7 +789,8 @@ mod tests {
         let (wq, bq) = lin("query")?;
         let (wk, bk) = lin("key")?;
         let (wv, bv) = lin("value")?;
-        let dist = tensor_of(&params, &format!("{p}.distance_embedding.weight")).to_vec2::<f64>()?;
+        let dist =
+            tensor_of(&params, &format!("{p}.distance_embedding.weight")).to_vec2::<f64>()?;
         let xs = x.to_vec3::<f64>()?;
         let mk = mask.to_vec2::<f64>()?;
         let apply = |w: &[Vec<f64>], bias: &[f64], v: &[f64], o: usize| -> f64 {
@@ -682,10 +800,14 @@ mod tests {
         for bi in 0..b {
             for hd in 0..heads {
                 for qi in 0..l {
-                    let q: Vec<f64> = (0..d).map(|e| apply(&wq, &bq, &xs[bi][qi], hd * d + e)).collect();
+                    let q: Vec<f64> = (0..d)
+                        .map(|e| apply(&wq, &bq, &xs[bi][qi], hd * d + e))
+                        .collect();
                     let mut scores = Vec::new();
                     for ki in 0..l {
-                        let k: Vec<f64> = (0..d).map(|e| apply(&wk, &bk, &xs[bi][ki], hd * d + e)).collect();
+                        let k: Vec<f64> = (0..d)
+                            .map(|e| apply(&wk, &bk, &xs[bi][ki], hd * d + e))
+                            .collect();
                         let row = &dist[qi + m - 1 - ki];
                         let s: f64 = (0..d).map(|e| q[e] * k[e] + q[e] * row[e]).sum();
                         scores.push(s / (d as f64).sqrt() + (mk[bi][ki] - 1.0) * 10_000.0);
@@ -712,22 +834,37 @@ mod tests {
     #[test]
     fn gradients_match_finite_differences() -> Result<()> {
         let dev = Device::Cpu;
-        let cfg = TransformerConfig { layers: 2, hidden: 8, heads: 2, max_len: 6, dropout: 0.2, ..tiny() };
+        let cfg = TransformerConfig {
+            layers: 2,
+            hidden: 8,
+            heads: 2,
+            max_len: 6,
+            dropout: 0.2,
+            ..tiny()
+        };
         let params = Params::new(11);
         let net = build(&params, &cfg, 3, DType::F64)?;
         let x = Var::from_tensor(&randn(&mut Rng::new(12), &[2, 5, 3], DType::F64, &dev)?)?;
         let w = randn(&mut Rng::new(13), &[2, 5, 3], DType::F64, &dev)?;
         let t = Tensor::new(&[3.0f32, 600.0], &dev)?;
-        let mask = Tensor::new(&[[1f32, 1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 1.0, 1.0, 1.0]], &dev)?;
+        let mask = Tensor::new(
+            &[[1f32, 1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 1.0, 1.0, 1.0]],
+            &dev,
+        )?;
         let loss_t = || {
             let mut rows = Rows::new(14, 0, 2);
-            net.forward_masked(x.as_tensor(), &t, None, Some(&mask), Some(&mut rows))?.mul(&w)?.sum_all()
+            net.forward_masked(x.as_tensor(), &t, None, Some(&mask), Some(&mut rows))?
+                .mul(&w)?
+                .sum_all()
         };
         let loss = || loss_t()?.to_scalar::<f64>();
         let grads = loss_t()?.backward()?;
 
         let all: Vec<usize> = (0..x.elem_count()).collect();
-        let err = rel_err(&values(grads.get(x.as_tensor()).unwrap())?, &numeric_grad(&x, &all, &loss)?);
+        let err = rel_err(
+            &values(grads.get(x.as_tensor()).unwrap())?,
+            &numeric_grad(&x, &all, &loss)?,
+        );
         println!("input: relative error {err:.2e}");
         assert!(err < 1e-5, "input gradient: relative error {err}");
 
@@ -735,9 +872,15 @@ mod tests {
         // Every parameter is reached by backprop (an op without a backward pass would leave
         // some without a gradient), and only the key biases get (numerically) zero gradients.
         for (name, var) in &vars {
-            let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("no gradient for {name}"));
+            let g = grads
+                .get(var.as_tensor())
+                .unwrap_or_else(|| panic!("no gradient for {name}"));
             let norm = values(g)?.iter().map(|v| v * v).sum::<f64>().sqrt();
-            assert_eq!(norm < 1e-9, name.ends_with("key.bias"), "{name}: gradient norm {norm}");
+            assert_eq!(
+                norm < 1e-9,
+                name.ends_with("key.bias"),
+                "{name}: gradient norm {norm}"
+            );
         }
         for name in [
             "inputs_to_hidden_dim.weight",
@@ -756,7 +899,11 @@ mod tests {
         ] {
             let var = &vars[name];
             let idx: Vec<usize> = (0..8).map(|k| (k * 37 + 5) % var.elem_count()).collect();
-            let analytic = values(grads.get(var.as_tensor()).unwrap_or_else(|| panic!("no gradient for {name}")))?;
+            let analytic = values(
+                grads
+                    .get(var.as_tensor())
+                    .unwrap_or_else(|| panic!("no gradient for {name}")),
+            )?;
             let analytic: Vec<f64> = idx.iter().map(|&i| analytic[i]).collect();
             let err = rel_err(&analytic, &numeric_grad(var, &idx, &loss)?);
             println!("{name}: relative error {err:.2e}");
@@ -771,31 +918,51 @@ mod tests {
     fn padding_mask_isolates_real_positions() -> Result<()> {
         let dev = Device::Cpu;
         for position_embedding in [PositionEmbedding::RelativeKey, PositionEmbedding::Absolute] {
-            let cfg = TransformerConfig { position_embedding, ..tiny() };
+            let cfg = TransformerConfig {
+                position_embedding,
+                ..tiny()
+            };
             let net = build(&Params::new(6), &cfg, 3, DType::F32)?;
             let x = randn(&mut Rng::new(7), &[2, 6, 3], DType::F32, &dev)?;
-            let noise = randn(&mut Rng::new(8), &[2, 6, 3], DType::F32, &dev)?.affine(100.0, 0.0)?;
-            let real = [[1f32, 1.0, 1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0, 0.0, 0.0]];
+            let noise =
+                randn(&mut Rng::new(8), &[2, 6, 3], DType::F32, &dev)?.affine(100.0, 0.0)?;
+            let real = [
+                [1f32, 1.0, 1.0, 1.0, 0.0, 0.0],
+                [1.0, 1.0, 0.0, 0.0, 0.0, 0.0],
+            ];
             let mask = Tensor::new(&real, &dev)?;
             // Replace the padded positions by large unrelated values.
             let keep = mask.unsqueeze(2)?.broadcast_as(x.shape())?;
             let x2 = x.mul(&keep)?.add(&noise.mul(&keep.affine(-1.0, 1.0)?)?)?;
             let t = Tensor::new(&[5.0f32, 80.0], &dev)?;
-            let a = net.forward_masked(&x, &t, None, Some(&mask), None)?.to_vec3::<f32>()?;
-            let b = net.forward_masked(&x2, &t, None, Some(&mask), None)?.to_vec3::<f32>()?;
-            let unmasked_a = net.forward_masked(&x, &t, None, None, None)?.to_vec3::<f32>()?;
-            let unmasked_b = net.forward_masked(&x2, &t, None, None, None)?.to_vec3::<f32>()?;
+            let a = net
+                .forward_masked(&x, &t, None, Some(&mask), None)?
+                .to_vec3::<f32>()?;
+            let b = net
+                .forward_masked(&x2, &t, None, Some(&mask), None)?
+                .to_vec3::<f32>()?;
+            let unmasked_a = net
+                .forward_masked(&x, &t, None, None, None)?
+                .to_vec3::<f32>()?;
+            let unmasked_b = net
+                .forward_masked(&x2, &t, None, None, None)?
+                .to_vec3::<f32>()?;
             for (bi, row) in real.iter().enumerate() {
                 for (li, &r) in row.iter().enumerate() {
                     if r == 1.0 {
-                        assert_eq!(a[bi][li], b[bi][li], "{position_embedding:?} batch {bi} position {li}");
+                        assert_eq!(
+                            a[bi][li], b[bi][li],
+                            "{position_embedding:?} batch {bi} position {li}"
+                        );
                         assert_ne!(unmasked_a[bi][li], unmasked_b[bi][li]);
                     }
                 }
             }
             // An all-ones mask is the same as no mask.
             let ones = Tensor::ones((2, 6), DType::F32, &dev)?;
-            let with_ones = net.forward_masked(&x, &t, None, Some(&ones), None)?.to_vec3::<f32>()?;
+            let with_ones = net
+                .forward_masked(&x, &t, None, Some(&ones), None)?
+                .to_vec3::<f32>()?;
             assert_eq!(with_ones, unmasked_a);
         }
         Ok(())
@@ -804,25 +971,47 @@ mod tests {
     #[test]
     fn dropout_only_in_training_and_determined_by_the_rng() -> Result<()> {
         let dev = Device::Cpu;
-        let cfg = TransformerConfig { dropout: 0.3, ..tiny() };
+        let cfg = TransformerConfig {
+            dropout: 0.3,
+            ..tiny()
+        };
         let net = build(&Params::new(9), &cfg, 3, DType::F32)?;
         let x = randn(&mut Rng::new(10), &[2, 5, 3], DType::F32, &dev)?;
         let t = Tensor::new(&[1.0f32, 50.0], &dev)?;
         let eval = values(&net.forward(&Inputs::new(&x, &t))?)?;
         assert_eq!(eval, values(&net.forward(&Inputs::new(&x, &t))?)?);
 
-        let train = |seed: u64| -> Result<Vec<f64>> { values(&net.forward_train(&Inputs::new(&x, &t), &mut Rows::new(seed, 0, 2))?) };
+        let train = |seed: u64| -> Result<Vec<f64>> {
+            values(&net.forward_train(&Inputs::new(&x, &t), &mut Rows::new(seed, 0, 2))?)
+        };
         let a = train(5)?;
         assert_eq!(a, train(5)?);
         assert_ne!(a, train(6)?);
         assert_ne!(a, eval);
         // Each row's masks come from its own stream: row 1 alone gives row 1 of the pair.
         let t1 = t.narrow(0, 1, 1)?;
-        let alone = values(&net.forward_train(&Inputs::new(&x.narrow(0, 1, 1)?, &t1), &mut Rows::new(5, 1, 1))?)?;
-        assert!(alone.iter().zip(&a[15..]).all(|(p, q)| (p - q).abs() < 1e-5), "row 1 depends on its batch");
+        let alone = values(&net.forward_train(
+            &Inputs::new(&x.narrow(0, 1, 1)?, &t1),
+            &mut Rows::new(5, 1, 1),
+        )?)?;
+        assert!(
+            alone
+                .iter()
+                .zip(&a[15..])
+                .all(|(p, q)| (p - q).abs() < 1e-5),
+            "row 1 depends on its batch"
+        );
 
         // Without dropout, training and evaluation agree.
-        let net0 = build(&Params::new(9), &TransformerConfig { dropout: 0.0, ..cfg }, 3, DType::F32)?;
+        let net0 = build(
+            &Params::new(9),
+            &TransformerConfig {
+                dropout: 0.0,
+                ..cfg
+            },
+            3,
+            DType::F32,
+        )?;
         let out0 = values(&net0.forward_train(&Inputs::new(&x, &t), &mut Rows::new(5, 0, 2))?)?;
         assert_eq!(out0, values(&net0.forward(&Inputs::new(&x, &t))?)?);
         Ok(())
@@ -835,26 +1024,67 @@ mod tests {
         let t2 = Tensor::new(&[1.0f32, 2.0], &dev)?;
         let x = Tensor::zeros((2, 5, 3), DType::F32, &dev)?;
         let err = |r: Result<Tensor>| r.unwrap_err().to_string();
-        assert!(err(net.forward(&Inputs::new(&Tensor::zeros((2, 5, 4), DType::F32, &dev)?, &t2))).contains("[2, 5, 4]"));
-        assert!(err(net.forward(&Inputs::new(&Tensor::zeros((2, 15), DType::F32, &dev)?, &t2))).contains("[B, L, 3]"));
-        assert!(err(net.forward(&Inputs::new(&Tensor::zeros((2, 8, 3), DType::F32, &dev)?, &t2))).contains("max_len"));
-        assert!(err(net.forward(&Inputs::new(&x, &Tensor::new(&[1.0f32], &dev)?))).contains("timesteps"));
+        assert!(err(net.forward(&Inputs::new(
+            &Tensor::zeros((2, 5, 4), DType::F32, &dev)?,
+            &t2
+        )))
+        .contains("[2, 5, 4]"));
+        assert!(err(net.forward(&Inputs::new(
+            &Tensor::zeros((2, 15), DType::F32, &dev)?,
+            &t2
+        )))
+        .contains("[B, L, 3]"));
+        assert!(err(net.forward(&Inputs::new(
+            &Tensor::zeros((2, 8, 3), DType::F32, &dev)?,
+            &t2
+        )))
+        .contains("max_len"));
+        assert!(
+            err(net.forward(&Inputs::new(&x, &Tensor::new(&[1.0f32], &dev)?)))
+                .contains("timesteps")
+        );
         let bad_mask = Tensor::ones((2, 4), DType::F32, &dev)?;
-        assert!(err(net.forward_masked(&x, &t2, None, Some(&bad_mask), None)).contains("padding mask"));
+        assert!(
+            err(net.forward_masked(&x, &t2, None, Some(&bad_mask), None)).contains("padding mask")
+        );
         let spec = CondSpec::classes("c", vec!["a".into(), "b".into()]);
         let cond = spec.encode(&[spec.null(), spec.null()], &dev)?;
-        assert!(err(net.forward(&Inputs { cond: Some(&cond), ..Inputs::new(&x, &t2) })).contains("unconditional"));
+        assert!(err(net.forward(&Inputs {
+            cond: Some(&cond),
+            ..Inputs::new(&x, &t2)
+        }))
+        .contains("unconditional"));
 
         let bad = [
             TransformerConfig { heads: 3, ..tiny() },
-            TransformerConfig { hidden: 2, heads: 1, ..tiny() },
-            TransformerConfig { hidden: 7, heads: 7, ..tiny() },
-            TransformerConfig { max_len: 0, ..tiny() },
-            TransformerConfig { dropout: 1.0, ..tiny() },
-            TransformerConfig { layer_norm_eps: 0.0, ..tiny() },
+            TransformerConfig {
+                hidden: 2,
+                heads: 1,
+                ..tiny()
+            },
+            TransformerConfig {
+                hidden: 7,
+                heads: 7,
+                ..tiny()
+            },
+            TransformerConfig {
+                max_len: 0,
+                ..tiny()
+            },
+            TransformerConfig {
+                dropout: 1.0,
+                ..tiny()
+            },
+            TransformerConfig {
+                layer_norm_eps: 0.0,
+                ..tiny()
+            },
         ];
         for cfg in &bad {
-            assert!(build(&Params::new(0), cfg, 3, DType::F32).is_err(), "{cfg:?}");
+            assert!(
+                build(&Params::new(0), cfg, 3, DType::F32).is_err(),
+                "{cfg:?}"
+            );
         }
         assert!(build(&Params::new(0), &tiny(), 0, DType::F32).is_err());
         Ok(())
@@ -878,6 +1108,9 @@ mod tests {
         assert_eq!(d.time_encoding, TimeEncoding::GaussianFourier);
         let err = toml::from_str::<TransformerConfig>("hiden = 32").unwrap_err();
         assert!(err.to_string().contains("hiden"), "{err}");
-        assert!(toml::from_str::<TransformerConfig>("position_embedding = \"relative_key_query\"").is_err());
+        assert!(
+            toml::from_str::<TransformerConfig>("position_embedding = \"relative_key_query\"")
+                .is_err()
+        );
     }
 }

@@ -149,7 +149,13 @@ impl Conv {
         let (w_init, b_init) = if zero {
             (Init::Const(0.0), Init::Const(0.0))
         } else {
-            (candle_nn::init::DEFAULT_KAIMING_NORMAL, Init::Uniform { lo: -bound, up: bound })
+            (
+                candle_nn::init::DEFAULT_KAIMING_NORMAL,
+                Init::Uniform {
+                    lo: -bound,
+                    up: bound,
+                },
+            )
         };
         Ok(Self {
             weight: vb.get_with_hints(Shape::from(shape), "weight", w_init)?,
@@ -188,11 +194,15 @@ fn patchify(x: &Tensor, p: usize, dims: Dims) -> Result<Tensor> {
     match dims {
         Dims::One => {
             let (b, c, l) = x.dims3()?;
-            x.reshape((b, c, l / p, p))?.permute((0, 1, 3, 2))?.reshape((b, c * p, l / p))
+            x.reshape((b, c, l / p, p))?
+                .permute((0, 1, 3, 2))?
+                .reshape((b, c * p, l / p))
         }
         Dims::Two => {
             let (b, c, h, w) = x.dims4()?;
-            x.reshape((b, c, h / p, p, w / p, p))?.permute((0, 1, 3, 5, 2, 4))?.reshape((b, c * p * p, h / p, w / p))
+            x.reshape((b, c, h / p, p, w / p, p))?
+                .permute((0, 1, 3, 5, 2, 4))?
+                .reshape((b, c * p * p, h / p, w / p))
         }
     }
 }
@@ -205,12 +215,16 @@ fn unpatchify(x: &Tensor, p: usize, dims: Dims) -> Result<Tensor> {
     match dims {
         Dims::One => {
             let (b, cp, l) = x.dims3()?;
-            x.reshape((b, cp / p, p, l))?.permute((0, 1, 3, 2))?.reshape((b, cp / p, l * p))
+            x.reshape((b, cp / p, p, l))?
+                .permute((0, 1, 3, 2))?
+                .reshape((b, cp / p, l * p))
         }
         Dims::Two => {
             let (b, cp, h, w) = x.dims4()?;
             let c = cp / (p * p);
-            x.reshape((b, c, p, p, h, w))?.permute((0, 1, 4, 2, 5, 3))?.reshape((b, c, h * p, w * p))
+            x.reshape((b, c, p, p, h, w))?
+                .permute((0, 1, 4, 2, 5, 3))?
+                .reshape((b, c, h * p, w * p))
         }
     }
 }
@@ -293,9 +307,17 @@ pub struct SelfAttention {
 impl SelfAttention {
     /// Builds attention over `channels` with `channels / head_dim` heads; `channels` must be a
     /// multiple of `head_dim`.
-    pub fn new(vb: VarBuilder, channels: usize, head_dim: usize, groups: usize, eps: f64) -> Result<Self> {
+    pub fn new(
+        vb: VarBuilder,
+        channels: usize,
+        head_dim: usize,
+        groups: usize,
+        eps: f64,
+    ) -> Result<Self> {
         if head_dim == 0 || !channels.is_multiple_of(head_dim) {
-            candle_core::bail!("attention over {channels} channels needs a head_dim dividing it, got {head_dim}");
+            candle_core::bail!(
+                "attention over {channels} channels needs a head_dim dividing it, got {head_dim}"
+            );
         }
         Ok(Self {
             norm: Norm::new(vb.pp("norm"), groups, channels, eps)?,
@@ -312,7 +334,12 @@ impl SelfAttention {
         let n = x.elem_count() / (b * c);
         let heads = self.heads;
         // [B, C, N] -> [B, N, C]
-        let h = self.norm.forward(x, None, false)?.reshape((b, c, n))?.transpose(1, 2)?.contiguous()?;
+        let h = self
+            .norm
+            .forward(x, None, false)?
+            .reshape((b, c, n))?
+            .transpose(1, 2)?
+            .contiguous()?;
         let o = super::attention::self_attention(&self.qkv.forward(&h)?, heads, None, None, None)?;
         let o = self.out.forward(&o)?.transpose(1, 2)?.reshape(x.shape())?;
         super::ops::add(x, &o)
@@ -366,7 +393,9 @@ impl UNet {
             candle_core::bail!("UNet needs channels > 0 and at least one non-zero channel_mult");
         }
         if let Some(&bad) = cfg.attention_levels.iter().find(|&&l| l >= levels) {
-            candle_core::bail!("attention level {bad} does not exist: the UNet has {levels} levels (0..{levels})");
+            candle_core::bail!(
+                "attention level {bad} does not exist: the UNet has {levels} levels (0..{levels})"
+            );
         }
         if !(0.0..1.0).contains(&cfg.dropout) {
             candle_core::bail!("dropout must be in [0, 1), got {}", cfg.dropout);
@@ -377,7 +406,11 @@ impl UNet {
         }
         for i in 0..levels {
             if width(i) % cfg.groups != 0 {
-                candle_core::bail!("level {i} has {} channels, not a multiple of groups = {}", width(i), cfg.groups);
+                candle_core::bail!(
+                    "level {i} has {} channels, not a multiple of groups = {}",
+                    width(i),
+                    cfg.groups
+                );
             }
         }
         if cfg.patch_size == 0 {
@@ -387,7 +420,9 @@ impl UNet {
         let time_dim = cfg.time_dim.unwrap_or(cfg.channels);
         let emb_dim = cfg.emb_dim.unwrap_or(4 * cfg.channels);
         let (groups, eps, p) = (cfg.groups, cfg.norm_eps, cfg.dropout);
-        let res = |vb: VarBuilder, i: usize, o: usize| ResBlock::new(vb, dims, i, o, emb_dim, groups, eps, p);
+        let res = |vb: VarBuilder, i: usize, o: usize| {
+            ResBlock::new(vb, dims, i, o, emb_dim, groups, eps, p)
+        };
         let attn = |vb: VarBuilder, level: usize, ch: usize| -> Result<Option<SelfAttention>> {
             if cfg.attention_levels.contains(&level) {
                 Ok(Some(SelfAttention::new(vb, ch, cfg.head_dim, groups, eps)?))
@@ -420,18 +455,30 @@ impl UNet {
 
         let vb_mid = vb.pp("mid");
         let mid_attn = if cfg.mid_attention {
-            Some(SelfAttention::new(vb_mid.pp("attn"), ch, cfg.head_dim, groups, eps)?)
+            Some(SelfAttention::new(
+                vb_mid.pp("attn"),
+                ch,
+                cfg.head_dim,
+                groups,
+                eps,
+            )?)
         } else {
             None
         };
-        let mid = (res(vb_mid.pp("res").pp(0), ch, ch)?, mid_attn, res(vb_mid.pp("res").pp(1), ch, ch)?);
+        let mid = (
+            res(vb_mid.pp("res").pp(0), ch, ch)?,
+            mid_attn,
+            res(vb_mid.pp("res").pp(1), ch, ch)?,
+        );
 
         let mut up = Vec::with_capacity(levels);
         for i in (0..levels).rev() {
             let vb = vb.pp("up").pp(i);
             let mut blocks = Vec::new();
             for j in 0..=cfg.layers_per_block {
-                let skip = skips.pop().expect("one skip tensor per up block by construction");
+                let skip = skips
+                    .pop()
+                    .expect("one skip tensor per up block by construction");
                 let block = res(vb.pp("res").pp(j), ch + skip, width(i))?;
                 ch = width(i);
                 blocks.push((block, attn(vb.pp("attn").pp(j), i, ch)?));
@@ -445,21 +492,41 @@ impl UNet {
         }
         debug_assert!(skips.is_empty());
 
-        let cond = if cond.is_empty() { None } else { Some(CondEmbedding::new(vb.pp("cond"), cond, emb_dim)?) };
+        let cond = if cond.is_empty() {
+            None
+        } else {
+            Some(CondEmbedding::new(vb.pp("cond"), cond, emb_dim)?)
+        };
         Ok(Self {
             dims,
             in_channels,
             out_channels,
             size_multiple: cfg.patch_size << (levels - 1),
             patch: cfg.patch_size,
-            conv_in: Conv::new(vb.pp("conv_in"), dims, in_channels * folded, cfg.channels, 3, 1, false)?,
+            conv_in: Conv::new(
+                vb.pp("conv_in"),
+                dims,
+                in_channels * folded,
+                cfg.channels,
+                3,
+                1,
+                false,
+            )?,
             time: TimeEmbedding::new(vb.pp("time"), time_dim, emb_dim)?,
             cond,
             down,
             mid,
             up,
             norm_out: Norm::new(vb.pp("norm_out"), groups, cfg.channels, eps)?,
-            conv_out: Conv::new(vb.pp("conv_out"), dims, cfg.channels, out_channels * folded, 3, 1, cfg.zero_init_output)?,
+            conv_out: Conv::new(
+                vb.pp("conv_out"),
+                dims,
+                cfg.channels,
+                out_channels * folded,
+                3,
+                1,
+                cfg.zero_init_output,
+            )?,
         })
     }
 
@@ -499,7 +566,11 @@ impl UNet {
             candle_core::bail!("the UNet expects {layout} input, got shape {:?}", x.dims());
         }
         if x.dim(1)? != self.in_channels {
-            candle_core::bail!("the UNet expects {} input channels, got shape {:?}", self.in_channels, x.dims());
+            candle_core::bail!(
+                "the UNet expects {} input channels, got shape {:?}",
+                self.in_channels,
+                x.dims()
+            );
         }
         for &s in &x.dims()[2..] {
             if s == 0 || s % self.size_multiple != 0 {
@@ -511,7 +582,11 @@ impl UNet {
             }
         }
         if t.dims() != [x.dim(0)?] {
-            candle_core::bail!("timesteps must have shape [{}], got {:?}", x.dim(0)?, t.dims());
+            candle_core::bail!(
+                "timesteps must have shape [{}], got {:?}",
+                x.dim(0)?,
+                t.dims()
+            );
         }
         Ok(())
     }
@@ -520,8 +595,12 @@ impl UNet {
     fn embedding(&self, t: &Tensor, cond: Option<&CondBatch>, batch: usize) -> Result<Tensor> {
         let emb = self.time.forward(t)?;
         let emb = match (&self.cond, cond) {
-            (Some(embed), c) => emb.add(&embed.forward(c, batch, t.device())?.to_dtype(emb.dtype())?)?,
-            (None, Some(_)) => candle_core::bail!("this UNet is unconditional but was given conditions"),
+            (Some(embed), c) => {
+                emb.add(&embed.forward(c, batch, t.device())?.to_dtype(emb.dtype())?)?
+            }
+            (None, Some(_)) => {
+                candle_core::bail!("this UNet is unconditional but was given conditions")
+            }
             (None, None) => emb,
         };
         emb.silu()
@@ -530,7 +609,13 @@ impl UNet {
     /// The prediction for `x` (`[B, in, ...]`) at timesteps `t` (`[B]` f32) with encoded
     /// conditions `cond` (None means the null condition for a conditional model). With `rows`
     /// given the pass is in training mode: dropout on, each row's masks from its own stream.
-    pub fn forward_t(&self, x: &Tensor, t: &Tensor, cond: Option<&CondBatch>, mut rng: Option<&mut Rows>) -> Result<Tensor> {
+    pub fn forward_t(
+        &self,
+        x: &Tensor,
+        t: &Tensor,
+        cond: Option<&CondBatch>,
+        mut rng: Option<&mut Rows>,
+    ) -> Result<Tensor> {
         self.check_input(x, t)?;
         let emb = self.embedding(t, cond, x.dim(0)?)?;
 
@@ -559,8 +644,14 @@ impl UNet {
 
         for level in &self.up {
             for (block, attn) in &level.blocks {
-                let skip = skips.pop().expect("one skip tensor per up block by construction");
-                h = block.forward(&super::ops::cat_channels(&h, &skip)?, &emb, rng.as_deref_mut())?;
+                let skip = skips
+                    .pop()
+                    .expect("one skip tensor per up block by construction");
+                h = block.forward(
+                    &super::ops::cat_channels(&h, &skip)?,
+                    &emb,
+                    rng.as_deref_mut(),
+                )?;
                 if let Some(attn) = attn {
                     h = attn.forward(&h)?;
                 }
@@ -569,7 +660,9 @@ impl UNet {
                 h = up.forward(&upsample_nearest(&h, self.dims)?)?;
             }
         }
-        let out = self.conv_out.forward(&self.norm_out.forward(&h, None, true)?)?;
+        let out = self
+            .conv_out
+            .forward(&self.norm_out.forward(&h, None, true)?)?;
         unpatchify(&out, self.patch, self.dims)
     }
 }
@@ -591,7 +684,9 @@ impl Denoiser for UNet {
 
 fn reject_mask(inputs: &Inputs) -> Result<()> {
     if inputs.mask.is_some() {
-        candle_core::bail!("the UNet takes no padding mask: its data must have one fixed size (crop or pad it)");
+        candle_core::bail!(
+            "the UNet takes no padding mask: its data must have one fixed size (crop or pad it)"
+        );
     }
     Ok(())
 }
@@ -599,9 +694,9 @@ fn reject_mask(inputs: &Inputs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rng::Rng;
     use crate::nn::test_util::{numeric_grad, rel_err, values};
     use crate::params::Params;
+    use crate::rng::Rng;
     use crate::tensor_util::randn;
     use candle_core::{DType, Device, Var};
 
@@ -625,8 +720,21 @@ mod tests {
         }
     }
 
-    fn build(params: &Params, cfg: &UNetConfig, dims: Dims, classes: Option<usize>, dtype: DType) -> Result<UNet> {
-        UNet::new(params.var_builder(dtype, &Device::Cpu), cfg, dims, 3, 3, &spec(classes))
+    fn build(
+        params: &Params,
+        cfg: &UNetConfig,
+        dims: Dims,
+        classes: Option<usize>,
+        dtype: DType,
+    ) -> Result<UNet> {
+        UNet::new(
+            params.var_builder(dtype, &Device::Cpu),
+            cfg,
+            dims,
+            3,
+            3,
+            &spec(classes),
+        )
     }
 
     /// Encoded class ids (id k is the null of a k-class spec).
@@ -634,14 +742,23 @@ mod tests {
         let s = spec(Some(k));
         let conds: Vec<_> = ids
             .iter()
-            .map(|&i| if i as usize == k { s.null() } else { crate::cond::Condition(vec![crate::cond::Value::Class(i)]) })
+            .map(|&i| {
+                if i as usize == k {
+                    s.null()
+                } else {
+                    crate::cond::Condition(vec![crate::cond::Value::Class(i)])
+                }
+            })
             .collect();
         s.encode(&conds, &Device::Cpu)
     }
 
     /// The evaluation-mode output for `x` at `t` with encoded conditions.
     fn fwd(net: &UNet, x: &Tensor, t: &Tensor, cond: Option<&CondBatch>) -> Result<Tensor> {
-        net.forward(&Inputs { cond, ..Inputs::new(x, t) })
+        net.forward(&Inputs {
+            cond,
+            ..Inputs::new(x, t)
+        })
     }
 
     #[test]
@@ -679,20 +796,31 @@ mod tests {
         let c = ids(&[1, 2], 3)?;
         let run = |seed| -> Result<Vec<f64>> {
             let params = Params::new(seed);
-            values(&build(&params, &tiny(2), Dims::Two, Some(3), DType::F32)?.forward(&Inputs { cond: Some(&c), ..Inputs::new(&x, &t) })?)
+            values(
+                &build(&params, &tiny(2), Dims::Two, Some(3), DType::F32)?.forward(&Inputs {
+                    cond: Some(&c),
+                    ..Inputs::new(&x, &t)
+                })?,
+            )
         };
         assert_eq!(run(5)?, run(5)?);
         assert_ne!(run(5)?, run(6)?);
         let params = Params::new(5);
         let net = build(&params, &tiny(2), Dims::Two, Some(3), DType::F32)?;
-        assert_ne!(values(&fwd(&net, &x, &t, Some(&c))?)?, values(&fwd(&net, &x, &t, None)?)?);
+        assert_ne!(
+            values(&fwd(&net, &x, &t, Some(&c))?)?,
+            values(&fwd(&net, &x, &t, None)?)?
+        );
         Ok(())
     }
 
     #[test]
     fn zero_init_output_gives_zeros() -> Result<()> {
         let dev = Device::Cpu;
-        let cfg = UNetConfig { zero_init_output: true, ..tiny(1) };
+        let cfg = UNetConfig {
+            zero_init_output: true,
+            ..tiny(1)
+        };
         let net = build(&Params::new(0), &cfg, Dims::One, None, DType::F32)?;
         let x = randn(&mut Rng::new(3), &[1, 3, 8], DType::F32, &dev)?;
         let out = fwd(&net, &x, &Tensor::new(&[5.0f32], &dev)?, None)?;
@@ -703,28 +831,76 @@ mod tests {
     #[test]
     fn bad_shapes_and_configs_are_errors() -> Result<()> {
         let dev = Device::Cpu;
-        let cfg = UNetConfig { channel_mults: vec![1, 2, 2], ..tiny(1) };
+        let cfg = UNetConfig {
+            channel_mults: vec![1, 2, 2],
+            ..tiny(1)
+        };
         let net = build(&Params::new(0), &cfg, Dims::Two, None, DType::F32)?;
         assert_eq!(net.size_multiple(), 4);
         let t = Tensor::new(&[1.0f32], &dev)?;
-        let err = fwd(&net, &Tensor::zeros((1, 3, 8, 6), DType::F32, &dev)?, &t, None).unwrap_err();
+        let err = fwd(
+            &net,
+            &Tensor::zeros((1, 3, 8, 6), DType::F32, &dev)?,
+            &t,
+            None,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("multiples of 4"), "{err}");
         assert!(fwd(&net, &Tensor::zeros((1, 3, 8), DType::F32, &dev)?, &t, None).is_err());
-        assert!(fwd(&net, &Tensor::zeros((1, 2, 8, 8), DType::F32, &dev)?, &t, None).is_err());
-        assert!(fwd(&net, &Tensor::zeros((2, 3, 8, 8), DType::F32, &dev)?, &t, None).is_err());
+        assert!(fwd(
+            &net,
+            &Tensor::zeros((1, 2, 8, 8), DType::F32, &dev)?,
+            &t,
+            None
+        )
+        .is_err());
+        assert!(fwd(
+            &net,
+            &Tensor::zeros((2, 3, 8, 8), DType::F32, &dev)?,
+            &t,
+            None
+        )
+        .is_err());
         let net1 = build(&Params::new(0), &cfg, Dims::One, None, DType::F32)?;
-        assert!(fwd(&net1, &Tensor::zeros((1, 3, 10), DType::F32, &dev)?, &t, None).is_err());
+        assert!(fwd(
+            &net1,
+            &Tensor::zeros((1, 3, 10), DType::F32, &dev)?,
+            &t,
+            None
+        )
+        .is_err());
 
         let bad = [
-            UNetConfig { groups: 3, ..tiny(1) },
-            UNetConfig { head_dim: 3, ..tiny(1) },
-            UNetConfig { attention_levels: vec![2], ..tiny(1) },
-            UNetConfig { channel_mults: vec![], ..tiny(1) },
-            UNetConfig { dropout: 1.0, ..tiny(1) },
-            UNetConfig { patch_size: 0, ..tiny(1) },
+            UNetConfig {
+                groups: 3,
+                ..tiny(1)
+            },
+            UNetConfig {
+                head_dim: 3,
+                ..tiny(1)
+            },
+            UNetConfig {
+                attention_levels: vec![2],
+                ..tiny(1)
+            },
+            UNetConfig {
+                channel_mults: vec![],
+                ..tiny(1)
+            },
+            UNetConfig {
+                dropout: 1.0,
+                ..tiny(1)
+            },
+            UNetConfig {
+                patch_size: 0,
+                ..tiny(1)
+            },
         ];
         for cfg in &bad {
-            assert!(build(&Params::new(0), cfg, Dims::Two, None, DType::F32).is_err(), "{cfg:?}");
+            assert!(
+                build(&Params::new(0), cfg, Dims::Two, None, DType::F32).is_err(),
+                "{cfg:?}"
+            );
         }
         Ok(())
     }
@@ -739,15 +915,27 @@ mod tests {
         assert_eq!(values(&p)?, vec![0.0, 2.0, 1.0, 3.0, 4.0, 6.0, 5.0, 7.0]);
         assert_eq!(values(&unpatchify(&p, 2, Dims::Two)?)?, values(&x)?);
         let x1 = randn(&mut Rng::new(1), &[2, 3, 12], DType::F32, &dev)?;
-        assert_eq!(values(&unpatchify(&patchify(&x1, 3, Dims::One)?, 3, Dims::One)?)?, values(&x1)?);
+        assert_eq!(
+            values(&unpatchify(&patchify(&x1, 3, Dims::One)?, 3, Dims::One)?)?,
+            values(&x1)?
+        );
         // a patched UNet keeps the data's shape; sizes must be multiples of patch * 2^(levels-1)
-        let cfg = UNetConfig { patch_size: 2, ..tiny(2) };
+        let cfg = UNetConfig {
+            patch_size: 2,
+            ..tiny(2)
+        };
         let net = build(&Params::new(0), &cfg, Dims::Two, None, DType::F32)?;
         assert_eq!(net.size_multiple(), 4);
         let t = Tensor::new(&[3.0f32], &dev)?;
         let x = randn(&mut Rng::new(2), &[1, 3, 8, 12], DType::F32, &dev)?;
         assert_eq!(fwd(&net, &x, &t, None)?.dims(), x.dims());
-        assert!(fwd(&net, &Tensor::zeros((1, 3, 8, 6), DType::F32, &dev)?, &t, None).is_err());
+        assert!(fwd(
+            &net,
+            &Tensor::zeros((1, 3, 8, 6), DType::F32, &dev)?,
+            &t,
+            None
+        )
+        .is_err());
         Ok(())
     }
 
@@ -764,23 +952,39 @@ mod tests {
     #[test]
     fn dropout_only_in_training_and_seeded() -> Result<()> {
         let dev = Device::Cpu;
-        let cfg = UNetConfig { dropout: 0.5, ..tiny(1) };
+        let cfg = UNetConfig {
+            dropout: 0.5,
+            ..tiny(1)
+        };
         let x = randn(&mut Rng::new(3), &[2, 3, 16], DType::F32, &dev)?;
         let t = Tensor::new(&[10.0f32, 900.0], &dev)?;
         let params = Params::new(1);
         let a = build(&params, &cfg, Dims::One, None, DType::F32)?;
         let eval = values(&fwd(&a, &x, &t, None)?)?;
         assert_eq!(eval, values(&fwd(&a, &x, &t, None)?)?);
-        let train = |seed: u64| -> Result<Vec<f64>> { values(&a.forward_t(&x, &t, None, Some(&mut Rows::new(seed, 0, 2)))?) };
+        let train = |seed: u64| -> Result<Vec<f64>> {
+            values(&a.forward_t(&x, &t, None, Some(&mut Rows::new(seed, 0, 2)))?)
+        };
         let train_a = train(4)?;
         assert_ne!(train_a, eval);
         // The same streams replay the masks; other streams draw others.
         assert_eq!(train_a, train(4)?);
         assert_ne!(train_a, train(5)?);
         // Row 1's masks come from its own stream, whatever its batch.
-        let alone = values(&a.forward_t(&x.narrow(0, 1, 1)?, &t.narrow(0, 1, 1)?, None, Some(&mut Rows::new(4, 1, 1)))?)?;
+        let alone = values(&a.forward_t(
+            &x.narrow(0, 1, 1)?,
+            &t.narrow(0, 1, 1)?,
+            None,
+            Some(&mut Rows::new(4, 1, 1)),
+        )?)?;
         let half = train_a.len() / 2;
-        assert!(alone.iter().zip(&train_a[half..]).all(|(p, q)| (p - q).abs() < 1e-5), "row 1 depends on its batch");
+        assert!(
+            alone
+                .iter()
+                .zip(&train_a[half..])
+                .all(|(p, q)| (p - q).abs() < 1e-5),
+            "row 1 depends on its batch"
+        );
         Ok(())
     }
 
@@ -788,10 +992,21 @@ mod tests {
     fn upsample_values() -> Result<()> {
         let dev = Device::Cpu;
         let x = Tensor::new(&[[[1f32, 2.0]]], &dev)?;
-        assert_eq!(upsample_nearest(&x, Dims::One)?.to_vec3::<f32>()?, vec![vec![vec![1.0, 1.0, 2.0, 2.0]]]);
+        assert_eq!(
+            upsample_nearest(&x, Dims::One)?.to_vec3::<f32>()?,
+            vec![vec![vec![1.0, 1.0, 2.0, 2.0]]]
+        );
         let x = Tensor::new(&[[[[1f32, 2.0], [3.0, 4.0]]]], &dev)?;
-        let up = upsample_nearest(&x, Dims::Two)?.squeeze(0)?.squeeze(0)?.to_vec2::<f32>()?;
-        let want = [[1.0, 1.0, 2.0, 2.0], [1.0, 1.0, 2.0, 2.0], [3.0, 3.0, 4.0, 4.0], [3.0, 3.0, 4.0, 4.0]];
+        let up = upsample_nearest(&x, Dims::Two)?
+            .squeeze(0)?
+            .squeeze(0)?
+            .to_vec2::<f32>()?;
+        let want = [
+            [1.0, 1.0, 2.0, 2.0],
+            [1.0, 1.0, 2.0, 2.0],
+            [3.0, 3.0, 4.0, 4.0],
+            [3.0, 3.0, 4.0, 4.0],
+        ];
         assert_eq!(up, want.map(|r| r.to_vec()).to_vec());
         Ok(())
     }
@@ -802,7 +1017,9 @@ mod tests {
         let dev = Device::Cpu;
         for (dims, shape) in [(Dims::One, vec![2, 3, 5]), (Dims::Two, vec![2, 3, 4, 5])] {
             let x = Var::from_tensor(&randn(&mut Rng::new(1), &shape, DType::F64, &dev)?)?;
-            let loss = upsample_nearest(x.as_tensor(), dims)?.sum_all()?.add(&x.as_tensor().sum_all()?)?;
+            let loss = upsample_nearest(x.as_tensor(), dims)?
+                .sum_all()?
+                .add(&x.as_tensor().sum_all()?)?;
             let grads = loss.backward()?;
             let dx = values(grads.get(x.as_tensor()).unwrap())?;
             let want = (1usize << dims.count()) as f64 + 1.0;
@@ -822,13 +1039,20 @@ mod tests {
         let w = randn(&mut Rng::new(13), shape, DType::F64, &dev)?;
         let t = Tensor::new(&[3.0f32, 600.0], &dev)?;
         let cond = ids(&[1, 3], 3)?;
-        let loss_t = || fwd(&net, x.as_tensor(), &t, Some(&cond))?.mul(&w)?.sum_all();
+        let loss_t = || {
+            fwd(&net, x.as_tensor(), &t, Some(&cond))?
+                .mul(&w)?
+                .sum_all()
+        };
         let loss = || loss_t()?.to_scalar::<f64>();
         let grads = loss_t()?.backward()?;
 
         let n = x.elem_count();
         let all: Vec<usize> = (0..n).collect();
-        let err = rel_err(&values(grads.get(x.as_tensor()).unwrap())?, &numeric_grad(&x, &all, &loss)?);
+        let err = rel_err(
+            &values(grads.get(x.as_tensor()).unwrap())?,
+            &numeric_grad(&x, &all, &loss)?,
+        );
         println!("{dims:?} input: relative error {err:.2e} over {n} entries");
         assert!(err < 1e-4, "{dims:?} input gradient: relative error {err}");
 
@@ -864,7 +1088,15 @@ mod tests {
         for (dims, shape) in [(Dims::One, vec![2, 3, 8]), (Dims::Two, vec![2, 3, 8, 6])] {
             for (k, stride) in [(3, 1), (1, 1), (3, 2)] {
                 let params = Params::new(4);
-                let conv = Conv::new(params.var_builder(DType::F64, &dev), dims, 3, 4, k, stride, false)?;
+                let conv = Conv::new(
+                    params.var_builder(DType::F64, &dev),
+                    dims,
+                    3,
+                    4,
+                    k,
+                    stride,
+                    false,
+                )?;
                 let x = Var::from_tensor(&randn(&mut Rng::new(5), &shape, DType::F64, &dev)?)?;
                 let y = conv.forward(x.as_tensor())?;
                 if dims == Dims::One {
@@ -877,11 +1109,17 @@ mod tests {
                 let loss = || loss_t()?.to_scalar::<f64>();
                 let grads = loss_t()?.backward()?;
                 let all: Vec<usize> = (0..x.elem_count()).collect();
-                let err = rel_err(&values(grads.get(x.as_tensor()).unwrap())?, &numeric_grad(&x, &all, &loss)?);
+                let err = rel_err(
+                    &values(grads.get(x.as_tensor()).unwrap())?,
+                    &numeric_grad(&x, &all, &loss)?,
+                );
                 assert!(err < 1e-6, "{dims:?} k{k} s{stride} input: {err}");
                 let w = &params.vars()[1].1; // sorted: bias, weight
                 let all: Vec<usize> = (0..w.elem_count()).collect();
-                let err = rel_err(&values(grads.get(w.as_tensor()).unwrap())?, &numeric_grad(w, &all, &loss)?);
+                let err = rel_err(
+                    &values(grads.get(w.as_tensor()).unwrap())?,
+                    &numeric_grad(w, &all, &loss)?,
+                );
                 assert!(err < 1e-6, "{dims:?} k{k} s{stride} weight: {err}");
             }
         }

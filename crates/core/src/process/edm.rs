@@ -93,17 +93,26 @@ impl Default for EdmConfig {
 }
 
 fn ensure_finite(key: &str, v: f64) -> anyhow::Result<()> {
-    anyhow::ensure!(v.is_finite(), "process.{key} must be a finite number, got {v}");
+    anyhow::ensure!(
+        v.is_finite(),
+        "process.{key} must be a finite number, got {v}"
+    );
     Ok(())
 }
 
 fn ensure_positive(key: &str, v: f64) -> anyhow::Result<()> {
-    anyhow::ensure!(v.is_finite() && v > 0.0, "process.{key} must be positive, got {v}");
+    anyhow::ensure!(
+        v.is_finite() && v > 0.0,
+        "process.{key} must be positive, got {v}"
+    );
     Ok(())
 }
 
 fn ensure_non_negative(key: &str, v: f64) -> anyhow::Result<()> {
-    anyhow::ensure!(v.is_finite() && v >= 0.0, "process.{key} must be zero or positive, got {v}");
+    anyhow::ensure!(
+        v.is_finite() && v >= 0.0,
+        "process.{key} must be zero or positive, got {v}"
+    );
     Ok(())
 }
 
@@ -171,7 +180,9 @@ impl EdmConfig {
 
     /// One training noise level per row, each from one standard-normal draw of `rng`.
     pub fn draw_training_sigmas(&self, rng: &mut Rng, rows: usize) -> Vec<f64> {
-        (0..rows).map(|_| self.training_sigma(rng.normal())).collect()
+        (0..rows)
+            .map(|_| self.training_sigma(rng.normal()))
+            .collect()
     }
 }
 
@@ -235,10 +246,18 @@ pub struct TrainingPair {
 /// `(x0 - c_skip x) / c_out`; here it is the closed form
 /// `(sigma / sigma_data x0 - sigma_data n) / sqrt(sigma^2 + sigma_data^2)`, which avoids the
 /// cancellation of `x0 - c_skip x` at small sigma.
-pub fn training_pair(x0: &Tensor, noise: &Tensor, sigmas: &[f64], sigma_data: f64) -> Result<TrainingPair> {
+pub fn training_pair(
+    x0: &Tensor,
+    noise: &Tensor,
+    sigmas: &[f64],
+    sigma_data: f64,
+) -> Result<TrainingPair> {
     let rows = x0.dim(0)?;
     if sigmas.len() != rows {
-        candle_core::bail!("edm::training_pair: {} sigmas for a batch of {rows} rows", sigmas.len());
+        candle_core::bail!(
+            "edm::training_pair: {} sigmas for a batch of {rows} rows",
+            sigmas.len()
+        );
     }
     let sd = sigma_data;
     let roots: Vec<f64> = sigmas.iter().map(|s| (s * s + sd * sd).sqrt()).collect();
@@ -264,10 +283,15 @@ pub fn denoised(raw: &Tensor, x: &Tensor, sigma: f64, sigma_data: f64) -> Result
 
 /// [`denoised`] with one noise level per row (`sigmas.len() == B`).
 pub fn denoised_rows(raw: &Tensor, x: &Tensor, sigmas: &[f64], sigma_data: f64) -> Result<Tensor> {
-    let p: Vec<Precond> = sigmas.iter().map(|&s| precondition(s, sigma_data)).collect();
+    let p: Vec<Precond> = sigmas
+        .iter()
+        .map(|&s| precondition(s, sigma_data))
+        .collect();
     let skip: Vec<f64> = p.iter().map(|p| p.c_skip).collect();
     let out: Vec<f64> = p.iter().map(|p| p.c_out).collect();
-    per_row(&skip, x)?.broadcast_mul(x)?.add(&per_row(&out, raw)?.broadcast_mul(raw)?)
+    per_row(&skip, x)?
+        .broadcast_mul(x)?
+        .add(&per_row(&out, raw)?.broadcast_mul(raw)?)
 }
 
 /// The clean-sample estimate D(x; sigma) of a noisy batch at noise level sigma (one sigma for
@@ -331,7 +355,12 @@ pub struct Churn {
 
 impl Churn {
     /// No churn: the deterministic sampler.
-    pub const NONE: Churn = Churn { s_churn: 0.0, s_tmin: 0.0, s_tmax: f64::INFINITY, s_noise: 1.0 };
+    pub const NONE: Churn = Churn {
+        s_churn: 0.0,
+        s_tmin: 0.0,
+        s_tmax: f64::INFINITY,
+        s_noise: 1.0,
+    };
 
     /// gamma at noise level `sigma` on a grid of `steps` steps (0 outside [s_tmin, s_tmax]).
     pub fn gamma(&self, sigma: f64, steps: usize) -> f64 {
@@ -385,7 +414,13 @@ pub fn heun(
         let den = denoiser.denoise(&x, sigma_hat)?;
         let d = slope(&x, &den, sigma_hat)?;
         let x_euler = x.add(&d.affine(dt, 0.0)?)?;
-        obs(&StepInfo { index: call, t: sigma_hat, x: &x_euler, x0: &den, model_input: &x });
+        obs(&StepInfo {
+            index: call,
+            t: sigma_hat,
+            x: &x_euler,
+            x0: &den,
+            model_input: &x,
+        });
         call += 1;
         if sigma_next == 0.0 {
             x = x_euler;
@@ -394,7 +429,13 @@ pub fn heun(
         let den2 = denoiser.denoise(&x_euler, sigma_next)?;
         let d2 = slope(&x_euler, &den2, sigma_next)?;
         let next = x.add(&d.add(&d2)?.affine(0.5 * dt, 0.0)?)?;
-        obs(&StepInfo { index: call, t: sigma_next, x: &next, x0: &den2, model_input: &x_euler });
+        obs(&StepInfo {
+            index: call,
+            t: sigma_next,
+            x: &next,
+            x0: &den2,
+            model_input: &x_euler,
+        });
         call += 1;
         x = next;
     }
@@ -441,7 +482,13 @@ pub fn euler_ancestral(
             let z = noise.normal(x.dims(), x.dtype(), x.device())?;
             next = next.add(&z.affine(s_noise * up, 0.0)?)?;
         }
-        obs(&StepInfo { index: i, t: sigma, x: &next, x0: &den, model_input: &x });
+        obs(&StepInfo {
+            index: i,
+            t: sigma,
+            x: &next,
+            x0: &den,
+            model_input: &x,
+        });
         x = next;
     }
     Ok(x)
@@ -471,7 +518,9 @@ impl EdmProcess {
         match cfg.sampler.as_deref() {
             None | Some("heun") => Ok("heun"),
             Some("euler_ancestral") => Ok("euler_ancestral"),
-            Some(other) => anyhow::bail!("unknown sampler `{other}` for the EDM process: expected heun or euler_ancestral"),
+            Some(other) => anyhow::bail!(
+                "unknown sampler `{other}` for the EDM process: expected heun or euler_ancestral"
+            ),
         }
     }
 }
@@ -488,7 +537,9 @@ impl super::Process for EdmProcess {
     /// Row `i` draws its training sigma (one normal), then its noise, from its own stream.
     fn corrupt(&self, x0: &Tensor, rows: &mut Rows) -> Result<super::Corrupted> {
         let b = x0.dim(0)?;
-        let sigmas: Vec<f64> = (0..b).map(|i| self.config.training_sigma(rows.row(i).normal())).collect();
+        let sigmas: Vec<f64> = (0..b)
+            .map(|i| self.config.training_sigma(rows.row(i).normal()))
+            .collect();
         let noise = rows.normal(x0.dims(), x0.dtype(), x0.device())?;
         let pair = training_pair(x0, &noise, &sigmas, self.config.sigma_data)?;
         Ok(super::Corrupted {
@@ -499,7 +550,12 @@ impl super::Process for EdmProcess {
         })
     }
 
-    fn loss(&self, output: &Tensor, batch: &super::Corrupted, mask: Option<&Tensor>) -> Result<Tensor> {
+    fn loss(
+        &self,
+        output: &Tensor,
+        batch: &super::Corrupted,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
         super::weighted_mean(&output.sub(&batch.target)?.sqr()?, mask, &batch.weights)
     }
 
@@ -518,11 +574,26 @@ impl super::Process for EdmProcess {
     fn sample(&self, job: super::SampleJob) -> anyhow::Result<Tensor> {
         let kind = self.sampler(job.cfg)?;
         anyhow::ensure!(job.cfg.steps >= 1, "sample.steps must be at least 1");
-        anyhow::ensure!(job.scorer.is_none(), "classifier guidance by a scorer is implemented for the Gaussian process only");
-        anyhow::ensure!(job.edit.is_none(), "starting from data (editing) is not implemented yet for the EDM process");
+        anyhow::ensure!(
+            job.scorer.is_none(),
+            "classifier guidance by a scorer is implemented for the Gaussian process only"
+        );
+        anyhow::ensure!(
+            job.edit.is_none(),
+            "starting from data (editing) is not implemented yet for the EDM process"
+        );
         let sigmas = self.config.sigmas(job.cfg.steps);
-        let x = initial_sample(job.rows, job.shape, self.config.sigma_max, DType::F32, job.device)?;
-        let d = Preconditioned { network: job.model, sigma_data: self.config.sigma_data };
+        let x = initial_sample(
+            job.rows,
+            job.shape,
+            self.config.sigma_max,
+            DType::F32,
+            job.device,
+        )?;
+        let d = Preconditioned {
+            network: job.model,
+            sigma_data: self.config.sigma_data,
+        };
         Ok(match kind {
             "heun" => heun(&d, x, &sigmas, &self.config.churn(), job.rows, job.obs)?,
             _ => euler_ancestral(&d, x, &sigmas, 1.0, self.config.s_noise, job.rows, job.obs)?,
@@ -537,15 +608,26 @@ mod tests {
     const DEV: Device = Device::Cpu;
 
     fn values(t: &Tensor) -> Vec<f64> {
-        t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap()
+        t.to_dtype(DType::F64)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap()
     }
 
     fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-        values(a).iter().zip(values(b)).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+        values(a)
+            .iter()
+            .zip(values(b))
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max)
     }
 
     fn randn(seed: u64, shape: &[usize]) -> Tensor {
-        Rows::new(seed, 0, shape[0]).normal(shape, DType::F64, &DEV).unwrap()
+        Rows::new(seed, 0, shape[0])
+            .normal(shape, DType::F64, &DEV)
+            .unwrap()
     }
 
     fn rel(a: f64, b: f64) -> f64 {
@@ -557,18 +639,34 @@ mod tests {
         let c = EdmConfig::default();
         assert_eq!((c.sigma_data, c.p_mean, c.p_std), (0.5, -1.2, 1.2));
         assert_eq!((c.sigma_min, c.sigma_max, c.rho), (0.002, 80.0, 7.0));
-        assert_eq!((c.s_churn, c.s_tmin, c.s_tmax, c.s_noise), (0.0, 0.0, None, 1.0));
+        assert_eq!(
+            (c.s_churn, c.s_tmin, c.s_tmax, c.s_noise),
+            (0.0, 0.0, None, 1.0)
+        );
         assert_eq!(c.churn(), Churn::NONE);
         c.validate().unwrap();
 
         let text = toml::to_string(&c).unwrap();
         assert_eq!(toml::from_str::<EdmConfig>(&text).unwrap(), c, "{text}");
         let json = serde_json::to_string(&c).unwrap();
-        assert_eq!(serde_json::from_str::<EdmConfig>(&json).unwrap(), c, "{json}");
-        let churned =
-            EdmConfig { s_churn: 40.0, s_tmin: 0.05, s_tmax: Some(50.0), s_noise: 1.003, ..c.clone() };
+        assert_eq!(
+            serde_json::from_str::<EdmConfig>(&json).unwrap(),
+            c,
+            "{json}"
+        );
+        let churned = EdmConfig {
+            s_churn: 40.0,
+            s_tmin: 0.05,
+            s_tmax: Some(50.0),
+            s_noise: 1.003,
+            ..c.clone()
+        };
         let text = toml::to_string(&churned).unwrap();
-        assert_eq!(toml::from_str::<EdmConfig>(&text).unwrap(), churned, "{text}");
+        assert_eq!(
+            toml::from_str::<EdmConfig>(&text).unwrap(),
+            churned,
+            "{text}"
+        );
 
         // every key optional; TOML's inf is accepted for s_tmax
         let parsed: EdmConfig = toml::from_str("sigma_data = 1.0\ns_tmax = inf\n").unwrap();
@@ -576,24 +674,66 @@ mod tests {
         assert_eq!(parsed.s_tmax, Some(f64::INFINITY));
         assert_eq!(parsed.churn().s_tmax, f64::INFINITY);
         parsed.validate().unwrap();
-        assert!(toml::from_str::<EdmConfig>("sigma_dat = 1.0").is_err(), "unknown keys are refused");
+        assert!(
+            toml::from_str::<EdmConfig>("sigma_dat = 1.0").is_err(),
+            "unknown keys are refused"
+        );
     }
 
     #[test]
     fn validation_names_the_key() {
         let err = |c: EdmConfig| c.validate().unwrap_err().to_string();
         let d = EdmConfig::default;
-        assert_eq!(err(EdmConfig { sigma_data: 0.0, ..d() }), "process.sigma_data must be positive, got 0");
+        assert_eq!(
+            err(EdmConfig {
+                sigma_data: 0.0,
+                ..d()
+            }),
+            "process.sigma_data must be positive, got 0"
+        );
         assert!(err(EdmConfig { p_std: -1.0, ..d() }).starts_with("process.p_std "));
-        assert!(err(EdmConfig { p_mean: f64::NAN, ..d() }).starts_with("process.p_mean "));
-        assert!(err(EdmConfig { sigma_min: -0.1, ..d() }).starts_with("process.sigma_min "));
-        assert!(err(EdmConfig { sigma_max: f64::INFINITY, ..d() }).starts_with("process.sigma_max "));
-        assert!(err(EdmConfig { sigma_min: 90.0, ..d() }).starts_with("process.sigma_min must be below"));
+        assert!(err(EdmConfig {
+            p_mean: f64::NAN,
+            ..d()
+        })
+        .starts_with("process.p_mean "));
+        assert!(err(EdmConfig {
+            sigma_min: -0.1,
+            ..d()
+        })
+        .starts_with("process.sigma_min "));
+        assert!(err(EdmConfig {
+            sigma_max: f64::INFINITY,
+            ..d()
+        })
+        .starts_with("process.sigma_max "));
+        assert!(err(EdmConfig {
+            sigma_min: 90.0,
+            ..d()
+        })
+        .starts_with("process.sigma_min must be below"));
         assert!(err(EdmConfig { rho: 0.0, ..d() }).starts_with("process.rho "));
-        assert!(err(EdmConfig { s_churn: -1.0, ..d() }).starts_with("process.s_churn "));
-        assert!(err(EdmConfig { s_tmin: 1.0, s_tmax: Some(0.5), ..d() }).starts_with("process.s_tmax "));
-        assert!(err(EdmConfig { s_tmax: Some(f64::NAN), ..d() }).starts_with("process.s_tmax "));
-        assert!(err(EdmConfig { s_noise: -1.0, ..d() }).starts_with("process.s_noise "));
+        assert!(err(EdmConfig {
+            s_churn: -1.0,
+            ..d()
+        })
+        .starts_with("process.s_churn "));
+        assert!(err(EdmConfig {
+            s_tmin: 1.0,
+            s_tmax: Some(0.5),
+            ..d()
+        })
+        .starts_with("process.s_tmax "));
+        assert!(err(EdmConfig {
+            s_tmax: Some(f64::NAN),
+            ..d()
+        })
+        .starts_with("process.s_tmax "));
+        assert!(err(EdmConfig {
+            s_noise: -1.0,
+            ..d()
+        })
+        .starts_with("process.s_noise "));
     }
 
     #[test]
@@ -602,14 +742,21 @@ mod tests {
         for sigma in [0.002, 0.1, 0.5, 1.0, 80.0] {
             let p = precondition(sigma, sd);
             let lam = loss_weight(sigma, sd);
-            assert!(rel(lam * p.c_out * p.c_out, 1.0) < 1e-14, "lambda c_out^2 at {sigma}");
+            assert!(
+                rel(lam * p.c_out * p.c_out, 1.0) < 1e-14,
+                "lambda c_out^2 at {sigma}"
+            );
             assert!(rel(p.c_skip, sd * sd * p.c_in * p.c_in) < 1e-14);
             assert!(rel(p.c_out, sigma * sd * p.c_in) < 1e-14);
             // unit variance of the network input and of the target (EDM's Appendix B.6)
             assert!(rel(p.c_in * p.c_in * (sd * sd + sigma * sigma), 1.0) < 1e-14);
-            let target_var =
-                ((1.0 - p.c_skip).powi(2) * sd * sd + p.c_skip.powi(2) * sigma * sigma) / p.c_out.powi(2);
-            assert!(rel(target_var, 1.0) < 1e-12, "target variance {target_var} at {sigma}");
+            let target_var = ((1.0 - p.c_skip).powi(2) * sd * sd
+                + p.c_skip.powi(2) * sigma * sigma)
+                / p.c_out.powi(2);
+            assert!(
+                rel(target_var, 1.0) < 1e-12,
+                "target variance {target_var} at {sigma}"
+            );
             assert_eq!(p.c_noise, sigma.ln() / 4.0);
         }
         let c = EdmConfig::default();
@@ -641,8 +788,15 @@ mod tests {
         let direct = x0.sub(&per_row(&c_skip, &x)?.broadcast_mul(&x)?)?;
         let direct = per_row(&inv_out, &direct)?.broadcast_mul(&direct)?;
         assert!(max_abs_diff(&pair.input, &input) < 1e-14);
-        assert!(max_abs_diff(&pair.target, &direct) < 1e-11, "{}", max_abs_diff(&pair.target, &direct));
-        assert_eq!(pair.c_noise, sigmas.iter().map(|s| s.ln() / 4.0).collect::<Vec<_>>());
+        assert!(
+            max_abs_diff(&pair.target, &direct) < 1e-11,
+            "{}",
+            max_abs_diff(&pair.target, &direct)
+        );
+        assert_eq!(
+            pair.c_noise,
+            sigmas.iter().map(|s| s.ln() / 4.0).collect::<Vec<_>>()
+        );
 
         // an exact network gives D = x0, per row and (row by row) with one sigma for the batch
         let d = denoised_rows(&pair.target, &x, &sigmas, sd)?;
@@ -657,14 +811,21 @@ mod tests {
         let d = denoised_rows(&f, &x, &sigmas, sd)?;
         for (i, &s) in sigmas.iter().enumerate() {
             let weighted = loss_weight(s, sd)
-                * d.narrow(0, i, 1)?.sub(&x0.narrow(0, i, 1)?)?.sqr()?.sum_all()?.to_scalar::<f64>()?;
+                * d.narrow(0, i, 1)?
+                    .sub(&x0.narrow(0, i, 1)?)?
+                    .sqr()?
+                    .sum_all()?
+                    .to_scalar::<f64>()?;
             let plain = f
                 .narrow(0, i, 1)?
                 .sub(&pair.target.narrow(0, i, 1)?)?
                 .sqr()?
                 .sum_all()?
                 .to_scalar::<f64>()?;
-            assert!(rel(weighted, plain) < 1e-9, "row {i}: {weighted} vs {plain}");
+            assert!(
+                rel(weighted, plain) < 1e-9,
+                "row {i}: {weighted} vs {plain}"
+            );
         }
 
         // the wrapper feeds c_in x and c_noise to the raw network
@@ -673,13 +834,21 @@ mod tests {
             let p = precondition(sigma, sd);
             // F = (x0 - c_skip x) / c_out with x = inp / c_in and x0 = row 1's x0
             let x = inp.affine(1.0 / p.c_in, 0.0)?;
-            x0.narrow(0, 1, 1)?.sub(&x.affine(p.c_skip, 0.0)?)?.affine(1.0 / p.c_out, 0.0)
+            x0.narrow(0, 1, 1)?
+                .sub(&x.affine(p.c_skip, 0.0)?)?
+                .affine(1.0 / p.c_out, 0.0)
         };
-        let wrapped = Preconditioned { network: &exact, sigma_data: sd };
+        let wrapped = Preconditioned {
+            network: &exact,
+            sigma_data: sd,
+        };
         let d = wrapped.denoise(&x.narrow(0, 1, 1)?, 0.3)?;
         assert!(max_abs_diff(&d, &x0.narrow(0, 1, 1)?) < 1e-12);
 
-        assert!(training_pair(&x0, &n, &sigmas[..3], sd).is_err(), "one sigma per row");
+        assert!(
+            training_pair(&x0, &n, &sigmas[..3], sd).is_err(),
+            "one sigma per row"
+        );
         Ok(())
     }
 
@@ -689,7 +858,12 @@ mod tests {
         for n in [2, 10, 18, 256] {
             let s = c.sigmas(n);
             assert_eq!(s.len(), n + 1);
-            assert!(rel(s[0], 80.0) < 1e-14 && rel(s[n - 1], 0.002) < 1e-12, "{} {}", s[0], s[n - 1]);
+            assert!(
+                rel(s[0], 80.0) < 1e-14 && rel(s[n - 1], 0.002) < 1e-12,
+                "{} {}",
+                s[0],
+                s[n - 1]
+            );
             assert_eq!(s[n], 0.0);
             assert!(s.windows(2).all(|w| w[0] > w[1]), "strictly descending");
         }
@@ -706,14 +880,23 @@ mod tests {
             // eta = 1 is DDPM-like: sigma_up^2 = sigma_to^2 (sigma_from^2 - sigma_to^2) / sigma_from^2
             assert!(rel(up * up, to * to * (from * from - to * to) / (from * from)) < 1e-12);
             assert_eq!(ancestral_step(from, to, 0.0), (to, 0.0));
-            assert_eq!(ancestral_step(from, to, 100.0), (0.0, to), "sigma_up is capped at sigma_to");
+            assert_eq!(
+                ancestral_step(from, to, 100.0),
+                (0.0, to),
+                "sigma_up is capped at sigma_to"
+            );
         }
         assert_eq!(ancestral_step(0.002, 0.0, 1.0), (0.0, 0.0));
     }
 
     #[test]
     fn churn_gamma() {
-        let ch = Churn { s_churn: 40.0, s_tmin: 0.05, s_tmax: 50.0, s_noise: 1.0 };
+        let ch = Churn {
+            s_churn: 40.0,
+            s_tmin: 0.05,
+            s_tmax: 50.0,
+            s_noise: 1.0,
+        };
         assert_eq!(ch.gamma(1.0, 256), 40.0 / 256.0);
         assert_eq!(ch.gamma(1.0, 18), std::f64::consts::SQRT_2 - 1.0);
         assert_eq!(ch.gamma(0.01, 256), 0.0);
@@ -755,11 +938,17 @@ mod tests {
             let mut noise = Rows::new(11, 0, SHAPE[0]);
             let x_t = initial_sample(&mut noise, &SHAPE, c.sigma_max, DType::F64, &DEV)?;
             let mut calls = vec![];
-            let out =
-                heun(&gaussian, x_t.clone(), &sigmas, &Churn::NONE, &mut noise, &mut |i: &StepInfo| {
+            let out = heun(
+                &gaussian,
+                x_t.clone(),
+                &sigmas,
+                &Churn::NONE,
+                &mut noise,
+                &mut |i: &StepInfo| {
                     assert_eq!(i.index, calls.len());
                     calls.push(i.t)
-                })?;
+                },
+            )?;
             // 2N - 1 calls: a predictor at every sigma, a corrector at every sigma but 0
             assert_eq!(calls.len(), 2 * steps - 1);
             assert_eq!(calls[0], 80.0);
@@ -769,7 +958,10 @@ mod tests {
             let mut fresh = Rows::new(11, 0, SHAPE[0]);
             fresh.normal(&SHAPE, DType::F64, &DEV)?;
             let next = fresh.normal(&SHAPE, DType::F64, &DEV)?;
-            assert_eq!(values(&noise.normal(&SHAPE, DType::F64, &DEV)?), values(&next));
+            assert_eq!(
+                values(&noise.normal(&SHAPE, DType::F64, &DEV)?),
+                values(&next)
+            );
 
             // the sampler is linear per element: every element is scaled by one gain, the
             // product of the Heun steps' gains on this ODE
@@ -777,7 +969,11 @@ mod tests {
             for w in sigmas.windows(2) {
                 let (a, b) = (w[0], w[1]);
                 let euler = 1.0 + (b - a) * k(a);
-                gain *= if b == 0.0 { euler } else { 1.0 + (b - a) * 0.5 * (k(a) + euler * k(b)) };
+                gain *= if b == 0.0 {
+                    euler
+                } else {
+                    1.0 + (b - a) * 0.5 * (k(a) + euler * k(b))
+                };
             }
             let expected = x_t.affine(gain, 0.0)?;
             assert!(
@@ -789,8 +985,12 @@ mod tests {
             // the variance: the exact ODE maps sigma_max^2 to S^2 sigma_max^2 / (S^2 + sigma_max^2);
             // normalise by the drawn x_T's own second moment so only discretisation is left
             // (18 steps: +11.4%, 64 steps: +0.73%)
-            let var = second_moment(&out) / second_moment(&x_t) * (S * S + c.sigma_max * c.sigma_max);
-            eprintln!("heun {steps} steps: gain {gain:.6}, normalised variance {var:.5} (S^2 = {})", S * S);
+            let var =
+                second_moment(&out) / second_moment(&x_t) * (S * S + c.sigma_max * c.sigma_max);
+            eprintln!(
+                "heun {steps} steps: gain {gain:.6}, normalised variance {var:.5} (S^2 = {})",
+                S * S
+            );
             assert!(rel(var, S * S) < bias_tol, "{steps} steps: variance {var}");
         }
         Ok(())
@@ -805,19 +1005,27 @@ mod tests {
         let mut noise = Rows::new(12, 0, SHAPE[0]);
         let x_t = initial_sample(&mut noise, &SHAPE, c.sigma_max, DType::F64, &DEV)?;
         let mut calls = 0;
-        let out = euler_ancestral(&gaussian, x_t, &sigmas, 1.0, 1.0, &mut noise, &mut |i: &StepInfo| {
-            assert_eq!(i.index, calls);
-            assert_eq!(i.t, sigmas[calls]);
-            calls += 1
-        })?;
+        let out = euler_ancestral(
+            &gaussian,
+            x_t,
+            &sigmas,
+            1.0,
+            1.0,
+            &mut noise,
+            &mut |i: &StepInfo| {
+                assert_eq!(i.index, calls);
+                assert_eq!(i.t, sigmas[calls]);
+                calls += 1
+            },
+        )?;
         assert_eq!(calls, steps);
 
         // the variance the discretised sampler should reach
         let mut predicted = c.sigma_max * c.sigma_max;
         for w in sigmas.windows(2) {
             let (down, up) = ancestral_step(w[0], w[1], 1.0);
-            predicted =
-                (1.0 + (down - w[0]) * k(w[0])).powi(2) * predicted + if w[1] > 0.0 { up * up } else { 0.0 };
+            predicted = (1.0 + (down - w[0]) * k(w[0])).powi(2) * predicted
+                + if w[1] > 0.0 { up * up } else { 0.0 };
         }
         assert!(rel(predicted, S * S) < 0.013, "predicted {predicted}");
         let var = second_moment(&out);
@@ -826,15 +1034,29 @@ mod tests {
             S * S
         );
         // 4 standard errors of the estimate (sqrt(2 / 16384) = 1.1%), plus the -1.2% bias
-        assert!(rel(var, predicted) < 0.045, "variance {var} vs predicted {predicted}");
+        assert!(
+            rel(var, predicted) < 0.045,
+            "variance {var} vs predicted {predicted}"
+        );
         assert!(rel(var, S * S) < 0.06, "variance {var} vs {}", S * S);
 
         // eta = 0 is deterministic Euler and draws nothing
         let mut a = Rows::new(13, 0, 2);
         let x = Tensor::new(&[[80.0f64, -40.0], [8.0, 1.0]], &DEV)?;
-        let det = euler_ancestral(&gaussian, x.clone(), &c.sigmas(5), 0.0, 1.0, &mut a, &mut ignore)?;
+        let det = euler_ancestral(
+            &gaussian,
+            x.clone(),
+            &c.sigmas(5),
+            0.0,
+            1.0,
+            &mut a,
+            &mut ignore,
+        )?;
         let mut b = Rows::new(13, 0, 2);
-        assert_eq!(values(&a.normal(&[2, 3], DType::F64, &DEV)?), values(&b.normal(&[2, 3], DType::F64, &DEV)?));
+        assert_eq!(
+            values(&a.normal(&[2, 3], DType::F64, &DEV)?),
+            values(&b.normal(&[2, 3], DType::F64, &DEV)?)
+        );
         let mut gain = 1.0;
         for w in c.sigmas(5).windows(2) {
             gain *= 1.0 + (w[1] - w[0]) * k(w[0]);
@@ -847,7 +1069,12 @@ mod tests {
     fn churned_heun_stays_correct() -> Result<()> {
         // EDM's ImageNet-64 settings (S_churn 40, S_min 0.05, S_max 50) with S_noise 1 over
         // 256 steps: discretisation +0.39%
-        let c = EdmConfig { s_churn: 40.0, s_tmin: 0.05, s_tmax: Some(50.0), ..EdmConfig::default() };
+        let c = EdmConfig {
+            s_churn: 40.0,
+            s_tmin: 0.05,
+            s_tmax: Some(50.0),
+            ..EdmConfig::default()
+        };
         c.validate().unwrap();
         let ch = c.churn();
         let steps = 256;
@@ -855,12 +1082,26 @@ mod tests {
         let mut noise = Rows::new(14, 0, SHAPE[0]);
         let x_t = initial_sample(&mut noise, &SHAPE, c.sigma_max, DType::F64, &DEV)?;
         let mut ts = vec![];
-        let out = heun(&gaussian, x_t, &sigmas, &ch, &mut noise, &mut |i: &StepInfo| ts.push(i.t))?;
+        let out = heun(
+            &gaussian,
+            x_t,
+            &sigmas,
+            &ch,
+            &mut noise,
+            &mut |i: &StepInfo| ts.push(i.t),
+        )?;
         assert_eq!(ts.len(), 2 * steps - 1);
         let gamma = 40.0 / 256.0;
-        assert_eq!(ts[0], 80.0, "80 is above s_tmax: no churn on the first step");
+        assert_eq!(
+            ts[0], 80.0,
+            "80 is above s_tmax: no churn on the first step"
+        );
         let churned = sigmas.iter().position(|&s| s <= 50.0).unwrap();
-        assert_eq!(ts[2 * churned], sigmas[churned] * (1.0 + gamma), "predictor at sigma_hat");
+        assert_eq!(
+            ts[2 * churned],
+            sigmas[churned] * (1.0 + gamma),
+            "predictor at sigma_hat"
+        );
 
         let mut predicted = c.sigma_max * c.sigma_max;
         for w in sigmas.windows(2) {
@@ -869,14 +1110,24 @@ mod tests {
             let ah = a * (1.0 + g);
             predicted += ah * ah - a * a;
             let euler = 1.0 + (b - ah) * k(ah);
-            let gain = if b == 0.0 { euler } else { 1.0 + (b - ah) * 0.5 * (k(ah) + euler * k(b)) };
+            let gain = if b == 0.0 {
+                euler
+            } else {
+                1.0 + (b - ah) * 0.5 * (k(ah) + euler * k(b))
+            };
             predicted *= gain * gain;
         }
         assert!(rel(predicted, S * S) < 0.005, "predicted {predicted}");
         let var = second_moment(&out);
-        eprintln!("churned heun {steps} steps: variance {var:.5}, predicted {predicted:.5}, S^2 = {}", S * S);
+        eprintln!(
+            "churned heun {steps} steps: variance {var:.5}, predicted {predicted:.5}, S^2 = {}",
+            S * S
+        );
         // 4 standard errors of the estimate plus the bias
-        assert!(rel(var, predicted) < 0.045, "variance {var} vs predicted {predicted}");
+        assert!(
+            rel(var, predicted) < 0.045,
+            "variance {var} vs predicted {predicted}"
+        );
         assert!(rel(var, S * S) < 0.05, "variance {var} vs {}", S * S);
         Ok(())
     }

@@ -138,9 +138,23 @@ pub struct GaussianConfig {
 }
 
 /// The keys of the schedule part of the `[process]` table.
-const SCHEDULE_KEYS: [&str; 5] = ["schedule", "timesteps", "beta_start", "beta_end", "zero_terminal_snr"];
+const SCHEDULE_KEYS: [&str; 5] = [
+    "schedule",
+    "timesteps",
+    "beta_start",
+    "beta_end",
+    "zero_terminal_snr",
+];
 /// The keys of the Gaussian process's own part.
-const OWN_KEYS: [&str; 7] = ["prediction", "weighting", "min_snr_gamma", "loss", "smooth_l1_beta", "wrap", "offset_noise"];
+const OWN_KEYS: [&str; 7] = [
+    "prediction",
+    "weighting",
+    "min_snr_gamma",
+    "loss",
+    "smooth_l1_beta",
+    "wrap",
+    "offset_noise",
+];
 
 /// The process's own keys, read apart from the schedule's.
 #[derive(Deserialize)]
@@ -188,8 +202,10 @@ impl GaussianConfig {
                 ));
             }
         }
-        let schedule = ScheduleConfig::deserialize(toml::Value::Table(sched)).map_err(|e| format!("[process]: {e}"))?;
-        let own = Own::deserialize(toml::Value::Table(own)).map_err(|e| format!("[process]: {e}"))?;
+        let schedule = ScheduleConfig::deserialize(toml::Value::Table(sched))
+            .map_err(|e| format!("[process]: {e}"))?;
+        let own =
+            Own::deserialize(toml::Value::Table(own)).map_err(|e| format!("[process]: {e}"))?;
         Ok(Self {
             schedule,
             prediction: own.prediction,
@@ -235,8 +251,15 @@ impl GaussianProcess {
             "process.smooth_l1_beta must be positive, got {}",
             config.smooth_l1_beta
         );
-        anyhow::ensure!(config.offset_noise >= 0.0, "process.offset_noise must be >= 0, got {}", config.offset_noise);
-        Ok(Self { schedule: Schedule::from_config(&config.schedule)?, config })
+        anyhow::ensure!(
+            config.offset_noise >= 0.0,
+            "process.offset_noise must be >= 0, got {}",
+            config.offset_noise
+        );
+        Ok(Self {
+            schedule: Schedule::from_config(&config.schedule)?,
+            config,
+        })
     }
 
     fn abar(&self, t: &[usize]) -> Vec<f64> {
@@ -279,7 +302,8 @@ impl GaussianProcess {
         t.iter()
             .map(|&t| {
                 let c = &self.config;
-                c.weighting.weight(self.schedule.snr(t), c.prediction, c.min_snr_gamma)
+                c.weighting
+                    .weight(self.schedule.snr(t), c.prediction, c.min_snr_gamma)
             })
             .collect()
     }
@@ -288,7 +312,10 @@ impl GaussianProcess {
     pub fn corrupt_with(&self, x0: &Tensor, noise: &Tensor, t: &[usize]) -> Result<Corrupted> {
         Ok(Corrupted {
             x_t: self.add_noise(x0, noise, t)?,
-            time: timesteps_tensor(&t.iter().map(|&v| v as f64).collect::<Vec<_>>(), x0.device())?,
+            time: timesteps_tensor(
+                &t.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+                x0.device(),
+            )?,
             target: self.target(x0, noise, t)?,
             weights: self.loss_weights(t),
         })
@@ -315,7 +342,9 @@ impl Process for GaussianProcess {
             let mut shape = vec![1usize; x0.rank()];
             shape[0] = b;
             shape[1] = x0.dim(1)?;
-            let offset = rows.purpose(OFFSET_STREAM).normal(&shape, x0.dtype(), x0.device())?;
+            let offset = rows
+                .purpose(OFFSET_STREAM)
+                .normal(&shape, x0.dtype(), x0.device())?;
             noise = noise.broadcast_add(&offset.affine(self.config.offset_noise, 0.0)?)?;
         }
         self.corrupt_with(x0, &noise, &t)
@@ -385,7 +414,11 @@ mod tests {
         let xt = p.add_noise(&x0, &eps, &t)?;
         let ab = p.abar(&t);
         let v = p.velocity(&x0, &eps, &t)?;
-        for (pred, out) in [(Prediction::Epsilon, &eps), (Prediction::X0, &x0), (Prediction::V, &v)] {
+        for (pred, out) in [
+            (Prediction::Epsilon, &eps),
+            (Prediction::X0, &x0),
+            (Prediction::V, &v),
+        ] {
             let x0r = pred.to_x0(out, &xt, &ab)?;
             let er = pred.to_eps(out, &xt, &ab)?;
             let d0 = x0r.sub(&x0)?.abs()?.max_all()?.to_scalar::<f64>()?;
@@ -398,11 +431,19 @@ mod tests {
     #[test]
     fn wrapped_loss_sees_short_way_round() -> Result<()> {
         let dev = Device::Cpu;
-        let cfg = GaussianConfig { wrap: true, ..Default::default() };
+        let cfg = GaussianConfig {
+            wrap: true,
+            ..Default::default()
+        };
         let p = GaussianProcess::new(cfg).unwrap();
         let target = Tensor::new(&[[3.1f32]], &dev)?;
         let out = Tensor::new(&[[-3.1f32]], &dev)?;
-        let batch = Corrupted { x_t: out.clone(), time: Tensor::new(&[0f32], &dev)?, target, weights: vec![1.0] };
+        let batch = Corrupted {
+            x_t: out.clone(),
+            time: Tensor::new(&[0f32], &dev)?,
+            target,
+            weights: vec![1.0],
+        };
         let l = p.loss(&out, &batch, None)?.to_scalar::<f32>()?;
         let short = (2.0 * std::f32::consts::PI - 6.2).powi(2);
         assert!((l - short).abs() < 1e-4, "{l} vs {short}");
@@ -416,7 +457,12 @@ mod tests {
         // rows [L = 3, F = 1]; row 0 has 2 real positions, row 1 all 3
         let target = Tensor::new(&[[[1f32], [2.0], [100.0]], [[1.0], [1.0], [1.0]]], &dev)?;
         let out = Tensor::zeros((2, 3, 1), candle_core::DType::F32, &dev)?;
-        let batch = Corrupted { x_t: out.clone(), time: Tensor::new(&[0f32, 0.0], &dev)?, target, weights: vec![1.0, 1.0] };
+        let batch = Corrupted {
+            x_t: out.clone(),
+            time: Tensor::new(&[0f32, 0.0], &dev)?,
+            target,
+            weights: vec![1.0, 1.0],
+        };
         let mask = Tensor::new(&[[[1f32], [1.0], [0.0]], [[1.0], [1.0], [1.0]]], &dev)?;
         let l = p.loss(&out, &batch, Some(&mask))?.to_scalar::<f32>()?;
         assert!((l - (2.5 + 1.0) / 2.0).abs() < 1e-6, "{l}");

@@ -75,7 +75,10 @@ pub struct MaskedConfig {
 
 impl Default for MaskedConfig {
     fn default() -> Self {
-        Self { schedule: MaskSchedule::LogLinear, t_min: 1e-3 }
+        Self {
+            schedule: MaskSchedule::LogLinear,
+            t_min: 1e-3,
+        }
     }
 }
 
@@ -94,7 +97,10 @@ const MASK_STREAM: u64 = 0x3A5C;
 impl MaskedProcess {
     /// The process over `vocab` token values.
     pub fn new(config: MaskedConfig, vocab: usize) -> anyhow::Result<Self> {
-        anyhow::ensure!(vocab >= 2, "the masked process needs at least 2 token values, got {vocab}");
+        anyhow::ensure!(
+            vocab >= 2,
+            "the masked process needs at least 2 token values, got {vocab}"
+        );
         anyhow::ensure!(
             config.t_min > 0.0 && config.t_min < 1.0,
             "process.t_min must lie in (0, 1), got {}",
@@ -111,8 +117,13 @@ impl MaskedProcess {
     /// Masks each real token of `x0` (`[B, L]` u32) independently with probability
     /// `1 - alpha(t_row)`, drawing one uniform per position from the row's masking stream.
     pub fn mask(&self, x0: &Tensor, t: &[f64], rows: &mut Rows) -> Result<Tensor> {
-        let u = rows.purpose(MASK_STREAM).uniform_like(x0.dims(), x0.device())?;
-        let move_chance: Vec<f64> = t.iter().map(|&t| 1.0 - self.config.schedule.alpha(t)).collect();
+        let u = rows
+            .purpose(MASK_STREAM)
+            .uniform_like(x0.dims(), x0.device())?;
+        let move_chance: Vec<f64> = t
+            .iter()
+            .map(|&t| 1.0 - self.config.schedule.alpha(t))
+            .collect();
         let threshold = crate::tensor_util::per_row(&move_chance, &u)?;
         let masked = u.broadcast_lt(&threshold)?;
         let mask = Tensor::full(self.mask_id(), x0.dims(), x0.device())?;
@@ -136,14 +147,23 @@ impl MaskedProcess {
     /// Cross-entropy `-log p(x0)` per position (`[B, L]`), zero where `x_t` is not masked.
     fn masked_nll(&self, logits: &Tensor, x_t: &Tensor, x0: &Tensor) -> Result<Tensor> {
         let lp = self.log_probs(logits, x_t)?;
-        let picked = lp.gather(&x0.unsqueeze(D::Minus1)?, D::Minus1)?.squeeze(D::Minus1)?;
+        let picked = lp
+            .gather(&x0.unsqueeze(D::Minus1)?, D::Minus1)?
+            .squeeze(D::Minus1)?;
         let masked = x_t.eq(self.mask_id())?.to_dtype(DType::F32)?;
         picked.neg()?.mul(&masked)
     }
 
     /// Per-row sum of `-w(t) log p(x0)` over masked real positions and the count of real
     /// positions.
-    fn row_terms(&self, logits: &Tensor, x_t: &Tensor, x0: &Tensor, weights: &[f64], mask: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
+    fn row_terms(
+        &self,
+        logits: &Tensor,
+        x_t: &Tensor,
+        x0: &Tensor,
+        weights: &[f64],
+        mask: Option<&Tensor>,
+    ) -> Result<(Tensor, Tensor)> {
         let mut nll = self.masked_nll(logits, x_t, x0)?;
         let (b, l) = x0.dims2()?;
         let count = match mask {
@@ -154,7 +174,11 @@ impl MaskedProcess {
             }
             None => Tensor::full(l as f32, b, x0.device())?,
         };
-        let w = Tensor::from_vec(weights.iter().map(|&w| w as f32).collect::<Vec<_>>(), b, x0.device())?;
+        let w = Tensor::from_vec(
+            weights.iter().map(|&w| w as f32).collect::<Vec<_>>(),
+            b,
+            x0.device(),
+        )?;
         Ok((nll.sum(D::Minus1)?.mul(&w)?, count))
     }
 }
@@ -171,11 +195,17 @@ impl Process for MaskedProcess {
     /// Row `i` draws its time from its own stream, then its masking uniforms from another.
     fn corrupt(&self, x0: &Tensor, rows: &mut Rows) -> Result<Corrupted> {
         if x0.dtype() != DType::U32 || x0.rank() != 2 {
-            candle_core::bail!("the masked process needs [B, L] u32 tokens, got {:?} {:?}", x0.dtype(), x0.dims());
+            candle_core::bail!(
+                "the masked process needs [B, L] u32 tokens, got {:?} {:?}",
+                x0.dtype(),
+                x0.dims()
+            );
         }
         let b = x0.dim(0)?;
         let t_min = self.config.t_min;
-        let t: Vec<f64> = (0..b).map(|i| t_min + (1.0 - t_min) * rows.row(i).uniform()).collect();
+        let t: Vec<f64> = (0..b)
+            .map(|i| t_min + (1.0 - t_min) * rows.row(i).uniform())
+            .collect();
         let x_t = self.mask(x0, &t, rows)?;
         Ok(Corrupted {
             x_t,
@@ -189,7 +219,8 @@ impl Process for MaskedProcess {
     /// over masked positions, divided by the number of real positions in the batch (MDLM's
     /// token-level average).
     fn loss(&self, output: &Tensor, batch: &Corrupted, mask: Option<&Tensor>) -> Result<Tensor> {
-        let (sum, count) = self.row_terms(output, &batch.x_t, &batch.target, &batch.weights, mask)?;
+        let (sum, count) =
+            self.row_terms(output, &batch.x_t, &batch.target, &batch.weights, mask)?;
         sum.sum_all()?.div(&count.sum_all()?.clamp(1.0, f64::MAX)?)
     }
 
@@ -205,8 +236,19 @@ impl Process for MaskedProcess {
     fn sample(&self, job: SampleJob) -> anyhow::Result<Tensor> {
         self.check_sampler(job.cfg)?;
         anyhow::ensure!(job.scorer.is_none(), "classifier guidance by a scorer needs a Gaussian process; the masked process takes classifier-free guidance");
-        anyhow::ensure!(job.edit.is_none(), "starting from data (infill) is not implemented yet for the masked process");
-        crate::sampler::masked::ancestral(self, job.model, job.shape, job.cfg.steps, job.rows, job.device, job.obs)
+        anyhow::ensure!(
+            job.edit.is_none(),
+            "starting from data (infill) is not implemented yet for the masked process"
+        );
+        crate::sampler::masked::ancestral(
+            self,
+            job.model,
+            job.shape,
+            job.cfg.steps,
+            job.rows,
+            job.device,
+            job.obs,
+        )
     }
 
     /// The ELBO with `draws` stratified times per row (`t_k = (k + u) / draws`), over all of
@@ -224,18 +266,31 @@ impl Process for MaskedProcess {
         let mut count = vec![0f64; b];
         for k in 0..draws {
             let mut draw_rows = rows.purpose(k as u64);
-            let t: Vec<f64> = (0..b).map(|i| ((k as f64 + draw_rows.row(i).uniform()) / draws as f64).max(1e-6)).collect();
+            let t: Vec<f64> = (0..b)
+                .map(|i| ((k as f64 + draw_rows.row(i).uniform()) / draws as f64).max(1e-6))
+                .collect();
             let x_t = self.mask(x0, &t, &mut draw_rows)?;
             let time = crate::tensor_util::timesteps_tensor(&t, x0.device())?;
             let logits = net(&x_t, &time)?;
             let w: Vec<f64> = t.iter().map(|&t| self.config.schedule.weight(t)).collect();
             let (sum, n) = self.row_terms(&logits, &x_t, x0, &w, mask)?;
-            for (i, (s, n)) in sum.to_vec1::<f32>()?.into_iter().zip(n.to_vec1::<f32>()?).enumerate() {
+            for (i, (s, n)) in sum
+                .to_vec1::<f32>()?
+                .into_iter()
+                .zip(n.to_vec1::<f32>()?)
+                .enumerate()
+            {
                 total[i] += s as f64 / draws as f64;
                 count[i] = n as f64;
             }
         }
-        Ok(Some(total.iter().zip(&count).map(|(s, n)| s / n.max(1.0)).collect()))
+        Ok(Some(
+            total
+                .iter()
+                .zip(&count)
+                .map(|(s, n)| s / n.max(1.0))
+                .collect(),
+        ))
     }
 }
 
@@ -243,7 +298,9 @@ impl MaskedProcess {
     fn check_sampler(&self, cfg: &SampleConfig) -> anyhow::Result<()> {
         match cfg.sampler.as_deref() {
             None | Some("ancestral") => {}
-            Some(other) => anyhow::bail!("unknown sampler `{other}` for the masked process: expected ancestral"),
+            Some(other) => anyhow::bail!(
+                "unknown sampler `{other}` for the masked process: expected ancestral"
+            ),
         }
         anyhow::ensure!(cfg.steps >= 1, "sample.steps must be at least 1");
         Ok(())
@@ -268,7 +325,11 @@ mod tests {
                 let h = 1e-6;
                 let d = (s.alpha(t + h) - s.alpha(t - h)) / (2.0 * h);
                 let w = -d / (1.0 - s.alpha(t));
-                assert!((s.weight(t) - w).abs() < 1e-6 * w, "{s:?} {t}: {} vs {w}", s.weight(t));
+                assert!(
+                    (s.weight(t) - w).abs() < 1e-6 * w,
+                    "{s:?} {t}: {} vs {w}",
+                    s.weight(t)
+                );
             }
         }
         assert!((MaskSchedule::LogLinear.weight(0.25) - 4.0).abs() < 1e-12);
@@ -294,7 +355,10 @@ mod tests {
         let dev = Device::Cpu;
         let x_t = Tensor::new(&[[2u32, 4]], &dev)?;
         // five logits per position: the fifth (mask) must be ignored
-        let logits = Tensor::new(&[[[0f32, 0.0, 0.0, 0.0, 50.0], [1.0, 2.0, 3.0, 4.0, 50.0]]], &dev)?;
+        let logits = Tensor::new(
+            &[[[0f32, 0.0, 0.0, 0.0, 50.0], [1.0, 2.0, 3.0, 4.0, 50.0]]],
+            &dev,
+        )?;
         let lp = p.log_probs(&logits, &x_t)?.to_vec3::<f32>()?;
         assert_eq!(lp[0][0][2], 0.0);
         assert!(lp[0][0][0] < -1e8);
@@ -313,7 +377,12 @@ mod tests {
         let x0 = Tensor::new(&[[1u32, 2, 3]], &dev)?;
         let x_t = Tensor::new(&[[1u32, 4, 4]], &dev)?;
         let logits = Tensor::zeros((1, 3, 4), DType::F32, &dev)?; // uniform: -log p = ln 4
-        let batch = Corrupted { x_t, time: Tensor::new(&[0.5f32], &dev)?, target: x0, weights: vec![2.0] };
+        let batch = Corrupted {
+            x_t,
+            time: Tensor::new(&[0.5f32], &dev)?,
+            target: x0,
+            weights: vec![2.0],
+        };
         let l = p.loss(&logits, &batch, None)?.to_scalar::<f32>()? as f64;
         assert!((l - 2.0 * 2.0 * 4f64.ln() / 3.0).abs() < 1e-5, "{l}");
         // the third position is padding: it does not count
@@ -330,8 +399,12 @@ mod tests {
         let p = process();
         let dev = Device::Cpu;
         let x0 = Tensor::new(&[[0u32, 1, 2, 3, 0, 1, 2, 3]; 256], &dev)?;
-        let net = |x: &Tensor, _: &Tensor| Tensor::zeros((x.dim(0)?, x.dim(1)?, 4), DType::F32, x.device());
-        let nll = p.nll_bound(&net, &x0, None, &mut Rows::new(3, 0, 256), 32)?.unwrap();
+        let net = |x: &Tensor, _: &Tensor| {
+            Tensor::zeros((x.dim(0)?, x.dim(1)?, 4), DType::F32, x.device())
+        };
+        let nll = p
+            .nll_bound(&net, &x0, None, &mut Rows::new(3, 0, 256), 32)?
+            .unwrap();
         let mean = nll.iter().sum::<f64>() / nll.len() as f64;
         assert!((mean - 4f64.ln()).abs() < 0.05 * 4f64.ln(), "{mean}");
         Ok(())

@@ -146,17 +146,25 @@ impl<'de> Deserialize<'de> for ProcessConfig {
         let kind = match table.remove("kind") {
             None => "gaussian".to_string(),
             Some(toml::Value::String(s)) => s,
-            Some(v) => return Err(D::Error::custom(format!("process.kind must be a string ({KINDS}), got {v}"))),
+            Some(v) => {
+                return Err(D::Error::custom(format!(
+                    "process.kind must be a string ({KINDS}), got {v}"
+                )))
+            }
         };
         match kind.as_str() {
-            "gaussian" => GaussianConfig::from_table(table).map(ProcessConfig::Gaussian).map_err(D::Error::custom),
+            "gaussian" => GaussianConfig::from_table(table)
+                .map(ProcessConfig::Gaussian)
+                .map_err(D::Error::custom),
             "masked" => MaskedConfig::deserialize(toml::Value::Table(table))
                 .map(ProcessConfig::Masked)
                 .map_err(|e| D::Error::custom(format!("[process] (kind = \"masked\"): {e}"))),
             "edm" => EdmConfig::deserialize(toml::Value::Table(table))
                 .map(ProcessConfig::Edm)
                 .map_err(|e| D::Error::custom(format!("[process] (kind = \"edm\"): {e}"))),
-            other => Err(D::Error::custom(format!("unknown process.kind `{other}`: expected one of {KINDS}"))),
+            other => Err(D::Error::custom(format!(
+                "unknown process.kind `{other}`: expected one of {KINDS}"
+            ))),
         }
     }
 }
@@ -174,7 +182,10 @@ impl ProcessConfig {
                 Ok(Box::new(GaussianProcess::new(c.clone())?))
             }
             ProcessConfig::Edm(c) => {
-                anyhow::ensure!(info.vocab.is_none(), "the data is tokens, which EDM cannot noise: use [process] kind = \"masked\"");
+                anyhow::ensure!(
+                    info.vocab.is_none(),
+                    "the data is tokens, which EDM cannot noise: use [process] kind = \"masked\""
+                );
                 Ok(Box::new(EdmProcess::new(c.clone())?))
             }
             ProcessConfig::Masked(c) => {
@@ -198,14 +209,26 @@ impl ProcessConfig {
 /// Per-row loss of an element-wise loss tensor `[B, ...]`, averaged over real positions
 /// (`mask` broadcasting against it, or every position), then weighted per row and averaged over
 /// rows.
-pub fn weighted_mean(elementwise: &Tensor, mask: Option<&Tensor>, weights: &[f64]) -> Result<Tensor> {
+pub fn weighted_mean(
+    elementwise: &Tensor,
+    mask: Option<&Tensor>,
+    weights: &[f64],
+) -> Result<Tensor> {
     let b = elementwise.dim(0)?;
     let per_row_loss = match mask {
         None => elementwise.reshape((b, ()))?.mean(candle_core::D::Minus1)?,
         Some(m) => {
-            let m = m.to_dtype(elementwise.dtype())?.broadcast_as(elementwise.shape())?;
-            let sum = elementwise.mul(&m)?.reshape((b, ()))?.sum(candle_core::D::Minus1)?;
-            let count = m.reshape((b, ()))?.sum(candle_core::D::Minus1)?.clamp(1.0, f64::MAX)?;
+            let m = m
+                .to_dtype(elementwise.dtype())?
+                .broadcast_as(elementwise.shape())?;
+            let sum = elementwise
+                .mul(&m)?
+                .reshape((b, ()))?
+                .sum(candle_core::D::Minus1)?;
+            let count = m
+                .reshape((b, ()))?
+                .sum(candle_core::D::Minus1)?
+                .clamp(1.0, f64::MAX)?;
             sum.div(&count)?
         }
     };
@@ -224,22 +247,47 @@ mod tests {
 
     #[test]
     fn kind_defaults_to_gaussian_and_unknown_keys_are_errors() {
-        let h: Holder = toml::from_str("[process]\nschedule = \"cosine\"\nprediction = \"v\"").unwrap();
+        let h: Holder =
+            toml::from_str("[process]\nschedule = \"cosine\"\nprediction = \"v\"").unwrap();
         let g = h.process.gaussian().unwrap();
         assert_eq!(g.schedule.schedule, crate::schedule::BetaSchedule::Cosine);
         assert_eq!(g.prediction, Prediction::V);
-        let e = toml::from_str::<Holder>("[process]\nschedual = \"cosine\"").err().unwrap().to_string();
-        assert!(e.contains("schedual") && e.contains("timesteps") && e.contains("prediction"), "{e}");
-        let h: Holder = toml::from_str("[process]\nkind = \"masked\"\nschedule = \"cosine\"").unwrap();
-        assert!(matches!(h.process, ProcessConfig::Masked(MaskedConfig { schedule: MaskSchedule::Cosine, .. })));
-        let e = toml::from_str::<Holder>("[process]\nkind = \"masked\"\nprediction = \"v\"").err().unwrap().to_string();
+        let e = toml::from_str::<Holder>("[process]\nschedual = \"cosine\"")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("schedual") && e.contains("timesteps") && e.contains("prediction"),
+            "{e}"
+        );
+        let h: Holder =
+            toml::from_str("[process]\nkind = \"masked\"\nschedule = \"cosine\"").unwrap();
+        assert!(matches!(
+            h.process,
+            ProcessConfig::Masked(MaskedConfig {
+                schedule: MaskSchedule::Cosine,
+                ..
+            })
+        ));
+        let e = toml::from_str::<Holder>("[process]\nkind = \"masked\"\nprediction = \"v\"")
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("prediction"), "{e}");
-        let e = toml::from_str::<Holder>("[process]\nkind = \"vae\"").err().unwrap().to_string();
+        let e = toml::from_str::<Holder>("[process]\nkind = \"vae\"")
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("gaussian, edm, masked"), "{e}");
         let h: Holder = toml::from_str("[process]\nkind = \"edm\"\nsigma_data = 0.6").unwrap();
-        assert!(matches!(h.process, ProcessConfig::Edm(EdmConfig { sigma_data, .. }) if sigma_data == 0.6));
+        assert!(
+            matches!(h.process, ProcessConfig::Edm(EdmConfig { sigma_data, .. }) if sigma_data == 0.6)
+        );
         // the resolved form round-trips, with its kind written out
-        let text = toml::to_string(&Holder2 { process: ProcessConfig::default() }).unwrap();
+        let text = toml::to_string(&Holder2 {
+            process: ProcessConfig::default(),
+        })
+        .unwrap();
         assert!(text.contains("kind = \"gaussian\""), "{text}");
         let back: Holder = toml::from_str(&text).unwrap();
         assert_eq!(back.process, ProcessConfig::default());

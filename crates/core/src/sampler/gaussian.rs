@@ -34,7 +34,12 @@ pub enum SamplerKind {
     /// Heun's second-order method (two model calls per step but the last).
     Heun,
     /// DPM-Solver++(2M).
-    #[serde(rename = "dpmpp_2m", alias = "dpmpp-2m", alias = "dpm_solver_pp_2m", alias = "dpmsolver++")]
+    #[serde(
+        rename = "dpmpp_2m",
+        alias = "dpmpp-2m",
+        alias = "dpm_solver_pp_2m",
+        alias = "dpmsolver++"
+    )]
     Dpmpp2m,
 }
 
@@ -65,7 +70,10 @@ impl SamplerKind {
     pub fn parse(name: &str) -> anyhow::Result<Self> {
         let v = toml::Value::String(name.to_string());
         v.try_into().map_err(|_| {
-            anyhow::anyhow!("unknown sampler `{name}` for the Gaussian process: expected one of {}", Self::NAMES)
+            anyhow::anyhow!(
+                "unknown sampler `{name}` for the Gaussian process: expected one of {}",
+                Self::NAMES
+            )
         })
     }
 
@@ -155,7 +163,9 @@ pub struct Denoised {
 impl Denoised {
     /// The clean-sample estimate.
     pub fn x0(&self) -> Result<Tensor> {
-        let x0 = self.prediction.to_x0(&self.out, &self.x_t, &vec![self.abar; self.x_t.dim(0)?])?;
+        let x0 = self
+            .prediction
+            .to_x0(&self.out, &self.x_t, &vec![self.abar; self.x_t.dim(0)?])?;
         match &self.grad {
             Some(g) => x0.add(&g.affine((1.0 - self.abar) / self.abar.sqrt(), 0.0)?),
             None => Ok(x0),
@@ -164,7 +174,9 @@ impl Denoised {
 
     /// The noise estimate.
     pub fn eps(&self) -> Result<Tensor> {
-        let eps = self.prediction.to_eps(&self.out, &self.x_t, &vec![self.abar; self.x_t.dim(0)?])?;
+        let eps =
+            self.prediction
+                .to_eps(&self.out, &self.x_t, &vec![self.abar; self.x_t.dim(0)?])?;
         match &self.grad {
             Some(g) => eps.sub(&g.affine((1.0 - self.abar).sqrt(), 0.0)?),
             None => Ok(eps),
@@ -184,7 +196,12 @@ pub struct GaussianDenoiser<'a> {
 impl<'a> GaussianDenoiser<'a> {
     /// A network that outputs `prediction`.
     pub fn new(model: &'a dyn Model, prediction: Prediction) -> Self {
-        Self { model, prediction, scorer: None, scorer_max_sigma: f64::INFINITY }
+        Self {
+            model,
+            prediction,
+            scorer: None,
+            scorer_max_sigma: f64::INFINITY,
+        }
     }
 
     /// The same, steered by `scorer` at `scale` (classifier guidance) at noise levels
@@ -204,7 +221,13 @@ impl<'a> GaussianDenoiser<'a> {
     /// The same for a call inside a step that started at noise level `step_sigma` (Heun's
     /// corrector): the scorer acts when the step started within its interval, so a step from
     /// pure noise is not steered by its corrector alone.
-    pub fn denoise_in_step(&self, x_t: &Tensor, t: f64, abar: f64, step_sigma: f64) -> Result<Denoised> {
+    pub fn denoise_in_step(
+        &self,
+        x_t: &Tensor,
+        t: f64,
+        abar: f64,
+        step_sigma: f64,
+    ) -> Result<Denoised> {
         let out = self.model.predict(x_t, t)?;
         let grad = match self.scorer {
             Some((scorer, scale)) if scale != 0.0 && step_sigma <= self.scorer_max_sigma => {
@@ -212,7 +235,13 @@ impl<'a> GaussianDenoiser<'a> {
             }
             _ => None,
         };
-        Ok(Denoised { out, x_t: x_t.clone(), abar, prediction: self.prediction, grad })
+        Ok(Denoised {
+            out,
+            x_t: x_t.clone(),
+            abar,
+            prediction: self.prediction,
+            grad,
+        })
     }
 }
 
@@ -223,7 +252,13 @@ pub trait SigmaDenoiser {
     fn x0_at(&self, x: &Tensor, sigma: f64, t: f64) -> Result<(Tensor, Tensor)>;
 
     /// The same for a call inside a step that started at `step_sigma` (a corrector).
-    fn x0_in_step(&self, x: &Tensor, sigma: f64, t: f64, step_sigma: f64) -> Result<(Tensor, Tensor)> {
+    fn x0_in_step(
+        &self,
+        x: &Tensor,
+        sigma: f64,
+        t: f64,
+        step_sigma: f64,
+    ) -> Result<(Tensor, Tensor)> {
         let _ = step_sigma;
         self.x0_at(x, sigma, t)
     }
@@ -235,7 +270,13 @@ impl SigmaDenoiser for GaussianDenoiser<'_> {
         self.x0_in_step(x, sigma, t, sigma)
     }
 
-    fn x0_in_step(&self, x: &Tensor, sigma: f64, t: f64, step_sigma: f64) -> Result<(Tensor, Tensor)> {
+    fn x0_in_step(
+        &self,
+        x: &Tensor,
+        sigma: f64,
+        t: f64,
+        step_sigma: f64,
+    ) -> Result<(Tensor, Tensor)> {
         let x_in = x.affine(1.0 / (sigma * sigma + 1.0).sqrt(), 0.0)?;
         let d = self.denoise_in_step(&x_in, t, 1.0 / (sigma * sigma + 1.0), step_sigma)?;
         Ok((d.x0()?, x_in))
@@ -290,7 +331,13 @@ pub fn ddpm(
         };
         let model_input = x;
         x = maybe_wrap(next, opts.wrap)?;
-        obs(&StepInfo { index: i, t: tf, x: &x, x0: &x0, model_input: &model_input });
+        obs(&StepInfo {
+            index: i,
+            t: tf,
+            x: &x,
+            x0: &x0,
+            model_input: &model_input,
+        });
     }
     Ok(x)
 }
@@ -327,20 +374,38 @@ pub fn ddim(
         }
         let model_input = x;
         x = maybe_wrap(next, opts.wrap)?;
-        obs(&StepInfo { index: i, t: tf, x: &x, x0: &x0, model_input: &model_input });
+        obs(&StepInfo {
+            index: i,
+            t: tf,
+            x: &x,
+            x0: &x0,
+            model_input: &model_input,
+        });
     }
     Ok(x)
 }
 
 /// Euler's method in sigma space (diffusers' `EulerDiscreteScheduler`, no churn).
 /// `sigmas` has one more entry than `timesteps` (the final 0).
-pub fn euler(model: &dyn SigmaDenoiser, mut x: Tensor, sigmas: &[f64], timesteps: &[f64], obs: Observer) -> Result<Tensor> {
+pub fn euler(
+    model: &dyn SigmaDenoiser,
+    mut x: Tensor,
+    sigmas: &[f64],
+    timesteps: &[f64],
+    obs: Observer,
+) -> Result<Tensor> {
     for (i, &t) in timesteps.iter().enumerate() {
         let (s, s_next) = (sigmas[i], sigmas[i + 1]);
         let (x0, x_in) = model.x0_at(&x, s, t)?;
         let d = x.sub(&x0)?.affine(1.0 / s, 0.0)?;
         x = x.add(&d.affine(s_next - s, 0.0)?)?;
-        obs(&StepInfo { index: i, t, x: &x, x0: &x0, model_input: &x_in });
+        obs(&StepInfo {
+            index: i,
+            t,
+            x: &x,
+            x0: &x0,
+            model_input: &x_in,
+        });
     }
     Ok(x)
 }
@@ -348,14 +413,26 @@ pub fn euler(model: &dyn SigmaDenoiser, mut x: Tensor, sigmas: &[f64], timesteps
 /// Heun's method in sigma space (diffusers' `HeunDiscreteScheduler`): an Euler predictor, then a
 /// corrector at the next sigma that averages the two slopes; the last step, to sigma 0, is plain
 /// Euler. Reports every model call (predictors and correctors).
-pub fn heun(model: &dyn SigmaDenoiser, mut x: Tensor, sigmas: &[f64], timesteps: &[f64], obs: Observer) -> Result<Tensor> {
+pub fn heun(
+    model: &dyn SigmaDenoiser,
+    mut x: Tensor,
+    sigmas: &[f64],
+    timesteps: &[f64],
+    obs: Observer,
+) -> Result<Tensor> {
     let mut call = 0;
     for (i, &t) in timesteps.iter().enumerate() {
         let (s, s_next) = (sigmas[i], sigmas[i + 1]);
         let (x0, x_in) = model.x0_at(&x, s, t)?;
         let d = x.sub(&x0)?.affine(1.0 / s, 0.0)?;
         let x_pred = x.add(&d.affine(s_next - s, 0.0)?)?;
-        obs(&StepInfo { index: call, t, x: &x_pred, x0: &x0, model_input: &x_in });
+        obs(&StepInfo {
+            index: call,
+            t,
+            x: &x_pred,
+            x0: &x0,
+            model_input: &x_in,
+        });
         call += 1;
         if s_next == 0.0 {
             x = x_pred;
@@ -366,7 +443,13 @@ pub fn heun(model: &dyn SigmaDenoiser, mut x: Tensor, sigmas: &[f64], timesteps:
         let d2 = x_pred.sub(&x0c)?.affine(1.0 / s_next, 0.0)?;
         let slope = d.add(&d2)?.affine(0.5, 0.0)?;
         x = x.add(&slope.affine(s_next - s, 0.0)?)?;
-        obs(&StepInfo { index: call, t: t_next, x: &x, x0: &x0c, model_input: &x_inc });
+        obs(&StepInfo {
+            index: call,
+            t: t_next,
+            x: &x,
+            x0: &x0c,
+            model_input: &x_inc,
+        });
         call += 1;
     }
     Ok(x)
@@ -375,7 +458,13 @@ pub fn heun(model: &dyn SigmaDenoiser, mut x: Tensor, sigmas: &[f64], timesteps:
 /// DPM-Solver++(2M) (Lu et al. 2022) as diffusers' `DPMSolverMultistepScheduler` with
 /// `solver_order=2`, midpoint, `final_sigmas_type="zero"`: the first and last steps are first
 /// order; the model sees the unscaled x at integer timesteps.
-pub fn dpmpp_2m(model: &GaussianDenoiser, mut x: Tensor, sigmas: &[f64], timesteps: &[f64], obs: Observer) -> Result<Tensor> {
+pub fn dpmpp_2m(
+    model: &GaussianDenoiser,
+    mut x: Tensor,
+    sigmas: &[f64],
+    timesteps: &[f64],
+    obs: Observer,
+) -> Result<Tensor> {
     let alpha_sigma = |s: f64| {
         let a = 1.0 / (s * s + 1.0).sqrt();
         (a, s * a)
@@ -400,11 +489,18 @@ pub fn dpmpp_2m(model: &GaussianDenoiser, mut x: Tensor, sigmas: &[f64], timeste
                 Some((x0_prev, lambda_prev)) => {
                     let r0 = (lambda_s - lambda_prev) / h;
                     let d1 = x0.sub(x0_prev)?.affine(1.0 / r0, 0.0)?;
-                    base.add(&x0.affine(coef, 0.0)?)?.add(&d1.affine(0.5 * coef, 0.0)?)?
+                    base.add(&x0.affine(coef, 0.0)?)?
+                        .add(&d1.affine(0.5 * coef, 0.0)?)?
                 }
             }
         };
-        obs(&StepInfo { index: i, t, x: &x, x0: &x0, model_input: &model_input });
+        obs(&StepInfo {
+            index: i,
+            t,
+            x: &x,
+            x0: &x0,
+            model_input: &model_input,
+        });
         prev = Some((x0, lambda_s));
     }
     Ok(x)
@@ -413,7 +509,13 @@ pub fn dpmpp_2m(model: &GaussianDenoiser, mut x: Tensor, sigmas: &[f64], timeste
 /// The `(sigmas, timesteps)` grid of a sigma-space sampler, with the final sigma 0 appended.
 /// DPM-Solver++ uses `n + 1` linspace/leading points minus the last and rounds Karras
 /// timesteps; Euler and Heun keep them fractional.
-pub fn sigma_grid(s: &Schedule, kind: SamplerKind, spacing: Spacing, n: usize, karras: bool) -> (Vec<f64>, Vec<f64>) {
+pub fn sigma_grid(
+    s: &Schedule,
+    kind: SamplerKind,
+    spacing: Spacing,
+    n: usize,
+    karras: bool,
+) -> (Vec<f64>, Vec<f64>) {
     let t_max = s.len();
     let train = s.sigmas();
     let dpm = kind == SamplerKind::Dpmpp2m;
@@ -485,9 +587,13 @@ pub fn sample(process: &GaussianProcess, job: SampleJob) -> anyhow::Result<Tenso
     );
     let spacing = cfg.spacing.unwrap_or(kind.default_spacing());
     let wrap = process.config.wrap;
-    let model = GaussianDenoiser::new(job.model, process.config.prediction).with_scorer(job.scorer, cfg.scorer_max_sigma);
+    let model = GaussianDenoiser::new(job.model, process.config.prediction)
+        .with_scorer(job.scorer, cfg.scorer_max_sigma);
     let z = job.rows.normal(job.shape, DType::F32, job.device)?;
-    let vp = VpOptions { clip: cfg.clip, wrap };
+    let vp = VpOptions {
+        clip: cfg.clip,
+        wrap,
+    };
     let x = match kind {
         SamplerKind::Ddpm | SamplerKind::Ddim => {
             let ts = timesteps(spacing, s.len(), cfg.steps, true);
@@ -535,7 +641,13 @@ mod tests {
 
     #[test]
     fn names_round_trip_through_the_parser() {
-        for k in [SamplerKind::Ddpm, SamplerKind::Ddim, SamplerKind::Euler, SamplerKind::Heun, SamplerKind::Dpmpp2m] {
+        for k in [
+            SamplerKind::Ddpm,
+            SamplerKind::Ddim,
+            SamplerKind::Euler,
+            SamplerKind::Heun,
+            SamplerKind::Dpmpp2m,
+        ] {
             assert_eq!(SamplerKind::parse(k.name()).unwrap(), k);
         }
         assert_eq!(SamplerKind::Heun.model_calls(10), 19);
@@ -556,7 +668,10 @@ mod tests {
         let dev = candle_core::Device::Cpu;
         let all = Rows::new(5, 0, 4).normal(&[4, 3], DType::F32, &dev)?;
         let tail = Rows::new(5, 2, 2).normal(&[2, 3], DType::F32, &dev)?;
-        assert_eq!(all.narrow(0, 2, 2)?.to_vec2::<f32>()?, tail.to_vec2::<f32>()?);
+        assert_eq!(
+            all.narrow(0, 2, 2)?.to_vec2::<f32>()?,
+            tail.to_vec2::<f32>()?
+        );
         Ok(())
     }
 }

@@ -22,7 +22,10 @@ pub fn ancestral(
     device: &Device,
     obs: Observer,
 ) -> anyhow::Result<Tensor> {
-    anyhow::ensure!(shape.len() == 2, "the masked process samples [B, L] tokens, got shape {shape:?}");
+    anyhow::ensure!(
+        shape.len() == 2,
+        "the masked process samples [B, L] tokens, got shape {shape:?}"
+    );
     let (b, l) = (shape[0], shape[1]);
     let v = process.vocab;
     let mask = process.mask_id();
@@ -33,7 +36,11 @@ pub fn ancestral(
     for k in 0..steps {
         let t = 1.0 - k as f64 * dt;
         let s = if k + 1 == steps { t_min } else { t - dt };
-        let probs = process.log_probs(&model.predict(&x, t)?, &x)?.exp()?.to_dtype(DType::F32)?.to_vec3::<f32>()?;
+        let probs = process
+            .log_probs(&model.predict(&x, t)?, &x)?
+            .exp()?
+            .to_dtype(DType::F32)?
+            .to_vec3::<f32>()?;
         let u = rows.uniform_like(&[b, l], device)?.to_vec2::<f32>()?;
         let stay = (1.0 - schedule.alpha(s)) / (1.0 - schedule.alpha(t));
         let mut tokens = x.to_vec2::<u32>()?;
@@ -48,12 +55,24 @@ pub fn ancestral(
         }
         let model_input = x;
         x = Tensor::new(tokens, device)?;
-        obs(&StepInfo { index: k, t, x: &x, x0: &x, model_input: &model_input });
+        obs(&StepInfo {
+            index: k,
+            t,
+            x: &x,
+            x0: &x,
+            model_input: &model_input,
+        });
     }
     let lp = process.log_probs(&model.predict(&x, t_min)?, &x)?;
     let best = lp.argmax(candle_core::D::Minus1)?.to_dtype(DType::U32)?;
     let model_input = x;
-    obs(&StepInfo { index: steps, t: t_min, x: &best, x0: &best, model_input: &model_input });
+    obs(&StepInfo {
+        index: steps,
+        t: t_min,
+        x: &best,
+        x0: &best,
+        model_input: &model_input,
+    });
     Ok(best)
 }
 
@@ -86,14 +105,31 @@ mod tests {
             Tensor::from_vec(flat, (b, 2, 3), x.device())
         };
         let mut calls = 0;
-        let out = ancestral(&p, &model, &[2000, 2], 10, &mut Rows::new(0, 0, 2000), &dev, &mut |_| calls += 1)?;
+        let out = ancestral(
+            &p,
+            &model,
+            &[2000, 2],
+            10,
+            &mut Rows::new(0, 0, 2000),
+            &dev,
+            &mut |_| calls += 1,
+        )?;
         assert_eq!(calls, 11);
         let out = out.to_vec2::<u32>()?;
         assert!(out.iter().all(|r| r[0] == 2 && r[1] < 2));
         let ones = out.iter().filter(|r| r[1] == 1).count() as f64 / 2000.0;
         assert!((ones - 0.75).abs() < 0.04, "{ones}");
         // per-row streams: a row's sample does not depend on its batch
-        let small = ancestral(&p, &model, &[3, 2], 10, &mut Rows::new(0, 5, 3), &dev, &mut |_| {})?.to_vec2::<u32>()?;
+        let small = ancestral(
+            &p,
+            &model,
+            &[3, 2],
+            10,
+            &mut Rows::new(0, 5, 3),
+            &dev,
+            &mut |_| {},
+        )?
+        .to_vec2::<u32>()?;
         assert_eq!(small, out[5..8].to_vec());
         Ok(())
     }

@@ -33,7 +33,9 @@ fn pack_left(a: &Mat<f32>) -> Vec<u32> {
                     let i = panel * MR + r;
                     // SAFETY: a u32 slice viewed as twice as many u16 (alignment 4 >= 2), the
                     // little-endian layout of the pairs: element 2p low, 2p + 1 high.
-                    let halves = unsafe { std::slice::from_raw_parts_mut(row.as_mut_ptr().cast::<u16>(), 2 * kp) };
+                    let halves = unsafe {
+                        std::slice::from_raw_parts_mut(row.as_mut_ptr().cast::<u16>(), 2 * kp)
+                    };
                     halves.fill(0);
                     if i < m {
                         to_bf16(&a.data[i * a.rs..][..k], &mut halves[..k]);
@@ -48,7 +50,13 @@ fn pack_left(a: &Mat<f32>) -> Vec<u32> {
         );
     } else {
         // Any other view (the callers' left operands all have contiguous rows).
-        let at = |i: usize, j: usize| if j < k { a.data[i * a.rs + j * a.cs] } else { 0.0 };
+        let at = |i: usize, j: usize| {
+            if j < k {
+                a.data[i * a.rs + j * a.cs]
+            } else {
+                0.0
+            }
+        };
         for i in 0..m {
             for p in 0..kp {
                 data[((i / MR) * kp + p) * MR + i % MR] = bf16_pair(at(i, 2 * p), at(i, 2 * p + 1));
@@ -68,11 +76,19 @@ fn pack_right(b: &Mat<f32>) -> (Vec<u32>, usize) {
     for (p, row) in data.chunks_mut(np).enumerate() {
         let (r0, r1) = (2 * p, 2 * p + 1);
         if b.cs == 1 {
-            let second = if r1 < k { &b.data[r1 * b.rs..][..n] } else { &zeros[..] };
+            let second = if r1 < k {
+                &b.data[r1 * b.rs..][..n]
+            } else {
+                &zeros[..]
+            };
             pair_rows(&b.data[r0 * b.rs..][..n], second, &mut row[..n]);
         } else {
             for (j, d) in row[..n].iter_mut().enumerate() {
-                let second = if r1 < k { b.data[r1 * b.rs + j * b.cs] } else { 0.0 };
+                let second = if r1 < k {
+                    b.data[r1 * b.rs + j * b.cs]
+                } else {
+                    0.0
+                };
                 *d = bf16_pair(b.data[r0 * b.rs + j * b.cs], second);
             }
         }
@@ -99,38 +115,53 @@ pub(crate) fn matmul(dst: &mut [f32], a: Mat<f32>, b: Mat<f32>, accumulate: bool
         return;
     }
     for v in [&a, &b] {
-        assert!((v.rows - 1) * v.rs + (v.cols - 1) * v.cs < v.data.len(), "matmul: view out of bounds");
+        assert!(
+            (v.rows - 1) * v.rs + (v.cols - 1) * v.cs < v.data.len(),
+            "matmul: view out of bounds"
+        );
     }
     assert!(available(), "bfloat16 matmul on a CPU without AVX-512 BF16");
     let left = pack_left(&a);
     let (right, np) = pack_right(&b);
     let kp = k.div_ceil(2);
     let per_task = (m.div_ceil(4 * rayon::current_num_threads()).div_ceil(MR) * MR).max(MR);
-    dst[..m * n].par_chunks_mut(per_task * n).enumerate().for_each(|(task, block)| {
-        let (first, rows) = (task * per_task, block.len() / n);
-        for k0 in (0..kp).step_by(KB) {
-            let pairs = k0..(k0 + KB).min(kp);
-            let add = accumulate || k0 > 0;
-            for n0 in (0..n).step_by(NV * LANES) {
-                let vectors = (n - n0).div_ceil(LANES).min(NV);
-                for r in (0..rows).step_by(MR) {
-                    let at = Tile { left: &left[((first + r) / MR) * kp * MR..], right: &right, np, pairs: pairs.clone(), rows: (rows - r).min(MR), n0, n, add };
-                    let out = &mut block[r * n..];
-                    // SAFETY: `available()` was checked; the tile's panel holds `kp` pairs of
-                    // `MR` rows, its pairs and columns `n0..n0 + 16 vectors <= np` lie in
-                    // `right`, and its outputs (rows below `rows`, columns masked past `n`) in
-                    // `out`.
-                    unsafe {
-                        match vectors {
-                            3 => tile::<3>(&at, out),
-                            2 => tile::<2>(&at, out),
-                            _ => tile::<1>(&at, out),
+    dst[..m * n]
+        .par_chunks_mut(per_task * n)
+        .enumerate()
+        .for_each(|(task, block)| {
+            let (first, rows) = (task * per_task, block.len() / n);
+            for k0 in (0..kp).step_by(KB) {
+                let pairs = k0..(k0 + KB).min(kp);
+                let add = accumulate || k0 > 0;
+                for n0 in (0..n).step_by(NV * LANES) {
+                    let vectors = (n - n0).div_ceil(LANES).min(NV);
+                    for r in (0..rows).step_by(MR) {
+                        let at = Tile {
+                            left: &left[((first + r) / MR) * kp * MR..],
+                            right: &right,
+                            np,
+                            pairs: pairs.clone(),
+                            rows: (rows - r).min(MR),
+                            n0,
+                            n,
+                            add,
+                        };
+                        let out = &mut block[r * n..];
+                        // SAFETY: `available()` was checked; the tile's panel holds `kp` pairs of
+                        // `MR` rows, its pairs and columns `n0..n0 + 16 vectors <= np` lie in
+                        // `right`, and its outputs (rows below `rows`, columns masked past `n`) in
+                        // `out`.
+                        unsafe {
+                            match vectors {
+                                3 => tile::<3>(&at, out),
+                                2 => tile::<2>(&at, out),
+                                _ => tile::<1>(&at, out),
+                            }
                         }
                     }
                 }
             }
-        }
-    });
+        });
 }
 
 /// Where one micro-tile of [`matmul`] reads and writes.
@@ -157,7 +188,11 @@ struct Tile<'a> {
 unsafe fn tile<const V: usize>(t: &Tile, out: &mut [f32]) {
     let mask = |v: usize| -> __mmask16 {
         let left = t.n.saturating_sub(t.n0 + v * LANES).min(LANES);
-        if left == LANES { 0xffff } else { (1u16 << left) - 1 }
+        if left == LANES {
+            0xffff
+        } else {
+            (1u16 << left) - 1
+        }
     };
     let mut acc = [[_mm512_setzero_ps(); V]; MR];
     if t.add {
@@ -170,7 +205,9 @@ unsafe fn tile<const V: usize>(t: &Tile, out: &mut [f32]) {
     let mut lp = t.left.as_ptr().add(t.pairs.start * MR);
     let mut rp = t.right.as_ptr().add(t.pairs.start * t.np + t.n0);
     for _ in t.pairs.clone() {
-        let bv: [__m512bh; V] = std::array::from_fn(|v| std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(rp.add(v * LANES).cast())));
+        let bv: [__m512bh; V] = std::array::from_fn(|v| {
+            std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(rp.add(v * LANES).cast()))
+        });
         for (r, row) in acc.iter_mut().enumerate() {
             let av = std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(*lp.add(r) as i32));
             for v in 0..V {
@@ -182,7 +219,11 @@ unsafe fn tile<const V: usize>(t: &Tile, out: &mut [f32]) {
     }
     for (r, row) in acc.iter().enumerate().take(t.rows) {
         for (v, &val) in row.iter().enumerate() {
-            _mm512_mask_storeu_ps(out.as_mut_ptr().add(r * t.n + t.n0 + v * LANES), mask(v), val);
+            _mm512_mask_storeu_ps(
+                out.as_mut_ptr().add(r * t.n + t.n0 + v * LANES),
+                mask(v),
+                val,
+            );
         }
     }
 }
@@ -209,7 +250,13 @@ mod tests {
             return;
         }
         let mut rng = TestRng::new(41);
-        for (m, k, n) in [(1, 1, 1), (5, 7, 3), (13, 33, 50), (37, 600, 70), (64, 96, 192)] {
+        for (m, k, n) in [
+            (1, 1, 1),
+            (5, 7, 3),
+            (13, 33, 50),
+            (37, 600, 70),
+            (64, 96, 192),
+        ] {
             let a: Vec<f32> = (0..m * k).map(|_| rng.normal() as f32).collect();
             let b: Vec<f32> = (0..k * n).map(|_| rng.normal() as f32).collect();
             let at: Vec<f32> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
@@ -219,15 +266,31 @@ mod tests {
                 (0..m * n)
                     .map(|idx| {
                         let (i, j) = (idx / n, idx % n);
-                        let dot: f64 = (0..k).map(|p| round_bf16(a[i * k + p]) as f64 * round_bf16(b[p * n + j]) as f64).sum();
+                        let dot: f64 = (0..k)
+                            .map(|p| {
+                                round_bf16(a[i * k + p]) as f64 * round_bf16(b[p * n + j]) as f64
+                            })
+                            .sum();
                         dot + if accumulate { start[idx] as f64 } else { 0.0 }
                     })
                     .collect()
             };
             // Left: rows contiguous, a transposed view (columns contiguous), every other element
             // (neither); right: rows contiguous, a transposed view.
-            let spread: Vec<f32> = (0..2 * m * k).map(|i| if i % 2 == 0 { a[i / 2] } else { f32::NAN }).collect();
-            let lefts = [Mat::new(&a, m, k), Mat::new(&at, k, m).t(), Mat { data: &spread, rows: m, cols: k, rs: 2 * k, cs: 2 }];
+            let spread: Vec<f32> = (0..2 * m * k)
+                .map(|i| if i % 2 == 0 { a[i / 2] } else { f32::NAN })
+                .collect();
+            let lefts = [
+                Mat::new(&a, m, k),
+                Mat::new(&at, k, m).t(),
+                Mat {
+                    data: &spread,
+                    rows: m,
+                    cols: k,
+                    rs: 2 * k,
+                    cs: 2,
+                },
+            ];
             let rights = [Mat::new(&b, k, n), Mat::new(&bt, n, k).t()];
             for (li, &left) in lefts.iter().enumerate() {
                 for (ri, &right) in rights.iter().enumerate() {
@@ -238,7 +301,10 @@ mod tests {
                         for (idx, (&got, &w)) in dst.iter().zip(&want(accumulate)).enumerate() {
                             assert!((got as f64 - w).abs() < 1e-5 * scale, "{m}x{k}x{n} left {li} right {ri} acc {accumulate} at {idx}: {got} vs {w}");
                         }
-                        let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+                        let one = rayon::ThreadPoolBuilder::new()
+                            .num_threads(1)
+                            .build()
+                            .unwrap();
                         let mut single = start.clone();
                         one.install(|| matmul(&mut single, left, right, accumulate));
                         assert_eq!(single, dst, "{m}x{k}x{n}: thread count changed the result");

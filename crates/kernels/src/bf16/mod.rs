@@ -18,7 +18,9 @@ pub(crate) fn available() -> bool {
     {
         static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         *AVAILABLE.get_or_init(|| {
-            crate::machinery::wide::available() && std::arch::is_x86_feature_detected!("avx512bf16") && std::arch::is_x86_feature_detected!("avx512bw")
+            crate::machinery::wide::available()
+                && std::arch::is_x86_feature_detected!("avx512bf16")
+                && std::arch::is_x86_feature_detected!("avx512bw")
         })
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -72,7 +74,10 @@ unsafe fn to_bf16_avx512(x: &[f32], out: &mut [u16]) {
     let whole = out.len() / LANES * LANES;
     for i in (0..whole).step_by(LANES) {
         let h = _mm512_cvtneps_pbh(_mm512_loadu_ps(x.as_ptr().add(i)));
-        _mm256_storeu_si256(out.as_mut_ptr().add(i).cast(), std::mem::transmute::<__m256bh, __m256i>(h));
+        _mm256_storeu_si256(
+            out.as_mut_ptr().add(i).cast(),
+            std::mem::transmute::<__m256bh, __m256i>(h),
+        );
     }
     for i in whole..out.len() {
         out[i] = (bf16_bits(x[i]) >> 16) as u16;
@@ -86,11 +91,16 @@ unsafe fn pair_rows_avx512(a: &[f32], b: &[f32], out: &mut [u32]) {
     let whole = out.len() / LANES * LANES;
     // Element 2i of the result is a[i] (in the low 256 bits), 2i + 1 is b[i] (the high ones).
     let interleave = _mm512_set_epi16(
-        31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0,
+        31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20, 4,
+        19, 3, 18, 2, 17, 1, 16, 0,
     );
     for i in (0..whole).step_by(LANES) {
-        let h = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(b.as_ptr().add(i)), _mm512_loadu_ps(a.as_ptr().add(i)));
-        let pairs = _mm512_permutexvar_epi16(interleave, std::mem::transmute::<__m512bh, __m512i>(h));
+        let h = _mm512_cvtne2ps_pbh(
+            _mm512_loadu_ps(b.as_ptr().add(i)),
+            _mm512_loadu_ps(a.as_ptr().add(i)),
+        );
+        let pairs =
+            _mm512_permutexvar_epi16(interleave, std::mem::transmute::<__m512bh, __m512i>(h));
         _mm512_storeu_si512(out.as_mut_ptr().add(i).cast(), pairs);
     }
     for i in whole..out.len() {

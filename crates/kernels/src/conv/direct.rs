@@ -21,11 +21,11 @@
 //! is summed in a fixed order that depends only on its own image (forward) or on the fixed
 //! group (weight gradient), never on the batch size or the thread count.
 
-#[cfg(target_arch = "x86_64")]
-use std::arch::x86_64::*;
 use crate::bf16::{bf16_pair, pair_rows, to_bf16};
 use crate::machinery::LANES;
 use rayon::prelude::*;
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
 
 /// Output channels per forward micro-tile (one broadcast weight each).
 const OR: usize = 8;
@@ -58,15 +58,37 @@ pub(crate) struct Plan {
 
 impl Plan {
     /// The plan of a `kh x kw` kernel over `c` channels of `h x w` padded by `(ph, pw)`.
-    pub(crate) fn new(c: usize, (h, w): (usize, usize), (ph, pw): (usize, usize), (kh, kw): (usize, usize)) -> Self {
-        Plan { c, h, w, ph, pw, kh, kw, hp: h + 2 * ph, wp: w + 2 * pw, stack: 1 }
+    pub(crate) fn new(
+        c: usize,
+        (h, w): (usize, usize),
+        (ph, pw): (usize, usize),
+        (kh, kw): (usize, usize),
+    ) -> Self {
+        Plan {
+            c,
+            h,
+            w,
+            ph,
+            pw,
+            kh,
+            kw,
+            hp: h + 2 * ph,
+            wp: w + 2 * pw,
+            stack: 1,
+        }
     }
 
     /// This plan for `images` sequences side by side in one row (images of height above 1 are
     /// never stacked).
     fn stacked(&self, images: usize) -> Self {
-        assert!(self.hp == 1 || images == 1, "only sequences are laid side by side");
-        Plan { stack: images.max(1), ..*self }
+        assert!(
+            self.hp == 1 || images == 1,
+            "only sequences are laid side by side"
+        );
+        Plan {
+            stack: images.max(1),
+            ..*self
+        }
     }
 
     /// Sequences to lay side by side for a batch of `batch`: up to [`MAX_STACK`], while every
@@ -110,7 +132,9 @@ impl Plan {
 
     /// The shift of each tap.
     fn offsets(&self) -> Vec<usize> {
-        (0..self.kh).flat_map(|i| (0..self.kw).map(move |j| i * self.row() + j)).collect()
+        (0..self.kh)
+            .flat_map(|i| (0..self.kw).map(move |j| i * self.row() + j))
+            .collect()
     }
 
     /// Length of a padded image buffer of `depth` planes (channels, or pairs of them): every
@@ -136,9 +160,13 @@ impl Plan {
             out.resize(self.padded_len(self.c), 0.0);
         }
         for (s, image) in x.chunks(self.image_len()).enumerate() {
-            for (dst, src) in out.chunks_mut(self.plane()).zip(image.chunks(self.h * self.w)) {
+            for (dst, src) in out
+                .chunks_mut(self.plane())
+                .zip(image.chunks(self.h * self.w))
+            {
                 for (r, row) in src.chunks(self.w).enumerate() {
-                    dst[(r + self.ph) * self.row() + s * self.wp + self.pw..][..self.w].copy_from_slice(row);
+                    dst[(r + self.ph) * self.row() + s * self.wp + self.pw..][..self.w]
+                        .copy_from_slice(row);
                 }
             }
         }
@@ -155,14 +183,29 @@ impl Plan {
         }
         let hw = self.h * self.w;
         // The partner of an odd count's last channel.
-        let zeros = if self.c % 2 == 1 { vec![0f32; hw] } else { Vec::new() };
+        let zeros = if self.c % 2 == 1 {
+            vec![0f32; hw]
+        } else {
+            Vec::new()
+        };
         for (s, image) in x.chunks(self.image_len()).enumerate() {
-            for (pair, dst) in out.chunks_mut(self.plane()).take(self.c.div_ceil(2)).enumerate() {
+            for (pair, dst) in out
+                .chunks_mut(self.plane())
+                .take(self.c.div_ceil(2))
+                .enumerate()
+            {
                 let first = &image[2 * pair * hw..][..hw];
-                let second = image.get((2 * pair + 1) * hw..(2 * pair + 2) * hw).unwrap_or(&zeros);
+                let second = image
+                    .get((2 * pair + 1) * hw..(2 * pair + 2) * hw)
+                    .unwrap_or(&zeros);
                 for r in 0..self.h {
-                    let d = &mut dst[(r + self.ph) * self.row() + s * self.wp + self.pw..][..self.w];
-                    pair_rows(&first[r * self.w..][..self.w], &second[r * self.w..][..self.w], d);
+                    let d =
+                        &mut dst[(r + self.ph) * self.row() + s * self.wp + self.pw..][..self.w];
+                    pair_rows(
+                        &first[r * self.w..][..self.w],
+                        &second[r * self.w..][..self.w],
+                        d,
+                    );
                 }
             }
         }
@@ -187,7 +230,11 @@ impl Weights {
         let pairs = c.div_ceil(2);
         Weights::Bf16(pack_blocks(w, o, k, pairs * taps, |row, j| {
             let (pair, t) = (j / taps, j % taps);
-            let second = if 2 * pair + 1 < c { row[(2 * pair + 1) * taps + t] } else { 0.0 };
+            let second = if 2 * pair + 1 < c {
+                row[(2 * pair + 1) * taps + t]
+            } else {
+                0.0
+            };
             bf16_pair(row[2 * pair * taps + t], second)
         }))
     }
@@ -196,17 +243,26 @@ impl Weights {
 /// Packs the rows of `w` (`o` rows of `k`) in blocks of [`OR`] rows, each `depth` entries deep,
 /// interleaved (`block[j * OR + r] = entry(row r, j)`); rows past `o` are zero. One block per
 /// rayon task.
-fn pack_blocks<E: Copy + Default + Send>(w: &[f32], o: usize, k: usize, depth: usize, entry: impl Fn(&[f32], usize) -> E + Sync) -> Vec<E> {
+fn pack_blocks<E: Copy + Default + Send>(
+    w: &[f32],
+    o: usize,
+    k: usize,
+    depth: usize,
+    entry: impl Fn(&[f32], usize) -> E + Sync,
+) -> Vec<E> {
     let mut packed = vec![E::default(); o.div_ceil(OR) * depth * OR];
     if depth > 0 {
-        packed.par_chunks_mut(depth * OR).enumerate().for_each(|(ob, block)| {
-            for r in 0..OR.min(o - ob * OR) {
-                let row = &w[(ob * OR + r) * k..][..k];
-                for j in 0..depth {
-                    block[j * OR + r] = entry(row, j);
+        packed
+            .par_chunks_mut(depth * OR)
+            .enumerate()
+            .for_each(|(ob, block)| {
+                for r in 0..OR.min(o - ob * OR) {
+                    let row = &w[(ob * OR + r) * k..][..k];
+                    for j in 0..depth {
+                        block[j * OR + r] = entry(row, j);
+                    }
                 }
-            }
-        });
+            });
     }
     packed
 }
@@ -215,7 +271,14 @@ fn pack_blocks<E: Copy + Default + Send>(w: &[f32], o: usize, k: usize, depth: u
 /// image (or a row of sequences side by side) per rayon task: `y[o, oh, ow] = bias[o] + sum w x`,
 /// weights from [`Weights::pack`] (in bfloat16, each image is rounded to bfloat16 as it is
 /// padded, and the products are summed in f32).
-pub(crate) fn forward(plan: &Plan, weights: &Weights, o: usize, bias: Option<&[f32]>, x: &[f32], y: &mut [f32]) {
+pub(crate) fn forward(
+    plan: &Plan,
+    weights: &Weights,
+    o: usize,
+    bias: Option<&[f32]>,
+    x: &[f32],
+    y: &mut [f32],
+) {
     match weights {
         Weights::F32(packed) => forward_with(plan, packed, o, bias, x, y),
         Weights::Bf16(packed) => forward_with(plan, packed, o, bias, x, y),
@@ -223,20 +286,29 @@ pub(crate) fn forward(plan: &Plan, weights: &Weights, o: usize, bias: Option<&[f
 }
 
 /// [`forward`] with weights packed as `E`.
-fn forward_with<E: Operand>(plan: &Plan, packed: &[E], o: usize, bias: Option<&[f32]>, x: &[f32], y: &mut [f32]) {
+fn forward_with<E: Operand>(
+    plan: &Plan,
+    packed: &[E],
+    o: usize,
+    bias: Option<&[f32]>,
+    x: &[f32],
+    y: &mut [f32],
+) {
     let out_len = o * plan.ho() * plan.wo();
     if out_len == 0 || plan.image_len() == 0 {
         return;
     }
     let stack = plan.stack_for(x.len() / plan.image_len());
-    y.par_chunks_mut(stack * out_len).zip(x.par_chunks(stack * plan.image_len())).for_each_init(
-        || (Vec::new(), Vec::new()),
-        |(xp, tmp), (y, x)| {
-            let plan = plan.stacked(x.len() / plan.image_len());
-            E::pad(&plan, x, xp);
-            forward_padded(&plan, packed, o, bias, xp, y, tmp);
-        },
-    );
+    y.par_chunks_mut(stack * out_len)
+        .zip(x.par_chunks(stack * plan.image_len()))
+        .for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(xp, tmp), (y, x)| {
+                let plan = plan.stacked(x.len() / plan.image_len());
+                E::pad(&plan, x, xp);
+                forward_padded(&plan, packed, o, bias, xp, y, tmp);
+            },
+        );
 }
 
 /// The element of packed weights and padded images: f32, or a pair of bfloat16 (`u32`), with
@@ -254,7 +326,17 @@ trait Operand: Copy + Send + Sync {
     /// `depth` planes plus the slack of [`Plan::padded_len`], and `out` [`OR`] rows of `stride`
     /// with `p + V * 16 <= stride`.
     #[allow(clippy::too_many_arguments)]
-    unsafe fn tile<const V: usize>(a: &[Self], depth: usize, plane: usize, offsets: &[usize], xp: &[Self], p: usize, bias: &[f32; OR], out: &mut [f32], stride: usize);
+    unsafe fn tile<const V: usize>(
+        a: &[Self],
+        depth: usize,
+        plane: usize,
+        offsets: &[usize],
+        xp: &[Self],
+        p: usize,
+        bias: &[f32; OR],
+        out: &mut [f32],
+        stride: usize,
+    );
     /// 16 lanes from `ptr` (16 floats, or 16 pairs of bfloat16).
     #[cfg(target_arch = "x86_64")]
     unsafe fn load(ptr: *const Self) -> __m512i;
@@ -270,7 +352,17 @@ impl Operand for f32 {
     fn pad(plan: &Plan, x: &[f32], out: &mut Vec<f32>) {
         plan.pad(x, out)
     }
-    unsafe fn tile<const V: usize>(a: &[f32], depth: usize, plane: usize, offsets: &[usize], xp: &[f32], p: usize, bias: &[f32; OR], out: &mut [f32], stride: usize) {
+    unsafe fn tile<const V: usize>(
+        a: &[f32],
+        depth: usize,
+        plane: usize,
+        offsets: &[usize],
+        xp: &[f32],
+        p: usize,
+        bias: &[f32; OR],
+        out: &mut [f32],
+        stride: usize,
+    ) {
         tile_f32::<V>(a, depth, plane, offsets, xp, p, bias, out, stride)
     }
     #[cfg(target_arch = "x86_64")]
@@ -292,7 +384,17 @@ impl Operand for u32 {
     fn pad(plan: &Plan, x: &[f32], out: &mut Vec<u32>) {
         plan.pad_bf16(x, out)
     }
-    unsafe fn tile<const V: usize>(a: &[u32], depth: usize, plane: usize, offsets: &[usize], xp: &[u32], p: usize, bias: &[f32; OR], out: &mut [f32], stride: usize) {
+    unsafe fn tile<const V: usize>(
+        a: &[u32],
+        depth: usize,
+        plane: usize,
+        offsets: &[usize],
+        xp: &[u32],
+        p: usize,
+        bias: &[f32; OR],
+        out: &mut [f32],
+        stride: usize,
+    ) {
         tile_bf16::<V>(a, depth, plane, offsets, xp, p, bias, out, stride)
     }
     #[cfg(target_arch = "x86_64")]
@@ -303,17 +405,33 @@ impl Operand for u32 {
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     unsafe fn madd(acc: __m512, a: __m512i, b: __m512i) -> __m512 {
-        _mm512_dpbf16_ps(acc, std::mem::transmute::<__m512i, __m512bh>(a), std::mem::transmute::<__m512i, __m512bh>(b))
+        _mm512_dpbf16_ps(
+            acc,
+            std::mem::transmute::<__m512i, __m512bh>(a),
+            std::mem::transmute::<__m512i, __m512bh>(b),
+        )
     }
 }
 
 /// The convolution of the plan's `stack` images, from the padded row(s) `xp` (from
 /// [`Operand::pad`]) into `y` (`[stack, o, ho, wo]`). `tmp` is scratch.
-fn forward_padded<E: Operand>(plan: &Plan, packed: &[E], o: usize, bias: Option<&[f32]>, xp: &[E], y: &mut [f32], tmp: &mut Vec<f32>) {
+fn forward_padded<E: Operand>(
+    plan: &Plan,
+    packed: &[E],
+    o: usize,
+    bias: Option<&[f32]>,
+    xp: &[E],
+    y: &mut [f32],
+    tmp: &mut Vec<f32>,
+) {
     let depth = E::depth(plan.c);
     let (n, k) = (plan.positions(), depth * plan.taps());
     let stride = n.div_ceil(LANES) * LANES;
-    assert!(xp.len() >= plan.padded_len(depth) && y.len() == plan.stack * o * plan.ho() * plan.wo() && packed.len() >= o.div_ceil(OR) * k * OR);
+    assert!(
+        xp.len() >= plan.padded_len(depth)
+            && y.len() == plan.stack * o * plan.ho() * plan.wo()
+            && packed.len() >= o.div_ceil(OR) * k * OR
+    );
     // Every position of `tmp` that is read back is written by a tile first: no need to clear.
     let need = o.div_ceil(OR) * OR * stride;
     if tmp.len() < need {
@@ -323,7 +441,10 @@ fn forward_padded<E: Operand>(plan: &Plan, packed: &[E], o: usize, bias: Option<
     let mut bias_block = [0f32; OR];
     for ob in 0..o.div_ceil(OR) {
         for (r, b) in bias_block.iter_mut().enumerate() {
-            *b = bias.and_then(|bs| bs.get(ob * OR + r)).copied().unwrap_or(0.0);
+            *b = bias
+                .and_then(|bs| bs.get(ob * OR + r))
+                .copied()
+                .unwrap_or(0.0);
         }
         let a = &packed[ob * k * OR..][..k * OR];
         let out = &mut tmp[ob * OR * stride..][..OR * stride];
@@ -362,7 +483,17 @@ fn forward_padded<E: Operand>(plan: &Plan, packed: &[E], o: usize, bias: Option<
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_f32<const V: usize>(a: &[f32], depth: usize, plane: usize, offsets: &[usize], xp: &[f32], p: usize, bias: &[f32; OR], out: &mut [f32], stride: usize) {
+unsafe fn tile_f32<const V: usize>(
+    a: &[f32],
+    depth: usize,
+    plane: usize,
+    offsets: &[usize],
+    xp: &[f32],
+    p: usize,
+    bias: &[f32; OR],
+    out: &mut [f32],
+    stride: usize,
+) {
     tile_body::<f32, V>(a, depth, plane, offsets, xp, p, bias, out, stride)
 }
 
@@ -371,7 +502,17 @@ unsafe fn tile_f32<const V: usize>(a: &[f32], depth: usize, plane: usize, offset
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_bf16<const V: usize>(a: &[u32], depth: usize, plane: usize, offsets: &[usize], xp: &[u32], p: usize, bias: &[f32; OR], out: &mut [f32], stride: usize) {
+unsafe fn tile_bf16<const V: usize>(
+    a: &[u32],
+    depth: usize,
+    plane: usize,
+    offsets: &[usize],
+    xp: &[u32],
+    p: usize,
+    bias: &[f32; OR],
+    out: &mut [f32],
+    stride: usize,
+) {
     tile_body::<u32, V>(a, depth, plane, offsets, xp, p, bias, out, stride)
 }
 
@@ -381,7 +522,17 @@ unsafe fn tile_bf16<const V: usize>(a: &[u32], depth: usize, plane: usize, offse
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_body<E: Operand, const V: usize>(a: &[E], depth: usize, plane: usize, offsets: &[usize], xp: &[E], p: usize, bias: &[f32; OR], out: &mut [f32], stride: usize) {
+unsafe fn tile_body<E: Operand, const V: usize>(
+    a: &[E],
+    depth: usize,
+    plane: usize,
+    offsets: &[usize],
+    xp: &[E],
+    p: usize,
+    bias: &[f32; OR],
+    out: &mut [f32],
+    stride: usize,
+) {
     let mut acc = [[_mm512_setzero_ps(); V]; OR];
     for (r, row) in acc.iter_mut().enumerate() {
         *row = [_mm512_set1_ps(bias[r]); V];
@@ -411,13 +562,33 @@ unsafe fn tile_body<E: Operand, const V: usize>(a: &[E], depth: usize, plane: us
 
 #[cfg(not(target_arch = "x86_64"))]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_f32<const V: usize>(_: &[f32], _: usize, _: usize, _: &[usize], _: &[f32], _: usize, _: &[f32; OR], _: &mut [f32], _: usize) {
+unsafe fn tile_f32<const V: usize>(
+    _: &[f32],
+    _: usize,
+    _: usize,
+    _: &[usize],
+    _: &[f32],
+    _: usize,
+    _: &[f32; OR],
+    _: &mut [f32],
+    _: usize,
+) {
     unreachable!("direct convolution kernels need x86_64 with AVX-512F")
 }
 
 #[cfg(not(target_arch = "x86_64"))]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_bf16<const V: usize>(_: &[u32], _: usize, _: usize, _: &[usize], _: &[u32], _: usize, _: &[f32; OR], _: &mut [f32], _: usize) {
+unsafe fn tile_bf16<const V: usize>(
+    _: &[u32],
+    _: usize,
+    _: usize,
+    _: &[usize],
+    _: &[u32],
+    _: usize,
+    _: &[f32; OR],
+    _: &mut [f32],
+    _: usize,
+) {
     unreachable!("bfloat16 convolution kernels need x86_64 with AVX-512 BF16")
 }
 
@@ -446,7 +617,14 @@ pub(crate) fn transpose<'a>(dy: &[f32], o: usize, buf: &'a mut Vec<f32>) -> &'a 
             if o0 + LANES <= o && l0 + LANES <= l {
                 // SAFETY: `available()` was checked by the caller; the block's 16 rows of 16 lie
                 // inside `dy` (`[o, l]`) and its 16 columns of 16 inside `out` (`[l, o]`).
-                unsafe { transpose_block(dy.as_ptr().add(o0 * l + l0), l, out.as_mut_ptr().add(l0 * o + o0), o) };
+                unsafe {
+                    transpose_block(
+                        dy.as_ptr().add(o0 * l + l0),
+                        l,
+                        out.as_mut_ptr().add(l0 * o + o0),
+                        o,
+                    )
+                };
                 continue;
             }
             for oi in o0..(o0 + LANES).min(o) {
@@ -468,23 +646,42 @@ unsafe fn transpose_block(src: *const f32, src_stride: usize, dst: *mut f32, dst
     let r: [__m512; 16] = std::array::from_fn(|i| _mm512_loadu_ps(src.add(i * src_stride)));
     let t: [__m512; 16] = std::array::from_fn(|i| {
         let (a, b) = (r[i & !1], r[i | 1]);
-        if i % 2 == 0 { _mm512_unpacklo_ps(a, b) } else { _mm512_unpackhi_ps(a, b) }
+        if i % 2 == 0 {
+            _mm512_unpacklo_ps(a, b)
+        } else {
+            _mm512_unpackhi_ps(a, b)
+        }
     });
     // Within each group of four: (0, 2) low, (0, 2) high, (1, 3) low, (1, 3) high.
     let u: [__m512; 16] = std::array::from_fn(|i| {
         let base = i & !3;
-        let (a, b) = (_mm512_castps_pd(t[base + (i & 3) / 2]), _mm512_castps_pd(t[base + (i & 3) / 2 + 2]));
-        _mm512_castpd_ps(if i % 2 == 0 { _mm512_unpacklo_pd(a, b) } else { _mm512_unpackhi_pd(a, b) })
+        let (a, b) = (
+            _mm512_castps_pd(t[base + (i & 3) / 2]),
+            _mm512_castps_pd(t[base + (i & 3) / 2 + 2]),
+        );
+        _mm512_castpd_ps(if i % 2 == 0 {
+            _mm512_unpacklo_pd(a, b)
+        } else {
+            _mm512_unpackhi_pd(a, b)
+        })
     });
     // Groups 0 and 1 (and 2 and 3) exchange 128-bit lanes: even lanes, then odd lanes.
     let v: [__m512; 16] = std::array::from_fn(|i| {
         let (half, j) = (i / 8, i % 8);
         let (a, b) = (u[half * 8 + j % 4], u[half * 8 + j % 4 + 4]);
-        if j < 4 { _mm512_shuffle_f32x4::<0x88>(a, b) } else { _mm512_shuffle_f32x4::<0xdd>(a, b) }
+        if j < 4 {
+            _mm512_shuffle_f32x4::<0x88>(a, b)
+        } else {
+            _mm512_shuffle_f32x4::<0xdd>(a, b)
+        }
     });
     for i in 0..16 {
         let (a, b) = (v[i % 8], v[i % 8 + 8]);
-        let row = if i < 8 { _mm512_shuffle_f32x4::<0x88>(a, b) } else { _mm512_shuffle_f32x4::<0xdd>(a, b) };
+        let row = if i < 8 {
+            _mm512_shuffle_f32x4::<0x88>(a, b)
+        } else {
+            _mm512_shuffle_f32x4::<0xdd>(a, b)
+        };
         _mm512_storeu_ps(dst.add(i * dst_stride), row);
     }
 }
@@ -503,7 +700,14 @@ unsafe fn transpose_block(_: *const f32, _: usize, _: *mut f32, _: usize) {
 ///
 /// With `bf16` (on CPUs with [`crate::bf16::available`]) both operands are rounded to bfloat16 and
 /// pairs of neighbouring positions go into each `vdpbf16ps` ([`weight_grad_bf16`]).
-pub(crate) fn weight_grad(plan: &Plan, x: &[f32], dy: &[f32], o: usize, dw_t: &mut [f32], bf16: bool) {
+pub(crate) fn weight_grad(
+    plan: &Plan,
+    x: &[f32],
+    dy: &[f32],
+    o: usize,
+    dw_t: &mut [f32],
+    bf16: bool,
+) {
     let k = plan.c * plan.taps();
     let l = plan.ho() * plan.wo();
     assert!(weight_grad_supported(plan, o) && dw_t.len() == o * k);
@@ -521,15 +725,34 @@ pub(crate) fn weight_grad(plan: &Plan, x: &[f32], dy: &[f32], o: usize, dw_t: &m
         })
         .collect();
     let mut bufs: Vec<Vec<f32>> = xps.iter().map(|_| Vec::new()).collect();
-    let dyts: Vec<&[f32]> = dy.chunks(o * l).zip(&mut bufs).map(|(d, buf)| transpose(d, o, buf)).collect();
-    weight_grad_blocks(plan, &WgOperands::F32 { xps: &xps, dyts: &dyts }, o, dw_t);
+    let dyts: Vec<&[f32]> = dy
+        .chunks(o * l)
+        .zip(&mut bufs)
+        .map(|(d, buf)| transpose(d, o, buf))
+        .collect();
+    weight_grad_blocks(
+        plan,
+        &WgOperands::F32 {
+            xps: &xps,
+            dyts: &dyts,
+        },
+        o,
+        dw_t,
+    );
 }
 
 /// A weight-gradient group's images as a kernel reads them: padded f32 planes and transposed
 /// output gradients, or bfloat16 planes and output gradients paired by neighbouring positions.
 enum WgOperands<'a> {
-    F32 { xps: &'a [Vec<f32>], dyts: &'a [&'a [f32]] },
-    Bf16 { xps: &'a [Vec<u16>], dyps: &'a [Vec<u32>], pairs: usize },
+    F32 {
+        xps: &'a [Vec<f32>],
+        dyts: &'a [&'a [f32]],
+    },
+    Bf16 {
+        xps: &'a [Vec<u16>],
+        dyps: &'a [Vec<u32>],
+        pairs: usize,
+    },
 }
 
 /// Runs the weight-gradient kernel over blocks of channels (times their taps) by vectors of
@@ -538,7 +761,16 @@ fn weight_grad_blocks(plan: &Plan, ops: &WgOperands, o: usize, dw_t: &mut [f32])
     let offsets = plan.offsets();
     let (channels, vectors) = match plan.taps() {
         9 => (1, if o.is_multiple_of(32) { 2 } else { 1 }),
-        _ => (2, if o.is_multiple_of(64) { 4 } else if o.is_multiple_of(32) { 2 } else { 1 }),
+        _ => (
+            2,
+            if o.is_multiple_of(64) {
+                4
+            } else if o.is_multiple_of(32) {
+                2
+            } else {
+                1
+            },
+        ),
     };
     let mut c0 = 0;
     while c0 < plan.c {
@@ -560,7 +792,16 @@ fn weight_grad_blocks(plan: &Plan, ops: &WgOperands, o: usize, dw_t: &mut [f32])
                         }
                     };
                 }
-                run!((1, 9, 1), (1, 9, 2), (1, 3, 1), (1, 3, 2), (1, 3, 4), (2, 3, 1), (2, 3, 2), (2, 3, 4))
+                run!(
+                    (1, 9, 1),
+                    (1, 9, 2),
+                    (1, 3, 1),
+                    (1, 3, 2),
+                    (1, 3, 4),
+                    (2, 3, 1),
+                    (2, 3, 2),
+                    (2, 3, 4)
+                )
             }
         }
         c0 += chans;
@@ -571,7 +812,13 @@ fn weight_grad_blocks(plan: &Plan, ops: &WgOperands, o: usize, dw_t: &mut [f32])
 /// output channels `o0..`, of `dw_t` (`[c * taps, o]`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn add_block<const CH: usize, const T: usize, const V: usize>(acc: &[[[__m512; V]; T]; CH], dw_t: &mut [f32], c0: usize, o: usize, o0: usize) {
+unsafe fn add_block<const CH: usize, const T: usize, const V: usize>(
+    acc: &[[[__m512; V]; T]; CH],
+    dw_t: &mut [f32],
+    c0: usize,
+    o: usize,
+    o0: usize,
+) {
     for (ci, taps) in acc.iter().enumerate() {
         for (t, vs) in taps.iter().enumerate() {
             let row = dw_t.as_mut_ptr().add(((c0 + ci) * T + t) * o + o0);
@@ -588,7 +835,16 @@ unsafe fn add_block<const CH: usize, const T: usize, const V: usize>(acc: &[[[__
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn wg_block<const CH: usize, const T: usize, const V: usize>(plan: &Plan, offsets: &[usize], xps: &[Vec<f32>], dyts: &[&[f32]], o: usize, o0: usize, c0: usize, dw_t: &mut [f32]) {
+unsafe fn wg_block<const CH: usize, const T: usize, const V: usize>(
+    plan: &Plan,
+    offsets: &[usize],
+    xps: &[Vec<f32>],
+    dyts: &[&[f32]],
+    o: usize,
+    o0: usize,
+    c0: usize,
+    dw_t: &mut [f32],
+) {
     let mut acc = [[[_mm512_setzero_ps(); V]; T]; CH];
     let off: [usize; T] = std::array::from_fn(|t| offsets[t]);
     let (ho, wo, wp, plane) = (plan.ho(), plan.wo(), plan.wp, plan.plane());
@@ -616,7 +872,16 @@ unsafe fn wg_block<const CH: usize, const T: usize, const V: usize>(plan: &Plan,
 
 #[cfg(not(target_arch = "x86_64"))]
 #[allow(clippy::too_many_arguments)]
-unsafe fn wg_block<const CH: usize, const T: usize, const V: usize>(_: &Plan, _: &[usize], _: &[Vec<f32>], _: &[&[f32]], _: usize, _: usize, _: usize, _: &mut [f32]) {
+unsafe fn wg_block<const CH: usize, const T: usize, const V: usize>(
+    _: &Plan,
+    _: &[usize],
+    _: &[Vec<f32>],
+    _: &[&[f32]],
+    _: usize,
+    _: usize,
+    _: usize,
+    _: &mut [f32],
+) {
     unreachable!("direct convolution kernels need x86_64 with AVX-512F")
 }
 
@@ -645,7 +910,10 @@ fn weight_grad_bf16(plan: &Plan, x: &[f32], dy: &[f32], o: usize, dw_t: &mut [f3
         .map(|d| {
             let dyt = transpose(d, o, &mut buf);
             // The transposed row of flat position q, or None at a dropped column or past the end.
-            let row = |q: usize| (q < plan.positions() && q % wp < wo).then(|| &dyt[((q / wp) * wo + q % wp) * o..][..o]);
+            let row = |q: usize| {
+                (q < plan.positions() && q % wp < wo)
+                    .then(|| &dyt[((q / wp) * wo + q % wp) * o..][..o])
+            };
             let mut out = vec![0u32; pairs * o];
             for (qp, dst) in out.chunks_mut(o).enumerate() {
                 match (row(2 * qp), row(2 * qp + 1)) {
@@ -656,14 +924,33 @@ fn weight_grad_bf16(plan: &Plan, x: &[f32], dy: &[f32], o: usize, dw_t: &mut [f3
             out
         })
         .collect();
-    weight_grad_blocks(plan, &WgOperands::Bf16 { xps: &xps, dyps: &dyps, pairs }, o, dw_t);
+    weight_grad_blocks(
+        plan,
+        &WgOperands::Bf16 {
+            xps: &xps,
+            dyps: &dyps,
+            pairs,
+        },
+        o,
+        dw_t,
+    );
 }
 
 /// [`wg_block`] in bfloat16 over pairs of positions (see [`weight_grad_bf16`]).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn wg_block_bf16<const CH: usize, const T: usize, const V: usize>(plan: &Plan, offsets: &[usize], xps: &[Vec<u16>], dyps: &[Vec<u32>], pairs: usize, o: usize, o0: usize, c0: usize, dw_t: &mut [f32]) {
+unsafe fn wg_block_bf16<const CH: usize, const T: usize, const V: usize>(
+    plan: &Plan,
+    offsets: &[usize],
+    xps: &[Vec<u16>],
+    dyps: &[Vec<u32>],
+    pairs: usize,
+    o: usize,
+    o0: usize,
+    c0: usize,
+    dw_t: &mut [f32],
+) {
     let mut acc = [[[_mm512_setzero_ps(); V]; T]; CH];
     let off: [usize; T] = std::array::from_fn(|t| offsets[t]);
     let plane = plan.plane();
@@ -671,11 +958,19 @@ unsafe fn wg_block_bf16<const CH: usize, const T: usize, const V: usize>(plan: &
         let xc = xp.as_ptr().add(c0 * plane);
         let mut q = dyp.as_ptr().add(o0);
         for qp in 0..pairs {
-            let d: [__m512bh; V] = std::array::from_fn(|v| std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(q.add(v * LANES).cast())));
+            let d: [__m512bh; V] = std::array::from_fn(|v| {
+                std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(
+                    q.add(v * LANES).cast(),
+                ))
+            });
             for (ci, taps) in acc.iter_mut().enumerate() {
                 for (t, vs) in taps.iter_mut().enumerate() {
-                    let word = xc.add(ci * plane + 2 * qp + off[t]).cast::<u32>().read_unaligned();
-                    let xv = std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(word as i32));
+                    let word = xc
+                        .add(ci * plane + 2 * qp + off[t])
+                        .cast::<u32>()
+                        .read_unaligned();
+                    let xv =
+                        std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(word as i32));
                     for (a, &dv) in vs.iter_mut().zip(&d) {
                         *a = _mm512_dpbf16_ps(*a, xv, dv);
                     }
@@ -689,7 +984,17 @@ unsafe fn wg_block_bf16<const CH: usize, const T: usize, const V: usize>(plan: &
 
 #[cfg(not(target_arch = "x86_64"))]
 #[allow(clippy::too_many_arguments)]
-unsafe fn wg_block_bf16<const CH: usize, const T: usize, const V: usize>(_: &Plan, _: &[usize], _: &[Vec<u16>], _: &[Vec<u32>], _: usize, _: usize, _: usize, _: usize, _: &mut [f32]) {
+unsafe fn wg_block_bf16<const CH: usize, const T: usize, const V: usize>(
+    _: &Plan,
+    _: &[usize],
+    _: &[Vec<u16>],
+    _: &[Vec<u32>],
+    _: usize,
+    _: usize,
+    _: usize,
+    _: usize,
+    _: &mut [f32],
+) {
     unreachable!("bfloat16 convolution kernels need x86_64 with AVX-512 BF16")
 }
 
@@ -710,7 +1015,11 @@ mod tests {
             let t = transpose(&dy, o, &mut buf);
             for oi in 0..o {
                 for li in 0..l {
-                    assert_eq!(t[li * o + oi], dy[oi * l + li], "[{o}, {l}] at ({oi}, {li})");
+                    assert_eq!(
+                        t[li * o + oi],
+                        dy[oi * l + li],
+                        "[{o}, {l}] at ({oi}, {li})"
+                    );
                 }
             }
         }

@@ -18,8 +18,11 @@
 
 mod direct;
 
+use crate::machinery::{
+    contiguous, dispatch, matmul, matmul_into_strides, matmul_strided, output_vec, sum_by, unpack,
+    Float, Mat,
+};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
-use crate::machinery::{contiguous, dispatch, matmul, matmul_into_strides, matmul_strided, output_vec, sum_by, unpack, Float, Mat};
 use rayon::prelude::*;
 
 /// Geometry shared by [`Im2Col`] and [`Col2Im`]: kernel, stride and zero padding (dilation 1).
@@ -40,9 +43,16 @@ impl Geometry {
             bail!("im2col: kernel and stride must be positive, got {self:?}");
         }
         if h + 2 * self.ph < self.kh || w + 2 * self.pw < self.kw {
-            bail!("im2col: kernel {}x{} larger than padded input {h}x{w} ({self:?})", self.kh, self.kw);
+            bail!(
+                "im2col: kernel {}x{} larger than padded input {h}x{w} ({self:?})",
+                self.kh,
+                self.kw
+            );
         }
-        Ok(((h + 2 * self.ph - self.kh) / self.sh + 1, (w + 2 * self.pw - self.kw) / self.sw + 1))
+        Ok((
+            (h + 2 * self.ph - self.kh) / self.sh + 1,
+            (w + 2 * self.pw - self.kw) / self.sw + 1,
+        ))
     }
 
     /// The output positions `o < n_out` whose input index `o * s + k - p` lies in `0..n_in`.
@@ -50,7 +60,11 @@ impl Geometry {
         // o * s + k >= p  <=>  o >= ceil((p - k) / s)
         let lo = if p > k { (p - k).div_ceil(s) } else { 0 };
         // o * s + k - p <= n_in - 1  <=>  o <= (n_in - 1 + p - k) / s
-        let hi = if n_in + p > k { ((n_in - 1 + p - k) / s + 1).min(n_out) } else { 0 };
+        let hi = if n_in + p > k {
+            ((n_in - 1 + p - k) / s + 1).min(n_out)
+        } else {
+            0
+        };
         lo.min(hi)..hi
     }
 }
@@ -157,13 +171,25 @@ impl Geometry {
             _ => (x.dims4()?, weight.dims4()?),
         };
         if ci != c || kh != self.kh || kw != self.kw {
-            bail!("conv2d: input {:?} does not fit kernel {:?}", x.dims(), weight.dims());
+            bail!(
+                "conv2d: input {:?} does not fit kernel {:?}",
+                x.dims(),
+                weight.dims()
+            );
         }
         if c == 0 {
             bail!("conv2d: input {:?} has no channels", x.dims());
         }
         let (ho, wo) = self.out_size(h, w)?;
-        Ok(ConvShape { b, c, h, w, o, ho, wo })
+        Ok(ConvShape {
+            b,
+            c,
+            h,
+            w,
+            o,
+            ho,
+            wo,
+        })
     }
 
     /// The output shape: `[B, O, Hout, Wout]`, or `[B, O, Wout]` for a 1-D input.
@@ -202,7 +228,13 @@ impl Geometry {
     }
 
     /// The columns of output rows `oh` of one image (`[c * kh * kw, oh.len() * wo]`), in `cols`.
-    fn unfold_rows<T: Float>(&self, s: &ConvShape, x: &[T], oh: std::ops::Range<usize>, cols: &mut Vec<T>) {
+    fn unfold_rows<T: Float>(
+        &self,
+        s: &ConvShape,
+        x: &[T],
+        oh: std::ops::Range<usize>,
+        cols: &mut Vec<T>,
+    ) {
         let per_channel = self.kh * self.kw * oh.len() * s.wo;
         cols.clear();
         cols.resize(s.c * per_channel, T::default());
@@ -218,7 +250,15 @@ impl Geometry {
     }
 
     /// `y (+)= w cols(x)` for one image, `w: [o, k]`, `y: [o, ho * wo]`, tile by tile.
-    fn conv_image<T: Float>(&self, s: &ConvShape, w: &[T], x: &[T], y: &mut [T], accumulate: bool, cols: &mut Vec<T>) {
+    fn conv_image<T: Float>(
+        &self,
+        s: &ConvShape,
+        w: &[T],
+        x: &[T],
+        y: &mut [T],
+        accumulate: bool,
+        cols: &mut Vec<T>,
+    ) {
         let (k, l) = (s.k(self), s.l());
         if self.pointwise() {
             return matmul(y, Mat::new(w, s.o, k), Mat::new(x, k, l), accumulate);
@@ -228,12 +268,25 @@ impl Geometry {
             let rows = start..(start + tr).min(s.ho);
             let tl = rows.len() * s.wo;
             self.unfold_rows(s, x, rows, cols);
-            matmul_strided(&mut y[start * s.wo..], l, Mat::new(w, s.o, k), Mat::new(cols, k, tl), accumulate);
+            matmul_strided(
+                &mut y[start * s.wo..],
+                l,
+                Mat::new(w, s.o, k),
+                Mat::new(cols, k, tl),
+                accumulate,
+            );
         }
     }
 
     /// `dw (+)= dy cols(x)^T` for one image, tile by tile (`dw: [o, k]`, `dy: [o, ho * wo]`).
-    fn weight_grad_image<T: Float>(&self, s: &ConvShape, dy: &[T], x: &[T], dw: &mut [T], cols: &mut Vec<T>) {
+    fn weight_grad_image<T: Float>(
+        &self,
+        s: &ConvShape,
+        dy: &[T],
+        x: &[T],
+        dw: &mut [T],
+        cols: &mut Vec<T>,
+    ) {
         let (k, l) = (s.k(self), s.l());
         if self.pointwise() {
             return matmul(dw, Mat::new(dy, s.o, l), Mat::new(x, k, l).t(), true);
@@ -243,7 +296,12 @@ impl Geometry {
             let rows = start..(start + tr).min(s.ho);
             let tl = rows.len() * s.wo;
             self.unfold_rows(s, x, rows, cols);
-            matmul(dw, Mat::strided(&dy[start * s.wo..], s.o, tl, l), Mat::new(cols, k, tl).t(), true);
+            matmul(
+                dw,
+                Mat::strided(&dy[start * s.wo..], s.o, tl, l),
+                Mat::new(cols, k, tl).t(),
+                true,
+            );
         }
     }
 
@@ -254,7 +312,11 @@ impl Geometry {
     /// with no copies; over 50 positions 8% slower; a 1x3 kernel 64 -> 4 channels over 200
     /// positions 3.5x slower, through its column matrix.)
     fn stacks_sequences(&self, s: &ConvShape) -> bool {
-        s.h == 1 && self.kh == 1 && self.ph == 0 && (self.sh, self.sw) == (1, 1) && (self.kw > 1 || s.w < SHORT_SEQUENCE)
+        s.h == 1
+            && self.kh == 1
+            && self.ph == 0
+            && (self.sh, self.sw) == (1, 1)
+            && (self.kw > 1 || s.w < SHORT_SEQUENCE)
     }
 
     /// `dw (+)= sum_b dy_b cols(x_b)^T` over a group of sequences `x` (`[n, c, w]`, output
@@ -265,7 +327,14 @@ impl Geometry {
     /// positions between slots carry zero gradient, so this is the per-sequence sum; but each
     /// product is as deep as the group is long rather than one sequence (50 to 200 positions in
     /// the DNA UNet), and no column matrix is built.
-    fn weight_grad_sequences<T: Float>(&self, s: &ConvShape, x: &[T], dy: &[T], dw: &mut [T], (xr, dyr): (&mut Vec<T>, &mut Vec<T>)) {
+    fn weight_grad_sequences<T: Float>(
+        &self,
+        s: &ConvShape,
+        x: &[T],
+        dy: &[T],
+        dw: &mut [T],
+        (xr, dyr): (&mut Vec<T>, &mut Vec<T>),
+    ) {
         let n = x.len() / (s.c * s.w);
         let wp = s.w + 2 * self.pw;
         let row = n * wp;
@@ -284,7 +353,13 @@ impl Geometry {
         }
         for t in 0..self.kw {
             let x_t = Mat::strided(&xr[t..], s.c, span, row).t();
-            matmul_into_strides(&mut dw[t..], (s.c * self.kw, self.kw), Mat::new(dyr, s.o, span), x_t, true);
+            matmul_into_strides(
+                &mut dw[t..],
+                (s.c * self.kw, self.kw),
+                Mat::new(dyr, s.o, span),
+                x_t,
+                true,
+            );
         }
     }
 
@@ -293,26 +368,45 @@ impl Geometry {
     /// swapped, and padding `k - 1 - p`. Returns that convolution's geometry, shape and kernel
     /// (`[C, O * kh * kw]`), or None where it does not apply. This avoids col2im's 9x larger
     /// column matrix and its shallow (depth O) product.
-    fn transposed<T: Float>(&self, s: &ConvShape, w: &[T]) -> Option<(Geometry, ConvShape, Vec<T>)> {
+    fn transposed<T: Float>(
+        &self,
+        s: &ConvShape,
+        w: &[T],
+    ) -> Option<(Geometry, ConvShape, Vec<T>)> {
         if (self.sh, self.sw) != (1, 1) || self.ph >= self.kh || self.pw >= self.kw {
             return None;
         }
-        let g = Geometry { ph: self.kh - 1 - self.ph, pw: self.kw - 1 - self.pw, ..*self };
-        let ts = ConvShape { b: s.b, c: s.o, h: s.ho, w: s.wo, o: s.c, ho: s.h, wo: s.w };
+        let g = Geometry {
+            ph: self.kh - 1 - self.ph,
+            pw: self.kw - 1 - self.pw,
+            ..*self
+        };
+        let ts = ConvShape {
+            b: s.b,
+            c: s.o,
+            h: s.ho,
+            w: s.wo,
+            o: s.c,
+            ho: s.h,
+            wo: s.w,
+        };
         if g.out_size(ts.h, ts.w).ok()? != (s.h, s.w) {
             return None;
         }
         let kk = self.kh * self.kw;
         let mut flipped = output_vec(s.c * s.o * kk);
         if kk > 0 && s.o > 0 {
-            flipped.par_chunks_mut(s.o * kk).enumerate().for_each(|(c, dst)| {
-                for o in 0..s.o {
-                    let src = &w[(o * s.c + c) * kk..][..kk];
-                    for i in 0..kk {
-                        dst[o * kk + kk - 1 - i] = src[i];
+            flipped
+                .par_chunks_mut(s.o * kk)
+                .enumerate()
+                .for_each(|(c, dst)| {
+                    for o in 0..s.o {
+                        let src = &w[(o * s.c + c) * kk..][..kk];
+                        for i in 0..kk {
+                            dst[o * kk + kk - 1 - i] = src[i];
+                        }
                     }
-                }
-            });
+                });
         }
         Some((g, ts, flipped))
     }
@@ -340,27 +434,58 @@ struct Conv2d {
 impl Conv2d {
     /// The op for `g`, with the direct kernels, in bfloat16 where [`crate::bf16_compute`] says so.
     fn new(g: Geometry) -> Self {
-        Conv2d { g, direct: true, bf16: crate::bf16_compute() }
+        Conv2d {
+            g,
+            direct: true,
+            bf16: crate::bf16_compute(),
+        }
     }
 
-    fn run<T: Float>(&self, x: (&[T], &Layout), w: (&[T], &Layout), bias: (&[T], &Layout)) -> Result<(Vec<T>, Shape)> {
+    fn run<T: Float>(
+        &self,
+        x: (&[T], &Layout),
+        w: (&[T], &Layout),
+        bias: (&[T], &Layout),
+    ) -> Result<(Vec<T>, Shape)> {
         let s = self.g.conv_shape(x.1.shape(), w.1.shape())?;
-        let (xs, ws, bs) = (contiguous(x.0, x.1, "conv2d")?, contiguous(w.0, w.1, "conv2d")?, contiguous(bias.0, bias.1, "conv2d")?);
+        let (xs, ws, bs) = (
+            contiguous(x.0, x.1, "conv2d")?,
+            contiguous(w.0, w.1, "conv2d")?,
+            contiguous(bias.0, bias.1, "conv2d")?,
+        );
         if bs.len() != s.o {
-            bail!("conv2d: bias has {} entries for {} output channels", bs.len(), s.o);
+            bail!(
+                "conv2d: bias has {} entries for {} output channels",
+                bs.len(),
+                s.o
+            );
         }
         let (l, g) = (s.l(), self.g);
         let mut out = output_vec(s.b * s.o * l);
-        if let (Some(plan), Some(x32), Some(w32), Some(b32)) = (g.direct_plan(&s, self.direct, self.bf16), T::as_f32(xs), T::as_f32(ws), T::as_f32(bs)) {
+        if let (Some(plan), Some(x32), Some(w32), Some(b32)) = (
+            g.direct_plan(&s, self.direct, self.bf16),
+            T::as_f32(xs),
+            T::as_f32(ws),
+            T::as_f32(bs),
+        ) {
             let out32 = T::as_f32_mut(&mut out).expect("f32 output for f32 inputs");
-            direct::forward(&plan, &direct::Weights::pack(w32, s.o, s.c, g.kh * g.kw, self.bf16), s.o, Some(b32), x32, out32);
+            direct::forward(
+                &plan,
+                &direct::Weights::pack(w32, s.o, s.c, g.kh * g.kw, self.bf16),
+                s.o,
+                Some(b32),
+                x32,
+                out32,
+            );
         } else if !out.is_empty() {
-            out.par_chunks_mut(s.o * l).zip(xs.par_chunks(s.c * s.h * s.w)).for_each_init(Vec::new, |cols, (y, xb)| {
-                for (row, &bv) in y.chunks_mut(l).zip(bs) {
-                    row.fill(bv);
-                }
-                g.conv_image(&s, ws, xb, y, true, cols);
-            });
+            out.par_chunks_mut(s.o * l)
+                .zip(xs.par_chunks(s.c * s.h * s.w))
+                .for_each_init(Vec::new, |cols, (y, xb)| {
+                    for (row, &bv) in y.chunks_mut(l).zip(bs) {
+                        row.fill(bv);
+                    }
+                    g.conv_image(&s, ws, xb, y, true, cols);
+                });
         }
         Ok((out, Geometry::out_shape(&s, x.1.shape())))
     }
@@ -371,16 +496,40 @@ impl CustomOp3 for Conv2d {
         "conv2d-im2col"
     }
 
-    fn cpu_fwd(&self, x: &CpuStorage, xl: &Layout, w: &CpuStorage, wl: &Layout, b: &CpuStorage, bl: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        xl: &Layout,
+        w: &CpuStorage,
+        wl: &Layout,
+        b: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let _t = crate::profile::scope("conv (forward)");
         dispatch!("conv2d", (x => x, w => w, b => b), self.run((x, xl), (w, wl), (b, bl)))
     }
 
-    fn bwd(&self, x: &Tensor, w: &Tensor, bias: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        bias: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         // An input that is neither a variable nor computed from one (a network's first
         // convolution reads the noisy data) gets no gradient: it is not computed at all.
         let input_grad = x.track_op();
-        let packed = grad.contiguous()?.apply_op3_no_bwd(x, w, &Conv2dBackward { g: self.g, direct: self.direct, bf16: self.bf16, input_grad })?;
+        let packed = grad.contiguous()?.apply_op3_no_bwd(
+            x,
+            w,
+            &Conv2dBackward {
+                g: self.g,
+                direct: self.direct,
+                bf16: self.bf16,
+                input_grad,
+            },
+        )?;
         if !input_grad {
             let mut grads = unpack(&packed, &[w, bias])?.into_iter();
             return Ok((None, grads.next(), grads.next()));
@@ -417,13 +566,26 @@ struct Conv2dBackward {
 }
 
 impl Conv2dBackward {
-    fn run<T: Float>(&self, dy: (&[T], &Layout), x: (&[T], &Layout), w: (&[T], &Layout)) -> Result<(Vec<T>, Shape)> {
+    fn run<T: Float>(
+        &self,
+        dy: (&[T], &Layout),
+        x: (&[T], &Layout),
+        w: (&[T], &Layout),
+    ) -> Result<(Vec<T>, Shape)> {
         let s = self.g.conv_shape(x.1.shape(), w.1.shape())?;
-        let (dys, xs, ws) = (contiguous(dy.0, dy.1, "conv2d backward")?, contiguous(x.0, x.1, "conv2d backward")?, contiguous(w.0, w.1, "conv2d backward")?);
+        let (dys, xs, ws) = (
+            contiguous(dy.0, dy.1, "conv2d backward")?,
+            contiguous(x.0, x.1, "conv2d backward")?,
+            contiguous(w.0, w.1, "conv2d backward")?,
+        );
         let (k, l, g) = (s.k(&self.g), s.l(), self.g);
         let out_shape = Geometry::out_shape(&s, x.1.shape());
         if dy.1.shape() != &out_shape {
-            bail!("conv2d backward: gradient {:?} does not match the output {:?}", dy.1.shape().dims(), out_shape.dims());
+            bail!(
+                "conv2d backward: gradient {:?} does not match the output {:?}",
+                dy.1.shape().dims(),
+                out_shape.dims()
+            );
         }
         let image = s.c * s.h * s.w;
         let dx_len = if self.input_grad { s.b * image } else { 0 };
@@ -432,22 +594,35 @@ impl Conv2dBackward {
         if !dx.is_empty() && l > 0 {
             let _t = crate::profile::scope("conv (backward): input gradient");
             let transposed = g.transposed(&s, ws);
-            let direct_t = transposed.as_ref().and_then(|(tg, ts, tw)| Some((tg.direct_plan(ts, self.direct, self.bf16)?, T::as_f32(tw)?)));
-            if let (Some((plan, tw)), Some(dx32), Some(dy32)) = (direct_t, T::as_f32_mut(dx), T::as_f32(dys)) {
-                direct::forward(&plan, &direct::Weights::pack(tw, s.c, s.o, g.kh * g.kw, self.bf16), s.c, None, dy32, dx32);
+            let direct_t = transposed.as_ref().and_then(|(tg, ts, tw)| {
+                Some((tg.direct_plan(ts, self.direct, self.bf16)?, T::as_f32(tw)?))
+            });
+            if let (Some((plan, tw)), Some(dx32), Some(dy32)) =
+                (direct_t, T::as_f32_mut(dx), T::as_f32(dys))
+            {
+                direct::forward(
+                    &plan,
+                    &direct::Weights::pack(tw, s.c, s.o, g.kh * g.kw, self.bf16),
+                    s.c,
+                    None,
+                    dy32,
+                    dx32,
+                );
             } else {
-                dx.par_chunks_mut(image).zip(dys.par_chunks(s.o * l)).for_each_init(Vec::new, |cols, (dxb, dyb)| {
-                    let wt = Mat::new(ws, s.o, k).t();
-                    if g.pointwise() {
-                        matmul(dxb, wt, Mat::new(dyb, s.o, l), false);
-                    } else if let Some((tg, ts, tw)) = &transposed {
-                        tg.conv_image(ts, tw, dyb, dxb, false, cols);
-                    } else {
-                        cols.resize(k * l, T::default());
-                        matmul(cols, wt, Mat::new(dyb, s.o, l), false);
-                        g.fold_image(&s, cols, dxb);
-                    }
-                });
+                dx.par_chunks_mut(image)
+                    .zip(dys.par_chunks(s.o * l))
+                    .for_each_init(Vec::new, |cols, (dxb, dyb)| {
+                        let wt = Mat::new(ws, s.o, k).t();
+                        if g.pointwise() {
+                            matmul(dxb, wt, Mat::new(dyb, s.o, l), false);
+                        } else if let Some((tg, ts, tw)) = &transposed {
+                            tg.conv_image(ts, tw, dyb, dxb, false, cols);
+                        } else {
+                            cols.resize(k * l, T::default());
+                            matmul(cols, wt, Mat::new(dyb, s.o, l), false);
+                            g.fold_image(&s, cols, dxb);
+                        }
+                    });
             }
         }
         if s.b > 0 && l > 0 {
@@ -458,7 +633,11 @@ impl Conv2dBackward {
             // With the direct kernel each group's weight gradient is laid out `[k, o]` (as the
             // kernel writes it) and the sum of the groups is transposed once at the end.
             let stacks = g.stacks_sequences(&s);
-            let per_group = if s.h == 1 { SEQUENCES_PER_GROUP } else { IMAGES_PER_GROUP };
+            let per_group = if s.h == 1 {
+                SEQUENCES_PER_GROUP
+            } else {
+                IMAGES_PER_GROUP
+            };
             let mut groups: Vec<Vec<T>> = (0..s.b.div_ceil(per_group))
                 .into_par_iter()
                 .map(|group| {
@@ -466,10 +645,22 @@ impl Conv2dBackward {
                     let (mut cols, mut dy_row) = (Vec::new(), Vec::new());
                     let images = group * per_group..s.b.min((group + 1) * per_group);
                     let (dw, db) = acc.split_at_mut(s.o * k);
-                    let (xg, dyg) = (&xs[images.start * image..images.end * image], &dys[images.start * s.o * l..images.end * s.o * l]);
-                    match (direct_plan, T::as_f32(xg), T::as_f32(dyg), T::as_f32_mut(dw)) {
-                        (Some(plan), Some(x32), Some(dy32), Some(dw_t)) => direct::weight_grad(&plan, x32, dy32, s.o, dw_t, self.bf16),
-                        _ if stacks => g.weight_grad_sequences(&s, xg, dyg, dw, (&mut cols, &mut dy_row)),
+                    let (xg, dyg) = (
+                        &xs[images.start * image..images.end * image],
+                        &dys[images.start * s.o * l..images.end * s.o * l],
+                    );
+                    match (
+                        direct_plan,
+                        T::as_f32(xg),
+                        T::as_f32(dyg),
+                        T::as_f32_mut(dw),
+                    ) {
+                        (Some(plan), Some(x32), Some(dy32), Some(dw_t)) => {
+                            direct::weight_grad(&plan, x32, dy32, s.o, dw_t, self.bf16)
+                        }
+                        _ if stacks => {
+                            g.weight_grad_sequences(&s, xg, dyg, dw, (&mut cols, &mut dy_row))
+                        }
                         _ => {
                             for (xb, dyb) in xg.chunks(image).zip(dyg.chunks(s.o * l)) {
                                 g.weight_grad_image(&s, dyb, xb, dw, &mut cols);
@@ -486,16 +677,20 @@ impl Conv2dBackward {
                 .collect();
             // The groups summed in order, element chunks in parallel.
             let mut sum = std::mem::take(&mut groups[0]);
-            sum.par_chunks_mut(SUM_CHUNK).enumerate().for_each(|(i, chunk)| {
-                for acc in &groups[1..] {
-                    for (r, &a) in chunk.iter_mut().zip(&acc[i * SUM_CHUNK..]) {
-                        *r += a;
+            sum.par_chunks_mut(SUM_CHUNK)
+                .enumerate()
+                .for_each(|(i, chunk)| {
+                    for acc in &groups[1..] {
+                        for (r, &a) in chunk.iter_mut().zip(&acc[i * SUM_CHUNK..]) {
+                            *r += a;
+                        }
                     }
-                }
-            });
+                });
             let (dw, db) = rest.split_at_mut(s.o * k);
             match (direct_plan, T::as_f32(&sum), T::as_f32_mut(dw)) {
-                (Some(_), Some(sum32), Some(dw32)) => dw32.copy_from_slice(direct::transpose(&sum32[..s.o * k], k, &mut Vec::new())),
+                (Some(_), Some(sum32), Some(dw32)) => {
+                    dw32.copy_from_slice(direct::transpose(&sum32[..s.o * k], k, &mut Vec::new()))
+                }
                 _ => dw.copy_from_slice(&sum[..s.o * k]),
             }
             db.copy_from_slice(&sum[s.o * k..]);
@@ -510,7 +705,15 @@ impl CustomOp3 for Conv2dBackward {
         "conv2d-im2col-backward"
     }
 
-    fn cpu_fwd(&self, dy: &CpuStorage, dyl: &Layout, x: &CpuStorage, xl: &Layout, w: &CpuStorage, wl: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        dy: &CpuStorage,
+        dyl: &Layout,
+        x: &CpuStorage,
+        xl: &Layout,
+        w: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let _t = crate::profile::scope("conv (backward)");
         dispatch!("conv2d backward", (dy => dy, x => x, w => w), self.run((dy, dyl), (x, xl), (w, wl)))
     }
@@ -523,16 +726,38 @@ impl CustomOp3 for Conv2dBackward {
 /// On the CPU with f32/f64 this is the fused im2col + gemm op of the [module docs](self); on
 /// other devices (or dtypes, or with the fused kernels switched off) it is candle's conv2d, which
 /// needs equal strides.
-pub fn conv2d(x: &Tensor, weight: &Tensor, bias: &Tensor, stride: (usize, usize), padding: (usize, usize)) -> Result<Tensor> {
-    let g = Geometry { kh: weight.dim(2)?, kw: weight.dim(3)?, sh: stride.0, sw: stride.1, ph: padding.0, pw: padding.1 };
+pub fn conv2d(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    stride: (usize, usize),
+    padding: (usize, usize),
+) -> Result<Tensor> {
+    let g = Geometry {
+        kh: weight.dim(2)?,
+        kw: weight.dim(3)?,
+        sh: stride.0,
+        sw: stride.1,
+        ph: padding.0,
+        pw: padding.1,
+    };
     if crate::switches::use_fused(x) {
-        return x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, Conv2d::new(g));
+        return x.contiguous()?.apply_op3(
+            &weight.contiguous()?,
+            &bias.contiguous()?,
+            Conv2d::new(g),
+        );
     }
     if stride.0 != stride.1 {
-        bail!("conv2d: candle's convolution (used off the CPU) needs equal strides, got {stride:?}");
+        bail!(
+            "conv2d: candle's convolution (used off the CPU) needs equal strides, got {stride:?}"
+        );
     }
-    let x = x.pad_with_zeros(2, padding.0, padding.0)?.pad_with_zeros(3, padding.1, padding.1)?;
-    x.conv2d(weight, 0, stride.0, 1, 1)?.broadcast_add(&bias.reshape((1, bias.dim(0)?, 1, 1))?)
+    let x = x
+        .pad_with_zeros(2, padding.0, padding.0)?
+        .pad_with_zeros(3, padding.1, padding.1)?;
+    x.conv2d(weight, 0, stride.0, 1, 1)?
+        .broadcast_add(&bias.reshape((1, bias.dim(0)?, 1, 1))?)
 }
 
 /// 1-D convolution (cross-correlation) of `x: [B, Cin, L]` with `weight: [Cout, Cin, k]` plus
@@ -545,11 +770,28 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: &Tensor, stride: (usize, usize)
 /// wrong gradients for batches of more than one); the right-hand padding a strided convolution
 /// never reads is left out, so that conv2d's backward pass (which derives its output padding
 /// from the height) fits.
-pub fn conv1d(x: &Tensor, weight: &Tensor, bias: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+pub fn conv1d(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor> {
     let k = weight.dim(2)?;
     if crate::switches::use_fused(x) {
-        let g = Geometry { kh: 1, kw: k, sh: 1, sw: stride, ph: 0, pw: padding };
-        return x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, Conv2d::new(g));
+        let g = Geometry {
+            kh: 1,
+            kw: k,
+            sh: 1,
+            sw: stride,
+            ph: 0,
+            pw: padding,
+        };
+        return x.contiguous()?.apply_op3(
+            &weight.contiguous()?,
+            &bias.contiguous()?,
+            Conv2d::new(g),
+        );
     }
     let l = x.dim(2)?;
     let right = padding - ((l + 2 * padding).saturating_sub(k) % stride.max(1)).min(padding);
@@ -564,7 +806,13 @@ mod tests {
     use candle_core::{DType, Device, Var};
 
     /// (input [B, C, H, W], Cout, kernel, stride, padding)
-    type Config = ([usize; 4], usize, (usize, usize), (usize, usize), (usize, usize));
+    type Config = (
+        [usize; 4],
+        usize,
+        (usize, usize),
+        (usize, usize),
+        (usize, usize),
+    );
 
     const CONFIGS: [Config; 9] = [
         ([2, 3, 6, 5], 4, (3, 3), (1, 1), (1, 1)),
@@ -580,13 +828,25 @@ mod tests {
 
     fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f64> {
         assert_eq!(a.dims(), b.dims());
-        Ok(values(a)?.iter().zip(values(b)?).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max))
+        Ok(values(a)?
+            .iter()
+            .zip(values(b)?)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max))
     }
 
     /// Reference: candle's conv2d, with asymmetric padding done by hand (candle pads equally).
-    fn reference(x: &Tensor, w: &Tensor, bias: &Tensor, stride: (usize, usize), padding: (usize, usize)) -> Result<Tensor> {
+    fn reference(
+        x: &Tensor,
+        w: &Tensor,
+        bias: &Tensor,
+        stride: (usize, usize),
+        padding: (usize, usize),
+    ) -> Result<Tensor> {
         assert_eq!(stride.0, stride.1, "candle's conv2d takes one stride");
-        let x = x.pad_with_zeros(2, padding.0, padding.0)?.pad_with_zeros(3, padding.1, padding.1)?;
+        let x = x
+            .pad_with_zeros(2, padding.0, padding.0)?
+            .pad_with_zeros(3, padding.1, padding.1)?;
         let y = x.conv2d(w, 0, stride.0, 1, 1)?;
         y.broadcast_add(&bias.reshape((1, bias.dim(0)?, 1, 1))?)
     }
@@ -620,7 +880,15 @@ mod tests {
     fn unfold(x: &Tensor, g: Geometry) -> Result<Tensor> {
         let (_, c, h, w) = x.dims4()?;
         let (ho, wo) = g.out_size(h, w)?;
-        let s = ConvShape { b: 1, c, h, w, o: 0, ho, wo };
+        let s = ConvShape {
+            b: 1,
+            c,
+            h,
+            w,
+            o: 0,
+            ho,
+            wo,
+        };
         let mut cols = Vec::new();
         g.unfold_image(&s, &x.flatten_all()?.to_vec1::<f64>()?, &mut cols);
         Tensor::from_vec(cols, (c * g.kh * g.kw, ho * wo), x.device())
@@ -631,21 +899,59 @@ mod tests {
     #[test]
     fn tiled_unfolding_matches_candle() -> Result<()> {
         let dev = Device::Cpu;
-        let g = Geometry { kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 };
-        let s = ConvShape { b: 2, c: 64, h: 20, w: 20, o: 40, ho: 20, wo: 20 };
+        let g = Geometry {
+            kh: 3,
+            kw: 3,
+            sh: 1,
+            sw: 1,
+            ph: 1,
+            pw: 1,
+        };
+        let s = ConvShape {
+            b: 2,
+            c: 64,
+            h: 20,
+            w: 20,
+            o: 40,
+            ho: 20,
+            wo: 20,
+        };
         let (tg, ts, _) = g.transposed(&s, &[0.0f64; 40 * 64 * 9]).unwrap();
-        assert!(g.tile_rows(&s) < s.ho && tg.tile_rows(&ts) < ts.ho, "every pass must span several tiles");
+        assert!(
+            g.tile_rows(&s) < s.ho && tg.tile_rows(&ts) < ts.ho,
+            "every pass must span several tiles"
+        );
         let mut rng = TestRng::new(77);
         let x = Var::from_tensor(&randn(&mut rng, &[2, 64, 20, 20], DType::F64, &dev)?)?;
         let w = Var::from_tensor(&randn(&mut rng, &[40, 64, 3, 3], DType::F64, &dev)?)?;
         let bias = Var::from_tensor(&randn(&mut rng, &[40], DType::F64, &dev)?)?;
-        let ours = conv2d(x.as_tensor(), w.as_tensor(), bias.as_tensor(), (1, 1), (1, 1))?;
-        let theirs = reference(x.as_tensor(), w.as_tensor(), bias.as_tensor(), (1, 1), (1, 1))?;
+        let ours = conv2d(
+            x.as_tensor(),
+            w.as_tensor(),
+            bias.as_tensor(),
+            (1, 1),
+            (1, 1),
+        )?;
+        let theirs = reference(
+            x.as_tensor(),
+            w.as_tensor(),
+            bias.as_tensor(),
+            (1, 1),
+            (1, 1),
+        )?;
         assert!(max_abs_diff(&ours, &theirs)? < 1e-10);
         let r = randn(&mut rng, ours.dims(), DType::F64, &dev)?;
-        let (g1, g2) = (ours.mul(&r)?.sum_all()?.backward()?, theirs.mul(&r)?.sum_all()?.backward()?);
+        let (g1, g2) = (
+            ours.mul(&r)?.sum_all()?.backward()?,
+            theirs.mul(&r)?.sum_all()?.backward()?,
+        );
         for v in [&x, &w, &bias] {
-            assert!(max_abs_diff(g1.get(v.as_tensor()).unwrap(), g2.get(v.as_tensor()).unwrap())? < 1e-9);
+            assert!(
+                max_abs_diff(
+                    g1.get(v.as_tensor()).unwrap(),
+                    g2.get(v.as_tensor()).unwrap()
+                )? < 1e-9
+            );
         }
         Ok(())
     }
@@ -655,7 +961,17 @@ mod tests {
         let dev = Device::Cpu;
         // 1 x 1 x 2 x 3 input, 2x2 kernel, padding 1 on the width only.
         let x = Tensor::new(&[[[[1f64, 2.0, 3.0], [4.0, 5.0, 6.0]]]], &dev)?;
-        let cols = unfold(&x, Geometry { kh: 2, kw: 2, sh: 1, sw: 1, ph: 0, pw: 1 })?;
+        let cols = unfold(
+            &x,
+            Geometry {
+                kh: 2,
+                kw: 2,
+                sh: 1,
+                sw: 1,
+                ph: 0,
+                pw: 1,
+            },
+        )?;
         let want = vec![
             vec![0.0, 1.0, 2.0, 3.0], // (i, j) = (0, 0)
             vec![1.0, 2.0, 3.0, 0.0], // (0, 1)
@@ -666,17 +982,44 @@ mod tests {
         // <im2col(x), y> = <x, col2im(y)>
         for (n, &(shape, _, k, s, p)) in CONFIGS.iter().enumerate() {
             let mut rng = TestRng::new(100 + n as u64);
-            let x = randn(&mut rng, &[1, shape[1], shape[2], shape[3]], DType::F64, &dev)?;
-            let g = Geometry { kh: k.0, kw: k.1, sh: s.0, sw: s.1, ph: p.0, pw: p.1 };
+            let x = randn(
+                &mut rng,
+                &[1, shape[1], shape[2], shape[3]],
+                DType::F64,
+                &dev,
+            )?;
+            let g = Geometry {
+                kh: k.0,
+                kw: k.1,
+                sh: s.0,
+                sw: s.1,
+                ph: p.0,
+                pw: p.1,
+            };
             let cols = unfold(&x, g)?;
             let y = randn(&mut rng, cols.dims(), DType::F64, &dev)?;
             let (ho, wo) = g.out_size(shape[2], shape[3])?;
-            let cs = ConvShape { b: 1, c: shape[1], h: shape[2], w: shape[3], o: 0, ho, wo };
+            let cs = ConvShape {
+                b: 1,
+                c: shape[1],
+                h: shape[2],
+                w: shape[3],
+                o: 0,
+                ho,
+                wo,
+            };
             let mut back = vec![0f64; x.elem_count()];
             g.fold_image(&cs, &y.flatten_all()?.to_vec1::<f64>()?, &mut back);
             let lhs = cols.mul(&y)?.sum_all()?.to_scalar::<f64>()?;
-            let rhs = x.flatten_all()?.mul(&Tensor::new(back, &dev)?)?.sum_all()?.to_scalar::<f64>()?;
-            assert!((lhs - rhs).abs() < 1e-10 * lhs.abs().max(1.0), "config {n}: {lhs} vs {rhs}");
+            let rhs = x
+                .flatten_all()?
+                .mul(&Tensor::new(back, &dev)?)?
+                .sum_all()?
+                .to_scalar::<f64>()?;
+            assert!(
+                (lhs - rhs).abs() < 1e-10 * lhs.abs().max(1.0),
+                "config {n}: {lhs} vs {rhs}"
+            );
         }
         Ok(())
     }
@@ -703,30 +1046,85 @@ mod tests {
             ([2, 17, 5, 4], 16, (3, 1), (1, 1), (1, 0)),
             ([2, 9, 4, 6], 8, (3, 3), (1, 1), (2, 1)),
         ];
-        let apply = |x: &Tensor, w: &Tensor, b: &Tensor, g: Geometry, direct: bool| x.apply_op3(w, b, Conv2d { g, direct, bf16: false });
+        let apply = |x: &Tensor, w: &Tensor, b: &Tensor, g: Geometry, direct: bool| {
+            x.apply_op3(
+                w,
+                b,
+                Conv2d {
+                    g,
+                    direct,
+                    bf16: false,
+                },
+            )
+        };
         for (n, &(shape, cout, k, st, p)) in configs.iter().enumerate() {
-            let g = Geometry { kh: k.0, kw: k.1, sh: st.0, sw: st.1, ph: p.0, pw: p.1 };
-            let s = g.conv_shape(&Shape::from(shape.to_vec()), &Shape::from((cout, shape[1], k.0, k.1)))?;
-            assert!(g.direct_plan(&s, true, false).is_some(), "config {n} must take the direct path");
+            let g = Geometry {
+                kh: k.0,
+                kw: k.1,
+                sh: st.0,
+                sw: st.1,
+                ph: p.0,
+                pw: p.1,
+            };
+            let s = g.conv_shape(
+                &Shape::from(shape.to_vec()),
+                &Shape::from((cout, shape[1], k.0, k.1)),
+            )?;
+            assert!(
+                g.direct_plan(&s, true, false).is_some(),
+                "config {n} must take the direct path"
+            );
             let mut rng = TestRng::new(500 + n as u64);
             let x64 = Var::from_tensor(&randn(&mut rng, &shape, DType::F64, &dev)?)?;
-            let w64 = Var::from_tensor(&randn(&mut rng, &[cout, shape[1], k.0, k.1], DType::F64, &dev)?)?;
+            let w64 = Var::from_tensor(&randn(
+                &mut rng,
+                &[cout, shape[1], k.0, k.1],
+                DType::F64,
+                &dev,
+            )?)?;
             let b64 = Var::from_tensor(&randn(&mut rng, &[cout], DType::F64, &dev)?)?;
-            let (x, w, b) = (Var::from_tensor(&x64.to_dtype(DType::F32)?)?, Var::from_tensor(&w64.to_dtype(DType::F32)?)?, Var::from_tensor(&b64.to_dtype(DType::F32)?)?);
+            let (x, w, b) = (
+                Var::from_tensor(&x64.to_dtype(DType::F32)?)?,
+                Var::from_tensor(&w64.to_dtype(DType::F32)?)?,
+                Var::from_tensor(&b64.to_dtype(DType::F32)?)?,
+            );
             let want = apply(x64.as_tensor(), w64.as_tensor(), b64.as_tensor(), g, false)?;
             let ours = apply(x.as_tensor(), w.as_tensor(), b.as_tensor(), g, true)?;
             let scale = values(&want)?.iter().fold(1f64, |m, v| m.max(v.abs()));
-            assert!(max_abs_diff(&ours.to_dtype(DType::F64)?, &want)? < 1e-5 * scale, "config {n}: forward");
-            let first = apply(&x.as_tensor().narrow(0, 1, 1)?, w.as_tensor(), b.as_tensor(), g, true)?;
-            assert_eq!(values(&first)?, values(&ours.narrow(0, 1, 1)?)?, "config {n}: batch independence");
+            assert!(
+                max_abs_diff(&ours.to_dtype(DType::F64)?, &want)? < 1e-5 * scale,
+                "config {n}: forward"
+            );
+            let first = apply(
+                &x.as_tensor().narrow(0, 1, 1)?,
+                w.as_tensor(),
+                b.as_tensor(),
+                g,
+                true,
+            )?;
+            assert_eq!(
+                values(&first)?,
+                values(&ours.narrow(0, 1, 1)?)?,
+                "config {n}: batch independence"
+            );
             let r = randn(&mut rng, want.dims(), DType::F64, &dev)?;
             let g64 = want.mul(&r)?.sum_all()?.backward()?;
             let g32 = ours.mul(&r.to_dtype(DType::F32)?)?.sum_all()?.backward()?;
-            for (v64, v32, name) in [(&x64, &x, "input"), (&w64, &w, "weight"), (&b64, &b, "bias")] {
-                let (a, e) = (g32.get(v32.as_tensor()).unwrap().to_dtype(DType::F64)?, g64.get(v64.as_tensor()).unwrap());
+            for (v64, v32, name) in [
+                (&x64, &x, "input"),
+                (&w64, &w, "weight"),
+                (&b64, &b, "bias"),
+            ] {
+                let (a, e) = (
+                    g32.get(v32.as_tensor()).unwrap().to_dtype(DType::F64)?,
+                    g64.get(v64.as_tensor()).unwrap(),
+                );
                 let scale = values(e)?.iter().fold(1f64, |m, v| m.max(v.abs()));
                 let err = max_abs_diff(&a, e)?;
-                assert!(err < 1e-5 * scale, "config {n}: {name} gradient off by {err} (scale {scale})");
+                assert!(
+                    err < 1e-5 * scale,
+                    "config {n}: {name} gradient off by {err} (scale {scale})"
+                );
             }
         }
         Ok(())
@@ -744,33 +1142,74 @@ mod tests {
             return Ok(());
         }
         let dev = Device::Cpu;
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().map_err(candle_core::Error::wrap)?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .map_err(candle_core::Error::wrap)?;
         for (o, l) in [(16, 37), (24, 50)] {
             let mut rng = TestRng::new(900 + o as u64);
             let x = Var::from_tensor(&randn(&mut rng, &[9, 5, l], DType::F32, &dev)?)?;
             let w = Var::from_tensor(&randn(&mut rng, &[o, 5, 3], DType::F32, &dev)?)?;
             let b = Var::from_tensor(&randn(&mut rng, &[o], DType::F32, &dev)?)?;
             let r = randn(&mut rng, &[9, o, l], DType::F32, &dev)?;
-            let run = |x: &Tensor, r: &Tensor| -> Result<(Tensor, candle_core::backprop::GradStore)> {
-                let y = pool.install(|| conv1d(x, w.as_tensor(), b.as_tensor(), 1, 1))?;
-                let grads = pool.install(|| y.mul(r)?.sum_all()?.backward())?;
-                Ok((y, grads))
-            };
+            let run =
+                |x: &Tensor, r: &Tensor| -> Result<(Tensor, candle_core::backprop::GradStore)> {
+                    let y = pool.install(|| conv1d(x, w.as_tensor(), b.as_tensor(), 1, 1))?;
+                    let grads = pool.install(|| y.mul(r)?.sum_all()?.backward())?;
+                    Ok((y, grads))
+                };
             let (all, grads) = run(x.as_tensor(), &r)?;
             let dx_all = grads.get(x.as_tensor()).unwrap();
             for i in 0..9 {
                 let xi = Var::from_tensor(&x.as_tensor().narrow(0, i, 1)?)?;
                 let (one, gi) = run(xi.as_tensor(), &r.narrow(0, i, 1)?)?;
-                assert_eq!(values(&one)?, values(&all.narrow(0, i, 1)?)?, "output of sequence {i} ({o} channels)");
-                assert_eq!(values(gi.get(xi.as_tensor()).unwrap())?, values(&dx_all.narrow(0, i, 1)?)?, "input gradient of sequence {i}");
+                assert_eq!(
+                    values(&one)?,
+                    values(&all.narrow(0, i, 1)?)?,
+                    "output of sequence {i} ({o} channels)"
+                );
+                assert_eq!(
+                    values(gi.get(xi.as_tensor()).unwrap())?,
+                    values(&dx_all.narrow(0, i, 1)?)?,
+                    "input gradient of sequence {i}"
+                );
             }
-            let (x64, w64, b64) = (Var::from_tensor(&x.to_dtype(DType::F64)?)?, Var::from_tensor(&w.to_dtype(DType::F64)?)?, b.to_dtype(DType::F64)?);
-            let g = Geometry { kh: 1, kw: 3, sh: 1, sw: 1, ph: 0, pw: 1 };
-            let want = x64.as_tensor().unsqueeze(2)?.apply_op3(&w64.as_tensor().unsqueeze(2)?, &b64, Conv2d { g, direct: false, bf16: false })?.squeeze(2)?;
+            let (x64, w64, b64) = (
+                Var::from_tensor(&x.to_dtype(DType::F64)?)?,
+                Var::from_tensor(&w.to_dtype(DType::F64)?)?,
+                b.to_dtype(DType::F64)?,
+            );
+            let g = Geometry {
+                kh: 1,
+                kw: 3,
+                sh: 1,
+                sw: 1,
+                ph: 0,
+                pw: 1,
+            };
+            let want = x64
+                .as_tensor()
+                .unsqueeze(2)?
+                .apply_op3(
+                    &w64.as_tensor().unsqueeze(2)?,
+                    &b64,
+                    Conv2d {
+                        g,
+                        direct: false,
+                        bf16: false,
+                    },
+                )?
+                .squeeze(2)?;
             let g64 = want.mul(&r.to_dtype(DType::F64)?)?.sum_all()?.backward()?;
-            let (a, e) = (grads.get(w.as_tensor()).unwrap().to_dtype(DType::F64)?, g64.get(w64.as_tensor()).unwrap());
+            let (a, e) = (
+                grads.get(w.as_tensor()).unwrap().to_dtype(DType::F64)?,
+                g64.get(w64.as_tensor()).unwrap(),
+            );
             let scale = values(e)?.iter().fold(1f64, |m, v| m.max(v.abs()));
-            assert!(max_abs_diff(&a, e)? < 1e-5 * scale, "weight gradient ({o} channels)");
+            assert!(
+                max_abs_diff(&a, e)? < 1e-5 * scale,
+                "weight gradient ({o} channels)"
+            );
         }
         Ok(())
     }
@@ -789,7 +1228,12 @@ mod tests {
         }
         let dev = Device::Cpu;
         let round = |t: &Tensor| -> Result<Tensor> {
-            let v: Vec<f32> = t.flatten_all()?.to_vec1::<f32>()?.into_iter().map(crate::bf16::round_bf16).collect();
+            let v: Vec<f32> = t
+                .flatten_all()?
+                .to_vec1::<f32>()?
+                .into_iter()
+                .map(crate::bf16::round_bf16)
+                .collect();
             Tensor::from_vec(v, t.shape(), t.device())
         };
         let configs: [Config; 5] = [
@@ -800,47 +1244,117 @@ mod tests {
             ([3, 10, 5, 5], 16, (1, 1), (1, 1), (0, 0)),
         ];
         // One thread, so that the 9 sequences run side by side in rows of 2.
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().map_err(candle_core::Error::wrap)?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .map_err(candle_core::Error::wrap)?;
         pool.install(|| -> Result<()> {
             for (n, &(shape, cout, k, st, p)) in configs.iter().enumerate() {
-                let g = Geometry { kh: k.0, kw: k.1, sh: st.0, sw: st.1, ph: p.0, pw: p.1 };
+                let g = Geometry {
+                    kh: k.0,
+                    kw: k.1,
+                    sh: st.0,
+                    sw: st.1,
+                    ph: p.0,
+                    pw: p.1,
+                };
                 let mut rng = TestRng::new(700 + n as u64);
                 let x = Var::from_tensor(&randn(&mut rng, &shape, DType::F32, &dev)?)?;
-                let w = Var::from_tensor(&randn(&mut rng, &[cout, shape[1], k.0, k.1], DType::F32, &dev)?)?;
+                let w = Var::from_tensor(&randn(
+                    &mut rng,
+                    &[cout, shape[1], k.0, k.1],
+                    DType::F32,
+                    &dev,
+                )?)?;
                 let b = Var::from_tensor(&randn(&mut rng, &[cout], DType::F32, &dev)?)?;
-                let ours = x.as_tensor().apply_op3(w.as_tensor(), b.as_tensor(), Conv2d { g, direct: true, bf16: true })?;
-                let f32_op = x.as_tensor().apply_op3(w.as_tensor(), b.as_tensor(), Conv2d { g, direct: true, bf16: false })?;
-                let (xr, wr) = (Var::from_tensor(&round(x.as_tensor())?.to_dtype(DType::F64)?)?, Var::from_tensor(&round(w.as_tensor())?.to_dtype(DType::F64)?)?);
-                let want = xr.as_tensor().apply_op3(wr.as_tensor(), &b.to_dtype(DType::F64)?, Conv2d { g, direct: false, bf16: false })?;
+                let ours = x.as_tensor().apply_op3(
+                    w.as_tensor(),
+                    b.as_tensor(),
+                    Conv2d {
+                        g,
+                        direct: true,
+                        bf16: true,
+                    },
+                )?;
+                let f32_op = x.as_tensor().apply_op3(
+                    w.as_tensor(),
+                    b.as_tensor(),
+                    Conv2d {
+                        g,
+                        direct: true,
+                        bf16: false,
+                    },
+                )?;
+                let (xr, wr) = (
+                    Var::from_tensor(&round(x.as_tensor())?.to_dtype(DType::F64)?)?,
+                    Var::from_tensor(&round(w.as_tensor())?.to_dtype(DType::F64)?)?,
+                );
+                let want = xr.as_tensor().apply_op3(
+                    wr.as_tensor(),
+                    &b.to_dtype(DType::F64)?,
+                    Conv2d {
+                        g,
+                        direct: false,
+                        bf16: false,
+                    },
+                )?;
                 let scale = values(&want)?.iter().fold(1f64, |m, v| m.max(v.abs()));
-                assert!(max_abs_diff(&ours.to_dtype(DType::F64)?, &want)? < 1e-5 * scale, "config {n}: forward");
-                let rel = max_abs_diff(&ours.to_dtype(DType::F64)?, &f32_op.to_dtype(DType::F64)?)? / scale;
-                assert!(rel > 0.0 && rel < 3e-2, "config {n}: bfloat16 against float32 off by {rel} (relative)");
+                assert!(
+                    max_abs_diff(&ours.to_dtype(DType::F64)?, &want)? < 1e-5 * scale,
+                    "config {n}: forward"
+                );
+                let rel = max_abs_diff(&ours.to_dtype(DType::F64)?, &f32_op.to_dtype(DType::F64)?)?
+                    / scale;
+                assert!(
+                    rel > 0.0 && rel < 3e-2,
+                    "config {n}: bfloat16 against float32 off by {rel} (relative)"
+                );
                 let r = randn(&mut rng, want.dims(), DType::F32, &dev)?;
                 let g_ours = ours.mul(&r)?.sum_all()?.backward()?;
                 let g_f32 = f32_op.mul(&r)?.sum_all()?.backward()?;
-                let g_want = want.mul(&round(&r)?.to_dtype(DType::F64)?)?.sum_all()?.backward()?;
+                let g_want = want
+                    .mul(&round(&r)?.to_dtype(DType::F64)?)?
+                    .sum_all()?
+                    .backward()?;
                 let dx = g_ours.get(x.as_tensor()).unwrap();
                 if shape[1] >= 8 {
                     let dx_want = g_want.get(xr.as_tensor()).unwrap();
                     let scale = values(dx_want)?.iter().fold(1f64, |m, v| m.max(v.abs()));
-                    assert!(max_abs_diff(&dx.to_dtype(DType::F64)?, dx_want)? < 1e-5 * scale, "config {n}: input gradient");
+                    assert!(
+                        max_abs_diff(&dx.to_dtype(DType::F64)?, dx_want)? < 1e-5 * scale,
+                        "config {n}: input gradient"
+                    );
                 } else {
                     // Fewer than 8 input channels: the input gradient (a convolution with that many
                     // outputs) is not a direct one and stays float32.
-                    assert_eq!(values(dx)?, values(g_f32.get(x.as_tensor()).unwrap())?, "config {n}: float32 input gradient");
+                    assert_eq!(
+                        values(dx)?,
+                        values(g_f32.get(x.as_tensor()).unwrap())?,
+                        "config {n}: float32 input gradient"
+                    );
                 }
                 let dw = g_ours.get(w.as_tensor()).unwrap();
                 if cout % 16 == 0 && k.0 * k.1 > 1 {
                     let dw_want = g_want.get(wr.as_tensor()).unwrap();
                     let scale = values(dw_want)?.iter().fold(1f64, |m, v| m.max(v.abs()));
-                    assert!(max_abs_diff(&dw.to_dtype(DType::F64)?, dw_want)? < 1e-5 * scale, "config {n}: weight gradient");
+                    assert!(
+                        max_abs_diff(&dw.to_dtype(DType::F64)?, dw_want)? < 1e-5 * scale,
+                        "config {n}: weight gradient"
+                    );
                 } else {
                     // The direct weight-gradient kernel needs output channels in sixteens and
                     // a 1x3, 3x1 or 3x3 kernel.
-                    assert_eq!(values(dw)?, values(g_f32.get(w.as_tensor()).unwrap())?, "config {n}: float32 weight gradient");
+                    assert_eq!(
+                        values(dw)?,
+                        values(g_f32.get(w.as_tensor()).unwrap())?,
+                        "config {n}: float32 weight gradient"
+                    );
                 }
-                assert_eq!(values(g_ours.get(b.as_tensor()).unwrap())?, values(g_f32.get(b.as_tensor()).unwrap())?, "config {n}: float32 bias gradient");
+                assert_eq!(
+                    values(g_ours.get(b.as_tensor()).unwrap())?,
+                    values(g_f32.get(b.as_tensor()).unwrap())?,
+                    "config {n}: float32 bias gradient"
+                );
             }
             Ok(())
         })
@@ -857,11 +1371,20 @@ mod tests {
         let b = Var::from_tensor(&randn(&mut rng, &[16], DType::F32, &dev)?)?;
         let r = randn(&mut rng, &[2, 16, 6, 5], DType::F32, &dev)?;
         let xv = Var::from_tensor(&x)?;
-        let plain = conv2d(&x, w.as_tensor(), b.as_tensor(), (1, 1), (1, 1))?.mul(&r)?.sum_all()?.backward()?;
-        let tracked = conv2d(xv.as_tensor(), w.as_tensor(), b.as_tensor(), (1, 1), (1, 1))?.mul(&r)?.sum_all()?.backward()?;
+        let plain = conv2d(&x, w.as_tensor(), b.as_tensor(), (1, 1), (1, 1))?
+            .mul(&r)?
+            .sum_all()?
+            .backward()?;
+        let tracked = conv2d(xv.as_tensor(), w.as_tensor(), b.as_tensor(), (1, 1), (1, 1))?
+            .mul(&r)?
+            .sum_all()?
+            .backward()?;
         assert!(plain.get(&x).is_none() && tracked.get(xv.as_tensor()).is_some());
         for v in [&w, &b] {
-            assert_eq!(values(plain.get(v.as_tensor()).unwrap())?, values(tracked.get(v.as_tensor()).unwrap())?);
+            assert_eq!(
+                values(plain.get(v.as_tensor()).unwrap())?,
+                values(tracked.get(v.as_tensor()).unwrap())?
+            );
         }
         Ok(())
     }
@@ -876,13 +1399,26 @@ mod tests {
             let b = Var::from_tensor(&randn(&mut rng, &[5], DType::F64, &dev)?)?;
             let ours = conv1d(x.as_tensor(), w.as_tensor(), b.as_tensor(), stride, padding)?;
             let x2 = x.as_tensor().unsqueeze(2)?;
-            let want = conv2d(&x2, &w.as_tensor().unsqueeze(2)?, b.as_tensor(), (1, stride), (0, padding))?.squeeze(2)?;
+            let want = conv2d(
+                &x2,
+                &w.as_tensor().unsqueeze(2)?,
+                b.as_tensor(),
+                (1, stride),
+                (0, padding),
+            )?
+            .squeeze(2)?;
             assert_eq!(ours.dims(), want.dims());
             assert_eq!(values(&ours)?, values(&want)?);
             let r = randn(&mut rng, ours.dims(), DType::F64, &dev)?;
-            let (g1, g2) = (ours.mul(&r)?.sum_all()?.backward()?, want.mul(&r)?.sum_all()?.backward()?);
+            let (g1, g2) = (
+                ours.mul(&r)?.sum_all()?.backward()?,
+                want.mul(&r)?.sum_all()?.backward()?,
+            );
             for v in [&x, &w, &b] {
-                assert_eq!(values(g1.get(v.as_tensor()).unwrap())?, values(g2.get(v.as_tensor()).unwrap())?);
+                assert_eq!(
+                    values(g1.get(v.as_tensor()).unwrap())?,
+                    values(g2.get(v.as_tensor()).unwrap())?
+                );
             }
         }
         Ok(())
@@ -901,7 +1437,11 @@ mod tests {
             let all = conv2d(&x, &w, &b, (1, 1), (1, 1))?;
             for i in 0..shape[0] {
                 let one = conv2d(&x.narrow(0, i, 1)?, &w, &b, (1, 1), (1, 1))?;
-                assert_eq!(values(&one)?, values(&all.narrow(0, i, 1)?)?, "image {i} of {shape:?}");
+                assert_eq!(
+                    values(&one)?,
+                    values(&all.narrow(0, i, 1)?)?,
+                    "image {i} of {shape:?}"
+                );
             }
         }
         Ok(())
@@ -913,12 +1453,19 @@ mod tests {
         for (n, &(shape, cout, k, s, p)) in CONFIGS.iter().enumerate() {
             let mut rng = TestRng::new(200 + n as u64);
             let x = Var::from_tensor(&randn(&mut rng, &shape, DType::F64, &dev)?)?;
-            let w = Var::from_tensor(&randn(&mut rng, &[cout, shape[1], k.0, k.1], DType::F64, &dev)?)?;
+            let w = Var::from_tensor(&randn(
+                &mut rng,
+                &[cout, shape[1], k.0, k.1],
+                DType::F64,
+                &dev,
+            )?)?;
             let bias = Var::from_tensor(&randn(&mut rng, &[cout], DType::F64, &dev)?)?;
             let y = conv2d(x.as_tensor(), w.as_tensor(), bias.as_tensor(), s, p)?;
             let r = randn(&mut rng, y.dims(), DType::F64, &dev)?;
             let loss_t = || {
-                conv2d(x.as_tensor(), w.as_tensor(), bias.as_tensor(), s, p)?.mul(&r)?.sum_all()
+                conv2d(x.as_tensor(), w.as_tensor(), bias.as_tensor(), s, p)?
+                    .mul(&r)?
+                    .sum_all()
             };
             let loss = || loss_t()?.to_scalar::<f64>();
             let grads = loss_t()?.backward()?;

@@ -143,7 +143,9 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
 pub(crate) fn erf_f32(x: f32) -> f32 {
     let a = x.abs();
     let t = 1.0 / (1.0 + 0.327_591_1 * a);
-    let poly = ((((1.061_405_4 * t - 1.453_152_1) * t + 1.421_413_8) * t - 0.284_496_74) * t + 0.254_829_6) * t;
+    let poly = ((((1.061_405_4 * t - 1.453_152_1) * t + 1.421_413_8) * t - 0.284_496_74) * t
+        + 0.254_829_6)
+        * t;
     (1.0 - poly * exp_f32(-a * a)).copysign(x)
 }
 
@@ -172,7 +174,8 @@ mod tests {
         let mut worst = 0.0f64;
         let mut x = -6.0f32;
         while x < 6.0 {
-            worst = worst.max(((erf_f32(x) as f64) - candle_core::cpu::erf::erf_f64(x as f64)).abs());
+            worst =
+                worst.max(((erf_f32(x) as f64) - candle_core::cpu::erf::erf_f64(x as f64)).abs());
             x += 0.000_9;
         }
         assert!(worst < 6e-7, "erf_f32: worst absolute error {worst:e}");

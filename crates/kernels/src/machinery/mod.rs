@@ -46,11 +46,13 @@ pub fn output_vec<T: Float>(n: usize) -> Vec<T> {
         return vec![T::default(); n];
     }
     let mut v = Vec::with_capacity(n);
-    v.spare_capacity_mut()[..n].par_chunks_mut(CHUNK).for_each(|chunk| {
-        for x in chunk {
-            x.write(T::default());
-        }
-    });
+    v.spare_capacity_mut()[..n]
+        .par_chunks_mut(CHUNK)
+        .for_each(|chunk| {
+            for x in chunk {
+                x.write(T::default());
+            }
+        });
     // SAFETY: the capacity is at least `n` and its first `n` elements were written just above.
     unsafe { v.set_len(n) };
     v
@@ -79,7 +81,12 @@ pub(crate) struct Stash<V>(Option<Mutex<Option<V>>>);
 impl<V> Stash<V> {
     /// A stash armed when any of `inputs` is tracked by autograd.
     pub(crate) fn for_inputs(inputs: &[&Tensor]) -> Self {
-        Stash(inputs.iter().any(|t| t.track_op()).then(|| Mutex::new(None)))
+        Stash(
+            inputs
+                .iter()
+                .any(|t| t.track_op())
+                .then(|| Mutex::new(None)),
+        )
     }
 
     /// Whether the forward should keep its values.

@@ -14,7 +14,12 @@ pub(crate) fn sum_zip<T: Float>(xs: &[T], ys: &[T], f: impl Fn(T, T) -> T) -> f6
     for (xb, yb) in xs.chunks(256).zip(ys.chunks(256)) {
         let mut acc = [T::default(); LANES];
         let (xc, yc) = (xb.chunks_exact(LANES), yb.chunks_exact(LANES));
-        let tail: f64 = xc.remainder().iter().zip(yc.remainder()).map(|(&x, &y)| f(x, y).to_f64()).sum();
+        let tail: f64 = xc
+            .remainder()
+            .iter()
+            .zip(yc.remainder())
+            .map(|(&x, &y)| f(x, y).to_f64())
+            .sum();
         for (x, y) in xc.zip(yc) {
             for ((a, &x), &y) in acc.iter_mut().zip(x).zip(y) {
                 *a += f(x, y);
@@ -36,7 +41,10 @@ pub(crate) fn sum_by<T: Float>(xs: &[T], f: impl Fn(T) -> T) -> f64 {
 pub(crate) fn max_of<T: Float>(xs: &[T]) -> T {
     let mut acc = [xs[0]; 16];
     let chunks = xs.chunks_exact(16);
-    let mut max = chunks.remainder().iter().fold(xs[0], |m, &v| if v > m { v } else { m });
+    let mut max = chunks
+        .remainder()
+        .iter()
+        .fold(xs[0], |m, &v| if v > m { v } else { m });
     for c in chunks {
         for (a, &v) in acc.iter_mut().zip(c) {
             *a = if v > *a { v } else { *a };
@@ -72,5 +80,7 @@ wide_fn! {
 #[inline(always)]
 fn softmax_grad_row_body<T: Float>(p: &[T], g: &mut [T], scale: T) {
     let dot = T::from_f64(sum_zip(g, p, |g, p| g * p));
-    g.iter_mut().zip(p).for_each(|(g, &p)| *g = scale * p * (*g - dot));
+    g.iter_mut()
+        .zip(p)
+        .for_each(|(g, &p)| *g = scale * p * (*g - dot));
 }
