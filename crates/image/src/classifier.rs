@@ -5,7 +5,7 @@
 
 use candle_core::{Result, Tensor};
 use sugarcube_core::nn::eval_classifier::{
-    self, EvalClassifier, Prediction, Targets, TrainSettings,
+    self, EvalClassifier, Pooling, Prediction, Targets, TrainSettings,
 };
 use sugarcube_core::nn::Dims;
 use sugarcube_core::rng::Rng;
@@ -93,6 +93,7 @@ pub fn load_or_train(
         classes,
     };
     let settings = TrainSettings {
+        pooling: Pooling::Mean,
         epochs: cfg.epochs,
         batch_size: cfg.batch_size,
         lr: cfg.lr,

@@ -106,9 +106,21 @@ pub enum Prediction {
     Set(Vec<u32>),
 }
 
-/// Training settings.
+/// How the last stage's feature map becomes one feature vector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pooling {
+    /// Global average: the share of the item that shows a feature (images).
+    Mean,
+    /// Global maximum: whether a feature occurs anywhere (motif presence in DNA, as in
+    /// DeepBind-style sequence models).
+    Max,
+}
+
+/// The classifier's pooling and training settings.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainSettings {
+    /// The network's global pooling.
+    pub pooling: Pooling,
     /// Passes over the training items.
     pub epochs: usize,
     /// Items per step.
@@ -118,12 +130,13 @@ pub struct TrainSettings {
 }
 
 /// conv3 -> SiLU, twice per stage (the second with stride 2), three stages (32, 64 and
-/// [`FEATURES`] channels), global average pooling, then a linear layer to the outputs, on
+/// [`FEATURES`] channels), global pooling ([`Pooling`]), then a linear layer to the outputs, on
 /// sugarcube's fused CPU convolutions ([`Conv`]), 1-D or 2-D.
 pub struct EvalClassifier {
     convs: Vec<Conv>,
     head: Linear,
     sets: bool,
+    pooling: Pooling,
 }
 
 impl EvalClassifier {
@@ -134,6 +147,7 @@ impl EvalClassifier {
         channels: usize,
         outputs: usize,
         sets: bool,
+        pooling: Pooling,
     ) -> Result<Self> {
         let plan = [
             (channels, 32, 1),
@@ -154,6 +168,7 @@ impl EvalClassifier {
             convs,
             head: candle_nn::linear(FEATURES, outputs, vb.pp("head"))?,
             sets,
+            pooling,
         })
     }
 
@@ -163,7 +178,11 @@ impl EvalClassifier {
         for c in &self.convs {
             h = c.forward(&h)?.silu()?;
         }
-        h.flatten_from(2)?.mean(D::Minus1)
+        let h = h.flatten_from(2)?;
+        match self.pooling {
+            Pooling::Mean => h.mean(D::Minus1),
+            Pooling::Max => h.max(D::Minus1),
+        }
     }
 
     /// `[B, outputs]` logits.
@@ -231,6 +250,7 @@ pub fn train(
         c,
         targets.outputs(),
         matches!(targets, Targets::Sets { .. }),
+        settings.pooling,
     )?;
     let vars = params.vars();
     let mut opt = AdamW::new(
@@ -293,7 +313,14 @@ pub fn load_or_train(
         // plain tensors, not variables: scoring builds no autograd graph
         let t = crate::checkpoint::load_tensors(path, &device)?;
         let vb = VarBuilder::from_tensors(t, DType::F32, &device);
-        return EvalClassifier::new(vb, dims, items.dim(1)?, targets.outputs(), sets)
+        return EvalClassifier::new(
+            vb,
+            dims,
+            items.dim(1)?,
+            targets.outputs(),
+            sets,
+            settings.pooling,
+        )
             .with_context(|| format!("in cached classifier {}", path.display()));
     }
     if !quiet {
@@ -343,6 +370,7 @@ mod tests {
         }
         let items = Tensor::from_vec(x, (n, 2, 16), &dev)?;
         let settings = TrainSettings {
+            pooling: Pooling::Mean,
             epochs: 15,
             batch_size: 16,
             lr: 3e-3,
