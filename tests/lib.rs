@@ -181,3 +181,165 @@ mod tests {
         assert!(check_close(&[f64::NAN], &[1.0], 1.0, 1.0).is_err());
     }
 }
+
+/// What a report page said about itself once loaded in a browser (its `data-report-check`).
+#[derive(Debug, serde::Deserialize)]
+pub struct ReportCheck {
+    /// `<img>` elements.
+    pub images: usize,
+    /// Those that loaded.
+    pub images_loaded: usize,
+    /// `<audio>` elements.
+    pub audio: usize,
+    /// Those whose metadata loaded.
+    pub audio_loaded: usize,
+    /// Inline `<svg>` plots.
+    pub svgs: usize,
+    /// Console errors and uncaught exceptions.
+    pub errors: Vec<String>,
+    /// The page's width in CSS pixels.
+    pub width: f64,
+    /// Its height.
+    pub height: f64,
+}
+
+/// The browser for report tests: `SUGARCUBE_CHROMIUM`, else Debian's chromium.
+fn chromium() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("SUGARCUBE_CHROMIUM") {
+        return Some(PathBuf::from(p));
+    }
+    [
+        "/usr/bin/chromium",
+        "/usr/bin/chromium-browser",
+        "/usr/bin/google-chrome",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+}
+
+/// Opens `html` in headless Chromium offline, as a person would: returns what the page's load
+/// check recorded, after writing a screenshot beside it (`report.png`). Without Chromium it
+/// returns None with a printed reason, except under CI (`CI` set), where that is an error.
+pub fn open_in_browser(html: &std::path::Path) -> anyhow::Result<Option<ReportCheck>> {
+    use anyhow::Context;
+    let Some(browser) = chromium() else {
+        anyhow::ensure!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but no Chromium was found (install Debian's chromium, or set SUGARCUBE_CHROMIUM)"
+        );
+        eprintln!(
+            "skipping the browser check of {}: no Chromium (apt-get install chromium)",
+            html.display()
+        );
+        return Ok(None);
+    };
+    let html = html.canonicalize()?;
+    let url = format!("file://{}", html.display());
+    let profile = html.with_file_name("chromium-profile");
+    let common = |extra: &[String]| -> anyhow::Result<std::process::Output> {
+        let out = std::process::Command::new(&browser)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-extensions",
+                "--disable-background-networking",
+                "--hide-scrollbars",
+                "--virtual-time-budget=15000",
+                &format!("--user-data-dir={}", profile.display()),
+            ])
+            .args(extra)
+            .arg(&url)
+            .output()
+            .with_context(|| format!("cannot run {}", browser.display()))?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{} failed on {}: {}",
+            browser.display(),
+            html.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(out)
+    };
+    let dom = String::from_utf8_lossy(&common(&["--dump-dom".into()])?.stdout).to_string();
+    let key = "data-report-check=\"";
+    let start = dom.find(key).with_context(|| {
+        format!(
+            "{}: the page's load check never ran (no data-report-check on <body>)",
+            html.display()
+        )
+    })? + key.len();
+    let end = start
+        + dom[start..]
+            .find('"')
+            .context("unterminated data-report-check")?;
+    let json = dom[start..end]
+        .replace("&quot;", "\"")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&");
+    let check: ReportCheck = serde_json::from_str(&json)
+        .with_context(|| format!("data-report-check is not the expected JSON: {json}"))?;
+    let shot = html.with_file_name("report.png");
+    common(&[
+        format!("--screenshot={}", shot.display()),
+        "--window-size=1280,2000".into(),
+    ])?;
+    anyhow::ensure!(
+        std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0) > 10_000,
+        "no screenshot of {} was written",
+        html.display()
+    );
+    let _ = std::fs::remove_dir_all(&profile);
+    Ok(Some(check))
+}
+
+/// Opens a report in headless Chromium and asserts what a person would check: no console
+/// errors, every image and audio clip loaded, at least `min_svgs` plots and `min_images`
+/// images, and a page between 600 and 5000 CSS pixels wide and 400 to 100,000 tall.
+pub fn assert_report_renders(
+    html: &std::path::Path,
+    min_svgs: usize,
+    min_images: usize,
+) -> anyhow::Result<()> {
+    let Some(c) = open_in_browser(html)? else {
+        return Ok(());
+    };
+    let name = html.display();
+    anyhow::ensure!(c.errors.is_empty(), "{name}: console errors {:?}", c.errors);
+    anyhow::ensure!(
+        c.images_loaded == c.images,
+        "{name}: {} of {} images loaded",
+        c.images_loaded,
+        c.images
+    );
+    anyhow::ensure!(
+        c.audio_loaded == c.audio,
+        "{name}: {} of {} audio clips loaded",
+        c.audio_loaded,
+        c.audio
+    );
+    anyhow::ensure!(
+        c.svgs >= min_svgs,
+        "{name}: {} plots, expected at least {min_svgs}",
+        c.svgs
+    );
+    anyhow::ensure!(
+        c.images >= min_images,
+        "{name}: {} images, expected at least {min_images}",
+        c.images
+    );
+    anyhow::ensure!(
+        (600.0..=5000.0).contains(&c.width),
+        "{name}: page {} px wide",
+        c.width
+    );
+    anyhow::ensure!(
+        (400.0..=100_000.0).contains(&c.height),
+        "{name}: page {} px tall",
+        c.height
+    );
+    Ok(())
+}

@@ -72,6 +72,16 @@ enum Command {
         #[command(flatten)]
         req: SampleArgs,
     },
+    /// Write the HTML report of one run (RUN_DIR/report.html), or of several runs overlaid
+    /// (their curves on shared axes; written into the first run directory unless --out).
+    Report {
+        /// The run directories.
+        #[arg(required = true)]
+        run_dirs: Vec<PathBuf>,
+        /// Where to write the page (default RUN_DIR/report.html of the first run).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// List the experiments in a folder, one line each.
     Experiments {
         /// The folder.
@@ -264,6 +274,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 init,
             };
             let (dir, report) = experiment_domain(&experiment)?.train(&experiment, &opts, &dev)?;
+            refresh_report(&dir);
             println!(
                 "trained {} steps ({} this call, {:.0} examples/s), final loss {:.4}; run directory {}",
                 report.steps,
@@ -296,6 +307,12 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 println!("{k:<width$}  {v:.6}");
             }
             println!("wrote {}", run_dir.join("eval.json").display());
+            refresh_report(&run_dir);
+        }
+        Command::Report { run_dirs, out } => {
+            let out = out.unwrap_or_else(|| run_dirs[0].join(sugarcube_core::report::REPORT_FILE));
+            write_report(&run_dirs, &out)?;
+            println!("wrote {}", out.display());
         }
         Command::Experiments { dir } => list_experiments(&dir)?,
         Command::Bench {
@@ -320,7 +337,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         } => {
             anyhow::ensure!(!bf16, "--bf16 is for the standard workloads; for {}, set precision = \"bf16\" under [train]", experiment.display());
             let results = experiment_domain(&experiment)?.bench(&experiment, steps, n, &dev)?;
-            let machine = machine_description();
+            let machine = sugarcube_core::report::machine_description();
             if json {
                 for r in &results {
                     let mut v = serde_json::to_value(r)?;
@@ -362,7 +379,7 @@ fn bench_workloads(
             .map(|n| Workload::parse(n))
             .collect::<anyhow::Result<Vec<_>>>()?
     };
-    let machine = machine_description();
+    let machine = sugarcube_core::report::machine_description();
     if !json {
         println!("machine: {machine}; median of {iters} steps after {warmup} warm-up steps");
     }
@@ -401,19 +418,29 @@ fn bench_workloads(
     Ok(())
 }
 
-fn machine_description() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    format!("{cpu}, {threads} threads")
+/// Writes the report of `run_dirs` to `out`: the common sections and each run's domain
+/// sections.
+fn write_report(run_dirs: &[PathBuf], out: &Path) -> anyhow::Result<()> {
+    use sugarcube_core::report::{self, RunFiles};
+    let mut runs = vec![];
+    for dir in run_dirs {
+        let files = RunFiles::read(dir)?;
+        let sections = run_entry(dir)?.report(&files).with_context(|| {
+            format!("the {} report sections of {}", files.domain, dir.display())
+        })?;
+        runs.push((files, sections));
+    }
+    report::write(&runs, out)
+}
+
+/// Rewrites RUN_DIR/report.html after `train` and `eval`; a report that fails is a warning,
+/// never a failed run.
+fn refresh_report(run_dir: &Path) {
+    let out = run_dir.join(sugarcube_core::report::REPORT_FILE);
+    match write_report(&[run_dir.to_path_buf()], &out) {
+        Ok(()) => eprintln!("report: {}", out.display()),
+        Err(e) => eprintln!("warning: could not write {}: {e:#}", out.display()),
+    }
 }
 
 #[derive(serde::Deserialize)]

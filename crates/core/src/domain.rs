@@ -163,6 +163,19 @@ pub trait Domain: 'static {
         samples: &Samples,
     ) -> anyhow::Result<Evaluation>;
 
+    /// The domain's sections of a run's report (`RUN/report.html`), after the common ones
+    /// (experiment, training curves, checkpoints, evaluation): what its users look at, drawn
+    /// from the run's files. None by default.
+    fn report(
+        ctx: &crate::report::ReportContext<Self>,
+    ) -> anyhow::Result<Vec<crate::report::Section>>
+    where
+        Self: Sized,
+    {
+        let _ = ctx;
+        Ok(vec![])
+    }
+
     /// The domain's own subcommands (`sugarcube NAME ...`), if any.
     fn command() -> Option<clap::Command> {
         None

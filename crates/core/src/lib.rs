@@ -11,6 +11,7 @@
 //!   composable classifier-free guidance, scorers for classifier guidance.
 //! - [`scorer`]: classifier guidance: the noise-aware classifier's loss and its scorer.
 //! - [`domain`], [`registry`]: how a domain plugs in, and how the CLI finds it.
+//! - [`report`]: `RUN/report.html`, the run's self-contained report page.
 //! - [`train`], [`optim`], [`checkpoint`]: the trainer, AdamW with saveable state, checkpoints.
 //! - [`config`]: experiment files; [`files`]: reading user files (gzipped or not).
 //! - [`crashpoint`]: test-only points where the process kills itself (`SUGARCUBE_TEST_KILL`).
@@ -36,6 +37,7 @@ pub mod process;
 pub use sugarcube_kernels::profile;
 pub mod progress;
 pub mod registry;
+pub mod report;
 pub mod rng;
 pub mod run;
 pub mod sampler;

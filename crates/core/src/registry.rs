@@ -43,6 +43,8 @@ pub trait DomainEntry: Sync {
         n: usize,
         device: &Device,
     ) -> anyhow::Result<Vec<BenchResult>>;
+    /// The domain's sections of the report of the run in `run` ([`crate::report`]).
+    fn report(&self, run: &crate::report::RunFiles) -> anyhow::Result<Vec<crate::report::Section>>;
     /// The domain's own subcommands, mounted as `sugarcube NAME ...`.
     fn command(&self) -> Option<clap::Command>;
     /// Runs one of them.
@@ -93,6 +95,9 @@ impl<D: Domain> DomainEntry for Entry<D> {
         device: &Device,
     ) -> anyhow::Result<Vec<BenchResult>> {
         run::bench::<D>(experiment, steps, n, device)
+    }
+    fn report(&self, run: &crate::report::RunFiles) -> anyhow::Result<Vec<crate::report::Section>> {
+        crate::report::domain_sections::<D>(run)
     }
     fn command(&self) -> Option<clap::Command> {
         D::command().map(|c| c.name(D::NAME))

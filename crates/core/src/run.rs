@@ -82,6 +82,7 @@ pub fn train_experiment<Dm: Domain>(
     }
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create run directory {}", dir.display()))?;
+    crate::report::record_machine(&dir)?;
     let dataset = Dm::dataset(&exp.data, Split::Train, exp.seed)?;
     let info = dataset.info();
     let process = exp.process.build(&info)?;

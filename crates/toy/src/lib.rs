@@ -11,6 +11,7 @@ pub mod markov;
 pub mod metrics;
 pub mod model;
 pub mod plot;
+pub mod report;
 
 pub use data::{ToyDataset, ToyKind};
 pub use markov::{MarkovChain, TokenDataset};
@@ -363,6 +364,13 @@ impl Domain for Toy {
             data.dataset.class_names().len()
         };
         plot::write_points(&points, labels.as_deref(), classes, dir)
+    }
+
+    /// A scatter plot of the samples over the training points (bigram tables for tokens).
+    fn report(
+        ctx: &sugarcube_core::report::ReportContext<Self>,
+    ) -> anyhow::Result<Vec<sugarcube_core::report::Section>> {
+        report::sections(ctx)
     }
 
     /// Points, over the first `min(eval.n, N)` samples, against a held-out draw of the same

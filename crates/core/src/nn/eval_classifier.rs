@@ -321,7 +321,7 @@ pub fn load_or_train(
             sets,
             settings.pooling,
         )
-            .with_context(|| format!("in cached classifier {}", path.display()));
+        .with_context(|| format!("in cached classifier {}", path.display()));
     }
     if !quiet {
         eprintln!(

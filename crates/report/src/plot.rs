@@ -1,0 +1,532 @@
+//! Plots for report pages, drawn with plotters' SVG backend. Each function returns one `<svg>`
+//! element as a string, ready for [`crate::Block::Svg`].
+
+use anyhow::{anyhow, Result};
+use plotters::coord::ranged1d::SegmentValue;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+/// A named list of points.
+#[derive(Clone, Debug)]
+pub struct Series {
+    /// The legend entry.
+    pub name: String,
+    /// `(x, y)` points, in order of x for lines.
+    pub points: Vec<(f64, f64)>,
+}
+
+impl Series {
+    /// A series from its name and points.
+    pub fn new(name: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
+        Self {
+            name: name.into(),
+            points,
+        }
+    }
+}
+
+/// The colours of successive series (Tableau 10).
+pub const PALETTE: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
+/// Series colour `i`.
+pub fn colour(i: usize) -> RGBColor {
+    PALETTE[i % PALETTE.len()]
+}
+
+const W: u32 = 560;
+const H: u32 = 340;
+
+fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
+    anyhow!("drawing a plot: {e}")
+}
+
+/// The extent of `values` (finite ones), widened when empty or flat.
+fn extent(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for v in values.filter(|v| v.is_finite()) {
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    if !lo.is_finite() {
+        return (0.0, 1.0);
+    }
+    if hi - lo < 1e-12 * (1.0 + lo.abs()) {
+        let pad = if lo == 0.0 { 1.0 } else { lo.abs() * 0.1 };
+        return (lo - pad, hi + pad);
+    }
+    (lo, hi)
+}
+
+/// Exponential moving average of `values` (`alpha` the weight of the newest value), as the
+/// smoothed line beside a noisy curve.
+pub fn smooth(values: &[f64], alpha: f64) -> Vec<f64> {
+    let mut out = Vec::with_capacity(values.len());
+    let mut s = None;
+    for &v in values {
+        let next = match s {
+            None => v,
+            Some(p) => alpha * v + (1.0 - alpha) * p,
+        };
+        s = Some(next);
+        out.push(next);
+    }
+    out
+}
+
+/// Lines through each series; `log_y` draws y on a log scale (non-positive values dropped).
+pub fn line_chart(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    log_y: bool,
+) -> Result<String> {
+    let (x0, x1) = extent(series.iter().flat_map(|s| s.points.iter().map(|p| p.0)));
+    let keep = |y: f64| y.is_finite() && (!log_y || y > 0.0);
+    let (mut y0, mut y1) = extent(
+        series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.1))
+            .filter(|&y| keep(y)),
+    );
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let mut builder = ChartBuilder::on(&root);
+        builder
+            .caption(title, ("sans-serif", 17))
+            .margin(12)
+            .x_label_area_size(38)
+            .y_label_area_size(64);
+        macro_rules! draw {
+            ($chart:expr) => {{
+                let mut chart = $chart;
+                chart
+                    .configure_mesh()
+                    .x_desc(x_label)
+                    .y_desc(y_label)
+                    .light_line_style(WHITE.mix(0.0))
+                    .draw()
+                    .map_err(err)?;
+                for (i, s) in series.iter().enumerate() {
+                    let c = colour(i);
+                    let pts: Vec<(f64, f64)> =
+                        s.points.iter().copied().filter(|p| keep(p.1)).collect();
+                    chart
+                        .draw_series(LineSeries::new(pts, c.stroke_width(2)))
+                        .map_err(err)?
+                        .label(s.name.clone())
+                        .legend(move |(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
+                        });
+                }
+                if series.len() > 1 || series.iter().any(|s| !s.name.is_empty()) {
+                    chart
+                        .configure_series_labels()
+                        .background_style(WHITE.mix(0.85))
+                        .border_style(BLACK.mix(0.3))
+                        .position(SeriesLabelPosition::UpperRight)
+                        .draw()
+                        .map_err(err)?;
+                }
+            }};
+        }
+        if log_y {
+            y0 = y0.max(y1 * 1e-9);
+            y1 *= 1.05;
+            let chart = builder
+                .build_cartesian_2d(x0..x1, (y0 * 0.95..y1).log_scale())
+                .map_err(err)?;
+            draw!(chart);
+        } else {
+            let pad = 0.04 * (y1 - y0);
+            let chart = builder
+                .build_cartesian_2d(x0..x1, y0 - pad..y1 + pad)
+                .map_err(err)?;
+            draw!(chart);
+        }
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
+}
+
+/// Points of each series as dots (square axes when `equal_axes`).
+pub fn scatter(title: &str, series: &[Series], equal_axes: bool) -> Result<String> {
+    let (mut x0, mut x1) = extent(series.iter().flat_map(|s| s.points.iter().map(|p| p.0)));
+    let (mut y0, mut y1) = extent(series.iter().flat_map(|s| s.points.iter().map(|p| p.1)));
+    if equal_axes {
+        let (lo, hi) = (x0.min(y0), x1.max(y1));
+        (x0, x1, y0, y1) = (lo, hi, lo, hi);
+    }
+    let (px, py) = (0.04 * (x1 - x0), 0.04 * (y1 - y0));
+    let mut svg = String::new();
+    {
+        let side = if equal_axes { 420 } else { W };
+        let root = SVGBackend::with_string(&mut svg, (side, 420)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 17))
+            .margin(12)
+            .x_label_area_size(30)
+            .y_label_area_size(44)
+            .build_cartesian_2d(x0 - px..x1 + px, y0 - py..y1 + py)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .light_line_style(WHITE.mix(0.0))
+            .draw()
+            .map_err(err)?;
+        for (i, s) in series.iter().enumerate() {
+            let c = colour(i);
+            chart
+                .draw_series(
+                    s.points
+                        .iter()
+                        .filter(|p| p.0.is_finite() && p.1.is_finite())
+                        .map(|&p| Circle::new(p, 2, c.mix(0.55).filled())),
+                )
+                .map_err(err)?
+                .label(s.name.clone())
+                .legend(move |(x, y)| Circle::new((x + 8, y), 4, c.filled()));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.3))
+            .draw()
+            .map_err(err)?;
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
+}
+
+/// Overlaid histograms of several sets of values over `bins` equal bins spanning `range`
+/// (default: all values' extent), each normalised to a density so sets of different sizes
+/// compare.
+pub fn histograms(
+    title: &str,
+    x_label: &str,
+    sets: &[(&str, &[f64])],
+    bins: usize,
+    range: Option<(f64, f64)>,
+) -> Result<String> {
+    let bins = bins.max(1);
+    let (lo, hi) = range.unwrap_or_else(|| extent(sets.iter().flat_map(|s| s.1.iter().copied())));
+    let width = (hi - lo) / bins as f64;
+    let densities: Vec<Vec<f64>> = sets
+        .iter()
+        .map(|(_, v)| {
+            let mut c = vec![0f64; bins];
+            let mut n = 0usize;
+            for &x in v.iter().filter(|x| x.is_finite()) {
+                if x < lo || x > hi {
+                    continue;
+                }
+                let b = (((x - lo) / width) as usize).min(bins - 1);
+                c[b] += 1.0;
+                n += 1;
+            }
+            c.iter().map(|&k| k / (n.max(1) as f64 * width)).collect()
+        })
+        .collect();
+    let top = densities.iter().flatten().cloned().fold(0.0, f64::max);
+    let top = if top > 0.0 { top * 1.08 } else { 1.0 };
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 17))
+            .margin(12)
+            .x_label_area_size(38)
+            .y_label_area_size(58)
+            .build_cartesian_2d(lo..hi, 0.0..top)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc(x_label)
+            .y_desc("density")
+            .light_line_style(WHITE.mix(0.0))
+            .draw()
+            .map_err(err)?;
+        for (i, ((name, _), d)) in sets.iter().zip(&densities).enumerate() {
+            let c = colour(i);
+            chart
+                .draw_series(d.iter().enumerate().map(|(b, &v)| {
+                    let x = lo + b as f64 * width;
+                    Rectangle::new([(x, 0.0), (x + width, v)], c.mix(0.4).filled())
+                }))
+                .map_err(err)?
+                .label(name.to_string())
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], c.filled()));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.3))
+            .draw()
+            .map_err(err)?;
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
+}
+
+/// A colour between white (`t = 0`) and deep blue (`t = 1`).
+fn scale_colour(t: f64) -> RGBColor {
+    let t = if t.is_finite() {
+        t.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let lerp = |a: f64, b: f64| (a + (b - a) * t).round() as u8;
+    RGBColor(lerp(247.0, 8.0), lerp(251.0, 48.0), lerp(255.0, 107.0))
+}
+
+/// A matrix as coloured cells with their values written in, rows labelled on the left.
+pub fn heatmap(
+    title: &str,
+    row_title: &str,
+    col_title: &str,
+    rows: &[String],
+    cols: &[String],
+    values: &[Vec<f64>],
+) -> Result<String> {
+    anyhow::ensure!(
+        values.len() == rows.len() && values.iter().all(|r| r.len() == cols.len()),
+        "heatmap: {} x {} labels for a matrix of {} rows",
+        rows.len(),
+        cols.len(),
+        values.len()
+    );
+    let (lo, hi) = extent(values.iter().flatten().copied());
+    let (nr, nc) = (rows.len().max(1), cols.len().max(1));
+    let mut svg = String::new();
+    {
+        let cell = 64u32;
+        let size = (130 + cell * nc as u32, 90 + cell * nr as u32);
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 16))
+            .margin(8)
+            .x_label_area_size(40)
+            .y_label_area_size(100)
+            .build_cartesian_2d((0..nc).into_segmented(), (0..nr).into_segmented())
+            .map_err(err)?;
+        let label = |names: &[String], v: &SegmentValue<usize>| match v {
+            SegmentValue::CenterOf(i) => names.get(*i).cloned().unwrap_or_default(),
+            _ => String::new(),
+        };
+        // row 0 at the top
+        let flip = |i: usize| nr - 1 - i;
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_labels(nc)
+            .y_labels(nr)
+            .x_desc(col_title)
+            .y_desc(row_title)
+            .x_label_formatter(&|v| label(cols, v))
+            .y_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(i) if *i < nr => {
+                    label(rows, &SegmentValue::CenterOf(flip(*i)))
+                }
+                _ => String::new(),
+            })
+            .draw()
+            .map_err(err)?;
+        for (i, row) in values.iter().enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                let t = (v - lo) / (hi - lo);
+                let y = flip(i);
+                chart
+                    .draw_series(std::iter::once(Rectangle::new(
+                        [
+                            (SegmentValue::Exact(j), SegmentValue::Exact(y)),
+                            (SegmentValue::Exact(j + 1), SegmentValue::Exact(y + 1)),
+                        ],
+                        scale_colour(t).filled(),
+                    )))
+                    .map_err(err)?;
+                let ink = if t > 0.55 { WHITE } else { BLACK };
+                let style = ("sans-serif", 13)
+                    .into_font()
+                    .color(&ink)
+                    .pos(Pos::new(HPos::Center, VPos::Center));
+                chart
+                    .draw_series(std::iter::once(Text::new(
+                        format!("{v:.3}"),
+                        (SegmentValue::CenterOf(j), SegmentValue::CenterOf(y)),
+                        style,
+                    )))
+                    .map_err(err)?;
+            }
+        }
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
+}
+
+/// Grouped bars: for each category, one bar per group (`groups[g].1[c]`), side by side.
+pub fn bars(
+    title: &str,
+    y_label: &str,
+    categories: &[String],
+    groups: &[(&str, Vec<f64>)],
+) -> Result<String> {
+    anyhow::ensure!(
+        groups.iter().all(|g| g.1.len() == categories.len()),
+        "bars: every group needs one value per category ({})",
+        categories.len()
+    );
+    let g = groups.len().max(1);
+    let slots = categories.len().max(1) * (g + 1);
+    let top = groups
+        .iter()
+        .flat_map(|x| x.1.iter())
+        .cloned()
+        .fold(0.0, f64::max);
+    let top = if top > 0.0 { top * 1.1 } else { 1.0 };
+    let mut svg = String::new();
+    {
+        let width = (160 + 22 * slots as u32).max(W);
+        let root = SVGBackend::with_string(&mut svg, (width, H)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 17))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(58)
+            .build_cartesian_2d((0..slots).into_segmented(), 0.0..top)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .light_line_style(WHITE.mix(0.0))
+            .x_labels(slots)
+            .y_desc(y_label)
+            .x_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(s) if s % (g + 1) == (g - 1) / 2 => {
+                    categories.get(s / (g + 1)).cloned().unwrap_or_default()
+                }
+                _ => String::new(),
+            })
+            .draw()
+            .map_err(err)?;
+        for (k, (name, vals)) in groups.iter().enumerate() {
+            let c = colour(k);
+            chart
+                .draw_series(vals.iter().enumerate().map(|(ci, &v)| {
+                    let s = ci * (g + 1) + k;
+                    Rectangle::new(
+                        [
+                            (SegmentValue::Exact(s), 0.0),
+                            (
+                                SegmentValue::Exact(s + 1),
+                                if v.is_finite() { v } else { 0.0 },
+                            ),
+                        ],
+                        c.filled(),
+                    )
+                }))
+                .map_err(err)?
+                .label(name.to_string())
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], c.filled()));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.3))
+            .draw()
+            .map_err(err)?;
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_svg(s: &str) {
+        assert!(
+            s.trim_start().starts_with("<svg"),
+            "{}",
+            &s[..s.len().min(80)]
+        );
+        assert!(s.trim_end().ends_with("</svg>"));
+    }
+
+    #[test]
+    fn every_plot_draws_svg() {
+        let a = Series::new(
+            "loss",
+            (1..50).map(|i| (i as f64, 1.0 / i as f64)).collect(),
+        );
+        let b = Series::new("smoothed", vec![(1.0, 0.5), (49.0, 0.03)]);
+        is_svg(&line_chart("t", "step", "loss", &[a.clone(), b.clone()], true).unwrap());
+        is_svg(&line_chart("t", "step", "loss", &[a.clone()], false).unwrap());
+        is_svg(&scatter("s", &[a, b], true).unwrap());
+        let v: Vec<f64> = (0..100).map(|i| (i as f64 * 0.37).sin()).collect();
+        is_svg(&histograms("h", "x", &[("gen", &v), ("real", &v[..50])], 20, None).unwrap());
+        let names = vec!["A".to_string(), "B".to_string()];
+        let h = heatmap(
+            "kl",
+            "gen",
+            "real",
+            &names,
+            &names,
+            &[vec![0.1, 2.0], vec![1.5, 0.2]],
+        )
+        .unwrap();
+        is_svg(&h);
+        assert!(
+            h.contains("0.100") && h.contains("2.000"),
+            "values written in"
+        );
+        is_svg(
+            &bars(
+                "b",
+                "rate",
+                &names,
+                &[("gen", vec![0.2, 0.4]), ("real", vec![0.3, 0.1])],
+            )
+            .unwrap(),
+        );
+    }
+
+    #[test]
+    fn empty_and_flat_data_still_draw() {
+        is_svg(&line_chart("t", "x", "y", &[Series::new("e", vec![])], true).unwrap());
+        is_svg(
+            &line_chart(
+                "t",
+                "x",
+                "y",
+                &[Series::new("f", vec![(1.0, 2.0), (2.0, 2.0)])],
+                false,
+            )
+            .unwrap(),
+        );
+        is_svg(&histograms("h", "x", &[("none", &[])], 10, None).unwrap());
+        assert!(heatmap("x", "r", "c", &["a".into()], &["b".into()], &[]).is_err());
+    }
+
+    #[test]
+    fn smoothing_is_an_ema() {
+        assert_eq!(smooth(&[1.0, 3.0], 0.5), vec![1.0, 2.0]);
+        assert!(smooth(&[], 0.1).is_empty());
+    }
+}
