@@ -2,7 +2,7 @@
 //! UNet trains, samples as PNG files and a class-per-row grid, and is scored by the dataset's own
 //! classifier (trained on first use and cached beside the data). Training must improve the
 //! samples: against the untrained model (one step), the Fréchet distance falls and the samples
-//! land in their requested classes far more often.
+//! land in their requested classes far more often. The run's report renders in a browser.
 
 use candle_core::Device;
 use std::path::{Path, PathBuf};
@@ -153,5 +153,14 @@ flip = false
         std::fs::read_dir(dir.join(".sugarcube-cache"))?.count() == 1,
         "the classifier is cached"
     );
+
+    // the run's report: the sample grid beside real digits in the same layout, in a browser
+    let html = sugarcube_core::report::refresh::<Image>(&run_dir)?;
+    let text = std::fs::read_to_string(&html)?;
+    for part in ["Samples", "training images", "<td>fd</td>", "cond_accuracy"] {
+        assert!(text.contains(part), "the report lacks `{part}`");
+    }
+    // six training curves; the two grids
+    sugarcube_tests::assert_report_renders(&html, 6, 2)?;
     Ok(())
 }

@@ -343,14 +343,16 @@ fn training_section(runs: &[RunFiles]) -> anyhow::Result<Section> {
     let mut loss_time = vec![];
     for r in runs {
         let raw: Vec<f64> = r.metrics.iter().map(|m| m.loss).collect();
-        let smooth = plot::smooth(&raw, 0.1);
+        // about a tenth of the curve's points in each average, an odd number
+        let window = (raw.len() / 10) | 1;
+        let smooth = plot::smooth(&raw, window);
         let steps: Vec<f64> = r.metrics.iter().map(|m| m.step as f64).collect();
         loss.push(Series::new(
             name(r, "loss"),
             steps.iter().copied().zip(raw.iter().copied()).collect(),
         ));
         loss.push(Series::new(
-            name(r, "smoothed (EMA 0.1)"),
+            name(r, &format!("smoothed ({window}-point average)")),
             steps.iter().copied().zip(smooth).collect(),
         ));
         loss_time.push(Series::new(

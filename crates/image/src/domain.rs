@@ -4,7 +4,7 @@
 
 use crate::classifier::{self, ClassifierConfig};
 use crate::frechet::frechet_between;
-use crate::{load_digits_csv, load_folder, load_idx, write_grid, write_png, ImageSet};
+use crate::{grid_layout, load_digits_csv, load_folder, load_idx, write_grid, write_png, ImageSet};
 use anyhow::{ensure, Context};
 use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
@@ -216,7 +216,7 @@ pub fn classifier_cache(data: &ImageData, eval: &ImageEval) -> anyhow::Result<Pa
         .join(format!("classifier-{}.safetensors", &hash[..16])))
 }
 
-fn set_tensor(set: &ImageSet, device: &Device) -> anyhow::Result<Tensor> {
+pub(crate) fn set_tensor(set: &ImageSet, device: &Device) -> anyhow::Result<Tensor> {
     let mut shape = vec![set.len()];
     shape.extend(set.item_shape());
     Ok(Tensor::from_vec(set.images.clone(), shape, device)?)
@@ -293,45 +293,16 @@ impl Domain for Image {
             files.push(path);
         }
         let grid = dir.join("grid.png");
-        match (labels, num_classes) {
-            (Some(l), Some(k)) => {
-                let cols = 10.min(n.div_ceil(k).max(1));
-                let mut rows: Vec<Tensor> = vec![];
-                for class in 0..k as u32 {
-                    let idx: Vec<u32> = (0..n as u32)
-                        .filter(|&i| l[i as usize] == class)
-                        .take(cols)
-                        .collect();
-                    let mut row = if idx.is_empty() {
-                        vec![]
-                    } else {
-                        vec![samples.index_select(&Tensor::new(idx.as_slice(), &Device::Cpu)?, 0)?]
-                    };
-                    let missing = cols - idx.len();
-                    if missing > 0 {
-                        let mut shape = vec![missing];
-                        shape.extend(&samples.dims()[1..]);
-                        row.push(Tensor::ones(shape, samples.dtype(), &Device::Cpu)?);
-                        // white
-                    }
-                    rows.push(Tensor::cat(&row, 0)?);
-                }
-                write_grid(&grid, &Tensor::cat(&rows, 0)?, k, cols, 2)?;
-            }
-            _ => {
-                let shown = n.min(100);
-                let cols = (shown as f64).sqrt().ceil() as usize;
-                write_grid(
-                    &grid,
-                    &samples.narrow(0, 0, shown)?,
-                    shown.div_ceil(cols),
-                    cols,
-                    2,
-                )?;
-            }
-        }
+        let (cells, rows, cols) = grid_layout(&samples, labels.zip(num_classes))?;
+        write_grid(&grid, &cells, rows, cols, 2)?;
         files.insert(0, grid);
         Ok(files)
+    }
+
+    fn report(
+        ctx: &sugarcube_core::report::ReportContext<Self>,
+    ) -> anyhow::Result<Vec<sugarcube_core::report::Section>> {
+        crate::report::sections(ctx)
     }
 
     fn eval_samples(eval: &ImageEval) -> usize {

@@ -17,6 +17,7 @@ pub mod domain;
 mod folder;
 pub mod frechet;
 mod idx;
+pub mod report;
 mod set;
 mod write;
 
@@ -25,7 +26,7 @@ pub use domain::{Image, ImageData, ImageEval, ImageFormat};
 pub use folder::{load_folder, IMAGE_EXTENSIONS};
 pub use idx::{load_fashion_mnist, load_idx, write_idx, FASHION_MNIST_CLASSES};
 pub use set::ImageSet;
-pub use write::{to_u8, write_grid, write_png};
+pub use write::{encode_png, grid_layout, grid_png, to_u8, write_grid, write_png};
 
 /// Maps a pixel byte to the model's range [-1, 1].
 pub fn from_u8(v: u8) -> f32 {

@@ -22,6 +22,28 @@ fn host_values(t: &Tensor) -> anyhow::Result<(Vec<usize>, Vec<f32>)> {
     Ok((t.dims().to_vec(), values))
 }
 
+/// Encodes interleaved `H x W x C` bytes (C = 1 or 3) as a PNG file's bytes.
+pub fn encode_png(
+    bytes: &[u8],
+    channels: usize,
+    height: usize,
+    width: usize,
+) -> anyhow::Result<Vec<u8>> {
+    let colour = match channels {
+        1 => ExtendedColorType::L8,
+        3 => ExtendedColorType::Rgb8,
+        c => bail!("PNG images need 1 or 3 channels, got {c}"),
+    };
+    let mut png = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut png).write_image(
+        bytes,
+        width as u32,
+        height as u32,
+        colour,
+    )?;
+    Ok(png)
+}
+
 /// Encodes interleaved `H x W x C` bytes (C = 1 or 3) as PNG and writes them atomically.
 fn save_png(
     path: &Path,
@@ -30,18 +52,8 @@ fn save_png(
     height: usize,
     width: usize,
 ) -> anyhow::Result<()> {
-    let colour = match channels {
-        1 => ExtendedColorType::L8,
-        3 => ExtendedColorType::Rgb8,
-        c => bail!(
-            "cannot write {}: PNG images need 1 or 3 channels, got {c}",
-            path.display()
-        ),
-    };
-    let mut png = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut png)
-        .write_image(bytes, width as u32, height as u32, colour)
-        .with_context(|| format!("cannot encode {}", path.display()))?;
+    let png = encode_png(bytes, channels, height, width)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     write_atomic(path, &png)
 }
 
@@ -74,22 +86,24 @@ pub fn write_grid(
     cols: usize,
     pad: usize,
 ) -> anyhow::Result<()> {
+    let png = grid_png(images, rows, cols, pad)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    write_atomic(path, &png)
+}
+
+/// The PNG bytes of [`write_grid`]'s grid.
+pub fn grid_png(images: &Tensor, rows: usize, cols: usize, pad: usize) -> anyhow::Result<Vec<u8>> {
     let (dims, values) = host_values(images)?;
     let [n, c, h, w] = dims[..] else {
-        bail!(
-            "cannot write {}: expected [N, C, H, W] images, got shape {dims:?}",
-            path.display()
-        );
+        bail!("expected [N, C, H, W] images, got shape {dims:?}");
     };
     ensure!(
         rows > 0 && cols > 0,
-        "cannot write {}: a grid needs at least one row and column",
-        path.display()
+        "a grid needs at least one row and column"
     );
     ensure!(
         n <= rows * cols,
-        "cannot write {}: {n} images do not fit a {rows}x{cols} grid",
-        path.display()
+        "{n} images do not fit a {rows}x{cols} grid"
     );
     let gh = rows * h + (rows + 1) * pad;
     let gw = cols * w + (cols + 1) * pad;
@@ -105,7 +119,49 @@ pub fn write_grid(
             }
         }
     }
-    save_png(path, &bytes, c, gh, gw)
+    encode_png(&bytes, c, gh, gw)
+}
+
+/// The cells of a sample grid and its rows and columns: with labels, one row per class (up to
+/// 10 images each, white cells where a class has fewer), else a square of up to 100 images.
+pub fn grid_layout(
+    images: &Tensor,
+    labels: Option<(&[u32], usize)>,
+) -> anyhow::Result<(Tensor, usize, usize)> {
+    let images = images.to_device(&Device::Cpu)?;
+    let n = images.dim(0)?;
+    ensure!(n > 0, "a grid needs at least one image");
+    match labels {
+        Some((l, k)) => {
+            ensure!(l.len() >= n, "{} labels for {n} images", l.len());
+            let cols = 10.min(n.div_ceil(k).max(1));
+            let mut rows: Vec<Tensor> = vec![];
+            for class in 0..k as u32 {
+                let idx: Vec<u32> = (0..n as u32)
+                    .filter(|&i| l[i as usize] == class)
+                    .take(cols)
+                    .collect();
+                let mut row = vec![];
+                if !idx.is_empty() {
+                    row.push(images.index_select(&Tensor::new(idx.as_slice(), &Device::Cpu)?, 0)?);
+                }
+                let missing = cols - idx.len();
+                if missing > 0 {
+                    let mut shape = vec![missing];
+                    shape.extend(&images.dims()[1..]);
+                    // white
+                    row.push(Tensor::ones(shape, images.dtype(), &Device::Cpu)?);
+                }
+                rows.push(Tensor::cat(&row, 0)?);
+            }
+            Ok((Tensor::cat(&rows, 0)?, k, cols))
+        }
+        None => {
+            let shown = n.min(100);
+            let cols = (shown as f64).sqrt().ceil() as usize;
+            Ok((images.narrow(0, 0, shown)?, shown.div_ceil(cols), cols))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -44,8 +44,8 @@ pub fn colour(i: usize) -> RGBColor {
     PALETTE[i % PALETTE.len()]
 }
 
-const W: u32 = 560;
-const H: u32 = 340;
+const W: u32 = 500;
+const H: u32 = 320;
 
 fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
     anyhow!("drawing a plot: {e}")
@@ -68,23 +68,41 @@ fn extent(values: impl Iterator<Item = f64>) -> (f64, f64) {
     (lo, hi)
 }
 
-/// Exponential moving average of `values` (`alpha` the weight of the newest value), as the
-/// smoothed line beside a noisy curve.
-pub fn smooth(values: &[f64], alpha: f64) -> Vec<f64> {
-    let mut out = Vec::with_capacity(values.len());
-    let mut s = None;
-    for &v in values {
-        let next = match s {
-            None => v,
-            Some(p) => alpha * v + (1.0 - alpha) * p,
-        };
-        s = Some(next);
-        out.push(next);
-    }
-    out
+/// A centred moving average of `values` over `window` points (fewer at the ends), as the
+/// smoothed line beside a noisy curve: unlike an exponential average it does not lag.
+pub fn smooth(values: &[f64], window: usize) -> Vec<f64> {
+    let h = window.max(1) / 2;
+    (0..values.len())
+        .map(|i| {
+            let (a, b) = (i.saturating_sub(h), (i + h + 1).min(values.len()));
+            values[a..b].iter().sum::<f64>() / (b - a) as f64
+        })
+        .collect()
 }
 
-/// Lines through each series; `log_y` draws y on a log scale (non-positive values dropped).
+/// A tick label: integers without decimals, other values to three significant digits.
+pub fn tick(v: f64) -> String {
+    if !v.is_finite() {
+        return String::new();
+    }
+    if v == v.round() && v.abs() < 1e7 {
+        return format!("{}", v as i64);
+    }
+    let a = v.abs();
+    if !(1e-4..1e5).contains(&a) {
+        return format!("{v:.2e}");
+    }
+    let decimals = (2 - a.log10().floor() as i32).max(0) as usize;
+    let s = format!("{v:.decimals$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+/// Lines through each series; `log_y` draws y on a log scale (non-positive values dropped),
+/// labelled in the data's own units.
 pub fn line_chart(
     title: &str,
     x_label: &str,
@@ -92,70 +110,68 @@ pub fn line_chart(
     series: &[Series],
     log_y: bool,
 ) -> Result<String> {
-    let (x0, x1) = extent(series.iter().flat_map(|s| s.points.iter().map(|p| p.0)));
+    // On a log scale the chart draws log10(y) on a linear axis and labels ticks with 10^tick,
+    // so that even a narrow range (a loss between 0.3 and 0.6) gets labels.
+    let to_axis = |y: f64| if log_y { y.log10() } else { y };
     let keep = |y: f64| y.is_finite() && (!log_y || y > 0.0);
-    let (mut y0, mut y1) = extent(
-        series
-            .iter()
-            .flat_map(|s| s.points.iter().map(|p| p.1))
-            .filter(|&y| keep(y)),
-    );
+    let lines: Vec<Vec<(f64, f64)>> = series
+        .iter()
+        .map(|s| {
+            s.points
+                .iter()
+                .filter(|p| p.0.is_finite() && keep(p.1))
+                .map(|&(x, y)| (x, to_axis(y)))
+                .collect()
+        })
+        .collect();
+    let (x0, x1) = extent(lines.iter().flatten().map(|p| p.0));
+    let (y0, y1) = extent(lines.iter().flatten().map(|p| p.1));
+    let pad = 0.04 * (y1 - y0);
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
-        let mut builder = ChartBuilder::on(&root);
-        builder
+        let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 17))
             .margin(12)
+            .margin_right(28)
             .x_label_area_size(38)
-            .y_label_area_size(64);
-        macro_rules! draw {
-            ($chart:expr) => {{
-                let mut chart = $chart;
-                chart
-                    .configure_mesh()
-                    .x_desc(x_label)
-                    .y_desc(y_label)
-                    .light_line_style(WHITE.mix(0.0))
-                    .draw()
-                    .map_err(err)?;
-                for (i, s) in series.iter().enumerate() {
-                    let c = colour(i);
-                    let pts: Vec<(f64, f64)> =
-                        s.points.iter().copied().filter(|p| keep(p.1)).collect();
-                    chart
-                        .draw_series(LineSeries::new(pts, c.stroke_width(2)))
-                        .map_err(err)?
-                        .label(s.name.clone())
-                        .legend(move |(x, y)| {
-                            PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
-                        });
-                }
-                if series.len() > 1 || series.iter().any(|s| !s.name.is_empty()) {
-                    chart
-                        .configure_series_labels()
-                        .background_style(WHITE.mix(0.85))
-                        .border_style(BLACK.mix(0.3))
-                        .position(SeriesLabelPosition::UpperRight)
-                        .draw()
-                        .map_err(err)?;
-                }
-            }};
+            .y_label_area_size(64)
+            .build_cartesian_2d(x0..x1, y0 - pad..y1 + pad)
+            .map_err(err)?;
+        let y_tick = |v: &f64| tick(if log_y { 10f64.powf(*v) } else { *v });
+        chart
+            .configure_mesh()
+            .x_desc(x_label)
+            .y_desc(if log_y {
+                format!("{y_label} (log scale)")
+            } else {
+                y_label.to_string()
+            })
+            .x_label_formatter(&|v| tick(*v))
+            .y_label_formatter(&y_tick)
+            .label_style(("sans-serif", 14))
+            .light_line_style(WHITE.mix(0.0))
+            .draw()
+            .map_err(err)?;
+        for (i, (s, pts)) in series.iter().zip(lines).enumerate() {
+            let c = colour(i);
+            chart
+                .draw_series(LineSeries::new(pts, c.stroke_width(2)))
+                .map_err(err)?
+                .label(s.name.clone())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
+                });
         }
-        if log_y {
-            y0 = y0.max(y1 * 1e-9);
-            y1 *= 1.05;
-            let chart = builder
-                .build_cartesian_2d(x0..x1, (y0 * 0.95..y1).log_scale())
+        if series.len() > 1 || series.iter().any(|s| !s.name.is_empty()) {
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK.mix(0.3))
+                .position(SeriesLabelPosition::UpperRight)
+                .draw()
                 .map_err(err)?;
-            draw!(chart);
-        } else {
-            let pad = 0.04 * (y1 - y0);
-            let chart = builder
-                .build_cartesian_2d(x0..x1, y0 - pad..y1 + pad)
-                .map_err(err)?;
-            draw!(chart);
         }
         root.present().map_err(err)?;
     }
@@ -525,8 +541,31 @@ mod tests {
     }
 
     #[test]
-    fn smoothing_is_an_ema() {
-        assert_eq!(smooth(&[1.0, 3.0], 0.5), vec![1.0, 2.0]);
-        assert!(smooth(&[], 0.1).is_empty());
+    fn ticks_read_as_numbers() {
+        assert_eq!(tick(2000.0), "2000");
+        assert_eq!(tick(0.25), "0.25");
+        assert_eq!(tick(0.3162), "0.316");
+        assert_eq!(tick(12.345), "12.3");
+        assert_eq!(tick(2e-5), "2.00e-5");
+    }
+
+    #[test]
+    fn log_charts_label_narrow_ranges() {
+        let a = Series::new(
+            "loss",
+            (1..40)
+                .map(|i| (i as f64, 0.6 - 0.007 * i as f64))
+                .collect(),
+        );
+        let svg = line_chart("t", "step", "loss", &[a], true).unwrap();
+        let labels = svg.matches(">\n0.").count() + svg.matches(">0.").count();
+        assert!(labels >= 3, "no y tick labels on a narrow log axis");
+    }
+
+    #[test]
+    fn smoothing_is_a_centred_average() {
+        assert_eq!(smooth(&[1.0, 3.0, 5.0, 7.0], 3), vec![2.0, 3.0, 5.0, 6.0]);
+        assert_eq!(smooth(&[1.0, 3.0], 1), vec![1.0, 3.0]);
+        assert!(smooth(&[], 5).is_empty());
     }
 }
