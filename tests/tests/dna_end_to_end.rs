@@ -3,7 +3,8 @@
 //! DNA-Diffusion recipe, and the masked-diffusion recipe over base tokens, briefly; check that
 //! training moved the generated sequences' k-mer spectrum toward the data's and that the
 //! evaluation reports every figure beside its floor; samples are FASTA files with the
-//! requested labels in their headers. `sugarcube dna eval` scores a FASTA the same way.
+//! requested labels in their headers; the run's report renders in a browser. `sugarcube dna
+//! eval` scores a FASTA the same way.
 
 use candle_core::Device;
 use std::path::Path;
@@ -148,6 +149,23 @@ fn train_and_check(experiment: &str, tag: &str) -> anyhow::Result<()> {
         with > 0.9 && without < 0.2,
         "the benchmark plants HepG2's markers in HepG2 sequences only: {with} vs {without}"
     );
+
+    // the run's report, from the evaluation's samples, renders in a browser
+    let html = sugarcube_core::report::refresh::<Dna>(&root.join("trained"))?;
+    let text = std::fs::read_to_string(&html)?;
+    for part in [
+        "Motif KL",
+        "Motif presence",
+        "Marker rates per cell type",
+        "Marker rates of samples by requested labels",
+        "6-mer frequencies",
+        "Sequence logo",
+        "<td>kmer6_js</td>",
+    ] {
+        assert!(text.contains(part), "the report lacks `{part}`");
+    }
+    // six training curves, KL, presence, markers, two by-label tables, spectrum, two logos
+    sugarcube_tests::assert_report_renders(&html, 6 + 8, 0)?;
 
     // samples are FASTA with the requested condition in the headers
     let (dir, files) = run::sample::<Dna>(

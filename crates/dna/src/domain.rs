@@ -624,6 +624,12 @@ impl Domain for Dna {
         }
     }
 
+    fn report(
+        ctx: &sugarcube_core::report::ReportContext<Self>,
+    ) -> anyhow::Result<Vec<sugarcube_core::report::Section>> {
+        crate::report::sections(ctx)
+    }
+
     fn eval_samples(eval: &DnaEval) -> usize {
         eval.n
     }

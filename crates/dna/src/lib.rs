@@ -46,6 +46,7 @@ pub mod model;
 pub mod motif;
 #[cfg(feature = "parquet")]
 pub mod parquet;
+pub mod report;
 pub mod sequence;
 pub mod shuffle;
 pub mod table;

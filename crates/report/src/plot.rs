@@ -178,8 +178,14 @@ pub fn line_chart(
     Ok(svg)
 }
 
-/// Points of each series as dots (square axes when `equal_axes`).
-pub fn scatter(title: &str, series: &[Series], equal_axes: bool) -> Result<String> {
+/// Points of each series as dots (square axes when `equal_axes`), with axis titles.
+pub fn scatter(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    equal_axes: bool,
+) -> Result<String> {
     let (mut x0, mut x1) = extent(series.iter().flat_map(|s| s.points.iter().map(|p| p.0)));
     let (mut y0, mut y1) = extent(series.iter().flat_map(|s| s.points.iter().map(|p| p.1)));
     if equal_axes {
@@ -195,12 +201,16 @@ pub fn scatter(title: &str, series: &[Series], equal_axes: bool) -> Result<Strin
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 17))
             .margin(12)
-            .x_label_area_size(30)
-            .y_label_area_size(44)
+            .x_label_area_size(if x_label.is_empty() { 30 } else { 42 })
+            .y_label_area_size(if y_label.is_empty() { 44 } else { 58 })
             .build_cartesian_2d(x0 - px..x1 + px, y0 - py..y1 + py)
             .map_err(err)?;
         chart
             .configure_mesh()
+            .x_desc(x_label)
+            .y_desc(y_label)
+            .x_label_formatter(&|v| tick(*v))
+            .y_label_formatter(&|v| tick(*v))
             .light_line_style(WHITE.mix(0.0))
             .draw()
             .map_err(err)?;
@@ -472,6 +482,139 @@ pub fn bars(
     Ok(svg)
 }
 
+/// The outline of a nucleotide letter in a unit box (y up), as filled polygons and, drawn
+/// over them in white, its counters (the hole of the A).
+fn glyph(letter: u8) -> (Vec<Vec<(f64, f64)>>, Vec<Vec<(f64, f64)>>) {
+    let arc = |from: f64, to: f64, extra: Vec<(f64, f64)>| {
+        let steps = 40;
+        let at = |deg: f64, rx: f64, ry: f64| {
+            let t = deg.to_radians();
+            (0.5 + rx * t.cos(), 0.5 + ry * t.sin())
+        };
+        let mut pts: Vec<(f64, f64)> = (0..=steps)
+            .map(|k| at(from + (to - from) * k as f64 / steps as f64, 0.5, 0.5))
+            .collect();
+        pts.extend(extra);
+        pts.extend(
+            (0..=steps)
+                .rev()
+                .map(|k| at(from + (to - from) * k as f64 / steps as f64, 0.3, 0.32)),
+        );
+        pts
+    };
+    let rect = |x0: f64, y0: f64, x1: f64, y1: f64| vec![(x0, y0), (x1, y0), (x1, y1), (x0, y1)];
+    match letter {
+        b'A' => (
+            vec![vec![
+                (0.0, 0.0),
+                (0.4, 1.0),
+                (0.6, 1.0),
+                (1.0, 0.0),
+                (0.78, 0.0),
+                (0.68, 0.26),
+                (0.32, 0.26),
+                (0.22, 0.0),
+            ]],
+            vec![vec![(0.38, 0.42), (0.62, 0.42), (0.5, 0.74)]],
+        ),
+        b'C' => (vec![arc(40.0, 320.0, vec![])], vec![]),
+        b'G' => (
+            vec![arc(40.0, 360.0, vec![]), rect(0.55, 0.36, 1.0, 0.52)],
+            vec![],
+        ),
+        _ => (
+            vec![rect(0.0, 0.82, 1.0, 1.0), rect(0.39, 0.0, 0.61, 0.82)],
+            vec![],
+        ),
+    }
+}
+
+/// The colour of a base in a logo (A green, C blue, G orange, T red, as in WebLogo).
+fn base_colour(letter: u8) -> RGBColor {
+    match letter {
+        b'A' => RGBColor(0, 150, 0),
+        b'C' => RGBColor(0, 70, 200),
+        b'G' => RGBColor(240, 150, 0),
+        _ => RGBColor(210, 0, 0),
+    }
+}
+
+/// A sequence logo: one stack per position of `columns` (base frequencies A, C, G, T), each
+/// letter as tall as its frequency times the column's information content (2 - entropy, in
+/// bits), the likeliest on top. `first` numbers the first column.
+pub fn logo(title: &str, columns: &[[f64; 4]], first: i64) -> Result<String> {
+    let n = columns.len().max(1);
+    let mut svg = String::new();
+    {
+        let width = (90 + 30 * n as u32).max(300);
+        let root = SVGBackend::with_string(&mut svg, (width, 240)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 16))
+            .margin(10)
+            .x_label_area_size(34)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0.0..n as f64, 0.0..2.0)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .disable_y_mesh()
+            .x_labels(n + 1)
+            .y_labels(5)
+            .x_desc("position")
+            .y_desc("bits")
+            .x_label_formatter(&|v| {
+                let i = v.floor();
+                if (v - i - 0.5).abs() < 0.26 {
+                    (i as i64 + first).to_string()
+                } else {
+                    String::new()
+                }
+            })
+            .y_label_formatter(&|v| tick(*v))
+            .label_style(("sans-serif", 13))
+            .draw()
+            .map_err(err)?;
+        for (i, col) in columns.iter().enumerate() {
+            let total: f64 = col.iter().filter(|p| p.is_finite()).sum();
+            if total <= 0.0 {
+                continue;
+            }
+            let p: Vec<f64> = col.iter().map(|&v| v.max(0.0) / total).collect();
+            let entropy: f64 = p.iter().filter(|&&v| v > 0.0).map(|v| -v * v.log2()).sum();
+            let info = (2.0 - entropy).max(0.0);
+            let mut order: Vec<usize> = (0..4).collect();
+            order.sort_by(|&a, &b| p[a].total_cmp(&p[b]));
+            let mut y = 0.0;
+            for b in order {
+                let h = p[b] * info;
+                if h < 1e-3 {
+                    continue;
+                }
+                let letter = b"ACGT"[b];
+                let (x0, w) = (i as f64 + 0.05, 0.9);
+                let place = |poly: &Vec<(f64, f64)>| -> Vec<(f64, f64)> {
+                    poly.iter()
+                        .map(|&(gx, gy)| (x0 + gx * w, y + gy * h))
+                        .collect()
+                };
+                let (shapes, holes) = glyph(letter);
+                let c = base_colour(letter);
+                chart
+                    .draw_series(shapes.iter().map(|g| Polygon::new(place(g), c.filled())))
+                    .map_err(err)?;
+                chart
+                    .draw_series(holes.iter().map(|g| Polygon::new(place(g), WHITE.filled())))
+                    .map_err(err)?;
+                y += h;
+            }
+        }
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -494,7 +637,7 @@ mod tests {
         let b = Series::new("smoothed", vec![(1.0, 0.5), (49.0, 0.03)]);
         is_svg(&line_chart("t", "step", "loss", &[a.clone(), b.clone()], true).unwrap());
         is_svg(&line_chart("t", "step", "loss", &[a.clone()], false).unwrap());
-        is_svg(&scatter("s", &[a, b], true).unwrap());
+        is_svg(&scatter("s", "x", "y", &[a, b], true).unwrap());
         let v: Vec<f64> = (0..100).map(|i| (i as f64 * 0.37).sin()).collect();
         is_svg(&histograms("h", "x", &[("gen", &v), ("real", &v[..50])], 20, None).unwrap());
         let names = vec!["A".to_string(), "B".to_string()];
@@ -538,6 +681,20 @@ mod tests {
         );
         is_svg(&histograms("h", "x", &[("none", &[])], 10, None).unwrap());
         assert!(heatmap("x", "r", "c", &["a".into()], &["b".into()], &[]).is_err());
+    }
+
+    #[test]
+    fn logos_stack_letters_by_information() {
+        let cols = [
+            [1.0, 0.0, 0.0, 0.0],
+            [0.25, 0.25, 0.25, 0.25],
+            [0.0, 0.5, 0.5, 0.0],
+        ];
+        let svg = logo("logo", &cols, 1).unwrap();
+        is_svg(&svg);
+        // a certain A (one polygon and its counter), nothing for the uniform column, C and G
+        // at one bit each
+        assert_eq!(svg.matches("<polygon").count(), 2 + 1 + 2, "{svg}");
     }
 
     #[test]

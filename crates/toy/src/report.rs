@@ -96,6 +96,8 @@ pub fn sections(ctx: &ReportContext<Toy>) -> anyhow::Result<Vec<Section>> {
             s.push(Block::figure(
                 Block::Svg(plot::scatter(
                     "Samples over training data",
+                    "",
+                    "",
                     &[
                         Series::new("training data", real),
                         Series::new("samples", gen.clone()),
