@@ -468,12 +468,13 @@ fn checkpoints_section(runs: &[RunFiles]) -> Section {
 }
 
 /// The metrics of one run beside their floors: rows `X | value | X_floor | ratio` (the ratio
-/// is `X_ratio` when the evaluation wrote one, else value / floor).
-pub fn metrics_table(r: &RunFiles) -> Block {
+/// is `X_ratio` when the evaluation wrote one, else value / floor), for the figures whose
+/// names pass `keep`.
+pub fn metrics_table(r: &RunFiles, keep: &dyn Fn(&str) -> bool) -> Block {
     let rows = r
         .eval
         .iter()
-        .filter(|(k, _)| !k.ends_with("_floor") && !k.ends_with("_ratio"))
+        .filter(|(k, _)| !k.ends_with("_floor") && !k.ends_with("_ratio") && keep(k))
         .map(|(k, v)| {
             let floor = r.metric(&format!("{k}_floor"));
             let ratio = r
@@ -498,6 +499,31 @@ pub fn metrics_table(r: &RunFiles) -> Block {
     }
 }
 
+/// Figures in families larger than this (names sharing the part before the first `_`, such
+/// as per-class `motif_rate_*`) are folded under their family's name.
+const FAMILY_SHOWN: usize = 6;
+
+/// The family of a figure's name: the part before its first `_`.
+fn family(name: &str) -> &str {
+    name.split('_').next().unwrap_or(name)
+}
+
+/// Large families of `r`'s figures, in order of first appearance, with their sizes.
+fn large_families(r: &RunFiles) -> Vec<(String, usize)> {
+    let mut families: Vec<(String, usize)> = vec![];
+    for (k, _) in &r.eval {
+        if k.ends_with("_floor") || k.ends_with("_ratio") {
+            continue;
+        }
+        match families.iter_mut().find(|f| f.0 == family(k)) {
+            Some(f) => f.1 += 1,
+            None => families.push((family(k).to_string(), 1)),
+        }
+    }
+    families.retain(|f| f.1 > FAMILY_SHOWN);
+    families
+}
+
 fn evaluation_section(runs: &[RunFiles]) -> Section {
     let mut s = Section::new("Evaluation");
     for r in runs {
@@ -509,13 +535,21 @@ fn evaluation_section(runs: &[RunFiles]) -> Section {
             )));
             continue;
         }
+        let folded = large_families(r);
+        let is_folded = |k: &str| folded.iter().any(|f| f.0 == family(k));
         s.push(Block::figure(
-            metrics_table(r),
+            metrics_table(r, &|k| !is_folded(k)),
             format!(
                 "{}/eval.json: each figure beside the same figure for real data against real data (its floor)",
                 r.dir.display()
             ),
         ));
+        for (name, n) in &folded {
+            s.push(Block::Details {
+                summary: format!("{n} more figures: {name}_*"),
+                content: Box::new(metrics_table(r, &|k| family(k) == name)),
+            });
+        }
     }
     s
 }
@@ -597,7 +631,7 @@ mod tests {
             ],
             ..Default::default()
         };
-        let Block::Table { rows, .. } = metrics_table(&r) else {
+        let Block::Table { rows, .. } = metrics_table(&r, &|_| true) else {
             panic!("a table")
         };
         assert_eq!(rows[0], vec!["fd", "2", "0.5", "4"]);
@@ -608,6 +642,32 @@ mod tests {
         );
         assert_eq!(rows[2], vec!["samples", "10", "", ""]);
         assert_eq!(rows.len(), 3);
+    }
+
+    #[test]
+    fn large_families_fold() {
+        let mut eval: Vec<(String, f64)> = (0..10)
+            .flat_map(|i| {
+                [
+                    (format!("motif_rate_M{i}"), 0.1),
+                    (format!("motif_rate_M{i}_floor"), 0.2),
+                ]
+            })
+            .collect();
+        eval.push(("kmer6_js".into(), 0.3));
+        let r = RunFiles {
+            eval,
+            ..Default::default()
+        };
+        assert_eq!(large_families(&r), vec![("motif".to_string(), 10)]);
+        let s = evaluation_section(std::slice::from_ref(&r));
+        let html = sugarcube_report::Page {
+            title: "t".into(),
+            subtitle: String::new(),
+            sections: vec![s],
+        }
+        .to_html();
+        assert!(html.contains("<summary>10 more figures: motif_*</summary>"));
     }
 
     #[test]

@@ -88,6 +88,13 @@ pub enum Block {
     },
     /// Blocks side by side (wrapping on narrow screens).
     Row(Vec<Block>),
+    /// A block folded away under a one-line summary the reader clicks to open.
+    Details {
+        /// The line shown while folded.
+        summary: String,
+        /// The content.
+        content: Box<Block>,
+    },
 }
 
 impl Block {
@@ -138,6 +145,8 @@ figure { margin: 6px 0; }
 figcaption { color: var(--muted); font-size: 13px; margin-top: 2px; max-width: 640px; }
 img.px { image-rendering: pixelated; }
 svg { max-width: 100%; height: auto; }
+details { margin: 10px 0; }
+summary { cursor: pointer; color: var(--muted); font-size: 14px; }
 audio { display: block; width: 300px; }
 ";
 
@@ -275,6 +284,11 @@ fn render(h: &mut String, b: &Block) {
                 render(h, i);
             }
             h.push_str("</div>");
+        }
+        Block::Details { summary, content } => {
+            let _ = write!(h, "<details><summary>{}</summary>", escape(summary));
+            render(h, content);
+            h.push_str("</details>");
         }
     }
 }

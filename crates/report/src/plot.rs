@@ -349,7 +349,7 @@ pub fn heatmap(
             .margin(8)
             .x_label_area_size(40)
             .y_label_area_size(100)
-            .build_cartesian_2d((0..nc).into_segmented(), (0..nr).into_segmented())
+            .build_cartesian_2d((0..nc - 1).into_segmented(), (0..nr - 1).into_segmented())
             .map_err(err)?;
         let label = |names: &[String], v: &SegmentValue<usize>| match v {
             SegmentValue::CenterOf(i) => names.get(*i).cloned().unwrap_or_default(),
@@ -424,7 +424,8 @@ pub fn bars(
         .flat_map(|x| x.1.iter())
         .cloned()
         .fold(0.0, f64::max);
-    let top = if top > 0.0 { top * 1.1 } else { 1.0 };
+    // headroom for the legend
+    let top = if top > 0.0 { top * 1.35 } else { 1.0 };
     let mut svg = String::new();
     {
         let width = (160 + 22 * slots as u32).max(W);
@@ -435,7 +436,7 @@ pub fn bars(
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(58)
-            .build_cartesian_2d((0..slots).into_segmented(), 0.0..top)
+            .build_cartesian_2d((0..slots - 1).into_segmented(), 0.0..top)
             .map_err(err)?;
         chart
             .configure_mesh()
@@ -554,20 +555,19 @@ pub fn logo(title: &str, columns: &[[f64; 4]], first: i64) -> Result<String> {
             .margin(10)
             .x_label_area_size(34)
             .y_label_area_size(50)
-            .build_cartesian_2d(0.0..n as f64, 0.0..2.0)
+            .build_cartesian_2d(-0.5..n as f64 - 0.5, 0.0..2.0)
             .map_err(err)?;
         chart
             .configure_mesh()
             .disable_x_mesh()
             .disable_y_mesh()
-            .x_labels(n + 1)
+            .x_labels(n)
             .y_labels(5)
             .x_desc("position")
             .y_desc("bits")
             .x_label_formatter(&|v| {
-                let i = v.floor();
-                if (v - i - 0.5).abs() < 0.26 {
-                    (i as i64 + first).to_string()
+                if (v - v.round()).abs() < 1e-6 {
+                    (v.round() as i64 + first).to_string()
                 } else {
                     String::new()
                 }
@@ -593,7 +593,7 @@ pub fn logo(title: &str, columns: &[[f64; 4]], first: i64) -> Result<String> {
                     continue;
                 }
                 let letter = b"ACGT"[b];
-                let (x0, w) = (i as f64 + 0.05, 0.9);
+                let (x0, w) = (i as f64 - 0.45, 0.9);
                 let place = |poly: &Vec<(f64, f64)>| -> Vec<(f64, f64)> {
                     poly.iter()
                         .map(|&(gx, gy)| (x0 + gx * w, y + gy * h))
