@@ -1,0 +1,227 @@
+//! Short-time Fourier transforms with torch's conventions (`torch.stft` / `torch.istft`):
+//! a periodic Hann window of `win_length` zero-padded (centred) to `n_fft`, frames centred on
+//! `t * hop` by reflect-padding the signal with `n_fft / 2` samples each side, one-sided
+//! spectra, no normalisation; the inverse overlap-adds and divides by the summed squared
+//! window. Real-input FFTs (realfft), planned once, frames spread over all cores.
+
+use anyhow::ensure;
+use rayon::prelude::*;
+use realfft::num_complex::Complex32;
+use realfft::{ComplexToReal, RealFftPlanner, RealToComplex};
+use std::sync::Arc;
+
+/// A complex spectrogram: `frames` rows of `bins` values, row-major (`[frame][bin]`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Spectrum {
+    /// Frequency bins per frame (`n_fft / 2 + 1`).
+    pub bins: usize,
+    /// Frames.
+    pub frames: usize,
+    /// `frames * bins` values.
+    pub data: Vec<Complex32>,
+}
+
+impl Spectrum {
+    /// The magnitudes, `[frame][bin]`.
+    pub fn magnitude(&self) -> Vec<f32> {
+        self.data.iter().map(|c| c.norm()).collect()
+    }
+}
+
+/// A planned STFT of one size.
+#[derive(Clone)]
+pub struct Stft {
+    /// FFT size.
+    pub n_fft: usize,
+    /// Samples between frames.
+    pub hop: usize,
+    /// The window, `n_fft` long (the Hann window of `win_length`, centred, zeros around).
+    pub window: Vec<f32>,
+    forward: Arc<dyn RealToComplex<f32>>,
+    inverse: Arc<dyn ComplexToReal<f32>>,
+}
+
+impl std::fmt::Debug for Stft {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Stft(n_fft {}, hop {})", self.n_fft, self.hop)
+    }
+}
+
+/// The periodic Hann window of length `n` (`torch.hann_window(n)`):
+/// `0.5 - 0.5 cos(2 pi i / n)`.
+pub fn hann_periodic(n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| (0.5 - 0.5 * (std::f64::consts::TAU * i as f64 / n as f64).cos()) as f32)
+        .collect()
+}
+
+impl Stft {
+    /// Plans an STFT with a periodic Hann window of `win_length` (at most `n_fft`).
+    pub fn new(n_fft: usize, hop: usize, win_length: usize) -> anyhow::Result<Self> {
+        ensure!(n_fft >= 2, "n_fft must be at least 2, got {n_fft}");
+        ensure!(hop >= 1, "the hop must be at least 1 sample");
+        ensure!(
+            (1..=n_fft).contains(&win_length),
+            "win_length {win_length} must be in 1..={n_fft}"
+        );
+        let mut window = vec![0f32; n_fft];
+        let left = (n_fft - win_length) / 2;
+        window[left..left + win_length].copy_from_slice(&hann_periodic(win_length));
+        let mut planner = RealFftPlanner::<f32>::new();
+        Ok(Self {
+            n_fft,
+            hop,
+            window,
+            forward: planner.plan_fft_forward(n_fft),
+            inverse: planner.plan_fft_inverse(n_fft),
+        })
+    }
+
+    /// Bins per frame.
+    pub fn bins(&self) -> usize {
+        self.n_fft / 2 + 1
+    }
+
+    /// Frames of a signal of `len` samples (`1 + len / hop`, centred).
+    pub fn frames_of(&self, len: usize) -> usize {
+        1 + len / self.hop
+    }
+
+    /// The STFT of `x` (`torch.stft(x, n_fft, hop, win_length, hann_window(win_length),
+    /// center=True, pad_mode="reflect", return_complex=True)`, transposed to `[frame][bin]`).
+    /// Reflect padding needs more than `n_fft / 2` samples.
+    pub fn forward(&self, x: &[f32]) -> anyhow::Result<Spectrum> {
+        let pad = self.n_fft / 2;
+        ensure!(
+            x.len() > pad,
+            "a signal of {} samples is too short for reflect padding by {pad} (n_fft {})",
+            x.len(),
+            self.n_fft
+        );
+        let n = x.len();
+        // reflect without repeating the edge sample: x[pad], ..., x[1], x[0], x[1], ...
+        let at = |j: isize| -> f32 {
+            let m = n as isize;
+            let mut k = j;
+            if k < 0 {
+                k = -k;
+            }
+            if k >= m {
+                k = 2 * (m - 1) - k;
+            }
+            x[k as usize]
+        };
+        let frames = self.frames_of(n);
+        let bins = self.bins();
+        let mut data = vec![Complex32::new(0.0, 0.0); frames * bins];
+        data.par_chunks_mut(bins).enumerate().for_each_init(
+            || {
+                (
+                    self.forward.make_input_vec(),
+                    self.forward.make_scratch_vec(),
+                )
+            },
+            |(buf, scratch), (t, out)| {
+                let start = (t * self.hop) as isize - pad as isize;
+                for (i, b) in buf.iter_mut().enumerate() {
+                    *b = at(start + i as isize) * self.window[i];
+                }
+                self.forward
+                    .process_with_scratch(buf, out, scratch)
+                    .expect("buffer sizes come from the plan");
+            },
+        );
+        Ok(Spectrum { bins, frames, data })
+    }
+
+    /// The inverse (`torch.istft(..., center=True, length=len)`): windowed overlap-add divided
+    /// by the summed squared window, the centre padding trimmed; `len` defaults to
+    /// `(frames - 1) * hop`.
+    pub fn inverse(&self, spec: &Spectrum, len: Option<usize>) -> anyhow::Result<Vec<f32>> {
+        ensure!(
+            spec.bins == self.bins(),
+            "a spectrum of {} bins for an STFT of {}",
+            spec.bins,
+            self.bins()
+        );
+        let pad = self.n_fft / 2;
+        let full = self.n_fft + self.hop * spec.frames.saturating_sub(1);
+        let len = len.unwrap_or(self.hop * spec.frames.saturating_sub(1));
+        // inverse FFT of every frame, windowed (in parallel), then the overlap-add
+        let n_fft = self.n_fft;
+        let scale = 1.0 / n_fft as f32;
+        let mut frames = vec![0f32; spec.frames * n_fft];
+        frames
+            .par_chunks_mut(n_fft)
+            .zip(spec.data.par_chunks(spec.bins))
+            .for_each_init(
+                || {
+                    (
+                        self.inverse.make_input_vec(),
+                        self.inverse.make_scratch_vec(),
+                    )
+                },
+                |(buf, scratch), (out, row)| {
+                    buf.copy_from_slice(row);
+                    // a real signal's DC and Nyquist bins are real: drop what is not
+                    buf[0].im = 0.0;
+                    if n_fft % 2 == 0 {
+                        buf[n_fft / 2].im = 0.0;
+                    }
+                    self.inverse
+                        .process_with_scratch(buf, out, scratch)
+                        .expect("buffer sizes come from the plan");
+                    for (o, w) in out.iter_mut().zip(&self.window) {
+                        *o *= w * scale;
+                    }
+                },
+            );
+        let mut y = vec![0f32; full];
+        let mut norm = vec![0f32; full];
+        for (t, f) in frames.chunks(n_fft).enumerate() {
+            let s = t * self.hop;
+            for i in 0..n_fft {
+                y[s + i] += f[i];
+                norm[s + i] += self.window[i] * self.window[i];
+            }
+        }
+        let mut out = vec![0f32; len];
+        for (i, o) in out.iter_mut().enumerate() {
+            let j = i + pad;
+            if j < full && norm[j] > 1e-11 {
+                *o = y[j] / norm[j];
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn perfect_reconstruction() {
+        for (n_fft, hop, win) in [(512, 128, 512), (400, 100, 300), (2048, 441, 1024)] {
+            let s = Stft::new(n_fft, hop, win).unwrap();
+            let x: Vec<f32> = (0..5000)
+                .map(|i| ((i as f32 * 0.013).sin() + (i as f32 * 0.31).cos()) * 0.4)
+                .collect();
+            let y = s.inverse(&s.forward(&x).unwrap(), Some(x.len())).unwrap();
+            let err = x
+                .iter()
+                .zip(&y)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(err < 2e-6, "n_fft {n_fft} hop {hop} win {win}: {err}");
+        }
+    }
+
+    #[test]
+    fn short_signals_are_errors() {
+        let s = Stft::new(512, 128, 512).unwrap();
+        assert!(s.forward(&[0.0; 256]).is_err());
+        assert!(Stft::new(512, 0, 512).is_err());
+        assert!(Stft::new(512, 128, 600).is_err());
+    }
+}
