@@ -5,13 +5,20 @@
 //! - [`mel`]: HTK and Slaney mel filterbanks, with or without Slaney's norm;
 //! - [`inverse_mel`]: mel back to linear by non-negative least squares;
 //! - [`griffin_lim`]: fast Griffin-Lim with momentum, seeded;
-//! - [`metrics`]: spectral convergence and log-spectral distance.
+//! - [`metrics`]: spectral convergence and log-spectral distance;
+//! - [`resample`]: band-limited resampling;
+//! - [`codec`]: spectrogram images (Riffusion's, audio-diffusion's, a CPU preset), with
+//!   their parameters in [`exif`] tags.
 
+pub mod codec;
+pub mod exif;
 pub mod griffin_lim;
 pub mod inverse_mel;
 pub mod mel;
 pub mod metrics;
+pub mod resample;
 pub mod stft;
 pub mod wav;
 
+pub use codec::SpectrogramParams;
 pub use wav::{read_wav, write_wav, Audio, WavFormat};
