@@ -1,6 +1,7 @@
-//! The EXIF block of a PNG file (its `eXIf` chunk, a little-endian TIFF directory), read and
-//! written the way Pillow does for Riffusion's spectrogram tags: integers as SHORT when they
-//! fit (LONG otherwise), floats as DOUBLE, text as ASCII, entries sorted by tag.
+//! The EXIF block of a PNG file (its `eXIf` chunk, a TIFF directory), with the value types
+//! Pillow gives Riffusion's spectrogram tags: integers as SHORT when they fit (LONG
+//! otherwise), floats as DOUBLE, text as ASCII, entries sorted by tag. Pillow writes
+//! big-endian directories, sugarcube little-endian ones; both are read.
 
 use anyhow::{bail, ensure};
 
@@ -270,8 +271,8 @@ mod tests {
     }
 
     #[test]
-    fn pillow_layout() {
-        // one SHORT tag, as Pillow's Exif.tobytes writes it
+    fn tiff_layout() {
+        // one SHORT tag: header, count, entry (tag, type, count, value), no next directory
         let b = encode_tiff(&[(11000, ExifValue::Int(44100))]).unwrap();
         assert_eq!(
             b,
