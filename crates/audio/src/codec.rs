@@ -654,7 +654,9 @@ pub fn reconstruct(
 
 /// A clip as spectrogram images: split into pieces of [`SpectrogramParams::samples_per_image`]
 /// samples (`wide`: one image of the whole clip), each the PNG bytes of its image. The last
-/// piece is shorter, and padded with silence only when it is too short for the STFT.
+/// piece is shorter, and padded with silence only when it is too short for the STFT. An image
+/// of `F` frames decodes to `(F - 1) * hop` samples, so the last piece's reconstruction may be
+/// up to one hop shorter than the piece.
 pub fn images_of_clip(
     p: &SpectrogramParams,
     audio: &Audio,
@@ -664,7 +666,9 @@ pub fn images_of_clip(
     let a = p.prepare(audio);
     ensure!(!a.is_empty(), "the clip is empty");
     let step = if wide { a.len() } else { p.samples_per_image() };
-    let min = p.n_fft / 2 + 1;
+    // the shortest piece whose reconstruction (frames - 1 hops) still outlasts the STFT's
+    // reflect padding
+    let min = p.hop * (p.n_fft / 2 / p.hop + 2);
     let mut out = vec![];
     let mut start = 0;
     while start < a.len() {
@@ -745,7 +749,8 @@ pub fn clip_of_images(
 
 /// How well a clip survives the round trip through its images: spectral convergence and
 /// log-spectral distance (dB) of the reconstruction's linear STFT magnitude against the
-/// original's, both at the preset's rate and channels.
+/// original's, both at the preset's rate and channels, over the bins of the mel filters'
+/// band (`fmin..=fmax`, what the images hold).
 #[derive(Clone, Debug)]
 pub struct RoundTrip {
     /// Spectral convergence, dB.
@@ -769,18 +774,28 @@ pub fn round_trip(p: &SpectrogramParams, audio: &Audio, seed: u64) -> anyhow::Re
         .collect();
     let (back, _) = clip_of_images(&named, p, None, seed)?;
     let stft = p.stft()?;
+    // the bins of the mel filters' band: what the images can hold
+    let hz = |k: usize| k as f64 * p.sample_rate as f64 / p.n_fft as f64;
+    let band: Vec<usize> = (0..stft.bins())
+        .filter(|&k| hz(k) >= p.fmin && hz(k) <= p.fmax)
+        .collect();
+    let in_band = |m: Vec<f32>| -> Vec<f32> {
+        m.chunks(stft.bins())
+            .flat_map(|f| band.iter().map(move |&k| f[k]))
+            .collect()
+    };
     let (mut reference, mut estimate) = (vec![], vec![]);
     for (a, b) in original.channels.iter().zip(&back.channels) {
         let n = a.len().min(b.len());
-        reference.extend(stft.forward(&a[..n])?.magnitude());
-        estimate.extend(stft.forward(&b[..n])?.magnitude());
+        reference.extend(in_band(stft.forward(&a[..n])?.magnitude()));
+        estimate.extend(in_band(stft.forward(&b[..n])?.magnitude()));
     }
     Ok(RoundTrip {
         spectral_convergence_db: crate::metrics::spectral_convergence_db(&reference, &estimate),
         log_spectral_distance_db: crate::metrics::log_spectral_distance(
             &reference,
             &estimate,
-            stft.bins(),
+            band.len(),
         ),
         audio: back,
         images: images.len(),

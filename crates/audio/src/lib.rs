@@ -10,6 +10,7 @@
 //! - [`codec`]: spectrogram images (Riffusion's, audio-diffusion's, a CPU preset), with
 //!   their parameters in [`exif`] tags.
 
+pub mod cli;
 pub mod codec;
 pub mod exif;
 pub mod griffin_lim;
