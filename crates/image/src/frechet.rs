@@ -37,91 +37,35 @@ pub fn moments(features: &[f32], dim: usize) -> (Vec<f64>, Vec<f64>) {
 }
 
 /// Eigenvalues and eigenvectors (columns of the returned row-major matrix) of a symmetric
-/// matrix, by cyclic Jacobi rotations.
+/// matrix (nalgebra's symmetric QR algorithm).
 pub fn symmetric_eigen(a: &[f64], n: usize) -> (Vec<f64>, Vec<f64>) {
-    let mut a = a.to_vec();
+    let e = nalgebra::DMatrix::from_row_slice(n, n, a).symmetric_eigen();
     let mut v = vec![0.0; n * n];
     for i in 0..n {
-        v[i * n + i] = 1.0;
-    }
-    for _sweep in 0..100 {
-        let off: f64 = (0..n)
-            .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
-            .map(|(i, j)| a[i * n + j].powi(2))
-            .sum();
-        let scale: f64 = (0..n)
-            .map(|i| a[i * n + i].powi(2))
-            .sum::<f64>()
-            .max(1e-300);
-        if off <= 1e-22 * scale {
-            break;
-        }
-        for p in 0..n {
-            for q in p + 1..n {
-                let apq = a[p * n + q];
-                if apq.abs() < 1e-300 {
-                    continue;
-                }
-                let theta = (a[q * n + q] - a[p * n + p]) / (2.0 * apq);
-                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
-                let t = if theta == 0.0 { 1.0 } else { t };
-                let c = 1.0 / (t * t + 1.0).sqrt();
-                let s = t * c;
-                for k in 0..n {
-                    let akp = a[k * n + p];
-                    let akq = a[k * n + q];
-                    a[k * n + p] = c * akp - s * akq;
-                    a[k * n + q] = s * akp + c * akq;
-                }
-                for k in 0..n {
-                    let apk = a[p * n + k];
-                    let aqk = a[q * n + k];
-                    a[p * n + k] = c * apk - s * aqk;
-                    a[q * n + k] = s * apk + c * aqk;
-                }
-                for k in 0..n {
-                    let vkp = v[k * n + p];
-                    let vkq = v[k * n + q];
-                    v[k * n + p] = c * vkp - s * vkq;
-                    v[k * n + q] = s * vkp + c * vkq;
-                }
-            }
+        for k in 0..n {
+            v[i * n + k] = e.eigenvectors[(i, k)];
         }
     }
-    ((0..n).map(|i| a[i * n + i]).collect(), v)
+    (e.eigenvalues.iter().copied().collect(), v)
 }
 
 /// The symmetric square root of a positive semi-definite matrix (negative eigenvalues from
 /// rounding are clamped to 0).
 pub fn sqrt_psd(a: &[f64], n: usize) -> Vec<f64> {
     let (w, v) = symmetric_eigen(a, n);
-    let mut out = vec![0.0; n * n];
-    for k in 0..n {
-        let s = w[k].max(0.0).sqrt();
-        if s == 0.0 {
-            continue;
-        }
-        for i in 0..n {
-            let vik = v[i * n + k] * s;
-            for j in 0..n {
-                out[i * n + j] += vik * v[j * n + k];
-            }
-        }
-    }
-    out
+    let v = nalgebra::DMatrix::from_row_slice(n, n, &v);
+    let d = nalgebra::DMatrix::from_diagonal(&nalgebra::DVector::from_iterator(
+        n,
+        w.iter().map(|x| x.max(0.0).sqrt()),
+    ));
+    let out = &v * d * v.transpose();
+    (0..n * n).map(|k| out[(k / n, k % n)]).collect()
 }
 
 fn matmul(a: &[f64], b: &[f64], n: usize) -> Vec<f64> {
-    let mut out = vec![0.0; n * n];
-    for i in 0..n {
-        for k in 0..n {
-            let aik = a[i * n + k];
-            for j in 0..n {
-                out[i * n + j] += aik * b[k * n + j];
-            }
-        }
-    }
-    out
+    let out =
+        nalgebra::DMatrix::from_row_slice(n, n, a) * nalgebra::DMatrix::from_row_slice(n, n, b);
+    (0..n * n).map(|k| out[(k / n, k % n)]).collect()
 }
 
 /// The Fréchet distance between two Gaussians. `Tr((S_a S_b)^(1/2))` is computed as
