@@ -1,6 +1,8 @@
 //! `sugarcube audio ...`: clips to spectrogram images and back.
 
 use crate::codec::{clip_of_images, images_of_clip, round_trip};
+use crate::render::{ode_to_joy, Renderer};
+use crate::wav::Audio;
 use crate::wav::{read_wav, write_wav, WavFormat};
 use crate::SpectrogramParams;
 use anyhow::Context;
@@ -51,6 +53,27 @@ pub fn command() -> Command {
                 .arg(Arg::new("float").long("float").action(ArgAction::SetTrue).help("write 32-bit float samples (default 16-bit)")),
         )
         .subcommand(
+            Command::new("render-notes")
+                .about("Render an NSynth-like set of notes (instrument x pitch x velocity) from a General MIDI soundfont, with notes.csv listing them")
+                .arg(Arg::new("soundfont").required(true).value_parser(value_parser!(PathBuf)).help("SF2 file (e.g. /usr/share/sounds/sf2/FluidR3_GM.sf2 from Debian's fluid-soundfont-gm)"))
+                .arg(Arg::new("out").required(true).value_parser(value_parser!(PathBuf)).help("output folder"))
+                .arg(Arg::new("programs").long("programs").default_value("0,24,40,56,73").help("General MIDI programs (0 piano, 24 nylon guitar, 40 violin, 56 trumpet, 73 flute)"))
+                .arg(Arg::new("pitches").long("pitches").default_value("48..84").help("MIDI keys, A..B inclusive or a list"))
+                .arg(Arg::new("velocities").long("velocities").default_value("100"))
+                .arg(Arg::new("hold").long("hold").default_value("0.75").value_parser(value_parser!(f64)).help("seconds held"))
+                .arg(Arg::new("release").long("release").default_value("0.25").value_parser(value_parser!(f64)).help("seconds after the note-off"))
+                .arg(Arg::new("rate").long("rate").default_value("16000").value_parser(value_parser!(u32))),
+        )
+        .subcommand(
+            Command::new("render-melody")
+                .about("Render the first phrase of the Ode to Joy over a bass line from a General MIDI soundfont (the committed music clip)")
+                .arg(Arg::new("soundfont").required(true).value_parser(value_parser!(PathBuf)))
+                .arg(Arg::new("out").required(true).value_parser(value_parser!(PathBuf)))
+                .arg(Arg::new("program").long("program").default_value("0").value_parser(value_parser!(u8)).help("the melody's General MIDI program"))
+                .arg(Arg::new("bass").long("bass").default_value("32").value_parser(value_parser!(u8)).help("the bass line's program"))
+                .arg(Arg::new("rate").long("rate").default_value("44100").value_parser(value_parser!(u32))),
+        )
+        .subcommand(
             Command::new("roundtrip")
                 .about("WAV -> images -> WAV: print the spectral convergence and log-spectral distance of the reconstruction")
                 .arg(Arg::new("input").required(true).value_parser(value_parser!(PathBuf)))
@@ -59,6 +82,87 @@ pub fn command() -> Command {
                 .arg(seed())
                 .arg(Arg::new("out").long("out").value_parser(value_parser!(PathBuf)).help("also write the reconstruction here")),
         )
+}
+
+/// `A..B` (inclusive) or `a,b,c` as numbers in 0..=127.
+fn midi_list(text: &str, what: &str) -> anyhow::Result<Vec<u8>> {
+    let bad = || {
+        anyhow::anyhow!(
+            "--{what} `{text}`: expected A..B or a comma-separated list of numbers in 0..=127"
+        )
+    };
+    let v: Vec<u8> = if let Some((a, b)) = text.split_once("..") {
+        let (a, b): (u8, u8) = (
+            a.trim().parse().map_err(|_| bad())?,
+            b.trim().parse().map_err(|_| bad())?,
+        );
+        (a..=b).collect()
+    } else {
+        text.split(',')
+            .map(|x| x.trim().parse::<u8>().map_err(|_| bad()))
+            .collect::<anyhow::Result<_>>()?
+    };
+    anyhow::ensure!(!v.is_empty() && v.iter().all(|&x| x <= 127), bad());
+    Ok(v)
+}
+
+fn render_notes(m: &ArgMatches) -> anyhow::Result<()> {
+    let r = Renderer::open(
+        m.get_one::<PathBuf>("soundfont").expect("required"),
+        *m.get_one::<u32>("rate").expect("defaulted"),
+    )?;
+    let out = m.get_one::<PathBuf>("out").expect("required");
+    let programs = midi_list(
+        m.get_one::<String>("programs").expect("defaulted"),
+        "programs",
+    )?;
+    let pitches = midi_list(
+        m.get_one::<String>("pitches").expect("defaulted"),
+        "pitches",
+    )?;
+    let velocities = midi_list(
+        m.get_one::<String>("velocities").expect("defaulted"),
+        "velocities",
+    )?;
+    let (hold, release) = (
+        *m.get_one::<f64>("hold").expect("defaulted"),
+        *m.get_one::<f64>("release").expect("defaulted"),
+    );
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let mut csv = String::from("file,instrument,program,pitch,velocity\n");
+    let total = programs.len() * pitches.len() * velocities.len();
+    let mut done = 0;
+    for &program in &programs {
+        let name: String = r
+            .program_name(program)
+            .unwrap_or_else(|| format!("program{program}"))
+            .to_lowercase()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        for &pitch in &pitches {
+            for &velocity in &velocities {
+                let samples = r.note(program, pitch, velocity.max(1), hold, release)?;
+                let file = format!("{name}-{pitch:03}-{velocity:03}.wav");
+                write_wav(
+                    &out.join(&file),
+                    &Audio {
+                        rate: r.rate,
+                        channels: vec![samples],
+                    },
+                    WavFormat::Int16,
+                )?;
+                csv.push_str(&format!("{file},{name},{program},{pitch},{velocity}\n"));
+                done += 1;
+                if done % 50 == 0 || done == total {
+                    eprintln!("rendered {done}/{total} notes");
+                }
+            }
+        }
+    }
+    write_atomic(&out.join("notes.csv"), csv.as_bytes())?;
+    println!("wrote {total} notes and notes.csv to {}", out.display());
+    Ok(())
 }
 
 fn preset(m: &ArgMatches) -> anyhow::Result<SpectrogramParams> {
@@ -172,6 +276,29 @@ pub fn run(matches: &ArgMatches) -> anyhow::Result<()> {
                 write_wav(out, &r.audio, WavFormat::Int16)?;
                 println!("wrote {}", out.display());
             }
+            Ok(())
+        }
+        Some(("render-notes", m)) => render_notes(m),
+        Some(("render-melody", m)) => {
+            let r = Renderer::open(
+                m.get_one::<PathBuf>("soundfont").expect("required"),
+                *m.get_one::<u32>("rate").expect("defaulted"),
+            )?;
+            let out = m.get_one::<PathBuf>("out").expect("required");
+            let programs = [
+                (0, *m.get_one::<u8>("program").expect("defaulted")),
+                (1, *m.get_one::<u8>("bass").expect("defaulted")),
+            ];
+            let samples = r.render(&programs, &ode_to_joy(), 6.5)?;
+            write_wav(
+                out,
+                &Audio {
+                    rate: r.rate,
+                    channels: vec![samples],
+                },
+                WavFormat::Int16,
+            )?;
+            println!("wrote {} (6.5 s at {} Hz)", out.display(), r.rate);
             Ok(())
         }
         _ => unreachable!("subcommand_required"),

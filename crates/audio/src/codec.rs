@@ -619,26 +619,42 @@ pub fn read_image(
     ))
 }
 
-/// Audio from a mel spectrogram: inverse mel, Griffin-Lim (seeded), and the sample scale
-/// undone.
-pub fn reconstruct(
+/// The linear spectrogram magnitudes (`[frame][bin]` per channel) of a mel spectrogram, by
+/// the non-negative least-squares inverse of the filterbank.
+pub fn linear_magnitudes(
     p: &SpectrogramParams,
     mel: &MelSpectrogram,
+) -> anyhow::Result<Vec<Vec<f32>>> {
+    let inverse = InverseMel::new(p.mel_bank()?, p.inverse_mel_iters)?;
+    Ok(mel
+        .channels
+        .iter()
+        .map(|c| {
+            let mut linear = inverse.apply(c);
+            if p.spectrogram_power != 1.0 {
+                let e = (1.0 / p.spectrogram_power) as f32;
+                linear.iter_mut().for_each(|v| *v = v.max(0.0).powf(e));
+            }
+            linear
+        })
+        .collect())
+}
+
+/// Audio from linear magnitudes of `frames` frames per channel: Griffin-Lim (seeded per
+/// channel) and the sample scale undone.
+fn phase_and_scale(
+    p: &SpectrogramParams,
+    linear: &[Vec<f32>],
+    frames: usize,
     seed: u64,
 ) -> anyhow::Result<Audio> {
     let stft = p.stft()?;
-    let inverse = InverseMel::new(p.mel_bank()?, p.inverse_mel_iters)?;
     let mut channels = vec![];
-    for (i, c) in mel.channels.iter().enumerate() {
-        let mut linear = inverse.apply(c);
-        if p.spectrogram_power != 1.0 {
-            let e = (1.0 / p.spectrogram_power) as f32;
-            linear.iter_mut().for_each(|v| *v = v.max(0.0).powf(e));
-        }
+    for (i, m) in linear.iter().enumerate() {
         let y = griffin_lim(
             &stft,
-            &linear,
-            mel.frames,
+            m,
+            frames,
             p.griffin_lim_iters,
             p.momentum,
             None,
@@ -650,6 +666,16 @@ pub fn reconstruct(
         rate: p.sample_rate,
         channels,
     })
+}
+
+/// Audio from a mel spectrogram: inverse mel, Griffin-Lim (seeded), and the sample scale
+/// undone.
+pub fn reconstruct(
+    p: &SpectrogramParams,
+    mel: &MelSpectrogram,
+    seed: u64,
+) -> anyhow::Result<Audio> {
+    phase_and_scale(p, &linear_magnitudes(p, mel)?, mel.frames, seed)
 }
 
 /// A clip as spectrogram images: split into pieces of [`SpectrogramParams::samples_per_image`]
@@ -696,55 +722,70 @@ pub fn images_of_clip(
 }
 
 /// The audio of spectrogram images (in order, joined end to end), with the parameters taken
-/// from each image's EXIF when present, else `fallback`.
+/// from each image's EXIF when present, else `fallback`; all images must share them. The
+/// images' linear spectrograms are joined before Griffin-Lim (an image's last frame and the
+/// next image's first fall on the same sample, so they are averaged), so the phase runs on
+/// across the joins instead of jumping at each.
 pub fn clip_of_images(
     images: &[(Vec<u8>, String)],
     fallback: &SpectrogramParams,
     iterations: Option<usize>,
     seed: u64,
 ) -> anyhow::Result<(Audio, SpectrogramParams)> {
-    let mut joined: Option<Audio> = None;
-    let mut used = fallback.clone();
-    for (i, (bytes, source)) in images.iter().enumerate() {
+    let mut used: Option<SpectrogramParams> = None;
+    let mut joined: Vec<Vec<f32>> = vec![];
+    let mut frames = 0usize;
+    let mut scaled = true;
+    for (bytes, source) in images {
         let (px, exif) = read_image(bytes, source)?;
         let (mut p, max) = exif.unwrap_or_else(|| (fallback.clone(), None));
         if let Some(n) = iterations {
             p.griffin_lim_iters = n;
         }
+        scaled &= max.is_some();
         let mel = decode_pixels(&p, &px, max.unwrap_or(1.0)).with_context(|| source.clone())?;
-        let mut a = reconstruct(&p, &mel, seed.wrapping_add(1000 * i as u64))?;
-        if max.is_none() {
-            // no recorded scale: peak at -0.1 dB, as Riffusion's pydub normalisation does
-            let peak = a
-                .channels
-                .iter()
-                .flatten()
-                .fold(0f32, |m, v| m.max(v.abs()));
-            if peak > 0.0 {
-                let g = 10f32.powf(-0.1 / 20.0) / peak;
-                a.channels.iter_mut().flatten().for_each(|v| *v *= g);
+        let linear = linear_magnitudes(&p, &mel)?;
+        let bins = p.n_fft / 2 + 1;
+        match &used {
+            None => {
+                joined = linear;
+                frames = mel.frames;
+            }
+            Some(first) => {
+                let mut a = first.clone();
+                a.preset.clone_from(&p.preset);
+                ensure!(
+                    a == p,
+                    "{source}: its spectrogram parameters differ from the first image's"
+                );
+                for (j, l) in joined.iter_mut().zip(linear) {
+                    // average the shared frame, then append the rest
+                    let last = j.len() - bins;
+                    for k in 0..bins {
+                        j[last + k] = 0.5 * (j[last + k] + l[k]);
+                    }
+                    j.extend_from_slice(&l[bins..]);
+                }
+                frames += mel.frames - 1;
             }
         }
-        joined = Some(match joined {
-            None => a,
-            Some(mut j) => {
-                ensure!(
-                    j.rate == a.rate && j.channels.len() == a.channels.len(),
-                    "{source}: {} Hz, {} channels after images of {} Hz, {} channels",
-                    a.rate,
-                    a.channels.len(),
-                    j.rate,
-                    j.channels.len()
-                );
-                for (x, y) in j.channels.iter_mut().zip(a.channels) {
-                    x.extend(y);
-                }
-                j
-            }
-        });
-        used = p;
+        used.get_or_insert(p);
     }
-    Ok((joined.context("no images given")?, used))
+    let p = used.context("no images given")?;
+    let mut a = phase_and_scale(&p, &joined, frames, seed)?;
+    if !scaled {
+        // no recorded scale: peak at -0.1 dB, as Riffusion's pydub normalisation does
+        let peak = a
+            .channels
+            .iter()
+            .flatten()
+            .fold(0f32, |m, v| m.max(v.abs()));
+        if peak > 0.0 {
+            let g = 10f32.powf(-0.1 / 20.0) / peak;
+            a.channels.iter_mut().flatten().for_each(|v| *v *= g);
+        }
+    }
+    Ok((a, p))
 }
 
 /// How well a clip survives the round trip through its images: spectral convergence and

@@ -17,6 +17,7 @@ pub mod griffin_lim;
 pub mod inverse_mel;
 pub mod mel;
 pub mod metrics;
+pub mod render;
 pub mod resample;
 pub mod stft;
 pub mod wav;

@@ -1,8 +1,9 @@
 //! Every parser of user files fed random and mutated bytes: WAV files, PNG spectrogram images
-//! (with their EXIF blocks) and bare EXIF blocks give errors, never panics.
+//! (with their EXIF blocks), bare EXIF blocks and SF2 soundfonts give errors, never panics.
 
 use sugarcube_audio::codec::{images_of_clip, read_image};
 use sugarcube_audio::exif::decode_tiff;
+use sugarcube_audio::render::Renderer;
 use sugarcube_audio::wav::{encode_wav, parse_wav, WavFormat};
 use sugarcube_audio::{Audio, SpectrogramParams};
 use sugarcube_core::rng::Rng;
@@ -64,4 +65,25 @@ fn parsers_never_panic() {
         let exif_start = 8 + 25; // after the PNG signature and header chunk
         let _ = decode_tiff(&img[exif_start.min(img.len())..]);
     }
+}
+
+#[test]
+fn damaged_soundfonts_are_errors() {
+    let dir = std::env::temp_dir().join(format!("sugarcube-sf2-fuzz-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut rng = Rng::named(1, "sf2-fuzz");
+    // a RIFF/sfbk header with random chunks after it, and plain noise
+    for i in 0..40 {
+        let mut bytes: Vec<u8> = if i % 2 == 0 {
+            b"RIFF\x00\x10\x00\x00sfbkLIST".to_vec()
+        } else {
+            vec![]
+        };
+        bytes.extend((0..rng.below(600)).map(|_| rng.next_u64() as u8));
+        let path = dir.join(format!("bad-{i}.sf2"));
+        std::fs::write(&path, &bytes).unwrap();
+        let e = Renderer::open(&path, 16000).err().expect("not a soundfont");
+        assert!(format!("{e:#}").contains("bad-"), "{e:#}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
 }
