@@ -7,6 +7,8 @@
 //! - [`griffin_lim`]: fast Griffin-Lim with momentum, seeded;
 //! - [`metrics`]: spectral convergence and log-spectral distance;
 //! - [`resample`]: band-limited resampling;
+//! - [`pitch`]: fundamental frequency by YIN;
+//! - [`render`]: notes and melodies from SF2 soundfonts;
 //! - [`codec`]: spectrogram images (Riffusion's, audio-diffusion's, a CPU preset), with
 //!   their parameters in [`exif`] tags.
 
@@ -17,6 +19,7 @@ pub mod griffin_lim;
 pub mod inverse_mel;
 pub mod mel;
 pub mod metrics;
+pub mod pitch;
 pub mod render;
 pub mod resample;
 pub mod stft;
