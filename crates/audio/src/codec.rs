@@ -355,7 +355,7 @@ impl SpectrogramParams {
         };
         let rate = rate.as_f64().context("EXIF sample rate is not a number")?;
         ensure!(
-            rate >= 1.0 && rate <= 1e6,
+            (1.0..=1e6).contains(&rate),
             "EXIF sample rate {rate} is out of range"
         );
         let n_mels = num(tags::NUM_FREQUENCIES, "num_frequencies")?;
@@ -451,6 +451,12 @@ pub struct Pixels {
     pub data: Vec<u8>,
 }
 
+/// Writes the pixel of frame `t`, bin `m`.
+type PixelWriter<'a> = &'a dyn Fn(usize, usize, &mut [u8]);
+
+/// Parameters read from an image's EXIF block, with the spectrogram maximum when recorded.
+pub type ExifParams = (SpectrogramParams, Option<f64>);
+
 /// The image of a mel spectrogram and the maximum it was scaled by.
 pub fn encode_pixels(p: &SpectrogramParams, mel: &MelSpectrogram) -> anyhow::Result<(Pixels, f64)> {
     let max = mel.max() as f64;
@@ -475,24 +481,21 @@ pub fn encode_pixels(p: &SpectrogramParams, mel: &MelSpectrogram) -> anyhow::Res
         }
     };
     let row_of = |m: usize| if p.flip { h - 1 - m } else { m };
-    let (channels, layout): (usize, &dyn Fn(usize, usize, &mut [u8])) =
-        match (p.encoding, mel.channels.len()) {
-            (Encoding::Decibels { .. }, 1) => {
-                (1, &|t, m, px| px[0] = byte(mel.channels[0][t * h + m]))
-            }
-            (Encoding::Riffusion { .. }, 1) => (3, &|t, m, px| {
-                let b = byte(mel.channels[0][t * h + m]);
-                px.copy_from_slice(&[b, b, b]);
-            }),
-            (Encoding::Riffusion { .. }, 2) => (3, &|t, m, px| {
-                px.copy_from_slice(&[
-                    0,
-                    byte(mel.channels[0][t * h + m]),
-                    byte(mel.channels[1][t * h + m]),
-                ]);
-            }),
-            (_, k) => bail!("cannot encode {k} channels with this preset"),
-        };
+    let (channels, layout): (usize, PixelWriter) = match (p.encoding, mel.channels.len()) {
+        (Encoding::Decibels { .. }, 1) => (1, &|t, m, px| px[0] = byte(mel.channels[0][t * h + m])),
+        (Encoding::Riffusion { .. }, 1) => (3, &|t, m, px| {
+            let b = byte(mel.channels[0][t * h + m]);
+            px.copy_from_slice(&[b, b, b]);
+        }),
+        (Encoding::Riffusion { .. }, 2) => (3, &|t, m, px| {
+            px.copy_from_slice(&[
+                0,
+                byte(mel.channels[0][t * h + m]),
+                byte(mel.channels[1][t * h + m]),
+            ]);
+        }),
+        (_, k) => bail!("cannot encode {k} channels with this preset"),
+    };
     let mut data = vec![0u8; w * h * channels];
     for t in 0..w {
         for m in 0..h {
@@ -581,10 +584,7 @@ pub fn png_of(p: &SpectrogramParams, px: &Pixels, max_value: f64) -> anyhow::Res
 
 /// Decodes PNG (or other image) bytes: the pixels, and the parameters from the EXIF block if
 /// it has them.
-pub fn read_image(
-    bytes: &[u8],
-    source: &str,
-) -> anyhow::Result<(Pixels, Option<(SpectrogramParams, Option<f64>)>)> {
+pub fn read_image(bytes: &[u8], source: &str) -> anyhow::Result<(Pixels, Option<ExifParams>)> {
     let img = image::load_from_memory(bytes)
         .map_err(|e| anyhow::anyhow!("{source}: not a readable image: {e}"))?;
     let exif = if bytes.starts_with(b"\x89PNG") {

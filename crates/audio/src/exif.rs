@@ -99,7 +99,7 @@ pub fn decode_tiff(bytes: &[u8]) -> anyhow::Result<Vec<(u16, ExifValue)>> {
     };
     let get = |at: usize, n: usize| -> anyhow::Result<&[u8]> {
         bytes
-            .get(at..at.checked_add(n).unwrap_or(usize::MAX))
+            .get(at..at.saturating_add(n))
             .ok_or_else(|| anyhow::anyhow!("EXIF block truncated at byte {at}"))
     };
     let u16_at = |at: usize| -> anyhow::Result<u16> {

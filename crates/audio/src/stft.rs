@@ -165,7 +165,7 @@ impl Stft {
                     buf.copy_from_slice(row);
                     // a real signal's DC and Nyquist bins are real: drop what is not
                     buf[0].im = 0.0;
-                    if n_fft % 2 == 0 {
+                    if n_fft.is_multiple_of(2) {
                         buf[n_fft / 2].im = 0.0;
                     }
                     self.inverse

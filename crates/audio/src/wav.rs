@@ -116,7 +116,7 @@ pub fn parse_wav(bytes: &[u8], source: &str) -> anyhow::Result<Audio> {
         ),
     };
     ensure!(
-        interleaved.len() % k == 0,
+        interleaved.len().is_multiple_of(k),
         "{source}: {} samples do not divide into {k} channels (truncated file?)",
         interleaved.len()
     );

@@ -208,14 +208,14 @@ impl Page {
         }
         h.push_str("</nav></header>\n<main>\n");
         for (i, s) in self.sections.iter().enumerate() {
-            let _ = write!(h, "<section id=\"s{i}\"><h2>{}</h2>\n", escape(&s.title));
+            let _ = writeln!(h, "<section id=\"s{i}\"><h2>{}</h2>", escape(&s.title));
             for b in &s.blocks {
                 render(&mut h, b);
                 h.push('\n');
             }
             h.push_str("</section>\n");
         }
-        let _ = write!(h, "</main><script>{LOAD_CHECK}</script></body></html>\n");
+        let _ = writeln!(h, "</main><script>{LOAD_CHECK}</script></body></html>");
         h
     }
 }

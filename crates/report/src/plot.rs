@@ -483,9 +483,12 @@ pub fn bars(
     Ok(svg)
 }
 
+/// Closed outlines, each a list of points.
+type Polygons = Vec<Vec<(f64, f64)>>;
+
 /// The outline of a nucleotide letter in a unit box (y up), as filled polygons and, drawn
 /// over them in white, its counters (the hole of the A).
-fn glyph(letter: u8) -> (Vec<Vec<(f64, f64)>>, Vec<Vec<(f64, f64)>>) {
+fn glyph(letter: u8) -> (Polygons, Polygons) {
     let arc = |from: f64, to: f64, extra: Vec<(f64, f64)>| {
         let steps = 40;
         let at = |deg: f64, rx: f64, ry: f64| {
@@ -636,7 +639,7 @@ mod tests {
         );
         let b = Series::new("smoothed", vec![(1.0, 0.5), (49.0, 0.03)]);
         is_svg(&line_chart("t", "step", "loss", &[a.clone(), b.clone()], true).unwrap());
-        is_svg(&line_chart("t", "step", "loss", &[a.clone()], false).unwrap());
+        is_svg(&line_chart("t", "step", "loss", std::slice::from_ref(&a), false).unwrap());
         is_svg(&scatter("s", "x", "y", &[a, b], true).unwrap());
         let v: Vec<f64> = (0..100).map(|i| (i as f64 * 0.37).sin()).collect();
         is_svg(&histograms("h", "x", &[("gen", &v), ("real", &v[..50])], 20, None).unwrap());
