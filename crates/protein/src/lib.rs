@@ -1,0 +1,19 @@
+//! sugarcube-protein: protein backbones as FoldingDiff sees them.
+//!
+//! - [`structure`]: reading PDB and mmCIF files (gzipped or not) into backbone chains of N, CA
+//!   and C atoms (first model, first alternate location, standard residues; chain breaks
+//!   split chains; missing atoms reported);
+//! - [`angles`]: FoldingDiff's six internal angles per residue;
+//! - [`nerf`]: coordinates back from angles (NeRF), with FoldingDiff's or Engh-Huber bond
+//!   lengths;
+//! - [`superpose`]: Kabsch superposition and RMSD (nalgebra's SVD);
+//! - [`pdb`]: writing backbones as PDB files (O placed by ideal geometry).
+
+pub mod angles;
+pub mod nerf;
+pub mod pdb;
+pub mod structure;
+pub mod superpose;
+
+/// A point in space, Å.
+pub type Vec3 = [f64; 3];
