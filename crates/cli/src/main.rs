@@ -13,7 +13,10 @@ type Tool = (
     fn() -> clap::Command,
     fn(&clap::ArgMatches) -> anyhow::Result<()>,
 );
-static TOOLS: &[Tool] = &[(sugarcube_audio::cli::command, sugarcube_audio::cli::run)];
+static TOOLS: &[Tool] = &[
+    (sugarcube_audio::cli::command, sugarcube_audio::cli::run),
+    (sugarcube_protein::cli::command, sugarcube_protein::cli::run),
+];
 
 static DOMAINS: &[&dyn DomainEntry] = &[
     &Entry::<sugarcube_toy::Toy>::NEW,

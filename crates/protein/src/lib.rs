@@ -10,6 +10,7 @@
 //! - [`pdb`]: writing backbones as PDB files (O placed by ideal geometry).
 
 pub mod angles;
+pub mod cli;
 pub mod nerf;
 pub mod pdb;
 pub mod structure;

@@ -1,6 +1,7 @@
 //! Backbones written as PDB files that PyMOL, DSSP and TM-align read: one MODEL, ATOM records
 //! in the standard columns for N, CA, C and O of each residue (O placed by ideal geometry in
-//! the peptide plane), TER, no CONECT records.
+//! the peptide plane), TER, no CONECT records; a HEADER line first (DSSP 4 requires it) and a
+//! unit CRYST1.
 
 use crate::nerf::place;
 use crate::structure::Backbone;
@@ -32,10 +33,17 @@ pub fn carbonyl_oxygens(chain: &Backbone) -> Vec<Vec3> {
 pub fn pdb_text(chain: &Backbone, chain_id: char) -> anyhow::Result<String> {
     let oxygens = carbonyl_oxygens(chain);
     let mut out = String::new();
+    // DSSP 4 takes a file for PDB only when it starts with HEADER
+    let header = format!("HEADER    {:<40}{:>9}   {}", "BACKBONE", "", "XXXX");
+    let _ = writeln!(out, "{header:<80}");
     let _ = writeln!(
         out,
         "REMARK   1 {}",
         chain.id.chars().take(68).collect::<String>()
+    );
+    let _ = writeln!(
+        out,
+        "CRYST1    1.000    1.000    1.000  90.00  90.00  90.00 P 1           1"
     );
     let _ = writeln!(out, "MODEL        1");
     let mut serial = 1;
