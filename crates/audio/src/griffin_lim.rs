@@ -5,6 +5,7 @@
 //! `phase = angle(c - momentum / (1 + momentum) * c_prev)`.
 
 use crate::stft::{Spectrum, Stft};
+use rayon::prelude::*;
 use realfft::num_complex::Complex32;
 use sugarcube_core::rng::Rng;
 
@@ -38,7 +39,11 @@ pub fn griffin_lim(
     let with_phase = |angles: &[Complex32]| Spectrum {
         bins,
         frames,
-        data: magnitude.iter().zip(angles).map(|(m, a)| a * *m).collect(),
+        data: magnitude
+            .par_iter()
+            .zip(angles.par_iter())
+            .map(|(m, a)| a * *m)
+            .collect(),
     };
     for _ in 0..iterations {
         let signal = stft.inverse(&with_phase(&angles), Some(len))?;
@@ -48,10 +53,14 @@ pub fn griffin_lim(
             "a {len}-sample signal gives {} frames, not {frames}",
             rebuilt.frames
         );
-        for ((a, r), p) in angles.iter_mut().zip(&rebuilt.data).zip(&prev) {
-            let c = r - p * alpha;
-            *a = c / (c.norm() + 1e-16);
-        }
+        angles
+            .par_iter_mut()
+            .zip(rebuilt.data.par_iter())
+            .zip(prev.par_iter())
+            .for_each(|((a, r), p)| {
+                let c = r - p * alpha;
+                *a = c / (c.norm() + 1e-16);
+            });
         prev = rebuilt.data;
     }
     stft.inverse(&with_phase(&angles), Some(len))

@@ -176,22 +176,43 @@ impl Stft {
                     }
                 },
             );
-        let mut y = vec![0f32; full];
-        let mut norm = vec![0f32; full];
-        for (t, f) in frames.chunks(n_fft).enumerate() {
-            let s = t * self.hop;
-            for i in 0..n_fft {
-                y[s + i] += f[i];
-                norm[s + i] += self.window[i] * self.window[i];
-            }
-        }
+        // overlap-add straight into the output, blocks of it in parallel: each output sample
+        // sums the frames that cover it, divided by their summed squared window
+        let hop = self.hop;
+        let win_sq: Vec<f32> = self.window.iter().map(|w| w * w).collect();
         let mut out = vec![0f32; len];
-        for (i, o) in out.iter_mut().enumerate() {
-            let j = i + pad;
-            if j < full && norm[j] > 1e-11 {
-                *o = y[j] / norm[j];
-            }
+        if spec.frames == 0 {
+            return Ok(out);
         }
+        const BLOCK: usize = 4096;
+        out.par_chunks_mut(BLOCK)
+            .enumerate()
+            .for_each(|(ci, chunk)| {
+                let j0 = ci * BLOCK + pad;
+                let j1 = j0 + chunk.len();
+                let mut norm = vec![0f32; chunk.len()];
+                let t_lo = if j0 + 1 > n_fft {
+                    (j0 + 1 - n_fft).div_ceil(hop)
+                } else {
+                    0
+                };
+                let t_hi = ((j1 - 1) / hop).min(spec.frames - 1);
+                for t in t_lo..=t_hi {
+                    let s = t * hop;
+                    let (a, b) = (j0.max(s), j1.min(s + n_fft).min(full));
+                    if a >= b {
+                        continue;
+                    }
+                    let f = &frames[t * n_fft..(t + 1) * n_fft];
+                    for j in a..b {
+                        chunk[j - j0] += f[j - s];
+                        norm[j - j0] += win_sq[j - s];
+                    }
+                }
+                for (o, n) in chunk.iter_mut().zip(&norm) {
+                    *o = if *n > 1e-11 { *o / n } else { 0.0 };
+                }
+            });
         Ok(out)
     }
 }

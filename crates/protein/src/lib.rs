@@ -11,6 +11,7 @@
 
 pub mod angles;
 pub mod cli;
+pub mod dssp;
 pub mod nerf;
 pub mod pdb;
 pub mod structure;
