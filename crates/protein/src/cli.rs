@@ -1,6 +1,8 @@
 //! `sugarcube protein ...`: backbones from structure files.
 
 use crate::angles::{angles, NAMES};
+use crate::dssp::{secondary_structure, Ss};
+use crate::metrics::{clashes, radius_of_gyration};
 use crate::nerf::{build, BondLengths};
 use crate::pdb::write_pdb;
 use crate::structure::{read_structure, Backbone, Residue};
@@ -15,7 +17,7 @@ pub fn command() -> Command {
         .subcommand_required(true)
         .subcommand(
             Command::new("info")
-                .about("List the backbone chains of PDB/mmCIF files (gzipped or not), with breaks and missing atoms")
+                .about("List the backbone chains of PDB/mmCIF files (gzipped or not): length, radius of gyration, helix and strand fractions (DSSP rules), clashes; breaks and missing atoms")
                 .arg(Arg::new("files").required(true).num_args(1..).value_parser(value_parser!(PathBuf))),
         )
         .subcommand(
@@ -57,7 +59,19 @@ pub fn run(matches: &ArgMatches) -> anyhow::Result<()> {
             for f in m.get_many::<PathBuf>("files").expect("required") {
                 let p = read_structure(f)?;
                 for (i, c) in p.chains.iter().enumerate() {
-                    println!("{i}\t{}\t{} residues", c.id, c.len());
+                    let ss = secondary_structure(c, None);
+                    let frac = |s: Ss| {
+                        ss.iter().filter(|x| **x == s).count() as f64 / ss.len().max(1) as f64
+                    };
+                    println!(
+                        "{i}\t{}\t{} residues\tRg {:.1} Å\thelix {:.2}\tstrand {:.2}\tclashes {}",
+                        c.id,
+                        c.len(),
+                        radius_of_gyration(c),
+                        frac(Ss::Helix),
+                        frac(Ss::Strand),
+                        clashes(c).len()
+                    );
                 }
                 for n in &p.notes {
                     println!("note: {n}");

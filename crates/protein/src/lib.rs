@@ -7,11 +7,14 @@
 //! - [`nerf`]: coordinates back from angles (NeRF), with FoldingDiff's or Engh-Huber bond
 //!   lengths;
 //! - [`superpose`]: Kabsch superposition and RMSD (nalgebra's SVD);
-//! - [`pdb`]: writing backbones as PDB files (O placed by ideal geometry).
+//! - [`pdb`]: writing backbones as PDB files (O placed by ideal geometry);
+//! - [`dssp`]: three-state secondary structure by DSSP's H-bond rules;
+//! - [`metrics`]: CA-CA spacing, clashes, radius of gyration, Ramachandran histograms.
 
 pub mod angles;
 pub mod cli;
 pub mod dssp;
+pub mod metrics;
 pub mod nerf;
 pub mod pdb;
 pub mod structure;

@@ -125,3 +125,38 @@ fn breaks_and_missing_atoms_split_chains() {
         p.notes
     );
 }
+
+#[test]
+fn real_chains_pass_the_local_checks() {
+    use sugarcube_protein::metrics::{
+        clashes, kl_divergence, phi_psi, radius_of_gyration, ramachandran_histogram,
+    };
+    let ubi = read_structure(&fixture("1ubi.pdb"))
+        .unwrap()
+        .chains
+        .remove(0);
+    let crambin = read_structure(&fixture("1ejg.pdb"))
+        .unwrap()
+        .chains
+        .remove(0);
+    for c in [&ubi, &crambin] {
+        assert!(clashes(c).is_empty(), "{}: {:?}", c.id, clashes(c));
+    }
+    // compact globules: Rg about 2.2 N^0.38 Å
+    let rg = radius_of_gyration(&ubi);
+    assert!((11.0..13.0).contains(&rg), "ubiquitin Rg {rg}");
+    // a chain folded onto itself clashes
+    let mut squashed = ubi.clone();
+    let ca0 = squashed.residues[0].ca;
+    squashed.residues[40].n = [ca0[0] + 0.5, ca0[1], ca0[2]];
+    assert!(clashes(&squashed)
+        .iter()
+        .any(|&(a, b, _)| a == 0 && b == 40));
+    // the two proteins' Ramachandran histograms are closer to each other than to uniform
+    let (a, b) = (
+        ramachandran_histogram(&phi_psi(&ubi), 18),
+        ramachandran_histogram(&phi_psi(&crambin), 18),
+    );
+    let uniform = vec![1.0 / 324.0; 324];
+    assert!(kl_divergence(&a, &b, 0.01) < kl_divergence(&a, &uniform, 0.01));
+}
