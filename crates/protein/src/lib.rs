@@ -9,7 +9,8 @@
 //! - [`superpose`]: Kabsch superposition and RMSD (nalgebra's SVD);
 //! - [`pdb`]: writing backbones as PDB files (O placed by ideal geometry);
 //! - [`dssp`]: three-state secondary structure by DSSP's H-bond rules;
-//! - [`metrics`]: CA-CA spacing, clashes, radius of gyration, Ramachandran histograms.
+//! - [`metrics`]: CA-CA spacing, clashes, radius of gyration, Ramachandran histograms;
+//! - [`tmscore`]: TM-score by a TM-align-style structural alignment.
 
 pub mod angles;
 pub mod cli;
@@ -19,6 +20,7 @@ pub mod nerf;
 pub mod pdb;
 pub mod structure;
 pub mod superpose;
+pub mod tmscore;
 
 /// A point in space, Å.
 pub type Vec3 = [f64; 3];
