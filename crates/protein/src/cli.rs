@@ -7,6 +7,7 @@ use crate::nerf::{build, BondLengths};
 use crate::pdb::write_pdb;
 use crate::structure::{read_structure, Backbone, Residue};
 use crate::superpose::rmsd;
+use anyhow::Context;
 use clap::{value_parser, Arg, ArgMatches, Command};
 use std::path::PathBuf;
 
@@ -19,6 +20,15 @@ pub fn command() -> Command {
             Command::new("info")
                 .about("List the backbone chains of PDB/mmCIF files (gzipped or not): length, radius of gyration, helix and strand fractions (DSSP rules), clashes; breaks and missing atoms")
                 .arg(Arg::new("files").required(true).num_args(1..).value_parser(value_parser!(PathBuf))),
+        )
+        .subcommand(
+            Command::new("eval")
+                .about("Score generated backbones against real ones (rama_kl, clash_rate, CA-CA validity, helix/strand fractions, rg_ratio, max TM-score to training), each beside its held-out floor")
+                .arg(Arg::new("generated").required(true).num_args(1..).value_parser(value_parser!(PathBuf)).help("PDB/mmCIF files or folders of them"))
+                .arg(Arg::new("reference").long("reference").required(true).num_args(1..).value_parser(value_parser!(PathBuf)).help("training structures: files or folders"))
+                .arg(Arg::new("test").long("test").num_args(1..).value_parser(value_parser!(PathBuf)).help("held-out structures for the floors (default: a seeded tenth of the reference chains)"))
+                .arg(Arg::new("seed").long("seed").default_value("0").value_parser(value_parser!(u64)))
+                .arg(Arg::new("out").long("out").value_parser(value_parser!(PathBuf)).help("write OUT/eval.json")),
         )
         .subcommand(
             Command::new("angles")
@@ -52,6 +62,55 @@ fn chain_of(m: &ArgMatches) -> anyhow::Result<Backbone> {
     Ok(p.chains.swap_remove(k))
 }
 
+/// Structure files named directly or found in folders (`.pdb`, `.ent`, `.cif`, `.mmcif`, any
+/// of them `.gz`), in name order.
+fn structure_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let is_structure = |p: &std::path::Path| {
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().to_lowercase())
+            .unwrap_or_default();
+        let name = name.strip_suffix(".gz").unwrap_or(&name).to_string();
+        [".pdb", ".ent", ".cif", ".mmcif"]
+            .iter()
+            .any(|e| name.ends_with(e))
+    };
+    let mut out = vec![];
+    for p in paths {
+        if p.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
+                .with_context(|| format!("cannot read {}", p.display()))?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|f| f.is_file() && is_structure(f))
+                .collect();
+            found.sort();
+            anyhow::ensure!(
+                !found.is_empty(),
+                "{} holds no PDB or mmCIF files",
+                p.display()
+            );
+            out.extend(found);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn chains_of(files: &[PathBuf]) -> anyhow::Result<Vec<Backbone>> {
+    let mut out = vec![];
+    for f in files {
+        out.extend(
+            read_structure(f)?
+                .chains
+                .into_iter()
+                .filter(|c| c.len() >= 3),
+        );
+    }
+    Ok(out)
+}
+
 /// Runs `sugarcube protein ...`.
 pub fn run(matches: &ArgMatches) -> anyhow::Result<()> {
     match matches.subcommand() {
@@ -76,6 +135,60 @@ pub fn run(matches: &ArgMatches) -> anyhow::Result<()> {
                 for n in &p.notes {
                     println!("note: {n}");
                 }
+            }
+            Ok(())
+        }
+        Some(("eval", m)) => {
+            let list = |k: &str| -> Vec<PathBuf> {
+                m.get_many::<PathBuf>(k)
+                    .map(|v| v.cloned().collect())
+                    .unwrap_or_default()
+            };
+            let generated = chains_of(&structure_files(&list("generated"))?)?;
+            let mut train = chains_of(&structure_files(&list("reference"))?)?;
+            let held = if m.contains_id("test") {
+                chains_of(&structure_files(&list("test"))?)?
+            } else {
+                // a seeded tenth of the reference, at least one chain
+                anyhow::ensure!(
+                    train.len() >= 2,
+                    "with no --test, the reference needs at least two chains to hold one out"
+                );
+                let mut idx: Vec<usize> = (0..train.len()).collect();
+                sugarcube_core::rng::Rng::named(
+                    *m.get_one::<u64>("seed").expect("defaulted"),
+                    "protein-heldout",
+                )
+                .shuffle(&mut idx);
+                let k = (train.len() / 10).max(1);
+                let mut held_idx: Vec<usize> = idx[..k].to_vec();
+                held_idx.sort_unstable();
+                let mut held = vec![];
+                for &i in held_idx.iter().rev() {
+                    held.push(train.remove(i));
+                }
+                held.reverse();
+                held
+            };
+            let figures = crate::evaluate::evaluate(&generated, &train, &held)?;
+            println!(
+                "{} generated, {} training, {} held-out chains",
+                generated.len(),
+                train.len(),
+                held.len()
+            );
+            let width = figures.iter().map(|f| f.0.len()).max().unwrap_or(0);
+            for (k, v) in &figures {
+                println!("{k:<width$}  {v:.6}");
+            }
+            if let Some(dir) = m.get_one::<PathBuf>("out") {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+                sugarcube_core::run::write_evaluation(
+                    dir,
+                    &sugarcube_core::domain::Evaluation::of(figures),
+                )?;
+                println!("wrote {}", dir.join("eval.json").display());
             }
             Ok(())
         }

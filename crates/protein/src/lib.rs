@@ -15,6 +15,7 @@
 pub mod angles;
 pub mod cli;
 pub mod dssp;
+pub mod evaluate;
 pub mod metrics;
 pub mod nerf;
 pub mod pdb;
