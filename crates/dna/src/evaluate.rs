@@ -222,18 +222,10 @@ pub fn evaluate(
     Ok(ev)
 }
 
-/// For labels that name a benchmark cell type whose markers are all among the motifs:
-/// `marker_rate_TYPE` (every marker of the type hit, over all generated sequences) beside the
-/// training sequences with and without the label, and the unlabelled (background) ones.
-fn marker_rates(
-    m: &mut Vec<Metric>,
-    train: &[SeqRecord],
-    gen_hits: &[Vec<u32>],
-    pwms: &[Pwm],
-    s: &EvalSettings,
-) {
-    let cells: Vec<(String, Vec<usize>)> = s
-        .classes
+/// The labels that name a benchmark cell type whose marker motifs are all among `pwms`, each
+/// with the indices of its markers there.
+pub fn marker_cells(labels: &[String], pwms: &[Pwm]) -> Vec<(String, Vec<usize>)> {
+    labels
         .iter()
         .filter_map(|label| {
             let cell = CellType::parse(label)?;
@@ -244,7 +236,20 @@ fn marker_rates(
                 .collect();
             idx.map(|i| (label.clone(), i))
         })
-        .collect();
+        .collect()
+}
+
+/// For labels that name a benchmark cell type whose markers are all among the motifs:
+/// `marker_rate_TYPE` (every marker of the type hit, over all generated sequences) beside the
+/// training sequences with and without the label, and the unlabelled (background) ones.
+fn marker_rates(
+    m: &mut Vec<Metric>,
+    train: &[SeqRecord],
+    gen_hits: &[Vec<u32>],
+    pwms: &[Pwm],
+    s: &EvalSettings,
+) {
+    let cells = marker_cells(s.classes, pwms);
     if cells.is_empty() {
         return;
     }

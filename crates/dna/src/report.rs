@@ -3,7 +3,6 @@
 //! the samples were asked for and those they were to avoid), the 6-mer spectrum, and sequence
 //! logos of generated and real sequences around the most common motif.
 
-use crate::benchmark::CellType;
 use crate::encode::reverse_complement;
 use crate::kmer::{frequencies, kmer_counts, Strands};
 use crate::motif::{hit_counts, Pwm, Strand};
@@ -182,18 +181,7 @@ pub fn sections(ctx: &ReportContext<Dna>) -> anyhow::Result<Vec<Section>> {
     // marker rates per cell type, the requested and excluded ones marked
     let classes = collect_labels(&train);
     let (want, avoid) = requested(&dir);
-    let cells: Vec<(String, Vec<usize>)> = classes
-        .iter()
-        .filter_map(|label| {
-            let cell = CellType::parse(label)?;
-            let idx: Option<Vec<usize>> = cell
-                .markers()
-                .iter()
-                .map(|mk| pwms.iter().position(|p| p.name.eq_ignore_ascii_case(mk)))
-                .collect();
-            idx.map(|i| (label.clone(), i))
-        })
-        .collect();
+    let cells = crate::evaluate::marker_cells(&classes, &pwms);
     if !cells.is_empty() {
         let shown: Vec<String> = cells
             .iter()

@@ -4,28 +4,16 @@
 use crate::Vec3;
 use nalgebra::{Matrix3, Vector3};
 
-/// The RMSD of `a` and `b` (same length) after the rotation and translation of `b` onto `a`
-/// that minimise it.
-pub fn rmsd(a: &[Vec3], b: &[Vec3]) -> f64 {
-    assert_eq!(
-        a.len(),
-        b.len(),
-        "superposition needs point sets of one size"
-    );
-    let n = a.len().max(1) as f64;
-    let centre = |p: &[Vec3]| -> Vector3<f64> {
-        p.iter()
-            .fold(Vector3::zeros(), |s, x| s + Vector3::new(x[0], x[1], x[2]))
-            / n
-    };
-    let (ca, cb) = (centre(a), centre(b));
+/// The rotation `r` and translation `t` that carry `mobile` onto `fixed` (paired points) with
+/// the least RMSD: `fixed[k] ~ r mobile[k] + t`.
+pub fn kabsch(fixed: &[Vec3], mobile: &[Vec3]) -> (Matrix3<f64>, Vector3<f64>) {
+    let v = |p: &Vec3| Vector3::new(p[0], p[1], p[2]);
+    let n = fixed.len().max(1) as f64;
+    let cf = fixed.iter().fold(Vector3::zeros(), |s, p| s + v(p)) / n;
+    let cm = mobile.iter().fold(Vector3::zeros(), |s, p| s + v(p)) / n;
     let mut h = Matrix3::zeros();
-    for (x, y) in a.iter().zip(b) {
-        let (x, y) = (
-            Vector3::new(x[0], x[1], x[2]) - ca,
-            Vector3::new(y[0], y[1], y[2]) - cb,
-        );
-        h += y * x.transpose();
+    for (f, m) in fixed.iter().zip(mobile) {
+        h += (v(m) - cm) * (v(f) - cf).transpose();
     }
     let svd = h.svd(true, true);
     let (u, vt) = (svd.u.expect("computed"), svd.v_t.expect("computed"));
@@ -34,18 +22,27 @@ pub fn rmsd(a: &[Vec3], b: &[Vec3]) -> f64 {
         d[(2, 2)] = -1.0;
     }
     let r = vt.transpose() * d * u.transpose();
+    (r, cf - r * cm)
+}
+
+/// The RMSD of `a` and `b` (same length) after the rotation and translation of `b` onto `a`
+/// that minimise it.
+pub fn rmsd(a: &[Vec3], b: &[Vec3]) -> f64 {
+    assert_eq!(
+        a.len(),
+        b.len(),
+        "superposition needs point sets of one size"
+    );
+    let (r, t) = kabsch(a, b);
     let sum: f64 = a
         .iter()
         .zip(b)
         .map(|(x, y)| {
-            let (x, y) = (
-                Vector3::new(x[0], x[1], x[2]) - ca,
-                Vector3::new(y[0], y[1], y[2]) - cb,
-            );
-            (x - r * y).norm_squared()
+            (Vector3::new(x[0], x[1], x[2]) - (r * Vector3::new(y[0], y[1], y[2]) + t))
+                .norm_squared()
         })
         .sum();
-    (sum / n).sqrt()
+    (sum / a.len().max(1) as f64).sqrt()
 }
 
 #[cfg(test)]

@@ -42,21 +42,20 @@ fn v(p: Vec3) -> Vector3<f64> {
 
 /// The motion of `mobile` onto `fixed` (paired points) minimising the RMSD (Kabsch).
 fn kabsch(fixed: &[Vec3], mobile: &[Vec3]) -> Motion {
-    let n = fixed.len().max(1) as f64;
-    let cf = fixed.iter().fold(Vector3::zeros(), |s, p| s + v(*p)) / n;
-    let cm = mobile.iter().fold(Vector3::zeros(), |s, p| s + v(*p)) / n;
-    let mut h = Matrix3::zeros();
-    for (f, m) in fixed.iter().zip(mobile) {
-        h += (v(*m) - cm) * (v(*f) - cf).transpose();
-    }
-    let svd = h.svd(true, true);
-    let (u, vt) = (svd.u.expect("computed"), svd.v_t.expect("computed"));
-    let mut d = Matrix3::identity();
-    if (vt.transpose() * u.transpose()).determinant() < 0.0 {
-        d[(2, 2)] = -1.0;
-    }
-    let r = vt.transpose() * d * u.transpose();
-    Motion { r, t: cf - r * cm }
+    let (r, t) = crate::superpose::kabsch(fixed, mobile);
+    Motion { r, t }
+}
+
+/// `1 / (1 + (d / d0)^2)` for every residue pair of `x` and the moved `y`, `[x][y]`.
+fn score_matrix(x: &[Vec3], moved: &[Vector3<f64>], d0: f64) -> Vec<Vec<f64>> {
+    x.iter()
+        .map(|p| {
+            moved
+                .iter()
+                .map(|q| 1.0 / (1.0 + ((q - v(*p)).norm() / d0).powi(2)))
+                .collect()
+        })
+        .collect()
 }
 
 /// The TM-score (normalised by `norm` residues, scale `d0`) of aligned pairs `(i, j)` of `x`
@@ -239,15 +238,7 @@ pub fn tm_score(a: &Backbone, b: &Backbone) -> (f64, Vec<(usize, usize)>) {
         for j in (0..=lb - f).step_by(f) {
             let m = kabsch(&x[i..i + f], &y[j..j + f]);
             let moved: Vec<Vector3<f64>> = y.iter().map(|p| m.apply(*p)).collect();
-            let score: Vec<Vec<f64>> = x
-                .iter()
-                .map(|p| {
-                    moved
-                        .iter()
-                        .map(|q| 1.0 / (1.0 + ((q - v(*p)).norm() / d0_min).powi(2)))
-                        .collect()
-                })
-                .collect();
+            let score = score_matrix(&x, &moved, d0_min);
             let pairs = align(&score, -0.6);
             let total: f64 = pairs.iter().map(|&(a, b)| score[a][b]).sum();
             local.push((total, pairs));
@@ -265,15 +256,7 @@ pub fn tm_score(a: &Backbone, b: &Backbone) -> (f64, Vec<(usize, usize)>) {
                 best = (s, pairs.clone(), Some(m));
             }
             let moved: Vec<Vector3<f64>> = y.iter().map(|p| m.apply(*p)).collect();
-            let score: Vec<Vec<f64>> = x
-                .iter()
-                .map(|p| {
-                    moved
-                        .iter()
-                        .map(|q| 1.0 / (1.0 + ((q - v(*p)).norm() / d0_min).powi(2)))
-                        .collect()
-                })
-                .collect();
+            let score = score_matrix(&x, &moved, d0_min);
             let next = align(&score, -0.6);
             if next == pairs {
                 break;
