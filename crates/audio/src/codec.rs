@@ -620,14 +620,13 @@ pub fn read_image(bytes: &[u8], source: &str) -> anyhow::Result<(Pixels, Option<
 }
 
 /// The linear spectrogram magnitudes (`[frame][bin]` per channel) of a mel spectrogram, by
-/// the non-negative least-squares inverse of the filterbank.
-pub fn linear_magnitudes(
+/// the non-negative least-squares inverse of the filterbank (planned once by the caller).
+fn linear_magnitudes(
     p: &SpectrogramParams,
+    inverse: &InverseMel,
     mel: &MelSpectrogram,
-) -> anyhow::Result<Vec<Vec<f32>>> {
-    let inverse = InverseMel::new(p.mel_bank()?, p.inverse_mel_iters)?;
-    Ok(mel
-        .channels
+) -> Vec<Vec<f32>> {
+    mel.channels
         .iter()
         .map(|c| {
             let mut linear = inverse.apply(c);
@@ -637,7 +636,7 @@ pub fn linear_magnitudes(
             }
             linear
         })
-        .collect())
+        .collect()
 }
 
 /// Audio from linear magnitudes of `frames` frames per channel: Griffin-Lim (seeded per
@@ -666,16 +665,6 @@ fn phase_and_scale(
         rate: p.sample_rate,
         channels,
     })
-}
-
-/// Audio from a mel spectrogram: inverse mel, Griffin-Lim (seeded), and the sample scale
-/// undone.
-pub fn reconstruct(
-    p: &SpectrogramParams,
-    mel: &MelSpectrogram,
-    seed: u64,
-) -> anyhow::Result<Audio> {
-    phase_and_scale(p, &linear_magnitudes(p, mel)?, mel.frames, seed)
 }
 
 /// A clip as spectrogram images: split into pieces of [`SpectrogramParams::samples_per_image`]
@@ -732,7 +721,7 @@ pub fn clip_of_images(
     iterations: Option<usize>,
     seed: u64,
 ) -> anyhow::Result<(Audio, SpectrogramParams)> {
-    let mut used: Option<SpectrogramParams> = None;
+    let mut used: Option<(SpectrogramParams, InverseMel)> = None;
     let mut joined: Vec<Vec<f32>> = vec![];
     let mut frames = 0usize;
     let mut scaled = true;
@@ -744,21 +733,22 @@ pub fn clip_of_images(
         }
         scaled &= max.is_some();
         let mel = decode_pixels(&p, &px, max.unwrap_or(1.0)).with_context(|| source.clone())?;
-        let linear = linear_magnitudes(&p, &mel)?;
         let bins = p.n_fft / 2 + 1;
         match &used {
             None => {
-                joined = linear;
+                let inverse = InverseMel::new(p.mel_bank()?, p.inverse_mel_iters)?;
+                joined = linear_magnitudes(&p, &inverse, &mel);
                 frames = mel.frames;
+                used = Some((p, inverse));
             }
-            Some(first) => {
+            Some((first, inverse)) => {
                 let mut a = first.clone();
                 a.preset.clone_from(&p.preset);
                 ensure!(
                     a == p,
                     "{source}: its spectrogram parameters differ from the first image's"
                 );
-                for (j, l) in joined.iter_mut().zip(linear) {
+                for (j, l) in joined.iter_mut().zip(linear_magnitudes(&p, inverse, &mel)) {
                     // average the shared frame, then append the rest
                     let last = j.len() - bins;
                     for k in 0..bins {
@@ -769,9 +759,8 @@ pub fn clip_of_images(
                 frames += mel.frames - 1;
             }
         }
-        used.get_or_insert(p);
     }
-    let p = used.context("no images given")?;
+    let (p, _) = used.context("no images given")?;
     let mut a = phase_and_scale(&p, &joined, frames, seed)?;
     if !scaled {
         // no recorded scale: peak at -0.1 dB, as Riffusion's pydub normalisation does
@@ -807,7 +796,8 @@ pub struct RoundTrip {
 /// wav -> images -> wav, measured.
 pub fn round_trip(p: &SpectrogramParams, audio: &Audio, seed: u64) -> anyhow::Result<RoundTrip> {
     let original = p.prepare(audio);
-    let images = images_of_clip(p, audio, false)?;
+    // already at the preset's rate and channels: not resampled again
+    let images = images_of_clip(p, &original, false)?;
     let named: Vec<(Vec<u8>, String)> = images
         .iter()
         .enumerate()

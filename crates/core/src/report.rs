@@ -360,84 +360,67 @@ fn training_section(runs: &[RunFiles]) -> anyhow::Result<Section> {
             r.metrics.iter().map(|m| (m.seconds, m.loss)).collect(),
         ));
     }
-    let per_run = |f: &dyn Fn(&MetricsLine) -> f64, what: &str| -> Vec<Series> {
+    // one series per run, named by the run when there are several
+    let per_run = |what: &str, points: &dyn Fn(&RunFiles) -> Vec<(f64, f64)>| -> Vec<Series> {
         runs.iter()
             .map(|r| {
-                Series::new(
-                    if several {
-                        r.name.clone()
-                    } else {
-                        what.to_string()
-                    },
-                    r.metrics.iter().map(|m| (m.step as f64, f(m))).collect(),
-                )
+                let name = if several {
+                    r.name.clone()
+                } else {
+                    what.to_string()
+                };
+                Series::new(name, points(r))
             })
             .collect()
     };
-    let items: Vec<Series> = runs
-        .iter()
-        .map(|r| {
-            Series::new(
-                if several {
-                    r.name.clone()
-                } else {
-                    "examples/s".into()
-                },
-                throughput(r).iter().map(|t| (t.0, t.2)).collect(),
-            )
-        })
-        .collect();
-    let items_time: Vec<Series> = runs
-        .iter()
-        .map(|r| {
-            Series::new(
-                if several {
-                    r.name.clone()
-                } else {
-                    "examples/s".into()
-                },
-                throughput(r).iter().map(|t| (t.1, t.2)).collect(),
-            )
-        })
-        .collect();
-    s.push(Block::Row(vec![
-        Block::Svg(plot::line_chart("Loss", "step", "loss", &loss, true)?),
-        Block::Svg(plot::line_chart(
-            "Loss against wall time",
-            "seconds",
-            "loss",
-            &loss_time,
-            true,
-        )?),
-        Block::Svg(plot::line_chart(
+    let by_step = |f: fn(&MetricsLine) -> f64| {
+        move |r: &RunFiles| -> Vec<(f64, f64)> {
+            r.metrics.iter().map(|m| (m.step as f64, f(m))).collect()
+        }
+    };
+    let charts: [(&str, &str, &str, Vec<Series>, bool); 6] = [
+        ("Loss", "step", "loss", loss, true),
+        ("Loss against wall time", "seconds", "loss", loss_time, true),
+        (
             "Learning rate",
             "step",
             "lr",
-            &per_run(&|m| m.lr, "lr"),
+            per_run("lr", &by_step(|m| m.lr)),
             false,
-        )?),
-        Block::Svg(plot::line_chart(
+        ),
+        (
             "Gradient norm (before clipping)",
             "step",
             "norm",
-            &per_run(&|m| m.grad_norm, "grad norm"),
+            per_run("grad norm", &by_step(|m| m.grad_norm)),
             true,
-        )?),
-        Block::Svg(plot::line_chart(
+        ),
+        (
             "Throughput",
             "step",
             "examples/s",
-            &items,
+            per_run("examples/s", &|r| {
+                throughput(r).iter().map(|t| (t.0, t.2)).collect()
+            }),
             false,
-        )?),
-        Block::Svg(plot::line_chart(
+        ),
+        (
             "Throughput against wall time",
             "seconds",
             "examples/s",
-            &items_time,
+            per_run("examples/s", &|r| {
+                throughput(r).iter().map(|t| (t.1, t.2)).collect()
+            }),
             false,
-        )?),
-    ]));
+        ),
+    ];
+    let plots = charts
+        .iter()
+        .map(|(title, x, y, series, log)| {
+            Ok(Block::Svg(plot::line_chart(title, x, y, series, *log)?))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    s.push(Block::Row(plots));
     Ok(s)
 }
 

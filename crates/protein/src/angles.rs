@@ -15,25 +15,12 @@
 //! undefined entries NaN (dihedrals) or 0 (angles); here all are 0 and [`defined`] says which
 //! are real.
 
+use crate::geometry::{cross, dot, sub};
 use crate::structure::Backbone;
 use crate::Vec3;
 
 /// The columns' names, in order.
 pub const NAMES: [&str; 6] = ["phi", "psi", "omega", "tau", "ca_c_n", "c_n_ca"];
-
-fn sub(a: Vec3, b: Vec3) -> Vec3 {
-    [a[0] - b[0], a[1] - b[1], a[2] - b[2]]
-}
-fn dot(a: Vec3, b: Vec3) -> f64 {
-    a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
-}
-fn cross(a: Vec3, b: Vec3) -> Vec3 {
-    [
-        a[1] * b[2] - a[2] * b[1],
-        a[2] * b[0] - a[0] * b[2],
-        a[0] * b[1] - a[1] * b[0],
-    ]
-}
 
 /// The angle at `b` between `a` and `c`, radians in [0, pi].
 pub fn bond_angle(a: Vec3, b: Vec3, c: Vec3) -> f64 {

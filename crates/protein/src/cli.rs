@@ -5,7 +5,7 @@ use crate::dssp::{secondary_structure, Ss};
 use crate::metrics::{clashes, radius_of_gyration};
 use crate::nerf::{build, BondLengths};
 use crate::pdb::write_pdb;
-use crate::structure::{read_structure, Backbone, Residue};
+use crate::structure::{read_structure, Backbone};
 use crate::superpose::rmsd;
 use anyhow::Context;
 use clap::{value_parser, Arg, ArgMatches, Command};
@@ -212,21 +212,11 @@ pub fn run(matches: &ArgMatches) -> anyhow::Result<()> {
                 other => anyhow::bail!("--lengths `{other}`: expected engh-huber or foldingdiff"),
             };
             let atoms = build(&angles(&chain), lengths);
-            let rebuilt = Backbone {
-                id: format!("{} rebuilt by NeRF", chain.id),
-                residues: chain
-                    .residues
-                    .iter()
-                    .zip(atoms.chunks(3))
-                    .map(|(r, a)| Residue {
-                        name: r.name.clone(),
-                        number: r.number.clone(),
-                        n: a[0],
-                        ca: a[1],
-                        c: a[2],
-                    })
-                    .collect(),
-            };
+            let mut rebuilt = Backbone::from_atoms(format!("{} rebuilt by NeRF", chain.id), &atoms);
+            for (new, old) in rebuilt.residues.iter_mut().zip(&chain.residues) {
+                new.name.clone_from(&old.name);
+                new.number.clone_from(&old.number);
+            }
             let out = m.get_one::<PathBuf>("out").expect("required");
             write_pdb(out, &rebuilt)?;
             println!(

@@ -16,6 +16,7 @@
 //! residues of a beta bulge (a gap of up to one and four residues between two ladders), which
 //! have no bridge of their own; here they stay coil.
 
+use crate::geometry::distance as d;
 use crate::structure::Backbone;
 use crate::Vec3;
 
@@ -48,10 +49,6 @@ impl Ss {
             _ => Ss::Coil,
         }
     }
-}
-
-fn d(a: Vec3, b: Vec3) -> f64 {
-    ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2)).sqrt()
 }
 
 /// The two best H-bond partners of one group: (partner, energy).

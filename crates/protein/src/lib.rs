@@ -16,6 +16,7 @@ pub mod angles;
 pub mod cli;
 pub mod dssp;
 pub mod evaluate;
+pub mod geometry;
 pub mod metrics;
 pub mod nerf;
 pub mod pdb;

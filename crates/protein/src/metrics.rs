@@ -2,12 +2,8 @@
 //! Ramachandran histograms and their KL divergence.
 
 use crate::angles::angles;
+use crate::geometry::distance as d;
 use crate::structure::Backbone;
-use crate::Vec3;
-
-fn d(a: Vec3, b: Vec3) -> f64 {
-    ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2)).sqrt()
-}
 
 /// Distances between consecutive CA atoms (3.8 Å for trans peptides, 2.9 Å for cis).
 pub fn ca_ca_distances(chain: &Backbone) -> Vec<f64> {

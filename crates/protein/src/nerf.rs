@@ -3,7 +3,7 @@
 //! first residue's N, CA, C at fixed coordinates, then each next atom placed from the three
 //! before it by a bond length, a bond angle and a dihedral.
 
-use crate::angles::bond_angle;
+use crate::geometry::{cross, sub, unit};
 use crate::Vec3;
 
 /// Backbone bond lengths, Å.
@@ -38,21 +38,6 @@ pub const INIT: [Vec3; 3] = [
     [16.967, 12.784, 4.338],
     [15.685, 12.755, 5.133],
 ];
-
-fn sub(a: Vec3, b: Vec3) -> Vec3 {
-    [a[0] - b[0], a[1] - b[1], a[2] - b[2]]
-}
-fn cross(a: Vec3, b: Vec3) -> Vec3 {
-    [
-        a[1] * b[2] - a[2] * b[1],
-        a[2] * b[0] - a[0] * b[2],
-        a[0] * b[1] - a[1] * b[0],
-    ]
-}
-fn unit(a: Vec3) -> Vec3 {
-    let n = (a[0] * a[0] + a[1] * a[1] + a[2] * a[2]).sqrt().max(1e-12);
-    [a[0] / n, a[1] / n, a[2] / n]
-}
 
 /// The atom `d` bonded to `c` at `length`, with angle `b-c-d` = `angle` and dihedral
 /// `a-b-c-d` = `torsion` (radians).
@@ -91,9 +76,4 @@ pub fn build(rows: &[[f64; 6]], lengths: BondLengths) -> Vec<Vec3> {
         atoms.extend([n1, ca1, c1]);
     }
     atoms
-}
-
-/// The first residue's N-CA-C angle in [`INIT`] (radians).
-pub fn init_tau() -> f64 {
-    bond_angle(INIT[0], INIT[1], INIT[2])
 }

@@ -6,6 +6,7 @@
 //! [`MAX_PEPTIDE_BOND`] Å) and at residues that lack a backbone atom, and each split is recorded
 //! in [`Parsed::notes`] with the file and line; nothing is guessed.
 
+use crate::geometry::distance;
 use crate::Vec3;
 use anyhow::{bail, Context};
 use std::path::Path;
@@ -45,6 +46,25 @@ pub struct Backbone {
 }
 
 impl Backbone {
+    /// A backbone from N, CA, C atoms in order (as [`Backbone::atoms`] gives them and
+    /// [`crate::nerf::build`] makes them), its residues glycines numbered from 1.
+    pub fn from_atoms(id: impl Into<String>, atoms: &[Vec3]) -> Self {
+        Self {
+            id: id.into(),
+            residues: atoms
+                .chunks_exact(3)
+                .enumerate()
+                .map(|(i, a)| Residue {
+                    name: "GLY".into(),
+                    number: (i + 1).to_string(),
+                    n: a[0],
+                    ca: a[1],
+                    c: a[2],
+                })
+                .collect(),
+        }
+    }
+
     /// Residues.
     pub fn len(&self) -> usize {
         self.residues.len()
@@ -303,10 +323,6 @@ fn cif_atoms(text: &str, source: &str) -> anyhow::Result<Vec<AtomRecord>> {
         });
     }
     Ok(out)
-}
-
-fn distance(a: Vec3, b: Vec3) -> f64 {
-    ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2)).sqrt()
 }
 
 /// Residues of the first model grouped into backbones.

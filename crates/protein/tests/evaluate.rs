@@ -6,7 +6,7 @@ use sugarcube_core::rng::Rng;
 use sugarcube_protein::angles::angles;
 use sugarcube_protein::evaluate::evaluate;
 use sugarcube_protein::nerf::{build, BondLengths};
-use sugarcube_protein::structure::{read_structure, Backbone, Residue};
+use sugarcube_protein::structure::{read_structure, Backbone};
 
 fn chain(name: &str) -> Backbone {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -16,19 +16,7 @@ fn chain(name: &str) -> Backbone {
 }
 
 fn from_rows(rows: &[[f64; 6]]) -> Backbone {
-    Backbone {
-        id: "built".into(),
-        residues: build(rows, BondLengths::ENGH_HUBER)
-            .chunks(3)
-            .map(|a| Residue {
-                name: "GLY".into(),
-                number: String::new(),
-                n: a[0],
-                ca: a[1],
-                c: a[2],
-            })
-            .collect(),
-    }
+    Backbone::from_atoms("built", &build(rows, BondLengths::ENGH_HUBER))
 }
 
 #[test]

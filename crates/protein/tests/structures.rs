@@ -6,7 +6,7 @@
 use sugarcube_protein::angles::{angles, defined, wrap};
 use sugarcube_protein::nerf::{build, BondLengths};
 use sugarcube_protein::pdb::pdb_text;
-use sugarcube_protein::structure::{parse_structure, read_structure, Backbone, Residue};
+use sugarcube_protein::structure::{parse_structure, read_structure, Backbone};
 use sugarcube_protein::superpose::rmsd;
 
 fn fixture(name: &str) -> std::path::PathBuf {
@@ -61,19 +61,7 @@ fn coordinates_to_angles_to_coordinates() {
         eprintln!("{file}: backbone RMSD after NeRF with Engh-Huber lengths {r:.3} Å");
         assert!(r < 0.25, "{file}: {r} Å");
         // and the rebuilt chain has the same angles
-        let rebuilt = Backbone {
-            id: "rebuilt".into(),
-            residues: atoms
-                .chunks(3)
-                .map(|a| Residue {
-                    name: "GLY".into(),
-                    number: String::new(),
-                    n: a[0],
-                    ca: a[1],
-                    c: a[2],
-                })
-                .collect(),
-        };
+        let rebuilt = Backbone::from_atoms("rebuilt", &atoms);
         let again = angles(&rebuilt);
         for (i, (a, b)) in rows.iter().zip(&again).enumerate() {
             for k in 0..6 {
