@@ -1,5 +1,6 @@
 //! Every parser of user files fed random and mutated bytes: WAV files, PNG spectrogram images
-//! (with their EXIF blocks), bare EXIF blocks and SF2 soundfonts give errors, never panics.
+//! (with their EXIF blocks), bare EXIF blocks and SF2 soundfonts give errors (naming the file),
+//! never panics.
 
 use sugarcube_audio::codec::{images_of_clip, read_image};
 use sugarcube_audio::exif::decode_tiff;
@@ -53,15 +54,29 @@ fn parsers_never_panic() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/riffusion-mono.png"),
     )
     .unwrap();
+    // an error must say which file it is about
+    let names = |r: anyhow::Result<()>, source: &str| {
+        if let Err(e) = r {
+            let text = format!("{e:#}");
+            assert!(
+                text.contains(source),
+                "an error that does not name {source}: {text}"
+            );
+        }
+    };
     for round in 0..1500 {
         let random: Vec<u8> = (0..rng.below(200)).map(|_| rng.next_u64() as u8).collect();
-        let _ = parse_wav(&random, "random");
-        let _ = read_image(&random, "random");
-        let _ = decode_tiff(&random);
+        assert!(parse_wav(&random, "random.wav").is_err());
+        names(parse_wav(&random, "random.wav").map(|_| ()), "random.wav");
+        assert!(read_image(&random, "random.png").is_err());
+        names(read_image(&random, "random.png").map(|_| ()), "random.png");
+        if let Err(e) = decode_tiff(&random) {
+            assert!(!format!("{e:#}").is_empty());
+        }
         let w = mutate(&wavs[round % 2], &mut rng);
-        let _ = parse_wav(&w, "mutated.wav");
+        names(parse_wav(&w, "mutated.wav").map(|_| ()), "mutated.wav");
         let img = mutate(if round % 2 == 0 { &png } else { &riffusion }, &mut rng);
-        let _ = read_image(&img, "mutated.png");
+        names(read_image(&img, "mutated.png").map(|_| ()), "mutated.png");
         let exif_start = 8 + 25; // after the PNG signature and header chunk
         let _ = decode_tiff(&img[exif_start.min(img.len())..]);
     }

@@ -1,4 +1,5 @@
-//! The PDB and mmCIF readers fed random and mutated real files: errors, never panics.
+//! The PDB and mmCIF readers fed random and mutated real files: errors that name the file,
+//! never panics.
 
 use sugarcube_core::rng::Rng;
 use sugarcube_protein::structure::parse_structure;
@@ -13,7 +14,10 @@ fn parsers_never_panic() {
     let mut rng = Rng::named(0, "protein-fuzz");
     for round in 0..600 {
         let random: Vec<u8> = (0..rng.below(300)).map(|_| rng.next_u64() as u8).collect();
-        let _ = parse_structure(&random, "random");
+        let e = parse_structure(&random, "random.pdb")
+            .err()
+            .expect("random bytes are no structure");
+        assert!(format!("{e:#}").contains("random.pdb"), "{e:#}");
         let mut b = files[round % files.len()].clone();
         for _ in 0..1 + rng.below(20) {
             let i = rng.below(b.len() as u64) as usize;
@@ -29,6 +33,11 @@ fn parsers_never_panic() {
             let n = rng.below(b.len() as u64) as usize;
             b.truncate(n);
         }
-        let _ = parse_structure(&b, "mutated");
+        if let Err(e) = parse_structure(&b, "mutated.pdb") {
+            assert!(
+                format!("{e:#}").contains("mutated.pdb"),
+                "an error that does not name the file: {e:#}"
+            );
+        }
     }
 }
