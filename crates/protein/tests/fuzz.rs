@@ -14,9 +14,7 @@ fn parsers_never_panic() {
     let mut rng = Rng::named(0, "protein-fuzz");
     for round in 0..600 {
         let random: Vec<u8> = (0..rng.below(300)).map(|_| rng.next_u64() as u8).collect();
-        let e = parse_structure(&random, "random.pdb")
-            .err()
-            .expect("random bytes are no structure");
+        let e = parse_structure(&random, "random.pdb").expect_err("random bytes are no structure");
         assert!(format!("{e:#}").contains("random.pdb"), "{e:#}");
         let mut b = files[round % files.len()].clone();
         for _ in 0..1 + rng.below(20) {
