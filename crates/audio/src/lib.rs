@@ -10,10 +10,13 @@
 //! - [`pitch`]: fundamental frequency by YIN;
 //! - [`render`]: notes and melodies from SF2 soundfonts;
 //! - [`codec`]: spectrogram images (Riffusion's, audio-diffusion's, a CPU preset), with
-//!   their parameters in [`exif`] tags.
+//!   their parameters in [`exif`] tags;
+//! - [`domain`]: the `audio` domain (notes as spectrogram images conditioned on instrument
+//!   and pitch) and its report section ([`report`]).
 
 pub mod cli;
 pub mod codec;
+pub mod domain;
 pub mod exif;
 pub mod griffin_lim;
 pub mod inverse_mel;
@@ -21,9 +24,11 @@ pub mod mel;
 pub mod metrics;
 pub mod pitch;
 pub mod render;
+pub mod report;
 pub mod resample;
 pub mod stft;
 pub mod wav;
 
 pub use codec::SpectrogramParams;
+pub use domain::AudioNotes;
 pub use wav::{read_wav, write_wav, Audio, WavFormat};

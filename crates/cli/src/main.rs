@@ -8,20 +8,12 @@ use sugarcube_core::registry::{self, DomainEntry, Entry};
 use sugarcube_core::run::{Lengths, SampleRequest, TrainOptions};
 
 /// Every domain the binary knows: adding a domain is one line here.
-/// Tools that are not (yet) domains: a command and what runs it, mounted as `sugarcube NAME`.
-type Tool = (
-    fn() -> clap::Command,
-    fn(&clap::ArgMatches) -> anyhow::Result<()>,
-);
-static TOOLS: &[Tool] = &[
-    (sugarcube_audio::cli::command, sugarcube_audio::cli::run),
-    (sugarcube_protein::cli::command, sugarcube_protein::cli::run),
-];
-
 static DOMAINS: &[&dyn DomainEntry] = &[
     &Entry::<sugarcube_toy::Toy>::NEW,
     &Entry::<sugarcube_image::Image>::NEW,
     &Entry::<sugarcube_dna::Dna>::NEW,
+    &Entry::<sugarcube_protein::Protein>::NEW,
+    &Entry::<sugarcube_audio::AudioNotes>::NEW,
 ];
 
 #[derive(Parser)]
@@ -243,18 +235,8 @@ fn main() {
             command = command.subcommand(c);
         }
     }
-    for (tool, _) in TOOLS {
-        command = command.subcommand(tool());
-    }
     let matches = command.get_matches();
     let result = match matches.subcommand() {
-        Some((name, sub)) if TOOLS.iter().any(|(c, _)| c().get_name() == name) => {
-            let (_, run) = TOOLS
-                .iter()
-                .find(|(c, _)| c().get_name() == name)
-                .expect("found above");
-            run(sub)
-        }
         Some((name, sub))
             if DOMAINS
                 .iter()

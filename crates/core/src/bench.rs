@@ -246,6 +246,7 @@ pub fn run(
 ) -> anyhow::Result<WorkloadResult> {
     let iters = iters.max(1);
     let s = setup(w, device)?;
+    crate::nn::flush_denormals();
     let vars = s.params.vars();
     let mut opt = AdamW::new(vars.clone(), AdamWConfig::default())?;
     // the trainer's own micro-batch step (label dropout as the trainer's default)

@@ -36,6 +36,15 @@ pub struct DataInfo {
     /// For token data, the number of token values (tokens are `0..vocab`).
     #[serde(default)]
     pub vocab: Option<usize>,
+    /// For variable-length data, the shortest and longest training lengths: samples drawn
+    /// without `--lengths` take lengths uniformly from this range (sample `i`'s from the
+    /// seed's stream `i`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub length_range: Option<(usize, usize)>,
+    /// What the domain needs from its training data to write samples without it (for protein
+    /// backbones, the circular means the angles were centred by); the domain's own format.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub stats: serde_json::Value,
 }
 
 impl DataInfo {
@@ -46,6 +55,8 @@ impl DataInfo {
             cond: CondSpec::default(),
             length_axis: None,
             vocab: None,
+            length_range: None,
+            stats: serde_json::Value::Null,
         }
     }
 

@@ -30,6 +30,7 @@ pub mod crashpoint;
 pub mod denoiser;
 pub mod domain;
 pub mod files;
+pub mod frechet;
 pub mod nn;
 pub mod optim;
 pub mod params;

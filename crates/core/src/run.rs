@@ -571,6 +571,7 @@ impl<Dm: Domain> LoadedRun<Dm> {
     /// its own, and (without `--cond`) default condition i mod K, so the result does not depend
     /// on the batch size.
     pub fn generate(&self, req: &SampleRequest) -> anyhow::Result<Generated> {
+        crate::nn::flush_denormals();
         let cfg = self.sampler_config(req);
         anyhow::ensure!(cfg.n >= 1, "the number of samples must be at least 1");
         anyhow::ensure!(cfg.batch_size >= 1, "sample.batch_size must be at least 1");
@@ -613,7 +614,12 @@ impl<Dm: Domain> LoadedRun<Dm> {
                 "--lengths: this data has one fixed shape {:?}",
                 self.info.item_shape
             ),
-            (None, _) => None,
+            (None, Some(_)) => self.info.length_range.map(|(lo, hi)| {
+                (0..cfg.n)
+                    .map(|i| Lengths::Range(lo, hi).of(seed, i))
+                    .collect()
+            }),
+            (None, None) => None,
         };
         let calls_per_batch = self.process.model_calls(&cfg)? as u64;
         let batches = cfg.n.div_ceil(cfg.batch_size);

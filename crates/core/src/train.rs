@@ -682,6 +682,7 @@ impl Trainer<'_> {
     pub fn run(&self, resume: bool) -> anyhow::Result<TrainReport> {
         let cfg = self.cfg;
         cfg.validate()?;
+        crate::nn::flush_denormals();
         let _precision = crate::nn::Bf16Compute::set(cfg.precision == Precision::Bf16)
             .context("train.precision = \"bf16\"")?;
         anyhow::ensure!(!self.dataset.is_empty(), "the training data is empty");

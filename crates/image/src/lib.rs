@@ -15,7 +15,8 @@ pub mod classifier;
 mod digits;
 pub mod domain;
 mod folder;
-pub mod frechet;
+/// The Fréchet distance (shared with the other domains, from the core).
+pub use sugarcube_core::frechet;
 mod idx;
 pub mod report;
 mod set;

@@ -36,5 +36,5 @@ pub mod testing;
 
 pub use machinery::{output_vec, Float};
 pub use switches::{
-    bf16_compute, bf16_supported, set_bf16_compute, set_fused_kernels, Bf16Compute,
+    bf16_compute, bf16_supported, flush_denormals, set_bf16_compute, set_fused_kernels, Bf16Compute,
 };

@@ -1,6 +1,7 @@
 //! `sugarcube protein ...`: backbones from structure files.
 
 use crate::angles::{angles, NAMES};
+use crate::dataset::{read_chains, structure_files};
 use crate::dssp::{secondary_structure, Ss};
 use crate::metrics::{clashes, radius_of_gyration};
 use crate::nerf::{build, BondLengths};
@@ -29,6 +30,14 @@ pub fn command() -> Command {
                 .arg(Arg::new("test").long("test").num_args(1..).value_parser(value_parser!(PathBuf)).help("held-out structures for the floors (default: a seeded tenth of the reference chains)"))
                 .arg(Arg::new("seed").long("seed").default_value("0").value_parser(value_parser!(u64)))
                 .arg(Arg::new("out").long("out").value_parser(value_parser!(PathBuf)).help("write OUT/eval.json")),
+        )
+        .subcommand(
+            Command::new("extract")
+                .about("Write each distinct backbone chain of PDB/mmCIF files (or folders of them) as its own backbone PDB file (N, CA, C, ideal O), gzipped with --gz: a training folder from any structures")
+                .arg(Arg::new("inputs").required(true).num_args(1..).value_parser(value_parser!(PathBuf)))
+                .arg(Arg::new("out").long("out").required(true).value_parser(value_parser!(PathBuf)).help("output folder"))
+                .arg(Arg::new("min-length").long("min-length").default_value("40").value_parser(value_parser!(usize)).help("leave out chains (and pieces between breaks) shorter than this"))
+                .arg(Arg::new("gz").long("gz").action(clap::ArgAction::SetTrue).help("write .pdb.gz")),
         )
         .subcommand(
             Command::new("angles")
@@ -62,42 +71,6 @@ fn chain_of(m: &ArgMatches) -> anyhow::Result<Backbone> {
     Ok(p.chains.swap_remove(k))
 }
 
-/// Structure files named directly or found in folders (`.pdb`, `.ent`, `.cif`, `.mmcif`, any
-/// of them `.gz`), in name order.
-fn structure_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
-    let is_structure = |p: &std::path::Path| {
-        let name = p
-            .file_name()
-            .map(|n| n.to_string_lossy().to_lowercase())
-            .unwrap_or_default();
-        let name = name.strip_suffix(".gz").unwrap_or(&name).to_string();
-        [".pdb", ".ent", ".cif", ".mmcif"]
-            .iter()
-            .any(|e| name.ends_with(e))
-    };
-    let mut out = vec![];
-    for p in paths {
-        if p.is_dir() {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
-                .with_context(|| format!("cannot read {}", p.display()))?
-                .flatten()
-                .map(|e| e.path())
-                .filter(|f| f.is_file() && is_structure(f))
-                .collect();
-            found.sort();
-            anyhow::ensure!(
-                !found.is_empty(),
-                "{} holds no PDB or mmCIF files",
-                p.display()
-            );
-            out.extend(found);
-        } else {
-            out.push(p.clone());
-        }
-    }
-    Ok(out)
-}
-
 fn chains_of(files: &[PathBuf]) -> anyhow::Result<Vec<Backbone>> {
     let mut out = vec![];
     for f in files {
@@ -109,6 +82,34 @@ fn chains_of(files: &[PathBuf]) -> anyhow::Result<Vec<Backbone>> {
         );
     }
     Ok(out)
+}
+
+/// A file name for a chain id (`dir/1ubi.pdb.gz:A/2` -> `1ubi_A_2`): the file's stem without
+/// its structure extensions, the chain, characters other than letters, digits, `-` and `.`
+/// replaced by `_`.
+fn file_name_of(id: &str) -> String {
+    let (file, chain) = id.rsplit_once(':').unwrap_or((id, ""));
+    let mut stem = std::path::Path::new(file)
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    for ext in [".gz", ".pdb", ".ent", ".cif", ".mmcif"] {
+        if stem.to_lowercase().ends_with(ext) {
+            stem.truncate(stem.len() - ext.len());
+        }
+    }
+    format!("{stem}_{chain}")
+        .chars()
+        .map(|ch| {
+            if ch.is_ascii_alphanumeric() || ch == '.' || ch == '-' {
+                ch
+            } else {
+                '_'
+            }
+        })
+        .collect::<String>()
+        .trim_end_matches('_')
+        .to_string()
 }
 
 /// Runs `sugarcube protein ...`.
@@ -190,6 +191,32 @@ pub fn run(matches: &ArgMatches) -> anyhow::Result<()> {
                 )?;
                 println!("wrote {}", dir.join("eval.json").display());
             }
+            Ok(())
+        }
+        Some(("extract", m)) => {
+            let inputs: Vec<PathBuf> = m
+                .get_many::<PathBuf>("inputs")
+                .expect("required")
+                .cloned()
+                .collect();
+            let out = m.get_one::<PathBuf>("out").expect("required");
+            let min = *m.get_one::<usize>("min-length").expect("defaulted");
+            let (chains, notes, copies) = read_chains(&structure_files(&inputs)?, min)?;
+            for n in &notes {
+                eprintln!("note: {n}");
+            }
+            std::fs::create_dir_all(out)
+                .with_context(|| format!("cannot create {}", out.display()))?;
+            let ext = if m.get_flag("gz") { "pdb.gz" } else { "pdb" };
+            for c in &chains {
+                let name = file_name_of(&c.id);
+                write_pdb(&out.join(format!("{name}.{ext}")), c)?;
+            }
+            println!(
+                "wrote {} chains of at least {min} residues to {} ({copies} copies of earlier chains left out)",
+                chains.len(),
+                out.display()
+            );
             Ok(())
         }
         Some(("angles", m)) => {

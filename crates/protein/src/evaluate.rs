@@ -11,14 +11,15 @@
 //! - `rg_ratio`: the mean absolute deviation of log Rg from the training chains' log Rg - log L
 //!   line, over the same for held-out chains;
 //! - `max_tm_to_train_mean` (`_floor`): the mean over structures of the highest TM-score
-//!   (normalised by the structure's length) to any training chain.
+//!   (normalised by the structure's length) to any training chain, aligned in full against
+//!   the [`TM_CANDIDATES`] training chains that score best by gapless threading ([`max_tm`]).
 
 use crate::dssp::{secondary_structure, Ss};
 use crate::metrics::{
     ca_ca_distances, clashes, kl_divergence, phi_psi, radius_of_gyration, ramachandran_histogram,
 };
 use crate::structure::Backbone;
-use crate::tmscore::tm_score;
+use crate::tmscore::{threading_score, tm_score};
 
 /// Bins per axis of the Ramachandran histogram.
 pub const RAMA_BINS: usize = 36;
@@ -82,11 +83,30 @@ fn rg_deviation(chains: &[Backbone], fit: (f64, f64)) -> f64 {
     d.iter().sum::<f64>() / d.len().max(1) as f64
 }
 
-fn max_tm_mean(chains: &[Backbone], train: &[Backbone]) -> f64 {
-    let best: Vec<f64> = chains
+/// Training chains aligned in full per structure for its highest TM-score: those that score
+/// best by gapless threading.
+pub const TM_CANDIDATES: usize = 10;
+
+/// The highest TM-score of `chain` (normalised by its length) to any of `train`: a full
+/// TM-align-style alignment against the [`TM_CANDIDATES`] training chains with the best
+/// gapless threading (every chain when there are no more).
+pub fn max_tm(chain: &Backbone, train: &[Backbone]) -> f64 {
+    let mut quick: Vec<(f64, usize)> = train
         .iter()
-        .map(|c| train.iter().map(|t| tm_score(c, t).0).fold(0.0, f64::max))
+        .enumerate()
+        .map(|(k, t)| (threading_score(chain, t), k))
         .collect();
+    quick.sort_by(|a, b| b.0.total_cmp(&a.0));
+    quick
+        .iter()
+        .take(TM_CANDIDATES)
+        .map(|&(_, k)| tm_score(chain, &train[k]).0)
+        .fold(0.0, f64::max)
+}
+
+fn max_tm_mean(chains: &[Backbone], train: &[Backbone]) -> f64 {
+    use rayon::prelude::*;
+    let best: Vec<f64> = chains.par_iter().map(|c| max_tm(c, train)).collect();
     best.iter().sum::<f64>() / best.len().max(1) as f64
 }
 

@@ -84,9 +84,20 @@ pub fn pdb_text(chain: &Backbone, chain_id: char) -> anyhow::Result<String> {
     Ok(out)
 }
 
-/// Writes `chain` as a PDB file (through a temporary file and a rename).
+/// Writes `chain` as a PDB file, gzipped when the name ends in `.gz` (through a temporary
+/// file and a rename).
 pub fn write_pdb(path: &Path, chain: &Backbone) -> anyhow::Result<()> {
     let text = pdb_text(chain, 'A')
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
-    write_atomic(path, text.as_bytes())
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gz"))
+    {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(vec![], flate2::Compression::best());
+        gz.write_all(text.as_bytes())?;
+        write_atomic(path, &gz.finish()?)
+    } else {
+        write_atomic(path, text.as_bytes())
+    }
 }

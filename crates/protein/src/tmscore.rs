@@ -14,6 +14,10 @@ use crate::structure::Backbone;
 use crate::Vec3;
 use nalgebra::{Matrix3, Vector3};
 
+/// How far fragment starts move in the superposition search while the alignment is refined
+/// (TM-align's `simplify_step` of 40 residues); the final score searches more finely.
+const SEARCH_STEP: usize = 20;
+
 /// TM-score's length scale for a chain of `l` residues, Å.
 pub fn d0(l: usize) -> f64 {
     if l <= 21 {
@@ -61,7 +65,14 @@ fn score_matrix(x: &[Vec3], moved: &[Vector3<f64>], d0: f64) -> Vec<Vec<f64>> {
 /// The TM-score (normalised by `norm` residues, scale `d0`) of aligned pairs `(i, j)` of `x`
 /// and `y` under the best superposition found by TM-score's search: superpose on fragments of
 /// the alignment, then repeatedly on the pairs closer than a cut-off, keeping the best.
-fn search(x: &[Vec3], y: &[Vec3], pairs: &[(usize, usize)], norm: usize, d0: f64) -> (f64, Motion) {
+fn search(
+    x: &[Vec3],
+    y: &[Vec3],
+    pairs: &[(usize, usize)],
+    norm: usize,
+    d0: f64,
+    step: usize,
+) -> (f64, Motion) {
     let n = pairs.len();
     let identity = Motion {
         r: Matrix3::identity(),
@@ -84,7 +95,6 @@ fn search(x: &[Vec3], y: &[Vec3], pairs: &[(usize, usize)], norm: usize, d0: f64
     let mut best = (0.0, identity);
     let mut frag = n;
     loop {
-        let step = (n / 40).max(1);
         let mut start = 0;
         while start + frag <= n {
             let mut chosen: Vec<usize> = (start..start + frag).collect();
@@ -115,7 +125,12 @@ fn search(x: &[Vec3], y: &[Vec3], pairs: &[(usize, usize)], norm: usize, d0: f64
                 }
                 chosen = next;
             }
-            start += step;
+            // the last fragment start is always tried, as in TM-align
+            if start + frag < n && start + step + frag > n {
+                start = n - frag;
+            } else {
+                start += step;
+            }
         }
         if frag <= 4 {
             break;
@@ -180,18 +195,11 @@ fn align(score: &[Vec<f64>], gap: f64) -> Vec<(usize, usize)> {
     pairs
 }
 
-/// The TM-score of `a` against `b`, normalised by `a`'s length (TM-align's first score), with
-/// the aligned pairs it counts.
-pub fn tm_score(a: &Backbone, b: &Backbone) -> (f64, Vec<(usize, usize)>) {
-    let (x, y) = (a.ca(), b.ca());
+/// Gapless threadings of `y` along `x`: every shift that overlaps at least half the shorter
+/// chain, each superposed by Kabsch and scored (sum of `1 / (1 + (d / d0)^2)`), best first.
+fn threads(x: &[Vec3], y: &[Vec3], d0_min: f64) -> Vec<(f64, Vec<(usize, usize)>)> {
     let (la, lb) = (x.len(), y.len());
-    if la < 3 || lb < 3 {
-        return (0.0, vec![]);
-    }
     let lmin = la.min(lb);
-    let d0_min = d0(lmin);
-    let mut starts: Vec<Vec<(usize, usize)>> = vec![];
-    // gapless threading: every shift with enough overlap, the best few kept
     let mut threads: Vec<(f64, Vec<(usize, usize)>)> = vec![];
     let min_overlap = (lmin / 2).max(3);
     for shift in -(lb as isize) + 1..la as isize {
@@ -214,7 +222,34 @@ pub fn tm_score(a: &Backbone, b: &Backbone) -> (f64, Vec<(usize, usize)>) {
         threads.push((s, pairs));
     }
     threads.sort_by(|p, q| q.0.total_cmp(&p.0));
-    starts.extend(threads.into_iter().take(5).map(|t| t.1));
+    threads
+}
+
+/// A quick estimate of [`tm_score`]: the best gapless threading of `b` along `a` (TM-align's
+/// first starting alignment) scored at the shorter chain's scale and normalised by `a`'s
+/// length, without refinement. For picking the few chains worth a full alignment.
+pub fn threading_score(a: &Backbone, b: &Backbone) -> f64 {
+    let (x, y) = (a.ca(), b.ca());
+    if x.len() < 3 || y.len() < 3 {
+        return 0.0;
+    }
+    threads(&x, &y, d0(x.len().min(y.len())))
+        .first()
+        .map_or(0.0, |t| t.0 / x.len() as f64)
+}
+
+/// The TM-score of `a` against `b`, normalised by `a`'s length (TM-align's first score), with
+/// the aligned pairs it counts.
+pub fn tm_score(a: &Backbone, b: &Backbone) -> (f64, Vec<(usize, usize)>) {
+    let (x, y) = (a.ca(), b.ca());
+    let (la, lb) = (x.len(), y.len());
+    if la < 3 || lb < 3 {
+        return (0.0, vec![]);
+    }
+    let lmin = la.min(lb);
+    let d0_min = d0(lmin);
+    let mut starts: Vec<Vec<(usize, usize)>> = vec![];
+    starts.extend(threads(&x, &y, d0_min).into_iter().take(5).map(|t| t.1));
     // secondary structure: the same helix or strand state scores 1, coil with coil 0.5
     let (sa, sb) = (secondary_structure(a, None), secondary_structure(b, None));
     let ss_score: Vec<Vec<f64>> = sa
@@ -251,7 +286,7 @@ pub fn tm_score(a: &Backbone, b: &Backbone) -> (f64, Vec<(usize, usize)>) {
     for start in starts {
         let mut pairs = start;
         for _ in 0..30 {
-            let (s, m) = search(&x, &y, &pairs, lmin, d0_min);
+            let (s, m) = search(&x, &y, &pairs, lmin, d0_min, SEARCH_STEP);
             if s > best.0 {
                 best = (s, pairs.clone(), Some(m));
             }
@@ -266,6 +301,6 @@ pub fn tm_score(a: &Backbone, b: &Backbone) -> (f64, Vec<(usize, usize)>) {
     }
     // the final score: the best alignment superposed again at a's own scale
     let kept = best.1;
-    let (tm, _) = search(&x, &y, &kept, la, d0(la));
+    let (tm, _) = search(&x, &y, &kept, la, d0(la), (kept.len() / 40).max(1));
     (tm, kept)
 }

@@ -408,6 +408,72 @@ pub fn heatmap(
     Ok(svg)
 }
 
+/// A 2-D density (`bins x bins` cells over `range` on both axes, `values[x * bins + y]`, x
+/// major) as a square of cells coloured by the log of their density over three decades below
+/// the densest (white: empty), with labelled axes: a Ramachandran plot, for example.
+pub fn density(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    range: (f64, f64),
+    values: &[f64],
+) -> Result<String> {
+    let bins = (values.len() as f64).sqrt().round() as usize;
+    anyhow::ensure!(
+        bins >= 1 && bins * bins == values.len(),
+        "density: {} values do not make a square grid",
+        values.len()
+    );
+    let top = values.iter().cloned().fold(0.0, f64::max);
+    let (lo, hi) = range;
+    let w = (hi - lo) / bins as f64;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (360, 360)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 16))
+            .margin(10)
+            .x_label_area_size(36)
+            .y_label_area_size(44)
+            .build_cartesian_2d(lo..hi, lo..hi)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_desc(x_label)
+            .y_desc(y_label)
+            .x_labels(5)
+            .y_labels(5)
+            .x_label_formatter(&|v| tick(*v))
+            .y_label_formatter(&|v| tick(*v))
+            .draw()
+            .map_err(err)?;
+        let cells = values
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| **v > 0.0)
+            .map(|(k, &v)| {
+                let (x, y) = ((k / bins) as f64, (k % bins) as f64);
+                let t = if top > 0.0 {
+                    (v / top).log10() / 3.0 + 1.0
+                } else {
+                    0.0
+                };
+                Rectangle::new(
+                    [
+                        (lo + x * w, lo + y * w),
+                        (lo + (x + 1.0) * w, lo + (y + 1.0) * w),
+                    ],
+                    scale_colour(t.max(0.05)).filled(),
+                )
+            });
+        chart.draw_series(cells).map_err(err)?;
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
+}
+
 /// Grouped bars: for each category, one bar per group (`groups[g].1[c]`), side by side.
 pub fn bars(
     title: &str,

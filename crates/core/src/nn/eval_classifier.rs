@@ -236,6 +236,7 @@ pub fn train(
     quiet: bool,
     augment: Augment,
 ) -> anyhow::Result<(Params, EvalClassifier)> {
+    crate::nn::flush_denormals();
     let device = items.device().clone();
     let (n, c) = (items.dim(0)?, items.dim(1)?);
     anyhow::ensure!(

@@ -21,7 +21,7 @@ pub(crate) use sugarcube_kernels::output_vec;
 pub(crate) use sugarcube_kernels::testing as test_util;
 pub use sugarcube_kernels::{attention, conv, elementwise, linear, norm, relative, resample};
 pub use sugarcube_kernels::{
-    bf16_compute, bf16_supported, set_bf16_compute, set_fused_kernels, Bf16Compute,
+    bf16_compute, bf16_supported, flush_denormals, set_bf16_compute, set_fused_kernels, Bf16Compute,
 };
 
 /// The small ops under their earlier common path (`nn::ops`): element-wise ones, resampling,
