@@ -2,10 +2,12 @@
 //! must give an error (naming the origin) or a parsed experiment, never a panic.
 
 use std::path::Path;
+use sugarcube_audio::AudioNotes;
 use sugarcube_core::config::ExperimentOf;
 use sugarcube_core::rng::Rng;
 use sugarcube_dna::Dna;
 use sugarcube_image::Image;
+use sugarcube_protein::Protein;
 use sugarcube_toy::Toy;
 
 fn parse_all(text: &str) {
@@ -15,7 +17,12 @@ fn parse_all(text: &str) {
         std::panic::catch_unwind(|| ExperimentOf::<Image>::parse(text, "fuzz.toml").map(|_| ()));
     let dna =
         std::panic::catch_unwind(|| ExperimentOf::<Dna>::parse(text, "fuzz.toml").map(|_| ()));
-    for r in [toy, image, dna] {
+    let protein =
+        std::panic::catch_unwind(|| ExperimentOf::<Protein>::parse(text, "fuzz.toml").map(|_| ()));
+    let audio = std::panic::catch_unwind(|| {
+        ExperimentOf::<AudioNotes>::parse(text, "fuzz.toml").map(|_| ())
+    });
+    for r in [toy, image, dna, protein, audio] {
         match r {
             Err(_) => panic!("the parser panicked on:\n{text}"),
             Ok(Err(e)) => assert!(
@@ -41,6 +48,8 @@ fn shipped_experiments_parse() {
             "toy" => ExperimentOf::<Toy>::load(&path).map(|_| ()),
             "image" => ExperimentOf::<Image>::load(&path).map(|_| ()),
             "dna" => ExperimentOf::<Dna>::load(&path).map(|_| ()),
+            "protein" => ExperimentOf::<Protein>::load(&path).map(|_| ()),
+            "audio" => ExperimentOf::<AudioNotes>::load(&path).map(|_| ()),
             other => panic!(
                 "{}: a domain this test does not know: {other}",
                 path.display()
