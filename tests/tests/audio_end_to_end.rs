@@ -33,6 +33,7 @@ fn training_generates_notes_at_the_requested_pitch() -> anyhow::Result<()> {
     exp.data.notes = notes;
     exp.data.heldout_pairs = HeldoutPairs::Count(3);
     exp.model.channels = 16;
+    exp.model.patch_size = 1;
     exp.train.batch_size = 16;
     exp.train.warmup_steps = 20;
     exp.sample.steps = 12;
