@@ -36,7 +36,7 @@ use sugarcube_core::cond::{CondSpec, Condition, Field, Value};
 use sugarcube_core::denoiser::Denoiser;
 use sugarcube_core::domain::{Batch, DataInfo, Dataset, Domain, Evaluation, Samples, Split};
 use sugarcube_core::frechet::frechet_between;
-use sugarcube_core::nn::eval_classifier::{self, Pooling, Prediction, Targets, TrainSettings};
+use sugarcube_core::nn::eval_classifier::{self, classes_of, Pooling, Targets, TrainSettings};
 use sugarcube_core::nn::unet::{Dims, UNet, UNetConfig};
 use sugarcube_core::rng::Rng;
 
@@ -506,15 +506,6 @@ fn classifier_cache(data: &AudioData, set: &NoteSet, eval: &AudioEval) -> PathBu
     data.notes
         .join(".sugarcube-cache")
         .join(format!("instrument-classifier-{}.safetensors", &hash[..16]))
-}
-
-fn classes_of(p: &[Prediction]) -> Vec<u32> {
-    p.iter()
-        .map(|x| match x {
-            Prediction::Class(c) => *c,
-            Prediction::Set(_) => u32::MAX,
-        })
-        .collect()
 }
 
 impl Domain for AudioNotes {

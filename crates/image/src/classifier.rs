@@ -4,9 +4,7 @@
 //! Fréchet distance) is measured, and its predictions give `cond_accuracy`.
 
 use candle_core::{Result, Tensor};
-use sugarcube_core::nn::eval_classifier::{
-    self, EvalClassifier, Pooling, Prediction, Targets, TrainSettings,
-};
+use sugarcube_core::nn::eval_classifier::{self, EvalClassifier, Pooling, Targets, TrainSettings};
 use sugarcube_core::nn::Dims;
 use sugarcube_core::rng::Rng;
 
@@ -111,19 +109,7 @@ pub fn load_or_train(
     )
 }
 
-/// The classes of single-class predictions.
-pub fn classes_of(predictions: &[Prediction]) -> Vec<u32> {
-    predictions
-        .iter()
-        .map(|p| {
-            if let Prediction::Class(c) = p {
-                *c
-            } else {
-                u32::MAX
-            }
-        })
-        .collect()
-}
+pub use sugarcube_core::nn::eval_classifier::classes_of;
 
 /// Fraction of `predicted` equal to `expected`.
 pub fn accuracy(predicted: &[u32], expected: &[u32]) -> f64 {

@@ -1,7 +1,7 @@
 //! `sugarcube protein ...`: backbones from structure files.
 
 use crate::angles::{angles, NAMES};
-use crate::dataset::{read_chains, structure_files};
+use crate::dataset::{hold_out, read_chains, structure_files};
 use crate::dssp::{secondary_structure, Ss};
 use crate::metrics::{clashes, radius_of_gyration};
 use crate::nerf::{build, BondLengths};
@@ -150,25 +150,14 @@ pub fn run(matches: &ArgMatches) -> anyhow::Result<()> {
             let held = if m.contains_id("test") {
                 chains_of(&structure_files(&list("test"))?)?
             } else {
-                // a seeded tenth of the reference, at least one chain
+                // a seeded tenth of the reference, at least one chain (as the domain holds out)
                 anyhow::ensure!(
                     train.len() >= 2,
                     "with no --test, the reference needs at least two chains to hold one out"
                 );
-                let mut idx: Vec<usize> = (0..train.len()).collect();
-                sugarcube_core::rng::Rng::named(
-                    *m.get_one::<u64>("seed").expect("defaulted"),
-                    "protein-heldout",
-                )
-                .shuffle(&mut idx);
-                let k = (train.len() / 10).max(1);
-                let mut held_idx: Vec<usize> = idx[..k].to_vec();
-                held_idx.sort_unstable();
-                let mut held = vec![];
-                for &i in held_idx.iter().rev() {
-                    held.push(train.remove(i));
-                }
-                held.reverse();
+                let seed = *m.get_one::<u64>("seed").expect("defaulted");
+                let (kept, held) = hold_out(std::mem::take(&mut train), 0.1, seed);
+                train = kept;
                 held
             };
             let figures = crate::evaluate::evaluate(&generated, &train, &held)?;

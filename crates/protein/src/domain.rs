@@ -17,8 +17,8 @@ use crate::angles::defined;
 use crate::dataset::{
     centred_angles, circular_means, hold_out, read_chains, structure_files, uncentred, windows,
 };
-use crate::evaluate::{evaluate, RAMA_BINS};
-use crate::metrics::{ca_ca_distances, phi_psi, ramachandran_histogram};
+use crate::evaluate::{evaluate, rama, RAMA_BINS};
+use crate::metrics::ca_ca_distances;
 use crate::nerf::{build, BondLengths};
 use crate::pdb::write_pdb;
 use crate::structure::Backbone;
@@ -307,11 +307,6 @@ impl Dataset for AngleSet {
     }
 }
 
-fn rama_of(chains: &[Backbone]) -> Vec<f64> {
-    let pairs: Vec<(f64, f64)> = chains.iter().flat_map(phi_psi).collect();
-    ramachandran_histogram(&pairs, RAMA_BINS)
-}
-
 /// Generated angle tensors back to backbones: means added, NeRF with `bonds`.
 pub fn decode(
     samples: &Samples,
@@ -421,7 +416,7 @@ impl Domain for Protein {
             length_range: Some((lo, hi)),
             stats: serde_json::to_value(Stats {
                 angle_means: c.means,
-                rama_train: rama_of(&c.train_windows),
+                rama_train: rama(&c.train_windows),
             })?,
             ..DataInfo::new(vec![data.max_length, 6])
         };
@@ -459,7 +454,7 @@ impl Domain for Protein {
             files.push(path);
         }
         let png = dir.join("ramachandran.png");
-        crate::rama_png::write(&png, &rama_of(&chains), &s.rama_train)?;
+        crate::rama_png::write(&png, &rama(&chains), &s.rama_train)?;
         files.push(png);
         Ok(files)
     }
@@ -483,10 +478,10 @@ impl Domain for Protein {
         let generated = decode(samples, &c.means, bonds)?;
         let mut ev = Evaluation::of(evaluate(&generated, &c.train, &c.held_windows)?);
         let mut hist = serde_json::Map::new();
-        let mut rama = serde_json::Map::new();
-        rama.insert("samples".into(), serde_json::json!(rama_of(&generated)));
-        rama.insert("train".into(), serde_json::json!(rama_of(&c.train_windows)));
-        rama.insert("held".into(), serde_json::json!(rama_of(&c.held_windows)));
+        let mut densities = serde_json::Map::new();
+        densities.insert("samples".into(), serde_json::json!(rama(&generated)));
+        densities.insert("train".into(), serde_json::json!(rama(&c.train_windows)));
+        densities.insert("held".into(), serde_json::json!(rama(&c.held_windows)));
         hist.insert(
             "samples".into(),
             serde_json::json!(ca_ca_histogram(&generated)),
@@ -503,12 +498,12 @@ impl Domain for Protein {
                     ev.metrics.push((format!("iid_{k}"), v));
                 }
             }
-            rama.insert("iid".into(), serde_json::json!(rama_of(&iid)));
+            densities.insert("iid".into(), serde_json::json!(rama(&iid)));
             hist.insert("iid".into(), serde_json::json!(ca_ca_histogram(&iid)));
         }
         ev.details.insert(
             "ramachandran".into(),
-            serde_json::json!({ "bins": RAMA_BINS, "range_degrees": [-180, 180], "density": rama }),
+            serde_json::json!({ "bins": RAMA_BINS, "range_degrees": [-180, 180], "density": densities }),
         );
         ev.details.insert(
             "ca_ca".into(),

@@ -24,7 +24,8 @@ use crate::tmscore::{threading_score, tm_score};
 /// Bins per axis of the Ramachandran histogram.
 pub const RAMA_BINS: usize = 36;
 
-fn rama(chains: &[Backbone]) -> Vec<f64> {
+/// The normalised (phi, psi) histogram of all residues of `chains`, [`RAMA_BINS`] per axis.
+pub fn rama(chains: &[Backbone]) -> Vec<f64> {
     let pairs: Vec<(f64, f64)> = chains.iter().flat_map(phi_psi).collect();
     ramachandran_histogram(&pairs, RAMA_BINS)
 }

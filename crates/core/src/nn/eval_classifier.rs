@@ -338,6 +338,17 @@ pub fn load_or_train(
     Ok(net)
 }
 
+/// The classes of single-class predictions (`u32::MAX` for a label set).
+pub fn classes_of(predictions: &[Prediction]) -> Vec<u32> {
+    predictions
+        .iter()
+        .map(|p| match p {
+            Prediction::Class(c) => *c,
+            Prediction::Set(_) => u32::MAX,
+        })
+        .collect()
+}
+
 /// Fraction of `predicted` equal to `expected`.
 pub fn accuracy<T: PartialEq>(predicted: &[T], expected: &[T]) -> f64 {
     let hits = predicted
