@@ -142,6 +142,84 @@ fn training_generates_notes_at_the_requested_pitch() -> anyhow::Result<()> {
     assert_eq!(audio.rate, 16000);
     assert!(audio.seconds() > 0.9);
 
+    // seed interpolation: the ends are the two seeds' own samples, and neighbouring frames
+    // are closer to each other than the ends are
+    let trained = root.join("trained");
+    let cond = "instrument=violin,pitch=60";
+    let ends = run::InterpolationEnds {
+        from_seed: 1,
+        to_seed: 2,
+        frames: 5,
+        from_cond: Some(cond.into()),
+        to_cond: None,
+    };
+    let files = sugarcube_audio::domain::interpolate(
+        &trained,
+        &req,
+        &ends,
+        &root.join("interpolation"),
+        0.25,
+    )?;
+    let loaded = run::load_run::<AudioNotes>(&trained, &dev)?;
+    for (seed, frame) in [(1, 0), (2, 4)] {
+        let own = loaded.generate(&SampleRequest {
+            n: Some(1),
+            seed: Some(seed),
+            cond: vec![cond.into()],
+            quiet: true,
+            ..Default::default()
+        })?;
+        let gap = own
+            .samples
+            .sub(&files.interpolation.frames.narrow(0, frame, 1)?)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?;
+        assert!(
+            gap < 1e-4,
+            "frame {frame} is seed {seed}'s sample (gap {gap})"
+        );
+    }
+    let dist = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| ((x - y) as f64).powi(2))
+            .sum::<f64>()
+            .sqrt()
+    };
+    let im = &files.images;
+    let ends_apart = dist(&im[0], &im[4]);
+    let steps: Vec<f64> = im.windows(2).map(|w| dist(&w[0], &w[1])).collect();
+    eprintln!("interpolation: neighbours {steps:.2?}, ends {ends_apart:.2}");
+    assert!(
+        steps.iter().all(|&d| d < ends_apart),
+        "neighbouring frames {steps:?} are closer than the ends {ends_apart}"
+    );
+    let one = sugarcube_audio::read_wav(&files.frames[0].1)?.len();
+    let chained = sugarcube_audio::read_wav(&files.chained)?;
+    assert_eq!(chained.len(), 5 * one - 4 * (0.25 * 16000.0) as usize);
+    // between two conditions too; a sampler that adds noise every step is refused
+    let two = sugarcube_audio::domain::interpolate(
+        &trained,
+        &req,
+        &run::InterpolationEnds {
+            to_cond: Some("instrument=flute,pitch=72".into()),
+            frames: 3,
+            ..ends.clone()
+        },
+        &root.join("interpolation-cond"),
+        0.25,
+    )?;
+    assert_eq!(two.frames.len(), 3);
+    let ddpm = SampleRequest {
+        sampler: Some("ddpm".into()),
+        ..req.clone()
+    };
+    let err = sugarcube_audio::domain::interpolate(&trained, &ddpm, &ends, &root.join("x"), 0.25)
+        .err()
+        .expect("ddpm is refused");
+    assert!(err.to_string().contains("deterministic"), "{err}");
+
     // the run's report renders in a browser, players and all
     let html = sugarcube_core::report::refresh::<AudioNotes>(&root.join("trained"))?;
     let text = std::fs::read_to_string(&html)?;

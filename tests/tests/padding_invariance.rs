@@ -41,6 +41,7 @@ fn sample(
         device: &dev,
         scorer: None,
         edit: None,
+        noise: None,
         obs: &mut |_| {},
     })?;
     Ok(x.to_vec3::<f32>()?)

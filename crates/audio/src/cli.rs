@@ -74,6 +74,23 @@ pub fn command() -> Command {
                 .arg(Arg::new("rate").long("rate").default_value("44100").value_parser(value_parser!(u32))),
         )
         .subcommand(
+            Command::new("interpolate")
+                .about("Seed interpolation on a trained audio run: frames whose starting noise runs (slerp) from one seed's to another's and whose condition runs from --from-cond to --to-cond, each written as PNG and WAV, and all chained into interpolation.wav with crossfades")
+                .arg(Arg::new("run").required(true).value_parser(value_parser!(PathBuf)).help("the run directory"))
+                .arg(Arg::new("from-seed").long("from-seed").required(true).value_parser(value_parser!(u64)).help("the first frame is sample 0 of this seed"))
+                .arg(Arg::new("to-seed").long("to-seed").required(true).value_parser(value_parser!(u64)).help("the last frame is sample 0 of this seed"))
+                .arg(Arg::new("frames").long("frames").default_value("8").value_parser(value_parser!(usize)).help("frames, both ends included"))
+                .arg(Arg::new("from-cond").long("from-cond").help("the first frame's condition, e.g. instrument=flute,pitch=60 (default: --to-cond, else the first default)"))
+                .arg(Arg::new("to-cond").long("to-cond").help("the last frame's condition (default: --from-cond)"))
+                .arg(Arg::new("out").long("out").value_parser(value_parser!(PathBuf)).help("output folder (default RUN/interpolations/seed-A-to-B)"))
+                .arg(Arg::new("crossfade").long("crossfade").default_value("0.25").value_parser(value_parser!(f64)).help("seconds of crossfade between neighbouring clips"))
+                .arg(Arg::new("sampler").long("sampler").help("a deterministic sampler (default: the run's)"))
+                .arg(Arg::new("steps").long("steps").value_parser(value_parser!(usize)))
+                .arg(Arg::new("guidance").long("guidance").value_parser(value_parser!(f64)))
+                .arg(Arg::new("batch-size").long("batch-size").value_parser(value_parser!(usize)))
+                .arg(Arg::new("quiet").long("quiet").action(ArgAction::SetTrue).help("no progress display")),
+        )
+        .subcommand(
             Command::new("roundtrip")
                 .about("WAV -> images -> WAV: print the spectral convergence and log-spectral distance of the reconstruction")
                 .arg(Arg::new("input").required(true).value_parser(value_parser!(PathBuf)))
@@ -82,6 +99,50 @@ pub fn command() -> Command {
                 .arg(seed())
                 .arg(Arg::new("out").long("out").value_parser(value_parser!(PathBuf)).help("also write the reconstruction here")),
         )
+}
+
+fn interpolate(m: &ArgMatches) -> anyhow::Result<()> {
+    use sugarcube_core::run::{InterpolationEnds, SampleRequest};
+    let run = m.get_one::<PathBuf>("run").expect("required");
+    let ends = InterpolationEnds {
+        from_seed: *m.get_one::<u64>("from-seed").expect("required"),
+        to_seed: *m.get_one::<u64>("to-seed").expect("required"),
+        frames: *m.get_one::<usize>("frames").expect("defaulted"),
+        from_cond: m.get_one::<String>("from-cond").cloned(),
+        to_cond: m.get_one::<String>("to-cond").cloned(),
+    };
+    let req = SampleRequest {
+        sampler: m.get_one::<String>("sampler").cloned(),
+        steps: m.get_one::<usize>("steps").copied(),
+        guidance: m.get_one::<f64>("guidance").copied(),
+        batch_size: m.get_one::<usize>("batch-size").copied(),
+        quiet: m.get_flag("quiet"),
+        ..Default::default()
+    };
+    let out = m.get_one::<PathBuf>("out").cloned().unwrap_or_else(|| {
+        run.join("interpolations")
+            .join(format!("seed-{}-to-{}", ends.from_seed, ends.to_seed))
+    });
+    let files = crate::domain::interpolate(
+        run,
+        &req,
+        &ends,
+        &out,
+        *m.get_one::<f64>("crossfade").expect("defaulted"),
+    )?;
+    let it = &files.interpolation;
+    println!(
+        "{} frames from seed {} to seed {} ({} {} steps, {:.1} s) in {}",
+        files.frames.len(),
+        ends.from_seed,
+        ends.to_seed,
+        it.sampler.sampler_name(),
+        it.sampler.steps,
+        it.seconds,
+        out.display()
+    );
+    println!("wrote {}", files.chained.display());
+    Ok(())
 }
 
 /// `A..B` (inclusive) or `a,b,c` as numbers in 0..=127.
@@ -278,6 +339,7 @@ pub fn run(matches: &ArgMatches) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Some(("interpolate", m)) => interpolate(m),
         Some(("render-notes", m)) => render_notes(m),
         Some(("render-melody", m)) => {
             let r = Renderer::open(

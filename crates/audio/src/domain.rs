@@ -39,6 +39,7 @@ use sugarcube_core::frechet::frechet_between;
 use sugarcube_core::nn::eval_classifier::{self, classes_of, Pooling, Targets, TrainSettings};
 use sugarcube_core::nn::unet::{Dims, UNet, UNetConfig};
 use sugarcube_core::rng::Rng;
+use sugarcube_core::run::{load_run, Interpolation, InterpolationEnds, SampleRequest};
 
 /// Which (instrument, pitch) pairs never appear in training.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -415,11 +416,13 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// Generated images as pixels, PNG bytes (with EXIF) and decoded audio.
+/// Generated images as pixels, PNG bytes (with EXIF) and decoded audio; Griffin-Lim's
+/// starting phases of image `i` come from seed `seed + i * seed_step`.
 fn decode(
     stats: &Stats,
     samples: &Samples,
     seed: u64,
+    seed_step: u64,
 ) -> anyhow::Result<Vec<(Pixels, Vec<u8>, Audio)>> {
     use rayon::prelude::*;
     let (n, c, h, w) = samples
@@ -437,11 +440,75 @@ fn decode(
                 &[(png.clone(), format!("sample {i}"))],
                 &stats.params,
                 None,
-                seed.wrapping_add(i as u64),
+                seed.wrapping_add((i as u64).wrapping_mul(seed_step)),
             )?;
             Ok((px, png, audio))
         })
         .collect()
+}
+
+/// What `sugarcube audio interpolate` wrote.
+pub struct InterpolationFiles {
+    /// `frame-NNN.png` and `frame-NNN.wav` per frame, in order.
+    pub frames: Vec<(PathBuf, PathBuf)>,
+    /// The frames chained with crossfades, `interpolation.wav`.
+    pub chained: PathBuf,
+    /// Each frame's spectrogram image, values in [0, 1], row-major `[mels, frames]`.
+    pub images: Vec<Vec<f32>>,
+    /// The interpolation itself (ends, weights, sampler).
+    pub interpolation: Interpolation,
+}
+
+/// Seed interpolation on an audio run ([`sugarcube_core::run::LoadedRun::interpolate`]):
+/// writes each frame's spectrogram image and WAV into `out`, and the frames chained into one
+/// clip with `crossfade` seconds of linear crossfade between neighbours. Every frame is decoded
+/// with the same Griffin-Lim starting phases (seed 0), so the clips differ only as the images do.
+pub fn interpolate(
+    run_dir: &Path,
+    req: &SampleRequest,
+    ends: &InterpolationEnds,
+    out: &Path,
+    crossfade: f64,
+) -> anyhow::Result<InterpolationFiles> {
+    let run = load_run::<AudioNotes>(run_dir, &candle_core::Device::Cpu)?;
+    let stats: Stats = serde_json::from_value(run.info.stats.clone())
+        .context("data_info.json has no audio stats: retrain with this version")?;
+    let it = run.interpolate(req, ends)?;
+    let decoded = decode(
+        &stats,
+        &Samples {
+            x: &it.frames,
+            conditions: &[],
+            lengths: None,
+        },
+        0,
+        0,
+    )?;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let mut frames = vec![];
+    let mut clips = vec![];
+    let mut images = vec![];
+    for (k, (px, png, audio)) in decoded.into_iter().enumerate() {
+        let png_path = out.join(format!("frame-{k:03}.png"));
+        let wav_path = out.join(format!("frame-{k:03}.wav"));
+        sugarcube_core::checkpoint::write_atomic(&png_path, &png)?;
+        write_wav(&wav_path, &audio, WavFormat::Int16)?;
+        frames.push((png_path, wav_path));
+        images.push(px.data.iter().map(|&v| v as f32 / 255.0).collect());
+        clips.push(audio);
+    }
+    let chained = out.join("interpolation.wav");
+    write_wav(
+        &chained,
+        &crate::wav::crossfaded(&clips, crossfade)?,
+        WavFormat::Int16,
+    )?;
+    Ok(InterpolationFiles {
+        frames,
+        chained,
+        images,
+        interpolation: it,
+    })
 }
 
 /// The fundamental of a note as a MIDI key (YIN over its held part, the first 0.75 s).
@@ -575,7 +642,7 @@ impl Domain for AudioNotes {
     ) -> anyhow::Result<Vec<PathBuf>> {
         let stats: Stats = serde_json::from_value(info.stats.clone())
             .context("data_info.json has no audio stats: retrain with this version")?;
-        let decoded = decode(&stats, samples, 0)?;
+        let decoded = decode(&stats, samples, 0, 1)?;
         let spec = &info.cond;
         let mut files = vec![];
         for (i, (_, png, audio)) in decoded.iter().enumerate() {
@@ -636,7 +703,7 @@ impl Domain for AudioNotes {
             params: set.params.clone(),
             max_value: median(train_max),
         };
-        let decoded = decode(&stats, samples, seed)?;
+        let decoded = decode(&stats, samples, seed, 1)?;
         let n = decoded.len();
         ensure!(
             samples.conditions.len() == n,

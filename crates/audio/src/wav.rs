@@ -15,6 +15,43 @@ pub struct Audio {
     pub channels: Vec<Vec<f32>>,
 }
 
+/// Clips joined end to end, each overlapping the next by `fade` seconds with a linear
+/// crossfade (the fade shortened to the shorter clip where a clip is shorter than it); mono
+/// clips are spread over the widest clip's channels. All clips must share one sample rate.
+pub fn crossfaded(clips: &[Audio], fade: f64) -> anyhow::Result<Audio> {
+    anyhow::ensure!(!clips.is_empty(), "no clips to join");
+    anyhow::ensure!(
+        fade.is_finite() && fade >= 0.0,
+        "the crossfade must be a non-negative number of seconds, got {fade}"
+    );
+    let rate = clips[0].rate;
+    if let Some(c) = clips.iter().find(|c| c.rate != rate) {
+        anyhow::bail!("clips at {} Hz and {} Hz cannot be joined", rate, c.rate);
+    }
+    let channels = clips.iter().map(|c| c.channels.len()).max().unwrap_or(1);
+    let mut out = vec![Vec::<f32>::new(); channels];
+    let mut previous = 0usize;
+    for clip in clips {
+        let clip = clip.with_channels(channels);
+        let n = ((fade * rate as f64).round() as usize)
+            .min(clip.len())
+            .min(previous);
+        for (dst, src) in out.iter_mut().zip(&clip.channels) {
+            let start = dst.len() - n;
+            for (i, (d, s)) in dst[start..].iter_mut().zip(src).enumerate() {
+                let w = (i as f32 + 0.5) / n as f32;
+                *d = (1.0 - w) * *d + w * s;
+            }
+            dst.extend_from_slice(&src[n..]);
+        }
+        previous = clip.len();
+    }
+    Ok(Audio {
+        rate,
+        channels: out,
+    })
+}
+
 /// How samples are stored in a written file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WavFormat {
@@ -185,6 +222,34 @@ pub fn write_wav(path: &Path, audio: &Audio, format: WavFormat) -> anyhow::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crossfades_keep_a_constant_constant() {
+        let clip = |v: f32, n: usize| Audio {
+            rate: 100,
+            channels: vec![vec![v; n]],
+        };
+        let joined = crossfaded(&[clip(0.5, 100), clip(0.5, 80), clip(0.5, 60)], 0.1).unwrap();
+        assert_eq!(joined.len(), 100 + 80 + 60 - 2 * 10);
+        assert!(joined.channels[0].iter().all(|v| (v - 0.5).abs() < 1e-6));
+        // the fade runs from the first clip to the second
+        let j = crossfaded(&[clip(0.0, 50), clip(1.0, 50)], 0.2).unwrap();
+        let fade = &j.channels[0][30..50];
+        assert!(fade.windows(2).all(|w| w[1] > w[0]) && fade[0] > 0.0 && fade[19] < 1.0);
+        assert_eq!(j.len(), 80);
+        // a fade longer than a clip is cut to it; different rates are an error
+        assert_eq!(
+            crossfaded(&[clip(0.0, 5), clip(1.0, 5)], 1.0)
+                .unwrap()
+                .len(),
+            5
+        );
+        let other = Audio {
+            rate: 8,
+            channels: vec![vec![0.0; 4]],
+        };
+        assert!(crossfaded(&[clip(0.0, 5), other], 0.1).is_err());
+    }
 
     fn tone(rate: u32, n: usize) -> Audio {
         let c: Vec<f32> = (0..n)

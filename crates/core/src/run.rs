@@ -268,6 +268,38 @@ impl Lengths {
     }
 }
 
+/// The two ends of a seed interpolation ([`LoadedRun::interpolate`]).
+#[derive(Clone, Debug, Default)]
+pub struct InterpolationEnds {
+    /// The seed whose sample 0's starting noise is the first frame's.
+    pub from_seed: u64,
+    /// The seed whose sample 0's starting noise is the last frame's.
+    pub to_seed: u64,
+    /// Frames, the two ends included (at least 2).
+    pub frames: usize,
+    /// The first frame's condition (`field=value,...`); default: `to_cond`, else the
+    /// domain's first default condition.
+    pub from_cond: Option<String>,
+    /// The last frame's condition; default: `from_cond`.
+    pub to_cond: Option<String>,
+}
+
+/// The frames of a seed interpolation.
+pub struct Interpolation {
+    /// `[K, ...]` samples, the first frame first.
+    pub frames: Tensor,
+    /// Each frame's position between the ends (0 at the first, 1 at the last).
+    pub weights: Vec<f64>,
+    /// The first frame's condition (None for an unconditional model).
+    pub from: Option<Condition>,
+    /// The last frame's condition.
+    pub to: Option<Condition>,
+    /// The sampler settings used.
+    pub sampler: SampleConfig,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+}
+
 /// A trained run, loaded for sampling.
 pub struct LoadedRun<Dm: Domain> {
     /// The run directory.
@@ -712,6 +744,7 @@ impl<Dm: Domain> LoadedRun<Dm> {
                     .as_ref()
                     .map(|s| (s as &dyn crate::denoiser::Scorer, scale)),
                 edit: None,
+                noise: None,
                 obs: &mut obs,
             };
             parts.push(self.process.sample(job)?);
@@ -733,6 +766,151 @@ impl<Dm: Domain> LoadedRun<Dm> {
             lengths,
             sampler: cfg,
             seed,
+            seconds,
+        })
+    }
+
+    /// Seed interpolation, as Riffusion interpolates between seeds and prompts: `frames`
+    /// samples whose starting noise runs along the great circle ([`crate::tensor_util::slerp`])
+    /// from the noise that sample 0 of `from_seed` starts from to that of `to_seed`, and whose
+    /// condition runs linearly from `from` to `to` (the encodings are blended, and the learned
+    /// embedding is linear in the encoding, so the embeddings are interpolated). Frame 0 is the
+    /// sample `sugarcube sample --seed FROM -n 1 --cond FROM` draws, the last frame the same
+    /// for `to`. Needs a deterministic sampler (no fresh noise after the start), so that the
+    /// frames change only as their start and condition do. Data with a length axis is drawn
+    /// at its full length.
+    pub fn interpolate(
+        &self,
+        req: &SampleRequest,
+        ends: &InterpolationEnds,
+    ) -> anyhow::Result<Interpolation> {
+        crate::nn::flush_denormals();
+        let cfg = self.sampler_config(req);
+        anyhow::ensure!(
+            ends.frames >= 2,
+            "--frames must be at least 2 (the two ends), got {}",
+            ends.frames
+        );
+        anyhow::ensure!(cfg.batch_size >= 1, "sample.batch_size must be at least 1");
+        anyhow::ensure!(
+            self.process.deterministic(&cfg)?,
+            "interpolation needs a deterministic sampler, and `{}` adds fresh noise every step \
+             (with these settings): use --sampler ddim (eta 0), dpmpp_2m, euler or heun",
+            cfg.sampler_name()
+        );
+        anyhow::ensure!(
+            req.scorer.is_none() && req.not.is_empty() && req.cond.is_empty(),
+            "interpolation takes its two conditions as --from-cond and --to-cond, and no --cond, --not or --scorer"
+        );
+        let spec = &self.info.cond;
+        let parse = |text: &Option<String>, flag: &str| -> anyhow::Result<Option<Condition>> {
+            match text {
+                None => Ok(None),
+                Some(t) => {
+                    anyhow::ensure!(
+                        !spec.is_empty(),
+                        "{} is unconditional: it takes no {flag}",
+                        self.dir.display()
+                    );
+                    Ok(Some(spec.parse(t).with_context(|| format!("{flag} {t}"))?))
+                }
+            }
+        };
+        let (from, to) = (
+            parse(&ends.from_cond, "--from-cond")?,
+            parse(&ends.to_cond, "--to-cond")?,
+        );
+        let default = spec.defaults().into_iter().next();
+        let from = from.or_else(|| to.clone()).or(default);
+        let to = to.or_else(|| from.clone());
+        let mut item = vec![1];
+        item.extend(&self.info.item_shape);
+        let start = |seed: u64| -> anyhow::Result<Vec<f32>> {
+            Ok(Rows::new(seed, 0, 1)
+                .normal(&item, DType::F32, &self.device)?
+                .flatten_all()?
+                .to_vec1()?)
+        };
+        let (za, zb) = (start(ends.from_seed)?, start(ends.to_seed)?);
+        let weights: Vec<f64> = (0..ends.frames)
+            .map(|k| k as f64 / (ends.frames - 1) as f64)
+            .collect();
+        let encoded = match (&from, &to) {
+            (Some(a), Some(b)) => Some((
+                spec.encode(std::slice::from_ref(a), &self.device)?,
+                spec.encode(std::slice::from_ref(b), &self.device)?,
+            )),
+            _ => None,
+        };
+        let calls = self.process.model_calls(&cfg)? as u64;
+        let batches = ends.frames.div_ceil(cfg.batch_size) as u64;
+        let mut progress = Progress::new("interpolate", "call", calls * batches, 0, req.quiet);
+        let began = Instant::now();
+        let mut done = 0u64;
+        let mut parts = vec![];
+        for first in (0..ends.frames).step_by(cfg.batch_size) {
+            let w = &weights[first..(first + cfg.batch_size).min(ends.frames)];
+            let b = w.len();
+            let noise: Vec<f32> = w
+                .iter()
+                .flat_map(|&t| crate::tensor_util::slerp(&za, &zb, t))
+                .collect();
+            let mut shape = vec![b];
+            shape.extend(&self.info.item_shape);
+            let noise = Tensor::from_vec(noise, shape.as_slice(), &self.device)?;
+            let (positive, null) = match &encoded {
+                Some((ea, eb)) => {
+                    let fields = ea
+                        .fields
+                        .iter()
+                        .zip(&eb.fields)
+                        .map(|(a, c)| {
+                            let rows = w
+                                .iter()
+                                .map(|&t| a.affine(1.0 - t, 0.0)?.add(&c.affine(t, 0.0)?))
+                                .collect::<candle_core::Result<Vec<_>>>()?;
+                            Tensor::cat(&rows, 0)
+                        })
+                        .collect::<candle_core::Result<Vec<_>>>()?;
+                    (
+                        vec![(crate::cond::CondBatch { fields }, cfg.guidance)],
+                        Some(spec.encode(&vec![spec.null(); b], &self.device)?),
+                    )
+                }
+                None => (vec![], None),
+            };
+            let guided = Guided {
+                denoiser: self.model.as_ref(),
+                positive,
+                negative: vec![],
+                null,
+                mask: None,
+            };
+            let mut rows = Rows::new(ends.from_seed, first, b);
+            let mut obs = |_: &sampler::StepInfo| {
+                done += 1;
+                progress.set(done, "");
+            };
+            parts.push(self.process.sample(SampleJob {
+                cfg: &cfg,
+                model: &guided,
+                rows: &mut rows,
+                shape: &shape,
+                device: &self.device,
+                scorer: None,
+                edit: None,
+                noise: Some(&noise),
+                obs: &mut obs,
+            })?);
+        }
+        let seconds = began.elapsed().as_secs_f64();
+        progress.finish(&format!("{} frames in {seconds:.1}s", ends.frames));
+        Ok(Interpolation {
+            frames: Tensor::cat(&parts, 0)?,
+            weights,
+            from,
+            to,
+            sampler: cfg,
             seconds,
         })
     }

@@ -47,6 +47,30 @@ pub fn randn(
     Tensor::from_vec(rng.normal_vec(n), shape, device)?.to_dtype(dtype)
 }
 
+/// Spherical linear interpolation from `a` (t = 0) to `b` (t = 1), as Riffusion interpolates
+/// its seeds' noise (`riffusion/util/torch_util.py: slerp`): along the great circle between the
+/// two vectors, so a blend of two normal draws keeps a normal draw's norm; nearly parallel
+/// vectors (|cos| > 0.9995, Riffusion's threshold) are blended linearly.
+pub fn slerp(a: &[f32], b: &[f32], t: f64) -> Vec<f32> {
+    assert_eq!(a.len(), b.len(), "slerp of vectors of different lengths");
+    let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let cos = dot / (norm(a) * norm(b));
+    let (s0, s1) = if !cos.is_finite() || cos.abs() > 0.9995 {
+        (1.0 - t, t)
+    } else {
+        let theta = cos.acos();
+        (
+            ((1.0 - t) * theta).sin() / theta.sin(),
+            (t * theta).sin() / theta.sin(),
+        )
+    };
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (s0 * *x as f64 + s1 * *y as f64) as f32)
+        .collect()
+}
+
 /// Converts a scalar tensor to f64 whatever its float dtype.
 pub fn scalar_f64(t: &Tensor) -> Result<f64> {
     t.to_dtype(DType::F64)?.to_scalar::<f64>()
@@ -92,4 +116,28 @@ pub fn length_mask(lengths: &[usize], l: usize, device: &Device) -> Result<Tenso
         data.extend((0..l).map(|p| if p < n { 1f32 } else { 0.0 }));
     }
     Tensor::from_vec(data, (lengths.len(), l), device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slerp_ends_and_norm() {
+        let mut r = crate::rng::Rng::new(3);
+        let (a, b) = (r.normal_vec(4096), r.normal_vec(4096));
+        assert_eq!(slerp(&a, &b, 0.0), a);
+        let end = slerp(&a, &b, 1.0);
+        assert!(end.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-5));
+        let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+        // two independent draws are nearly orthogonal: halfway along the arc keeps the norm,
+        // where the straight line's midpoint would shrink it by sqrt(2)
+        let mid = slerp(&a, &b, 0.5);
+        let ratio = norm(&mid) / (0.5 * (norm(&a) + norm(&b)));
+        assert!((ratio - 1.0).abs() < 0.03, "norm ratio {ratio}");
+        // parallel vectors blend linearly
+        let twice: Vec<f32> = a.iter().map(|x| 2.0 * x).collect();
+        let m = slerp(&a, &twice, 0.5);
+        assert!(m.iter().zip(&a).all(|(x, y)| (x - 1.5 * y).abs() < 1e-5));
+    }
 }

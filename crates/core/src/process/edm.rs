@@ -571,6 +571,11 @@ impl super::Process for EdmProcess {
         })
     }
 
+    /// Heun without churn adds no noise after the start; Euler ancestral does.
+    fn deterministic(&self, cfg: &crate::sampler::SampleConfig) -> anyhow::Result<bool> {
+        Ok(self.sampler(cfg)? == "heun" && self.config.s_churn == 0.0)
+    }
+
     fn sample(&self, job: super::SampleJob) -> anyhow::Result<Tensor> {
         let kind = self.sampler(job.cfg)?;
         anyhow::ensure!(job.cfg.steps >= 1, "sample.steps must be at least 1");
@@ -583,13 +588,24 @@ impl super::Process for EdmProcess {
             "starting from data (editing) is not implemented yet for the EDM process"
         );
         let sigmas = self.config.sigmas(job.cfg.steps);
-        let x = initial_sample(
-            job.rows,
-            job.shape,
-            self.config.sigma_max,
-            DType::F32,
-            job.device,
-        )?;
+        let x = match job.noise {
+            Some(z) => {
+                anyhow::ensure!(
+                    z.dims() == job.shape,
+                    "the starting noise has shape {:?}, the batch {:?}",
+                    z.dims(),
+                    job.shape
+                );
+                z.to_dtype(DType::F32)?.affine(self.config.sigma_max, 0.0)?
+            }
+            None => initial_sample(
+                job.rows,
+                job.shape,
+                self.config.sigma_max,
+                DType::F32,
+                job.device,
+            )?,
+        };
         let d = Preconditioned {
             network: job.model,
             sigma_data: self.config.sigma_data,

@@ -370,6 +370,15 @@ impl Process for GaussianProcess {
         Ok(self.sampler_kind(cfg)?.model_calls(cfg.steps))
     }
 
+    /// DDPM and DDIM with eta > 0 add fresh noise every step; the others do not.
+    fn deterministic(&self, cfg: &SampleConfig) -> anyhow::Result<bool> {
+        Ok(match self.sampler_kind(cfg)? {
+            SamplerKind::Ddpm => false,
+            SamplerKind::Ddim => cfg.eta == 0.0,
+            _ => true,
+        })
+    }
+
     fn sample(&self, job: SampleJob) -> anyhow::Result<Tensor> {
         crate::sampler::gaussian::sample(self, job)
     }

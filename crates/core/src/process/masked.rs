@@ -240,6 +240,10 @@ impl Process for MaskedProcess {
             job.edit.is_none(),
             "starting from data (infill) is not implemented yet for the masked process"
         );
+        anyhow::ensure!(
+            job.noise.is_none(),
+            "the masked process starts from fully masked tokens: it takes no starting noise"
+        );
         crate::sampler::masked::ancestral(
             self,
             job.model,

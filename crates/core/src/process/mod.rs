@@ -71,6 +71,10 @@ pub struct SampleJob<'a> {
     pub scorer: Option<(&'a dyn Scorer, f64)>,
     /// Start from data instead of noise.
     pub edit: Option<&'a Edit>,
+    /// The starting noise, `[B, ...]` standard normal, instead of each row's first draw from
+    /// `rows` (seed interpolation); None draws it. Processes that start from no noise (the
+    /// masked process starts fully masked) reject it.
+    pub noise: Option<&'a Tensor>,
     /// Called after each network evaluation.
     pub obs: Observer<'a>,
 }
@@ -97,6 +101,13 @@ pub trait Process {
 
     /// Network evaluations one batch takes with these settings (for progress bars).
     fn model_calls(&self, cfg: &SampleConfig) -> anyhow::Result<usize>;
+
+    /// Whether sampling with these settings is a deterministic function of the starting noise
+    /// (no fresh noise after the first draw): what seed interpolation needs.
+    fn deterministic(&self, cfg: &SampleConfig) -> anyhow::Result<bool> {
+        let _ = cfg;
+        Ok(false)
+    }
 
     /// Draws one batch of samples.
     fn sample(&self, job: SampleJob) -> anyhow::Result<Tensor>;

@@ -589,7 +589,18 @@ pub fn sample(process: &GaussianProcess, job: SampleJob) -> anyhow::Result<Tenso
     let wrap = process.config.wrap;
     let model = GaussianDenoiser::new(job.model, process.config.prediction)
         .with_scorer(job.scorer, cfg.scorer_max_sigma);
-    let z = job.rows.normal(job.shape, DType::F32, job.device)?;
+    let z = match job.noise {
+        Some(z) => {
+            anyhow::ensure!(
+                z.dims() == job.shape,
+                "the starting noise has shape {:?}, the batch {:?}",
+                z.dims(),
+                job.shape
+            );
+            z.to_dtype(DType::F32)?
+        }
+        None => job.rows.normal(job.shape, DType::F32, job.device)?,
+    };
     let vp = VpOptions {
         clip: cfg.clip,
         wrap,
