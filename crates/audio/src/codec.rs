@@ -254,6 +254,7 @@ impl SpectrogramParams {
 
     /// The filterbank.
     pub fn mel_bank(&self) -> anyhow::Result<MelBank> {
+        let _t = sugarcube_core::profile::scope("mel_plan");
         MelBank::new(
             self.sample_rate,
             self.n_fft,
@@ -267,6 +268,7 @@ impl SpectrogramParams {
 
     /// The planned STFT.
     pub fn stft(&self) -> anyhow::Result<Stft> {
+        let _t = sugarcube_core::profile::scope("stft_plan");
         Stft::new(self.n_fft, self.hop, self.win_length)
     }
 
@@ -287,6 +289,7 @@ impl SpectrogramParams {
     /// `audio` at this preset's rate and channel count (downmixed or duplicated, resampled
     /// band-limited).
     pub fn prepare(&self, audio: &Audio) -> Audio {
+        let _t = sugarcube_core::profile::scope("resample");
         let a = audio.with_channels(self.channels());
         Audio {
             rate: self.sample_rate,
@@ -414,13 +417,17 @@ pub fn mel_spectrogram(p: &SpectrogramParams, audio: &Audio) -> anyhow::Result<M
     let mut frames = 0;
     for c in &audio.channels {
         let scaled: Vec<f32> = c.iter().map(|v| v * p.sample_scale).collect();
-        let s = stft.forward(&scaled)?;
+        let s = {
+            let _t = sugarcube_core::profile::scope("stft");
+            stft.forward(&scaled)?
+        };
+        let _t = sugarcube_core::profile::scope("mel_filterbank");
         frames = s.frames;
         let mut mel = vec![0f32; s.frames * p.n_mels];
         let mut row = vec![0f32; s.bins];
         for t in 0..s.frames {
             for (r, z) in row.iter_mut().zip(&s.data[t * s.bins..(t + 1) * s.bins]) {
-                let m = z.norm();
+                let m = z.norm_sqr().sqrt();
                 *r = if p.spectrogram_power == 1.0 {
                     m
                 } else {
@@ -459,6 +466,7 @@ pub type ExifParams = (SpectrogramParams, Option<f64>);
 
 /// The image of a mel spectrogram and the maximum it was scaled by.
 pub fn encode_pixels(p: &SpectrogramParams, mel: &MelSpectrogram) -> anyhow::Result<(Pixels, f64)> {
+    let _t = sugarcube_core::profile::scope("to_pixels");
     let max = mel.max() as f64;
     let (w, h) = (mel.frames, mel.n_mels);
     let byte = |v: f32| -> u8 {
@@ -520,6 +528,7 @@ pub fn decode_pixels(
     px: &Pixels,
     max_value: f64,
 ) -> anyhow::Result<MelSpectrogram> {
+    let _t = sugarcube_core::profile::scope("from_pixels");
     ensure!(
         px.height == p.n_mels,
         "the image is {} pixels tall but the parameters have {} mel bins",
@@ -567,6 +576,7 @@ pub fn decode_pixels(
 
 /// PNG bytes of `px` with the parameters in its EXIF block.
 pub fn png_of(p: &SpectrogramParams, px: &Pixels, max_value: f64) -> anyhow::Result<Vec<u8>> {
+    let _t = sugarcube_core::profile::scope("png_encode");
     let mut png = Vec::new();
     let colour = if px.channels == 1 {
         image::ExtendedColorType::L8
@@ -585,6 +595,7 @@ pub fn png_of(p: &SpectrogramParams, px: &Pixels, max_value: f64) -> anyhow::Res
 /// Decodes PNG (or other image) bytes: the pixels, and the parameters from the EXIF block if
 /// it has them.
 pub fn read_image(bytes: &[u8], source: &str) -> anyhow::Result<(Pixels, Option<ExifParams>)> {
+    let _t = sugarcube_core::profile::scope("png_decode");
     let img = image::load_from_memory(bytes)
         .map_err(|e| anyhow::anyhow!("{source}: not a readable image: {e}"))?;
     let exif = if bytes.starts_with(b"\x89PNG") {
@@ -626,6 +637,7 @@ fn linear_magnitudes(
     inverse: &InverseMel,
     mel: &MelSpectrogram,
 ) -> Vec<Vec<f32>> {
+    let _t = sugarcube_core::profile::scope("inverse_mel");
     mel.channels
         .iter()
         .map(|c| {
@@ -804,8 +816,24 @@ pub fn round_trip(p: &SpectrogramParams, audio: &Audio, seed: u64) -> anyhow::Re
         .map(|(i, b)| (b.clone(), format!("image {i}")))
         .collect();
     let (back, _) = clip_of_images(&named, p, None, seed)?;
+    let (sc, lsd) = reconstruction_quality(p, &original, &back)?;
+    Ok(RoundTrip {
+        spectral_convergence_db: sc,
+        log_spectral_distance_db: lsd,
+        audio: back,
+        images: images.len(),
+    })
+}
+
+/// Spectral convergence and log-spectral distance (dB) of `back`'s linear STFT magnitude
+/// against `original`'s (both at the preset's rate and channels; the shorter length of the
+/// two), over the bins of the mel filters' band (`fmin..=fmax`, what the images hold).
+pub fn reconstruction_quality(
+    p: &SpectrogramParams,
+    original: &Audio,
+    back: &Audio,
+) -> anyhow::Result<(f64, f64)> {
     let stft = p.stft()?;
-    // the bins of the mel filters' band: what the images can hold
     let hz = |k: usize| k as f64 * p.sample_rate as f64 / p.n_fft as f64;
     let band: Vec<usize> = (0..stft.bins())
         .filter(|&k| hz(k) >= p.fmin && hz(k) <= p.fmax)
@@ -821,14 +849,8 @@ pub fn round_trip(p: &SpectrogramParams, audio: &Audio, seed: u64) -> anyhow::Re
         reference.extend(in_band(stft.forward(&a[..n])?.magnitude()));
         estimate.extend(in_band(stft.forward(&b[..n])?.magnitude()));
     }
-    Ok(RoundTrip {
-        spectral_convergence_db: crate::metrics::spectral_convergence_db(&reference, &estimate),
-        log_spectral_distance_db: crate::metrics::log_spectral_distance(
-            &reference,
-            &estimate,
-            band.len(),
-        ),
-        audio: back,
-        images: images.len(),
-    })
+    Ok((
+        crate::metrics::spectral_convergence_db(&reference, &estimate),
+        crate::metrics::log_spectral_distance(&reference, &estimate, band.len()),
+    ))
 }

@@ -868,6 +868,10 @@ impl Domain for AudioNotes {
         crate::report::sections(ctx)
     }
 
+    fn workloads() -> Vec<sugarcube_core::bench::DomainWorkload> {
+        crate::bench::workloads()
+    }
+
     fn command() -> Option<clap::Command> {
         Some(crate::cli::command())
     }

@@ -4,8 +4,7 @@
 //! here), and each iteration takes `c = STFT(ISTFT(|S| e^{i phase}))`, then
 //! `phase = angle(c - momentum / (1 + momentum) * c_prev)`.
 
-use crate::stft::{Spectrum, Stft};
-use rayon::prelude::*;
+use crate::stft::Stft;
 use realfft::num_complex::Complex32;
 use sugarcube_core::rng::Rng;
 
@@ -22,6 +21,7 @@ pub fn griffin_lim(
     len: Option<usize>,
     seed: u64,
 ) -> anyhow::Result<Vec<f32>> {
+    let _t = sugarcube_core::profile::scope("griffin_lim");
     let bins = stft.bins();
     anyhow::ensure!(
         magnitude.len() == frames * bins,
@@ -30,40 +30,40 @@ pub fn griffin_lim(
     );
     anyhow::ensure!(frames >= 2, "Griffin-Lim needs at least two frames");
     let mut rng = Rng::named(seed, "griffin-lim");
-    let mut angles: Vec<Complex32> = (0..magnitude.len())
-        .map(|_| Complex32::new(rng.uniform() as f32, rng.uniform() as f32))
+    // per bin: the current phase (a unit complex number, or the random start) and the previous
+    // iteration's rebuilt spectrum, updated in place as each frame's STFT comes out
+    let mut state: Vec<(Complex32, Complex32)> = (0..magnitude.len())
+        .map(|_| {
+            let start = Complex32::new(rng.uniform() as f32, rng.uniform() as f32);
+            (start, Complex32::new(0.0, 0.0))
+        })
         .collect();
-    let mut prev = vec![Complex32::new(0.0, 0.0); magnitude.len()];
     let alpha = momentum / (1.0 + momentum);
     let len = len.unwrap_or(stft.hop * (frames - 1));
-    let with_phase = |angles: &[Complex32]| Spectrum {
-        bins,
-        frames,
-        data: magnitude
-            .par_iter()
-            .zip(angles.par_iter())
-            .map(|(m, a)| a * *m)
-            .collect(),
+    anyhow::ensure!(
+        stft.frames_of(len) == frames,
+        "a {len}-sample signal gives {} frames, not {frames}",
+        stft.frames_of(len)
+    );
+    let signal_of = |state: &[(Complex32, Complex32)]| {
+        stft.inverse_rows(frames, Some(len), |t, row| {
+            let at = t * bins..(t + 1) * bins;
+            for ((r, (a, _)), m) in row.iter_mut().zip(&state[at.clone()]).zip(&magnitude[at]) {
+                *r = a * *m;
+            }
+        })
     };
     for _ in 0..iterations {
-        let signal = stft.inverse(&with_phase(&angles), Some(len))?;
-        let rebuilt = stft.forward(&signal)?;
-        anyhow::ensure!(
-            rebuilt.frames == frames,
-            "a {len}-sample signal gives {} frames, not {frames}",
-            rebuilt.frames
-        );
-        angles
-            .par_iter_mut()
-            .zip(rebuilt.data.par_iter())
-            .zip(prev.par_iter())
-            .for_each(|((a, r), p)| {
-                let c = r - p * alpha;
-                *a = c / (c.norm() + 1e-16);
-            });
-        prev = rebuilt.data;
+        let signal = signal_of(&state)?;
+        stft.forward_rows(&signal, &mut state, |rebuilt, row| {
+            for (r, (a, prev)) in rebuilt.iter().zip(row) {
+                let c = r - *prev * alpha;
+                *a = c * (1.0 / (c.norm_sqr().sqrt() + 1e-16));
+                *prev = *r;
+            }
+        })?;
     }
-    stft.inverse(&with_phase(&angles), Some(len))
+    signal_of(&state)
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ pub struct InverseMel {
 impl InverseMel {
     /// Plans the inverse of `bank` with `iterations` refining steps.
     pub fn new(bank: MelBank, iterations: usize) -> anyhow::Result<Self> {
+        let _t = sugarcube_core::profile::scope("inverse_mel_plan");
         let m = bank.n_mels();
         let mut g = DMatrix::<f64>::zeros(m, m);
         for i in 0..m {

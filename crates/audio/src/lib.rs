@@ -11,9 +11,11 @@
 //! - [`render`]: notes and melodies from SF2 soundfonts;
 //! - [`codec`]: spectrogram images (Riffusion's, audio-diffusion's, a CPU preset), with
 //!   their parameters in [`exif`] tags;
+//! - [`bench`]: the `sugarcube bench` workloads `audio_to_image` and `audio_to_wav`;
 //! - [`domain`]: the `audio` domain (notes as spectrogram images conditioned on instrument
 //!   and pitch) and its report section ([`report`]).
 
+pub mod bench;
 pub mod cli;
 pub mod codec;
 pub mod domain;

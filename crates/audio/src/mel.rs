@@ -116,7 +116,17 @@ impl MelBank {
                     MelNorm::None => 1.0,
                     MelNorm::Slaney => 2.0 / (hi - lo),
                 };
-                let w: Vec<(usize, f32)> = (0..n_freqs)
+                // only the bins within lo..hi can be nonzero (a bin either side for rounding)
+                let step = if n_freqs > 1 {
+                    top / (n_freqs - 1) as f64
+                } else {
+                    1.0
+                };
+                let k_lo = ((lo / step).floor() as usize)
+                    .saturating_sub(1)
+                    .min(n_freqs);
+                let k_hi = (((hi / step).ceil() as usize).saturating_add(2)).min(n_freqs);
+                let w: Vec<(usize, f32)> = (k_lo..k_hi)
                     .filter_map(|k| {
                         let f = freq(k);
                         let down = (f - lo) / (mid - lo);

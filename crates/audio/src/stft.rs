@@ -24,7 +24,8 @@ pub struct Spectrum {
 impl Spectrum {
     /// The magnitudes, `[frame][bin]`.
     pub fn magnitude(&self) -> Vec<f32> {
-        self.data.iter().map(|c| c.norm()).collect()
+        // sqrt of the squared norm: hypot's overflow care costs 3x and spectra never need it
+        self.data.iter().map(|c| c.norm_sqr().sqrt()).collect()
     }
 }
 
@@ -37,6 +38,8 @@ pub struct Stft {
     pub hop: usize,
     /// The window, `n_fft` long (the Hann window of `win_length`, centred, zeros around).
     pub window: Vec<f32>,
+    /// The Hann window's length.
+    pub win_length: usize,
     forward: Arc<dyn RealToComplex<f32>>,
     inverse: Arc<dyn ComplexToReal<f32>>,
 }
@@ -72,6 +75,7 @@ impl Stft {
             n_fft,
             hop,
             window,
+            win_length,
             forward: planner.plan_fft_forward(n_fft),
             inverse: planner.plan_fft_inverse(n_fft),
         })
@@ -87,10 +91,32 @@ impl Stft {
         1 + len / self.hop
     }
 
+    /// The window's nonzero samples: `left..left + win_length` of the `n_fft`.
+    fn support(&self) -> std::ops::Range<usize> {
+        let left = (self.n_fft - self.win_length) / 2;
+        left..left + self.win_length
+    }
+
     /// The STFT of `x` (`torch.stft(x, n_fft, hop, win_length, hann_window(win_length),
     /// center=True, pad_mode="reflect", return_complex=True)`, transposed to `[frame][bin]`).
     /// Reflect padding needs more than `n_fft / 2` samples.
     pub fn forward(&self, x: &[f32]) -> anyhow::Result<Spectrum> {
+        let bins = self.bins();
+        let frames = self.frames_of(x.len());
+        let mut data = vec![Complex32::new(0.0, 0.0); frames * bins];
+        self.forward_rows(x, &mut data, |spectrum, row| row.copy_from_slice(spectrum))?;
+        Ok(Spectrum { bins, frames, data })
+    }
+
+    /// The STFT of `x` frame by frame, without keeping it: `visit(spectrum, row)` gets each
+    /// frame's `bins` values and that frame's `rows.len() / frames` items of `rows` (frames in
+    /// parallel). What [`Stft::forward`] stores, Griffin-Lim consumes in place.
+    pub fn forward_rows<T: Send>(
+        &self,
+        x: &[f32],
+        rows: &mut [T],
+        visit: impl Fn(&[Complex32], &mut [T]) + Sync,
+    ) -> anyhow::Result<()> {
         let pad = self.n_fft / 2;
         ensure!(
             x.len() > pad,
@@ -99,6 +125,12 @@ impl Stft {
             self.n_fft
         );
         let n = x.len();
+        let frames = self.frames_of(n);
+        ensure!(
+            !rows.is_empty() && rows.len().is_multiple_of(frames),
+            "{} row items for {frames} frames",
+            rows.len()
+        );
         // reflect without repeating the edge sample: x[pad], ..., x[1], x[0], x[1], ...
         let at = |j: isize| -> f32 {
             let m = n as isize;
@@ -111,27 +143,42 @@ impl Stft {
             }
             x[k as usize]
         };
-        let frames = self.frames_of(n);
-        let bins = self.bins();
-        let mut data = vec![Complex32::new(0.0, 0.0); frames * bins];
-        data.par_chunks_mut(bins).enumerate().for_each_init(
-            || {
-                (
-                    self.forward.make_input_vec(),
-                    self.forward.make_scratch_vec(),
-                )
-            },
-            |(buf, scratch), (t, out)| {
-                let start = (t * self.hop) as isize - pad as isize;
-                for (i, b) in buf.iter_mut().enumerate() {
-                    *b = at(start + i as isize) * self.window[i];
-                }
-                self.forward
-                    .process_with_scratch(buf, out, scratch)
-                    .expect("buffer sizes come from the plan");
-            },
-        );
-        Ok(Spectrum { bins, frames, data })
+        let support = self.support();
+        let window = &self.window[support.clone()];
+        rows.par_chunks_mut(rows.len() / frames)
+            .enumerate()
+            .for_each_init(
+                || {
+                    (
+                        self.forward.make_input_vec(),
+                        self.forward.make_output_vec(),
+                        self.forward.make_scratch_vec(),
+                    )
+                },
+                |(buf, spectrum, scratch), (t, row)| {
+                    // only the window's support is nonzero (the FFT leaves its input as garbage,
+                    // so the zeros are written every frame)
+                    buf[..support.start].fill(0.0);
+                    buf[support.end..].fill(0.0);
+                    let start = (t * self.hop + support.start) as isize - pad as isize;
+                    let inner = &mut buf[support.clone()];
+                    if start >= 0 && start as usize + window.len() <= n {
+                        let s = start as usize;
+                        for ((b, v), w) in inner.iter_mut().zip(&x[s..]).zip(window) {
+                            *b = v * w;
+                        }
+                    } else {
+                        for (i, (b, w)) in inner.iter_mut().zip(window).enumerate() {
+                            *b = at(start + i as isize) * w;
+                        }
+                    }
+                    self.forward
+                        .process_with_scratch(buf, spectrum, scratch)
+                        .expect("buffer sizes come from the plan");
+                    visit(spectrum, row);
+                },
+            );
+        Ok(())
     }
 
     /// The inverse (`torch.istft(..., center=True, length=len)`): windowed overlap-add divided
@@ -144,66 +191,82 @@ impl Stft {
             spec.bins,
             self.bins()
         );
+        self.inverse_rows(spec.frames, len, |t, buf| {
+            buf.copy_from_slice(&spec.data[t * spec.bins..(t + 1) * spec.bins])
+        })
+    }
+
+    /// The inverse of the spectrum whose frame `t` `fill(t, row)` writes (`bins` values, frames
+    /// in parallel), as [`Stft::inverse`].
+    pub fn inverse_rows(
+        &self,
+        frames: usize,
+        len: Option<usize>,
+        fill: impl Fn(usize, &mut [Complex32]) + Sync,
+    ) -> anyhow::Result<Vec<f32>> {
         let pad = self.n_fft / 2;
-        let full = self.n_fft + self.hop * spec.frames.saturating_sub(1);
-        let len = len.unwrap_or(self.hop * spec.frames.saturating_sub(1));
-        // inverse FFT of every frame, windowed (in parallel), then the overlap-add
-        let n_fft = self.n_fft;
-        let scale = 1.0 / n_fft as f32;
-        let mut frames = vec![0f32; spec.frames * n_fft];
-        frames
-            .par_chunks_mut(n_fft)
-            .zip(spec.data.par_chunks(spec.bins))
-            .for_each_init(
-                || {
-                    (
-                        self.inverse.make_input_vec(),
-                        self.inverse.make_scratch_vec(),
-                    )
-                },
-                |(buf, scratch), (out, row)| {
-                    buf.copy_from_slice(row);
-                    // a real signal's DC and Nyquist bins are real: drop what is not
-                    buf[0].im = 0.0;
-                    if n_fft.is_multiple_of(2) {
-                        buf[n_fft / 2].im = 0.0;
-                    }
-                    self.inverse
-                        .process_with_scratch(buf, out, scratch)
-                        .expect("buffer sizes come from the plan");
-                    for (o, w) in out.iter_mut().zip(&self.window) {
-                        *o *= w * scale;
-                    }
-                },
-            );
-        // overlap-add straight into the output, blocks of it in parallel: each output sample
-        // sums the frames that cover it, divided by their summed squared window
-        let hop = self.hop;
-        let win_sq: Vec<f32> = self.window.iter().map(|w| w * w).collect();
+        let len = len.unwrap_or(self.hop * frames.saturating_sub(1));
         let mut out = vec![0f32; len];
-        if spec.frames == 0 {
+        if frames == 0 {
             return Ok(out);
         }
+        // inverse FFT of every frame, windowed (in parallel); only the window's support is kept
+        let n_fft = self.n_fft;
+        let support = self.support();
+        let width = support.len();
+        let window = &self.window[support.clone()];
+        let scale = 1.0 / n_fft as f32;
+        let mut kept = vec![0f32; frames * width];
+        kept.par_chunks_mut(width).enumerate().for_each_init(
+            || {
+                (
+                    self.inverse.make_input_vec(),
+                    self.inverse.make_output_vec(),
+                    self.inverse.make_scratch_vec(),
+                )
+            },
+            |(buf, signal, scratch), (t, out)| {
+                fill(t, buf);
+                // a real signal's DC and Nyquist bins are real: drop what is not
+                buf[0].im = 0.0;
+                if n_fft.is_multiple_of(2) {
+                    buf[n_fft / 2].im = 0.0;
+                }
+                self.inverse
+                    .process_with_scratch(buf, signal, scratch)
+                    .expect("buffer sizes come from the plan");
+                for ((o, v), w) in out.iter_mut().zip(&signal[support.clone()]).zip(window) {
+                    *o = v * w * scale;
+                }
+            },
+        );
+        // overlap-add straight into the output, blocks of it in parallel: each output sample
+        // sums the frames whose window covers it, divided by their summed squared window
+        let hop = self.hop;
+        let win_sq: Vec<f32> = window.iter().map(|w| w * w).collect();
         const BLOCK: usize = 4096;
         out.par_chunks_mut(BLOCK)
             .enumerate()
             .for_each(|(ci, chunk)| {
+                // padded-signal positions j0..j1; frame t's support covers
+                // t * hop + support.start .. + width
                 let j0 = ci * BLOCK + pad;
                 let j1 = j0 + chunk.len();
                 let mut norm = vec![0f32; chunk.len()];
-                let t_lo = if j0 + 1 > n_fft {
-                    (j0 + 1 - n_fft).div_ceil(hop)
+                let first = support.start + width;
+                let t_lo = if j0 + 1 > first {
+                    (j0 + 1 - first).div_ceil(hop)
                 } else {
                     0
                 };
-                let t_hi = ((j1 - 1) / hop).min(spec.frames - 1);
+                let t_hi = (j1.saturating_sub(1 + support.start) / hop).min(frames - 1);
                 for t in t_lo..=t_hi {
-                    let s = t * hop;
-                    let (a, b) = (j0.max(s), j1.min(s + n_fft).min(full));
+                    let s = t * hop + support.start;
+                    let (a, b) = (j0.max(s), j1.min(s + width));
                     if a >= b {
                         continue;
                     }
-                    let f = &frames[t * n_fft..(t + 1) * n_fft];
+                    let f = &kept[t * width..(t + 1) * width];
                     for j in a..b {
                         chunk[j - j0] += f[j - s];
                         norm[j - j0] += win_sq[j - s];

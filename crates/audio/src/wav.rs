@@ -115,6 +115,7 @@ pub fn read_wav(path: &Path) -> anyhow::Result<Audio> {
 /// channels and any rate, scaled to [-1, 1]. A malformed, truncated or empty file is an error
 /// naming `source`.
 pub fn parse_wav(bytes: &[u8], source: &str) -> anyhow::Result<Audio> {
+    let _t = sugarcube_core::profile::scope("wav_read");
     let reader = hound::WavReader::new(Cursor::new(bytes))
         .map_err(|e| anyhow::anyhow!("{source}: not a readable WAV file: {e}"))?;
     let spec = reader.spec();
@@ -173,6 +174,7 @@ pub fn parse_wav(bytes: &[u8], source: &str) -> anyhow::Result<Audio> {
 
 /// The bytes of a WAV file holding `audio`.
 pub fn encode_wav(audio: &Audio, format: WavFormat) -> anyhow::Result<Vec<u8>> {
+    let _t = sugarcube_core::profile::scope("wav_write");
     ensure!(
         !audio.channels.is_empty() && audio.channels.len() <= u16::MAX as usize,
         "a WAV file needs 1 to 65535 channels, got {}",

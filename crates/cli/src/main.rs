@@ -96,7 +96,8 @@ enum Command {
     Bench {
         /// An experiment file; without one, the standard workloads run.
         experiment: Option<PathBuf>,
-        /// Run only this standard workload (repeatable).
+        /// Run only this workload (repeatable): a standard one, or a domain's own
+        /// (audio_to_image, audio_to_wav: Riffusion's conversions of a 6.5 s music clip).
         #[arg(long)]
         workload: Vec<String>,
         /// Timed steps per standard workload (the median is reported).
@@ -373,20 +374,42 @@ fn bench_workloads(
     dev: &candle_core::Device,
 ) -> anyhow::Result<()> {
     use sugarcube_core::bench::{self, Workload};
-    let workloads = if names.is_empty() {
-        Workload::ALL.to_vec()
-    } else {
-        names
-            .iter()
-            .map(|n| Workload::parse(n))
-            .collect::<anyhow::Result<Vec<_>>>()?
+    let domain_workloads: Vec<_> = DOMAINS.iter().flat_map(|d| d.workloads()).collect();
+    // the standard workloads by default; a domain's by name
+    let mut runs: Vec<(
+        String,
+        Box<dyn Fn() -> anyhow::Result<bench::WorkloadResult>>,
+    )> = vec![];
+    let standard = |w: Workload| -> (
+        String,
+        Box<dyn Fn() -> anyhow::Result<bench::WorkloadResult>>,
+    ) {
+        (
+            w.name().to_string(),
+            Box::new(move || bench::run(w, dev, warmup, iters)),
+        )
     };
+    if names.is_empty() {
+        runs.extend(Workload::ALL.into_iter().map(standard));
+    }
+    for name in names {
+        if let Some(d) = domain_workloads.iter().find(|d| d.name == name) {
+            let run = d.run;
+            runs.push((name.clone(), Box::new(move || run(warmup, iters))));
+            continue;
+        }
+        let w = Workload::parse(name).map_err(|e| {
+            let extra: Vec<_> = domain_workloads.iter().map(|d| d.name).collect();
+            anyhow::anyhow!("{e}, {}", extra.join(", "))
+        })?;
+        runs.push(standard(w));
+    }
     let machine = sugarcube_core::report::machine_description();
     if !json {
         println!("machine: {machine}; median of {iters} steps after {warmup} warm-up steps");
     }
-    for w in workloads {
-        let r = bench::run(w, dev, warmup, iters)?;
+    for (name, run) in runs {
+        let r = run().with_context(|| format!("workload {name}"))?;
         if json {
             let mut v = serde_json::to_value(&r)?;
             v["machine"] = serde_json::json!(machine);
@@ -403,6 +426,9 @@ fn bench_workloads(
             r.parameters as f64 / 1e6,
             r.precision
         );
+        for (name, value) in &r.quality {
+            println!("  {name}: {value:.3}");
+        }
         println!(
             "  {:<28} {:>10} {:>7} {:>10}",
             "region", "ms/step", "share", "calls/step"

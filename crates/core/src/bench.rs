@@ -146,6 +146,60 @@ pub struct WorkloadResult {
     pub precision: String,
     /// Where a step's time goes.
     pub breakdown: Vec<BreakdownEntry>,
+    /// Figures of the workload's output beside its speed (a domain workload's quality, for
+    /// comparing at equal quality), by name.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub quality: std::collections::BTreeMap<String, f64>,
+}
+
+/// A workload a domain contributes (`sugarcube bench --workload NAME`): one of its own
+/// pipelines, timed by [`time_steps`] like the standard workloads. Domains list theirs in
+/// [`crate::domain::Domain::workloads`].
+#[derive(Clone, Copy)]
+pub struct DomainWorkload {
+    /// The name on the command line and in reports.
+    pub name: &'static str,
+    /// One line: what a step does and what an item is.
+    pub about: &'static str,
+    /// Runs it: `warmup` untimed steps, then `iters` timed ones.
+    pub run: fn(warmup: usize, iters: usize) -> anyhow::Result<WorkloadResult>,
+}
+
+/// Times `step`: `warmup` untimed calls, then `iters` (at least 1) timed ones with the
+/// [`crate::profile`] scopes recording. Returns the median seconds per step and where a step's
+/// time went.
+pub fn time_steps(
+    warmup: usize,
+    iters: usize,
+    mut step: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<(f64, Vec<BreakdownEntry>)> {
+    let iters = iters.max(1);
+    for _ in 0..warmup {
+        step()?;
+    }
+    let was = profile::enabled();
+    profile::take();
+    profile::enable(true);
+    let mut times = Vec::with_capacity(iters);
+    let outcome = (0..iters).try_for_each(|_| {
+        let began = Instant::now();
+        step()?;
+        times.push(began.elapsed().as_secs_f64());
+        anyhow::Ok(())
+    });
+    profile::enable(was);
+    outcome?;
+    let total: f64 = times.iter().sum();
+    let breakdown = profile::take()
+        .into_iter()
+        .map(|e| BreakdownEntry {
+            ms_per_step: 1e3 * e.seconds / iters as f64,
+            share: e.seconds / total,
+            calls_per_step: e.calls as f64 / iters as f64,
+            name: e.name,
+        })
+        .collect();
+    Ok((median(times), breakdown))
 }
 
 /// A model plus what one step of the workload feeds it.
@@ -272,30 +326,7 @@ pub fn run(
         let _t = profile::scope("optimizer");
         opt.step(&grads, 2e-4)
     };
-    for _ in 0..warmup {
-        step()?;
-    }
-    let was = profile::enabled();
-    profile::take();
-    profile::enable(true);
-    let mut times = Vec::with_capacity(iters);
-    for _ in 0..iters {
-        let began = Instant::now();
-        step()?;
-        times.push(began.elapsed().as_secs_f64());
-    }
-    profile::enable(was);
-    let total: f64 = times.iter().sum();
-    let breakdown = profile::take()
-        .into_iter()
-        .map(|e| BreakdownEntry {
-            ms_per_step: 1e3 * e.seconds / iters as f64,
-            share: e.seconds / total,
-            calls_per_step: e.calls as f64 / iters as f64,
-            name: e.name,
-        })
-        .collect();
-    let med = median(times);
+    let (med, breakdown) = time_steps(warmup, iters, || Ok(step()?))?;
     Ok(WorkloadResult {
         workload: w.name().to_string(),
         items_per_s: w.batch_size() as f64 / med,
@@ -310,6 +341,7 @@ pub fn run(
         }
         .to_string(),
         breakdown,
+        quality: Default::default(),
     })
 }
 

@@ -187,6 +187,11 @@ pub trait Domain: 'static {
         Ok(vec![])
     }
 
+    /// The domain's own `sugarcube bench` workloads (its pipelines outside the model), if any.
+    fn workloads() -> Vec<crate::bench::DomainWorkload> {
+        vec![]
+    }
+
     /// The domain's own subcommands (`sugarcube NAME ...`), if any.
     fn command() -> Option<clap::Command> {
         None

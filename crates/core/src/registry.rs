@@ -45,6 +45,8 @@ pub trait DomainEntry: Sync {
     ) -> anyhow::Result<Vec<BenchResult>>;
     /// The domain's sections of the report of the run in `run` ([`crate::report`]).
     fn report(&self, run: &crate::report::RunFiles) -> anyhow::Result<Vec<crate::report::Section>>;
+    /// The domain's own bench workloads ([`crate::domain::Domain::workloads`]).
+    fn workloads(&self) -> Vec<crate::bench::DomainWorkload>;
     /// The domain's own subcommands, mounted as `sugarcube NAME ...`.
     fn command(&self) -> Option<clap::Command>;
     /// Runs one of them.
@@ -98,6 +100,9 @@ impl<D: Domain> DomainEntry for Entry<D> {
     }
     fn report(&self, run: &crate::report::RunFiles) -> anyhow::Result<Vec<crate::report::Section>> {
         crate::report::domain_sections::<D>(run)
+    }
+    fn workloads(&self) -> Vec<crate::bench::DomainWorkload> {
+        D::workloads()
     }
     fn command(&self) -> Option<clap::Command> {
         D::command().map(|c| c.name(D::NAME))
